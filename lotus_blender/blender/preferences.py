@@ -1,0 +1,92 @@
+"""Add-on preferences: models, device, precision, worker interpreter, outputs."""
+
+import bpy
+from bpy.props import EnumProperty, FloatProperty, IntProperty, StringProperty
+
+from .. import protocol
+
+ADDON_ID = __package__.rpartition(".")[0]  # the extension's package, e.g. bl_ext.user_default.lotus_blender
+
+
+def _checkpoint_items(task):
+    items = [(repo, repo.split("/", 1)[1], f"Hugging Face checkpoint {repo}")
+             for repo, kind in protocol.KNOWN_CHECKPOINTS.items()
+             if (kind == protocol.KIND_NORMAL) == (task == protocol.TASK_NORMAL)]
+    items.append(("LOCAL", "Local Folder", "A checkpoint folder on disk (diffusers layout)"))
+    return items
+
+
+class LotusPreferences(bpy.types.AddonPreferences):
+    bl_idname = ADDON_ID
+
+    depth_model: EnumProperty(
+        name="Depth Model", items=_checkpoint_items(protocol.TASK_DEPTH),
+        default=protocol.DEFAULT_CHECKPOINTS[protocol.TASK_DEPTH],
+        description="Checkpoint used for depth")
+    depth_model_path: StringProperty(
+        name="Depth Model Folder", subtype='DIR_PATH',
+        description="Local depth checkpoint folder (used when the model is Local Folder)")
+    normal_model: EnumProperty(
+        name="Normal Model", items=_checkpoint_items(protocol.TASK_NORMAL),
+        default=protocol.DEFAULT_CHECKPOINTS[protocol.TASK_NORMAL],
+        description="Checkpoint used for surface normals")
+    normal_model_path: StringProperty(
+        name="Normal Model Folder", subtype='DIR_PATH',
+        description="Local normal checkpoint folder (used when the model is Local Folder)")
+    device: EnumProperty(
+        name="Device", default='AUTO',
+        items=[('AUTO', "Auto", "CUDA, then Apple Metal (MPS), then CPU"),
+               ('CUDA', "CUDA", "NVIDIA GPU"), ('MPS', "Metal", "Apple GPU"), ('CPU', "CPU", "Processor")])
+    precision: EnumProperty(
+        name="Precision", default='AUTO',
+        items=[('AUTO', "Auto", "Half precision on GPUs, the faster of bf16/fp32 on the CPU"),
+               ('FP32', "Full (fp32)", "Slowest, most memory"),
+               ('FP16', "Half (fp16)", "GPUs only"),
+               ('BF16', "BFloat16", "Half memory on the CPU")])
+    processing_resolution: IntProperty(
+        name="Processing Resolution", default=768, min=0, soft_max=2048,
+        description="Longest image edge the model sees (0 = native size). Outputs keep the input size")
+    python_path: StringProperty(
+        name="Worker Python", subtype='FILE_PATH',
+        description="Python interpreter that runs the worker (empty = Blender's own Python). "
+                    "It needs torch, diffusers and transformers")
+    idle_release_minutes: FloatProperty(
+        name="Release After Idle (min)", default=10.0, min=0.0, soft_max=120.0,
+        description="Free the model's memory after this many idle minutes (0 = never)")
+    output_dir: StringProperty(
+        name="Output Folder", default="//lotus/", subtype='DIR_PATH',
+        description="Where maps are saved; relative to the .blend file when it starts with //")
+    normal_convention: EnumProperty(
+        name="Normal Map Convention", default='OPENGL',
+        items=[('OPENGL', "OpenGL (Blender)", "Green channel up (+Y), as Blender expects"),
+               ('DIRECTX', "DirectX", "Green channel down (-Y), for DirectX engines")])
+
+    def draw(self, context):
+        layout = self.layout
+        col = layout.column(heading="Models")
+        for task in ("depth", "normal"):
+            col.prop(self, f"{task}_model")
+            if getattr(self, f"{task}_model") == 'LOCAL':
+                col.prop(self, f"{task}_model_path")
+        col = layout.column(heading="Compute")
+        col.prop(self, "device")
+        col.prop(self, "precision")
+        col.prop(self, "processing_resolution")
+        col.prop(self, "python_path")
+        col.prop(self, "idle_release_minutes")
+        col = layout.column(heading="Output")
+        col.prop(self, "output_dir")
+        col.prop(self, "normal_convention")
+
+
+def get_preferences(context=None):
+    context = context or bpy.context
+    return context.preferences.addons[ADDON_ID].preferences
+
+
+def register():
+    bpy.utils.register_class(LotusPreferences)
+
+
+def unregister():
+    bpy.utils.unregister_class(LotusPreferences)

@@ -1,0 +1,1 @@
+"""The Lotus engine: torch + diffusers, run in a background subprocess. Never imports bpy."""

@@ -1,0 +1,47 @@
+"""Install the extension into the bpy module the way Blender itself does."""
+
+import shutil
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_ID = "lotus_blender"
+TEST_REPO_MODULE = "lotus_test"
+
+
+def stage_extension(dest: Path) -> Path:
+    """Copy the package and its manifest into dest/lotus_blender, as an installed extension looks."""
+    target = dest / PACKAGE_ID
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(REPO_ROOT / PACKAGE_ID, target,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy2(REPO_ROOT / "blender_manifest.toml", target / "blender_manifest.toml")
+    return target
+
+
+def install_extension(repo_dir: Path) -> str:
+    import bpy  # first: bpy puts Blender's own modules (addon_utils) on sys.path
+    import addon_utils
+
+    repos = bpy.context.preferences.extensions.repos
+    repo = next((r for r in repos if r.module == TEST_REPO_MODULE), None)
+    if repo is None:
+        repo = repos.new(name="Lotus Test", module=TEST_REPO_MODULE,
+                         custom_directory=str(repo_dir), source='USER')
+    stage_extension(Path(repo.directory))
+    module_name = f"bl_ext.{TEST_REPO_MODULE}.{PACKAGE_ID}"
+    addon_utils.extensions_refresh(ensure_wheels=True, addon_modules_pending=[module_name])
+    mod = addon_utils.enable(module_name, default_set=True, handle_error=_raise)
+    if mod is None:
+        raise RuntimeError(f"could not enable {module_name}")
+    return module_name
+
+
+def disable_extension(module_name: str) -> None:
+    import bpy  # noqa: F401
+    import addon_utils
+    addon_utils.disable(module_name, default_set=True, handle_error=_raise)
+
+
+def _raise(ex):
+    raise ex

@@ -1,0 +1,30 @@
+"""Shared fixtures.
+
+Blender is the PyPI ``bpy`` module. Its user folders are redirected to a throwaway directory
+before bpy is first imported, so tests never touch the real user's configuration.
+"""
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))  # tests import core/protocol directly (never inside Blender)
+
+os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="lotus-blender-user-"))
+
+
+@pytest.fixture(scope="session")
+def blender_addon(tmp_path_factory):
+    """The extension installed the way Blender installs it: a repository + addon_utils.enable.
+
+    Yields the add-on's module name, ``bl_ext.lotus_test.lotus_blender``.
+    """
+    from tests import blender_env
+    repo_dir = tmp_path_factory.mktemp("extension-repo")
+    module_name = blender_env.install_extension(repo_dir)
+    yield module_name
+    blender_env.disable_extension(module_name)
