@@ -28,3 +28,17 @@ def blender_addon(tmp_path_factory):
     module_name = blender_env.install_extension(repo_dir)
     yield module_name
     blender_env.disable_extension(module_name)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory):
+    """Tiny random-weight Lotus checkpoints (real diffusers layout), built once per session.
+
+    Keys are (variant, kind): ("G"|"D", "disparity"|"depth"|"normal"); values are folders, each
+    with a ``lotus.json`` recording its kind (a local folder has no repo id to recognise).
+    """
+    from tests.tiny_lotus import make_tiny_checkpoint
+    root = tmp_path_factory.mktemp("tiny-lotus")
+    wanted = [("G", "disparity"), ("D", "disparity"), ("G", "normal"), ("D", "normal"),
+              ("G", "depth")]
+    return {key: make_tiny_checkpoint(root, variant=key[0], kind=key[1]) for key in wanted}
