@@ -42,3 +42,10 @@ def tiny_checkpoints(tmp_path_factory):
     wanted = [("G", "disparity"), ("D", "disparity"), ("G", "normal"), ("D", "normal"),
               ("G", "depth")]
     return {key: make_tiny_checkpoint(root, variant=key[0], kind=key[1]) for key in wanted}
+
+
+@pytest.fixture(scope="session")
+def ground_truth_scene(blender_addon):
+    """The known Cycles scene (tests/ground_truth.py), rendered once per session; its datablocks are gone."""
+    from tests.ground_truth import render_ground_truth
+    return render_ground_truth()

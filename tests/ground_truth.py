@@ -1,0 +1,263 @@
+"""A known scene rendered with Cycles (CPU): the ground truth the scene builders are checked against.
+
+A sphere and a box on a ground plane, a back wall so that every pixel hits a surface, a sun and a
+known camera. `render_ground_truth()` builds it in a fresh scene, renders a tiny image with the
+Combined, Depth, Normal and Diffuse Color passes, reads them back as float32 numpy arrays
+(top row first, like the core) and removes everything it created.
+
+For renders of the same scene under other lights (relighting tests), use `GroundTruthScene`
+directly: build it, change what you need, call `render()`, then `remove()` (or use `with`).
+
+Pass facts (checked by tests/test_scene25d_ground_truth.py):
+- Depth (Z) is the PLANAR camera depth (distance along the camera's -Z axis), not the length of the
+  view ray; the pixel filter is made tiny so each pixel's value is the one at its centre ray.
+- Normal is the world-space shading normal (unit length, smooth where the mesh is smooth).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+RESOLUTION = (160, 120)
+SAMPLES = 8
+CAMERA_LOCATION = (0.0, -6.0, 2.2)
+CAMERA_TARGET = (0.0, 0.4, 0.7)
+CAMERA_LENS_MM = 35.0
+CAMERA_SENSOR_MM = 36.0
+
+# Object name -> (kind, location, size, base colour). Sizes: sphere radius, box edge, plane/wall size.
+OBJECTS = {
+    "gt_sphere": ("SPHERE", (-0.9, 0.3, 0.8), 0.8, (0.8, 0.2, 0.15)),
+    "gt_box": ("BOX", (1.0, 0.9, 0.6), 1.2, (0.15, 0.4, 0.8)),  # turned 30 degrees about Z
+    "gt_ground": ("PLANE", (0.0, 3.0, 0.0), 24.0, (0.6, 0.6, 0.55)),
+    "gt_wall": ("WALL", (0.0, 6.0, 0.0), 24.0, (0.5, 0.55, 0.6)),
+}
+SUBJECT_NAMES = ("gt_sphere", "gt_box")
+
+PASS_SOCKETS = {"combined": "Image", "depth": "Depth", "normal": "Normal", "diffuse_color": "Diffuse Color"}
+
+
+@dataclass
+class GroundTruth:
+    """What one render produced. Arrays are float32, top row first, shape (H, W[, C])."""
+    combined: np.ndarray          # (H, W, 4) linear scene-referred RGBA
+    depth: np.ndarray             # (H, W) Cycles Depth pass: planar camera Z distance
+    normal: np.ndarray            # (H, W, 3) world-space normals
+    diffuse_color: np.ndarray     # (H, W, 3)
+    matrix_world: np.ndarray      # (4, 4) camera to world
+    lens: float                   # mm
+    sensor_width: float           # mm
+    sensor_fit: str
+    resolution: tuple             # (width, height) in pixels
+    object_names: dict = field(default_factory=dict)   # role -> object name
+    object_index: np.ndarray | None = None              # (H, W) int: 0 background, i+1 = OBJECTS order
+
+    @property
+    def subject_mask(self) -> np.ndarray:
+        """Pixels showing the sphere or the box."""
+        names = list(OBJECTS)
+        ids = [names.index(n) + 1 for n in SUBJECT_NAMES]
+        return np.isin(self.object_index, ids)
+
+
+def _look_at_matrix(location, target):
+    """Camera-to-world rotation so the camera (looking down its -Z, +Y up) looks at target."""
+    from mathutils import Vector
+    direction = Vector(target) - Vector(location)
+    return direction.to_track_quat('-Z', 'Y').to_matrix()
+
+
+class GroundTruthScene:
+    """Builds the known scene in a new bpy scene and removes every datablock it made."""
+
+    def __init__(self, name: str = "lotus_ground_truth"):
+        import bpy
+        self._made = []  # (collection name in bpy.data, datablock)
+        self.scene = bpy.data.scenes.new(name)
+        self._made.append(("scenes", self.scene))
+        self._setup_render()
+        self._setup_world()
+        self.camera = self._add_camera()
+        self.objects = {}
+        for index, (obj_name, spec) in enumerate(OBJECTS.items()):
+            self.objects[obj_name] = self._add_object(obj_name, index + 1, *spec)
+        self.sun = self._add_sun()
+        self._directory = tempfile.mkdtemp(prefix="lotus-gt-")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+    def _keep(self, collection, datablock):
+        self._made.append((collection, datablock))
+        return datablock
+
+    def _setup_render(self):
+        scene = self.scene
+        scene.render.engine = 'CYCLES'
+        scene.cycles.device = 'CPU'
+        scene.cycles.samples = SAMPLES
+        scene.cycles.use_denoising = False
+        scene.cycles.use_adaptive_sampling = False
+        scene.cycles.max_bounces = 4
+        # A tiny filter: each pixel's depth/normal is the surface at its centre ray, which is what
+        # an unprojection at pixel centres must reproduce.
+        scene.cycles.filter_width = 0.01
+        scene.cycles.seed = 1
+        scene.render.resolution_x, scene.render.resolution_y = RESOLUTION
+        scene.render.resolution_percentage = 100
+        scene.render.threads_mode = 'FIXED'
+        scene.render.threads = 2
+        scene.view_settings.view_transform = 'Standard'
+        layer = scene.view_layers[0]
+        layer.use_pass_z = True
+        layer.use_pass_normal = True
+        layer.use_pass_diffuse_color = True
+        layer.use_pass_object_index = True
+
+    def _setup_world(self):
+        import bpy
+        world = self._keep("worlds", bpy.data.worlds.new(self.scene.name + "_world"))
+        world.use_nodes = True
+        background = world.node_tree.nodes.get("Background")
+        if background is not None:
+            background.inputs["Color"].default_value = (0.05, 0.05, 0.06, 1.0)
+            background.inputs["Strength"].default_value = 1.0
+        else:
+            world.color = (0.05, 0.05, 0.06)
+        self.scene.world = world
+
+    def _add_camera(self):
+        import bpy
+        data = self._keep("cameras", bpy.data.cameras.new("gt_camera"))
+        data.lens = CAMERA_LENS_MM
+        data.sensor_width = CAMERA_SENSOR_MM
+        data.sensor_fit = 'AUTO'
+        data.clip_start = 0.1
+        data.clip_end = 100.0
+        obj = self._keep("objects", bpy.data.objects.new("gt_camera", data))
+        obj.location = CAMERA_LOCATION
+        obj.rotation_euler = _look_at_matrix(CAMERA_LOCATION, CAMERA_TARGET).to_euler()
+        self.scene.collection.objects.link(obj)
+        self.scene.camera = obj
+        return obj
+
+    def _add_sun(self):
+        import bpy
+        data = self._keep("lights", bpy.data.lights.new("gt_sun", 'SUN'))
+        data.energy = 3.0
+        data.angle = math.radians(2.0)
+        obj = self._keep("objects", bpy.data.objects.new("gt_sun", data))
+        obj.rotation_euler = (math.radians(40), math.radians(-25), math.radians(30))
+        self.scene.collection.objects.link(obj)
+        return obj
+
+    def _add_object(self, name, pass_index, kind, location, size, colour):
+        import bmesh
+        import bpy
+        from mathutils import Matrix
+        mesh = self._keep("meshes", bpy.data.meshes.new(name))
+        bm = bmesh.new()
+        if kind == "SPHERE":
+            bmesh.ops.create_uvsphere(bm, u_segments=64, v_segments=32, radius=size)
+        elif kind == "BOX":
+            bmesh.ops.create_cube(bm, size=size)
+        elif kind == "PLANE":
+            bmesh.ops.create_grid(bm, x_segments=1, y_segments=1, size=size / 2)
+        elif kind == "WALL":
+            bmesh.ops.create_grid(bm, x_segments=1, y_segments=1, size=size / 2,
+                                  matrix=Matrix.Rotation(math.radians(90), 4, 'X'))
+        bm.to_mesh(mesh)
+        bm.free()
+        mesh.shade_smooth() if kind == "SPHERE" else mesh.shade_flat()
+        material = self._keep("materials", bpy.data.materials.new(name + "_material"))
+        material.use_nodes = True
+        bsdf = material.node_tree.nodes.get("Principled BSDF")
+        bsdf.inputs["Base Color"].default_value = (*colour, 1.0)
+        bsdf.inputs["Roughness"].default_value = 0.8
+        material.diffuse_color = (*colour, 1.0)
+        mesh.materials.append(material)
+        obj = self._keep("objects", bpy.data.objects.new(name, mesh))
+        obj.location = location
+        if kind == "BOX":
+            obj.rotation_euler = (0.0, 0.0, math.radians(30.0))
+        obj.pass_index = pass_index
+        self.scene.collection.objects.link(obj)
+        return obj
+
+    def render(self) -> GroundTruth:
+        """Render the passes with Cycles and read them back as numpy arrays, top row first."""
+        import bpy
+        scene = self.scene
+        tree = self._keep("node_groups", bpy.data.node_groups.new(scene.name + "_passes", "CompositorNodeTree"))
+        scene.compositing_node_group = tree
+        layers = tree.nodes.new("CompositorNodeRLayers")
+        layers.scene = scene
+        writer = tree.nodes.new("CompositorNodeOutputFile")
+        writer.directory = self._directory
+        writer.file_name = "pass_"
+        writer.format.media_type = 'IMAGE'
+        writer.format.file_format = 'OPEN_EXR'
+        writer.format.color_depth = '32'
+        writer.format.exr_codec = 'ZIP'
+        sockets = dict(PASS_SOCKETS, object_index="Object Index")
+        for socket in sockets.values():
+            kind = 'FLOAT' if socket in ("Depth", "Object Index") else 'RGBA'
+            writer.file_output_items.new(kind, socket)
+            tree.links.new(layers.outputs[socket], writer.inputs[socket])
+        scene.render.filepath = os.path.join(self._directory, "combined_unused")
+        bpy.ops.render.render(scene=scene.name, write_still=False)
+        planes = {key: self._read_exr(os.path.join(self._directory, f"pass_{socket}.exr"))
+                  for key, socket in sockets.items()}
+        cam = self.camera
+        return GroundTruth(
+            combined=planes["combined"],
+            depth=planes["depth"][..., 0].copy(),
+            normal=planes["normal"][..., :3].copy(),
+            diffuse_color=planes["diffuse_color"][..., :3].copy(),
+            matrix_world=np.array(cam.matrix_world, dtype=np.float64),
+            lens=float(cam.data.lens),
+            sensor_width=float(cam.data.sensor_width),
+            sensor_fit=cam.data.sensor_fit,
+            resolution=(scene.render.resolution_x, scene.render.resolution_y),
+            object_names={"sphere": "gt_sphere", "box": "gt_box", "ground": "gt_ground",
+                          "wall": "gt_wall", "camera": cam.name, "sun": self.sun.name},
+            object_index=np.rint(planes["object_index"][..., 0]).astype(np.int32),
+        )
+
+    @staticmethod
+    def _read_exr(path) -> np.ndarray:
+        import bpy
+        image = bpy.data.images.load(path, check_existing=False)
+        try:
+            width, height = image.size
+            buffer = np.empty(width * height * 4, dtype=np.float32)
+            image.pixels.foreach_get(buffer)
+        finally:
+            bpy.data.images.remove(image)
+        return buffer.reshape(height, width, 4)[::-1].copy()
+
+    def remove(self):
+        """Delete every datablock this scene created and its temporary render folder."""
+        import bpy
+        for collection, datablock in reversed(self._made):
+            try:
+                getattr(bpy.data, collection).remove(datablock)
+            except ReferenceError:
+                pass  # already removed together with its owner
+        self._made.clear()
+        shutil.rmtree(self._directory, ignore_errors=True)
+
+
+def render_ground_truth() -> GroundTruth:
+    """Build, render and remove the known scene; returns the passes and the camera."""
+    with GroundTruthScene() as scene:
+        return scene.render()
