@@ -90,16 +90,27 @@ class ExtensionTool:
             self.prefix = [exe, "--factory-startup", "--command", "extension"]
             self.tags_file = self._find_tags(Path(exe).resolve().parent)
         else:
-            spec = importlib.util.find_spec("bpy")
-            if spec is None or not spec.submodule_search_locations:
-                raise BuildError("Blender's extension tool not found: install the bpy module "
-                                 "(pip install bpy==5.0.1, CPython 3.11) or pass --blender PATH")
-            bpy_dir = Path(list(spec.submodule_search_locations)[0])
+            bpy_dir = self._find_bpy()
             tools = sorted(bpy_dir.glob("*/scripts/addons_core/bl_pkg/cli/blender_ext.py"))
             if not tools:
                 raise BuildError(f"bpy at {bpy_dir} has no blender_ext.py; pass --blender PATH")
+            # blender_ext.py is plain standard-library Python: any Python 3.11+ runs it.
             self.prefix = [sys.executable, str(tools[-1])]
             self.tags_file = self._find_tags(bpy_dir)
+
+    @staticmethod
+    def _find_bpy() -> Path:
+        """The bpy package of this interpreter, else of the test environment (.venv/)."""
+        spec = importlib.util.find_spec("bpy")
+        if spec is not None and spec.submodule_search_locations:
+            return Path(list(spec.submodule_search_locations)[0])
+        for candidate in sorted(ROOT.glob(".venv/lib/python3*/site-packages/bpy")) + \
+                [ROOT / ".venv" / "Lib" / "site-packages" / "bpy"]:
+            if candidate.is_dir():
+                return candidate
+        raise BuildError("Blender's extension tool not found: install the bpy module "
+                         "(pip install bpy==5.0.1, CPython 3.11; python3 tests/run.py does) "
+                         "or pass --blender PATH")
 
     @staticmethod
     def _find_tags(base: Path) -> Path | None:

@@ -156,21 +156,28 @@ def test_pip_failure_is_one_clear_error(tmp_path):
     _assert_clean_failure(proc, dist, "pip download failed")
 
 
+def copy_sources(dest: Path) -> Path:
+    dest.mkdir()
+    shutil.copy2(BUILD, dest / "build.py")
+    shutil.copy2(ROOT / "blender_manifest.toml", dest / "blender_manifest.toml")
+    shutil.copytree(ROOT / "lotus_blender", dest / "lotus_blender",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
 def test_missing_blender_tool_is_one_clear_error(tmp_path):
     dist = tmp_path / "dist"
-    # -S: no site-packages, so no bpy module (and so no blender_ext.py) can be found.
-    proc = run_build("--torch", "none", "--output-dir", str(dist), python_flags=("-S",))
+    copy = copy_sources(tmp_path / "src")
+    # -S: no site-packages, and the copy has no .venv/: no bpy module, so no blender_ext.py.
+    proc = run_build("--torch", "none", "--output-dir", str(dist), python_flags=("-S",),
+                     script=copy / "build.py", cwd=copy)
     _assert_clean_failure(proc, dist, "extension tool not found")
     proc = run_build("--torch", "none", "--output-dir", str(dist), "--blender", str(tmp_path / "nope"))
     _assert_clean_failure(proc, dist, "no such program")
 
 
 def test_invalid_manifest_is_one_clear_error(tmp_path):
-    copy = tmp_path / "src"
-    copy.mkdir()
-    shutil.copy2(BUILD, copy / "build.py")
-    shutil.copytree(ROOT / "lotus_blender", copy / "lotus_blender",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    copy = copy_sources(tmp_path / "src")
     text = (ROOT / "blender_manifest.toml").read_text()
     tagline = tomllib.loads(text)["tagline"]
     # Blender rejects a tagline ending with punctuation.
