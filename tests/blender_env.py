@@ -45,3 +45,22 @@ def disable_extension(module_name: str) -> None:
 
 def _raise(ex):
     raise ex
+
+
+def worker_processes() -> list[int]:
+    """PIDs of live Lotus worker processes started by this test process (Linux /proc)."""
+    import os
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        # Field 4 of /proc/PID/stat is the parent PID; state Z (zombie) means already exited.
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and "lotus_blender.worker" in cmdline:
+            pids.append(int(entry.name))
+    return pids
