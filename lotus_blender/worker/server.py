@@ -1,0 +1,210 @@
+"""The worker process: JSON-lines requests on stdin, events on stdout (see ``protocol``).
+
+Started as ``python -m lotus_blender.worker --log LOGFILE`` with PYTHONPATH holding the folder
+that contains the package. The model stays warm between requests. Requests are read on a thread
+so that ``cancel`` and ``ping`` are seen while a job runs. The process exits on ``shutdown``, when
+its stdin closes, or when its parent process dies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+import traceback
+
+from .. import protocol
+
+log = logging.getLogger("lotus.worker")
+
+PARENT_POLL_SECONDS = 1.0
+
+
+class EventWriter:
+    """The only writer of the protocol stream (a private handle on the original stdout)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def send(self, message: dict) -> None:
+        data = protocol.encode(message)
+        with self._lock:
+            try:
+                self._stream.write(data)
+                self._stream.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                # The parent is gone; nothing left to tell.
+                os._exit(0)
+
+
+def take_over_stdio(log_path: str | None):
+    """Keep a private handle on stdout for events and send everything else to the log.
+
+    Libraries print progress bars and warnings to stdout/stderr, some from C code, so the file
+    descriptors themselves are redirected, not just sys.stdout.
+    """
+    protocol_fd = os.dup(1)
+    if log_path:
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+    os.dup2(2, 1)
+    sys.stdout = os.fdopen(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+    sys.stderr = os.fdopen(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+    return os.fdopen(protocol_fd, "wb", buffering=0)
+
+
+class Worker:
+    def __init__(self, events: EventWriter, log_path: str | None):
+        self.events = events
+        self.log_path = log_path
+        self.requests: queue.Queue = queue.Queue()
+        self.cancelled_ids: set = set()
+        self.cancel_lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.engine = None
+
+    # -- threads -----------------------------------------------------------------------------
+
+    def read_requests(self, stdin) -> None:
+        for raw in iter(stdin.readline, b""):
+            if not raw.strip():
+                continue
+            try:
+                message = protocol.decode(raw)
+            except protocol.ProtocolError as ex:
+                self.events.send(protocol.error_event(None, f"bad request: {ex}"))
+                continue
+            op = message.get("op")
+            if op == protocol.OP_CANCEL:
+                with self.cancel_lock:
+                    self.cancelled_ids.add(message.get("id"))
+            elif op == protocol.OP_PING:
+                self.events.send({"event": protocol.EV_PONG})
+            elif op in protocol.REQUEST_OPS:
+                self.requests.put(message)
+            else:
+                self.events.send(protocol.error_event(message.get("id"), f"unknown op {op!r}"))
+        log.info("stdin closed: stopping")
+        self.stop()
+
+    def watch_parent(self, parent_pid: int) -> None:
+        while not self.stopping.wait(PARENT_POLL_SECONDS):
+            if os.getppid() != parent_pid:
+                log.info("parent process %s is gone: exiting", parent_pid)
+                os._exit(0)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.requests.put({"op": protocol.OP_SHUTDOWN})
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def is_cancelled(self, job_id) -> bool:
+        if self.stopping.is_set():
+            return True
+        with self.cancel_lock:
+            return job_id in self.cancelled_ids
+
+    def serve(self) -> int:
+        while True:
+            message = self.requests.get()
+            op = message.get("op")
+            if op == protocol.OP_SHUTDOWN:
+                log.info("shutdown")
+                return 0
+            if op == protocol.OP_RELEASE:
+                if self.engine is not None:
+                    self.engine.release()
+                self.events.send({"event": protocol.EV_RELEASED})
+            elif op == protocol.OP_PREDICT:
+                self.predict(message)
+
+    def predict(self, request: dict) -> None:
+        job_id = request.get("id")
+        if self.is_cancelled(job_id):
+            self.events.send({"event": protocol.EV_CANCELLED, "id": job_id})
+            return
+        started = time.perf_counter()
+        try:
+            from .checkpoint import CheckpointError
+            from .engine import EngineError, JobCancelled, LotusEngine
+            from .images import ImageReadError
+        except ImportError as ex:
+            self.events.send(protocol.error_event(
+                job_id, f"the worker's Python lacks a package it needs: {ex}",
+                traceback.format_exc()))
+            return
+        if self.engine is None:
+            self.engine = LotusEngine()
+
+        def emit(stage, fraction, item=0, items=0, message=""):
+            self.events.send(protocol.progress_event(job_id, stage, fraction, item, items, message))
+
+        try:
+            result = self.engine.run(request, emit, lambda: self.is_cancelled(job_id))
+        except JobCancelled:
+            log.info("job %s cancelled", job_id)
+            self.events.send({"event": protocol.EV_CANCELLED, "id": job_id})
+        except (CheckpointError, EngineError, ImageReadError) as ex:
+            log.warning("job %s failed: %s", job_id, ex)
+            self.events.send(protocol.error_event(job_id, str(ex), traceback.format_exc()))
+        except Exception as ex:  # anything else still ends this job, not the worker
+            log.exception("job %s crashed", job_id)
+            self.events.send(protocol.error_event(job_id, f"{type(ex).__name__}: {ex}",
+                                                  traceback.format_exc()))
+        else:
+            log.info("job %s done in %.2f s", job_id, time.perf_counter() - started)
+            self.events.send({"event": protocol.EV_RESULT, "id": job_id, **result})
+        finally:
+            with self.cancel_lock:
+                self.cancelled_ids.discard(job_id)
+
+
+def _environment_report() -> dict:
+    try:
+        import torch
+    except ImportError as ex:
+        return {"torch": None, "problem": f"PyTorch is not installed for this Python: {ex}"}
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices.insert(0, "cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.insert(0, "mps")
+    return {"torch": torch.__version__, "devices": devices}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lotus_blender.worker")
+    parser.add_argument("--log", help="log file (default: stderr)")
+    args = parser.parse_args(argv)
+
+    parent_pid = os.getppid()
+    protocol_stream = take_over_stdio(args.log)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.captureWarnings(True)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    events = EventWriter(protocol_stream)
+    worker = Worker(events, args.log)
+    stdin = sys.stdin.buffer
+    threading.Thread(target=worker.read_requests, args=(stdin,), daemon=True,
+                     name="lotus-requests").start()
+    threading.Thread(target=worker.watch_parent, args=(parent_pid,), daemon=True,
+                     name="lotus-parent-watch").start()
+    ready = {"event": protocol.EV_READY, "pid": os.getpid(), "protocol": protocol.PROTOCOL_VERSION,
+             "log_path": args.log or "", "python": sys.version.split()[0]}
+    ready.update(_environment_report())
+    log.info("worker ready: %s", ready)
+    events.send(ready)
+    try:
+        return worker.serve()
+    finally:
+        logging.shutdown()
