@@ -27,7 +27,8 @@ def test_depth_disparity_round_trip_with_default_range():
     depth = rng.uniform(0.5, 20.0, size=(16, 24)).astype(np.float32)
     disparity, near, far = maps.depth_to_disparity(depth)
     assert near == pytest.approx(depth.min()) and far == pytest.approx(depth.max())
-    assert disparity.min() == pytest.approx(0.0, abs=1e-6) and disparity.max() == pytest.approx(1.0, abs=1e-6)
+    assert disparity.min() == pytest.approx(0.0, abs=1e-6)
+    assert disparity.max() == pytest.approx(1.0, abs=1e-6)
     np.testing.assert_allclose(maps.disparity_to_depth(disparity, near, far), depth, rtol=1e-5)
 
 
@@ -41,7 +42,8 @@ def test_depth_to_disparity_nan_safe_and_explicit_range():
 
 
 def test_relative_depth_is_linear():
-    np.testing.assert_allclose(maps.relative_depth_to_depth(np.array([0.0, 0.25, 1.0]), 2.0, 6.0), [2.0, 3.0, 6.0])
+    depth = maps.relative_depth_to_depth(np.array([0.0, 0.25, 1.0]), 2.0, 6.0)
+    np.testing.assert_allclose(depth, [2.0, 3.0, 6.0])
 
 
 @pytest.mark.parametrize("near, far", [(0.0, 1.0), (-1.0, 2.0), (5.0, 5.0), (6.0, 5.0), (1.0, np.inf)])

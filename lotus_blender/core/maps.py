@@ -212,9 +212,10 @@ def colorize_depth(values01, near_is_high=True, colormap="INFERNO"):
     name = str(colormap).upper()
     if name not in _COLORMAP_COEFFICIENTS:
         raise ValueError(f"colormap must be one of {DEPTH_COLORMAPS}, got {colormap!r}")
-    t = np.clip(np.nan_to_num(np.asarray(values01, dtype=np.float64), nan=0.0 if near_is_high else 1.0), 0.0, 1.0)
+    t = np.asarray(values01, dtype=np.float64)
     if not near_is_high:
         t = 1.0 - t
+    t = np.clip(np.nan_to_num(t, nan=0.0), 0.0, 1.0)
     coefficients = np.asarray(_COLORMAP_COEFFICIENTS[name], dtype=np.float64)
     # Horner's scheme, highest power first
     rgb = np.broadcast_to(coefficients[-1], t.shape + (3,)).copy()
