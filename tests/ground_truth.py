@@ -215,6 +215,7 @@ class GroundTruthScene:
             tree.links.new(layers.outputs[socket], writer.inputs[socket])
         scene.render.filepath = os.path.join(self._directory, "combined_unused")
         bpy.ops.render.render(scene=scene.name, write_still=False)
+        scene.view_layers[0].update()  # matrix_world of objects in a scene no window shows
         planes = {key: self._read_exr(os.path.join(self._directory, f"pass_{socket}.exr"))
                   for key, socket in sockets.items()}
         cam = self.camera

@@ -6,6 +6,7 @@ import importlib
 _MODULE_NAMES = (
     "preferences",
     "panels",
+    "builders",
 )
 
 

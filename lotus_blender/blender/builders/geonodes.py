@@ -1,0 +1,231 @@
+"""The geometry-nodes group behind the 2.5D mesh: a grid unprojected through the camera.
+
+Everything happens in nodes so that the artist's changes (tear threshold, near distance, depth
+range, resolution, focal length) show at once, and no Python loops over vertices:
+
+  Grid (vertices from Max Vertices and the image aspect)
+  -> UVMap (corner attribute) at the centre of the pixel each vertex samples
+  -> custom normals from the normal image (Blender camera space, rgb = 0.5 n + 0.5)
+  -> positions: depth image sampled with Closest interpolation, mapped to metric depth exactly as
+     core.maps.disparity_to_depth / relative_depth_to_depth do, unprojected along the pixel's ray
+  -> tearing: edges whose relative depth jump |z1 - z2| / min(z1, z2) exceeds the threshold are
+     deleted with their faces (core.geometry.torn_faces is the numpy twin)
+  -> smooth shading, material.
+
+The object's local space is the camera's space (the builder gives the object the camera's
+transform), so the mesh looks down -Z like the camera.
+"""
+
+import bpy
+
+GROUP_NAME = "Lotus 2.5D Mesh"
+GROUP_VERSION = 1
+UV_MAP_NAME = "UVMap"
+
+# Modifier inputs: name -> (socket type, default, min, max, description).
+INPUTS = {
+    "Depth": ('NodeSocketImage', None, None, None, "Lotus depth or disparity image"),
+    "Disparity": ('NodeSocketBool', True, None, None,
+                  "The depth image holds disparity (near = 1); off: relative depth (near = 0)"),
+    "Near": ('NodeSocketFloat', 2.0, 0.001, 1e6, "Distance from the camera to the nearest point"),
+    "Depth Range": ('NodeSocketFloat', 8.0, 0.0, 1e6, "Distance from the nearest to the farthest point"),
+    "Focal Length": ('NodeSocketFloat', 50.0, 0.01, 1e5, "Camera lens (mm); driven by the camera"),
+    "Sensor Width": ('NodeSocketFloat', 36.0, 0.01, 1e4,
+                     "Camera sensor (mm) across the longer image edge; driven by the camera"),
+    "Max Vertices": ('NodeSocketInt', 1024 * 1024, 4, 1 << 26,
+                     "Grid resolution: at most this many vertices, never more than one per pixel"),
+    "Tear": ('NodeSocketBool', True, None, None, "Cut the mesh where the depth jumps"),
+    "Tear Threshold": ('NodeSocketFloat', 0.05, 0.0, 100.0,
+                       "Cut edges whose relative depth jump |a - b| / min(a, b) is larger than this"),
+    "Normal": ('NodeSocketImage', None, None, None, "Lotus normal image (Blender camera space)"),
+    "Use Normals": ('NodeSocketBool', True, None, None, "Custom normals from the normal image"),
+    "Material": ('NodeSocketMaterial', None, None, None, "Material showing the photo"),
+}
+
+
+class _Graph:
+    """Small helpers to add nodes and wire math without a page of boilerplate per operation."""
+
+    def __init__(self, tree):
+        self.tree = tree
+        self.x = 0
+
+    def node(self, bl_idname, inputs=(), **props):
+        node = self.tree.nodes.new(bl_idname)
+        for key, value in props.items():
+            setattr(node, key, value)
+        for key, value in dict(inputs).items():
+            socket = node.inputs[key]
+            if isinstance(value, bpy.types.NodeSocket):
+                self.tree.links.new(value, socket)
+            else:
+                socket.default_value = value
+        node.location = (self.x, 0)
+        self.x += 180
+        return node
+
+    def math(self, operation, a, b=None):
+        inputs = {0: a} if b is None else {0: a, 1: b}
+        return self.node("ShaderNodeMath", inputs, operation=operation).outputs[0]
+
+    def add(self, a, b):
+        return self.math('ADD', a, b)
+
+    def sub(self, a, b):
+        return self.math('SUBTRACT', a, b)
+
+    def mul(self, a, b):
+        return self.math('MULTIPLY', a, b)
+
+    def div(self, a, b):
+        return self.math('DIVIDE', a, b)
+
+    def clamp(self, value, low, high):
+        return self.node("ShaderNodeClamp", {"Value": value, "Min": low, "Max": high}).outputs[0]
+
+    def switch(self, input_type, condition, if_false, if_true):
+        node = self.node("GeometryNodeSwitch", {"Switch": condition, "False": if_false, "True": if_true},
+                         input_type=input_type)
+        return node.outputs[0]
+
+    def combine(self, x, y, z):
+        return self.node("ShaderNodeCombineXYZ", {"X": x, "Y": y, "Z": z}).outputs[0]
+
+    def sample_red(self, image, vector):
+        texture = self.node("GeometryNodeImageTexture", {"Image": image, "Vector": vector},
+                            interpolation='Closest', extension='EXTEND')
+        return self.node("FunctionNodeSeparateColor", {"Color": texture.outputs["Color"]}).outputs["Red"]
+
+
+def _pixel_centre(graph, grid_coordinate, vertex_count, pixel_count, from_top):
+    """Texture coordinate of the centre of the pixel a grid vertex samples.
+
+    grid_coordinate is the grid position in [-0.5, 0.5]; the vertex index along the axis is
+    round((c + 0.5) * (n - 1)), and its pixel floor((k + 0.5) * pixels / n) counted from the top
+    for rows (core.geometry.grid_pixel_indices).
+    """
+    index = graph.math('ROUND', graph.mul(graph.add(grid_coordinate, 0.5), graph.sub(vertex_count, 1.0)))
+    if from_top:
+        index = graph.sub(graph.sub(vertex_count, 1.0), index)
+    pixel = graph.math('FLOOR', graph.div(graph.mul(graph.add(index, 0.5), pixel_count), vertex_count))
+    texture_coordinate = graph.div(graph.add(pixel, 0.5), pixel_count)
+    return graph.sub(1.0, texture_coordinate) if from_top else texture_coordinate
+
+
+def _build(tree):
+    graph = _Graph(tree)
+    interface = tree.interface
+    interface.new_socket("Geometry", in_out='INPUT', socket_type='NodeSocketGeometry')
+    for name, (socket_type, default, low, high, description) in INPUTS.items():
+        item = interface.new_socket(name, in_out='INPUT', socket_type=socket_type)
+        item.description = description
+        if default is not None:
+            item.default_value = default
+        if low is not None:
+            item.min_value, item.max_value = low, high
+    interface.new_socket("Geometry", in_out='OUTPUT', socket_type='NodeSocketGeometry')
+
+    group_in = graph.node("NodeGroupInput")
+    inp = group_in.outputs
+    info = graph.node("GeometryNodeImageInfo", {"Image": inp["Depth"]})
+    width, height = info.outputs["Width"], info.outputs["Height"]
+
+    # Grid size: floor(sqrt(max * W / H)) across, clamped to [2, W]; rows keep the aspect.
+    across = graph.math('FLOOR', graph.math('SQRT', graph.div(graph.mul(inp["Max Vertices"], width), height)))
+    across = graph.clamp(across, 2.0, width)
+    down = graph.math('FLOOR', graph.add(graph.div(graph.mul(across, height), width), 0.5))
+    down = graph.clamp(down, 2.0, height)
+    grid = graph.node("GeometryNodeMeshGrid", {"Size X": 1.0, "Size Y": 1.0,
+                                               "Vertices X": across, "Vertices Y": down})
+
+    position = graph.node("GeometryNodeInputPosition").outputs[0]
+    grid_xy = graph.node("ShaderNodeSeparateXYZ", {0: position})
+    u = _pixel_centre(graph, grid_xy.outputs["X"], across, width, from_top=False)
+    v = _pixel_centre(graph, grid_xy.outputs["Y"], down, height, from_top=True)
+    uv = graph.combine(u, v, 0.0)
+
+    geometry = graph.node("GeometryNodeStoreNamedAttribute",
+                          {"Geometry": grid.outputs["Mesh"], "Name": UV_MAP_NAME, "Value": uv},
+                          data_type='FLOAT2', domain='CORNER').outputs[0]
+
+    # Custom normals: decode rgb = 0.5 n + 0.5 (already Blender camera space = object space).
+    normal_texture = graph.node("GeometryNodeImageTexture", {"Image": inp["Normal"], "Vector": uv},
+                                interpolation='Closest', extension='EXTEND')
+    decoded = graph.node("ShaderNodeVectorMath", {0: normal_texture.outputs["Color"], 1: (2.0, 2.0, 2.0),
+                                                  2: (-1.0, -1.0, -1.0)}, operation='MULTIPLY_ADD')
+    unit = graph.node("ShaderNodeVectorMath", {0: decoded.outputs[0]}, operation='NORMALIZE')
+    with_normals = graph.node("GeometryNodeSetMeshNormal", {"Mesh": geometry, "Custom Normal": unit.outputs[0]},
+                              mode='FREE', domain='POINT').outputs[0]
+    normal_info = graph.node("GeometryNodeImageInfo", {"Image": inp["Normal"]})
+    has_normal_image = graph.math('GREATER_THAN', normal_info.outputs["Width"], 0.0)
+    use_normals = graph.node("FunctionNodeBooleanMath", {0: inp["Use Normals"], 1: has_normal_image},
+                             operation='AND').outputs[0]
+    geometry = graph.switch('GEOMETRY', use_normals, geometry, with_normals)
+
+    # Metric planar depth, the same mapping as core.maps (values clamped to [0, 1]).
+    value = graph.clamp(graph.sample_red(inp["Depth"], uv), 0.0, 1.0)
+    near, depth_range = inp["Near"], inp["Depth Range"]
+    far = graph.add(near, depth_range)
+    inverse_far = graph.div(1.0, far)
+    # disparity_to_depth: 1 / (d * (1/near - 1/far) + 1/far)
+    from_disparity = graph.div(1.0, graph.add(graph.mul(value, graph.sub(graph.div(1.0, near), inverse_far)),
+                                              inverse_far))
+    # relative_depth_to_depth: near + r * (far - near)
+    from_relative = graph.add(near, graph.mul(value, depth_range))
+    depth = graph.switch('FLOAT', inp["Disparity"], from_relative, from_disparity)
+
+    # Unproject along the pixel's ray: x = (u W - W/2) / f_px * z, f_px = lens / sensor * max(W, H).
+    metres_per_pixel = graph.div(inp["Sensor Width"],
+                                 graph.mul(inp["Focal Length"], graph.math('MAXIMUM', width, height)))
+    scale = graph.mul(metres_per_pixel, depth)
+    x = graph.mul(graph.sub(graph.mul(u, width), graph.mul(width, 0.5)), scale)
+    y = graph.mul(graph.sub(graph.mul(v, height), graph.mul(height, 0.5)), scale)
+    z = graph.mul(depth, -1.0)
+    geometry = graph.node("GeometryNodeSetPosition",
+                          {"Geometry": geometry, "Position": graph.combine(x, y, z)}).outputs[0]
+
+    # Tearing on edges: relative jump of the planar depth (-Z) of the two vertices.
+    ends = graph.node("GeometryNodeInputMeshEdgeVertices")
+    z1 = graph.node("ShaderNodeSeparateXYZ", {0: ends.outputs["Position 1"]}).outputs["Z"]
+    z2 = graph.node("ShaderNodeSeparateXYZ", {0: ends.outputs["Position 2"]}).outputs["Z"]
+    nearer = graph.math('MINIMUM', graph.mul(z1, -1.0), graph.mul(z2, -1.0))
+    jump = graph.div(graph.math('ABSOLUTE', graph.sub(z1, z2)), nearer)
+    too_far = graph.math('GREATER_THAN', jump, inp["Tear Threshold"])
+    cut = graph.node("FunctionNodeBooleanMath", {0: inp["Tear"], 1: too_far}, operation='AND').outputs[0]
+    geometry = graph.node("GeometryNodeDeleteGeometry", {"Geometry": geometry, "Selection": cut},
+                          domain='EDGE', mode='ALL').outputs[0]
+
+    geometry = graph.node("GeometryNodeSetShadeSmooth", {"Mesh": geometry, "Shade Smooth": True},
+                          domain='FACE').outputs[0]
+    geometry = graph.node("GeometryNodeSetMaterial", {"Geometry": geometry, "Material": inp["Material"]}).outputs[0]
+    group_out = graph.node("NodeGroupOutput")
+    tree.links.new(geometry, group_out.inputs[0])
+
+
+def get_node_group():
+    """The shared node group, built once per file (rebuilt when this code's version is newer)."""
+    tree = bpy.data.node_groups.get(GROUP_NAME)
+    if tree is not None and tree.bl_idname == "GeometryNodeTree" and tree.get("lotus_version") == GROUP_VERSION:
+        return tree
+    if tree is not None:
+        tree.name = GROUP_NAME + " (old)"
+    tree = bpy.data.node_groups.new(GROUP_NAME, "GeometryNodeTree")
+    tree["lotus_version"] = GROUP_VERSION
+    _build(tree)
+    return tree
+
+
+def input_identifier(tree, name):
+    """The modifier key (e.g. "Socket_3") of a group input."""
+    for item in tree.interface.items_tree:
+        if item.item_type == 'SOCKET' and item.in_out == 'INPUT' and item.name == name:
+            return item.identifier
+    raise KeyError(name)
+
+
+def set_inputs(modifier, **values):
+    """Set modifier inputs by their names as in INPUTS, with spaces as underscores."""
+    tree = modifier.node_group
+    for key, value in values.items():
+        modifier[input_identifier(tree, key.replace("_", " "))] = value
+    modifier.id_data.update_tag()  # setting ID properties from Python does not re-evaluate by itself

@@ -1,0 +1,259 @@
+"""Photo -> 2.5D scene: a mesh unprojected through a camera that matches the photo.
+
+API (also used by the normal-mapped material and relighting builders):
+
+    build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", near=None,
+                      depth_range=None, focal_35mm=None, max_vertices=None,
+                      tear_threshold=None, material="EMISSION") -> (mesh_object, camera_object)
+
+photo/depth/normal are bpy Images. The depth image's meaning comes from its "lotus_kind" custom
+property: "disparity" (near = 1; the default when absent) or "depth" (relative, near = 0). The
+normal image holds camera-space normals encoded rgb = 0.5 n + 0.5 in Blender's camera convention.
+
+GEONODES mode: an object whose geometry-nodes modifier builds the mesh (live controls: near,
+depth range, max vertices, tear threshold). DISPLACE mode: a grid mesh with a Displace modifier
+driven by the depth image, aligned to the camera (linear in the map value: a relief, not an exact
+unprojection). The object's transform is the camera's at build time, so its local space is the
+camera space; the objects are not parented, so moving the camera afterwards shows the parallax.
+"""
+
+from __future__ import annotations
+
+import math
+
+import bpy
+import numpy as np
+from mathutils import Matrix
+
+from ...core import geometry
+from . import geonodes
+
+MODES = ("GEONODES", "DISPLACE")
+MATERIALS = ("EMISSION", "SHADED")
+DEFAULT_NEAR = 2.0
+DEFAULT_DEPTH_RANGE = 8.0
+DEFAULT_TEAR_THRESHOLD = 0.05
+DEFAULT_MAX_VERTICES = 1024 * 1024
+MODIFIER_NAME = "Lotus 2.5D"
+# Camera looking along +Y from the origin: used when the scene has no camera to copy.
+DEFAULT_CAMERA_MATRIX = Matrix.Rotation(math.radians(90.0), 4, 'X')
+
+
+def source_name(photo):
+    """Name the objects after the image, without a file extension."""
+    name = photo.name
+    stem, dot, extension = name.rpartition(".")
+    return stem if dot and extension.lower() in {"png", "jpg", "jpeg", "exr", "tif", "tiff", "webp", "bmp"} else name
+
+
+def depth_kind(depth_image):
+    kind = depth_image.get("lotus_kind", "disparity")
+    if kind not in ("disparity", "depth"):
+        raise ValueError(f"image {depth_image.name!r} holds {kind!r}, not depth or disparity")
+    return kind
+
+
+def _focal_35mm_of(*images):
+    for image in images:
+        if image is not None and image.get("lotus_focal_35mm"):
+            return float(image["lotus_focal_35mm"])
+    for image in images:
+        path = image.get("lotus_source_path") if image is not None else None
+        if not path and image is not None and image.filepath:
+            path = bpy.path.abspath(image.filepath)
+        if path:
+            from ...core import exif
+            focal = exif.focal_35mm_from_file(path)
+            if focal:
+                return focal
+    return None
+
+
+def camera_lens_for(context, width, height, focal_35mm=None):
+    """(lens mm, sensor mm, where it came from) for a camera with 'AUTO' sensor fit.
+
+    Order: the 35 mm-equivalent focal (argument, image property or EXIF), the scene camera's
+    field of view, Blender's default 50 mm on 36 mm.
+    """
+    sensor = geometry.FULL_FRAME_WIDTH_MM
+    if focal_35mm:
+        return geometry.lens_from_35mm(focal_35mm, width, height, sensor), sensor, "EXIF 35 mm"
+    camera = context.scene.camera
+    if camera is not None and camera.type == 'CAMERA':
+        data = camera.data
+        intr = geometry.intrinsics_from_lens(data.lens, data.sensor_width, width, height, data.sensor_fit)
+        lens = intr.focal_px * data.sensor_width / max(width, height)
+        return lens, data.sensor_width, "scene camera"
+    return geometry.DEFAULT_LENS_MM, sensor, "default"
+
+
+def _create_camera(context, name, width, height, lens, sensor):
+    data = bpy.data.cameras.new(name)
+    data.lens, data.sensor_width, data.sensor_fit = lens, sensor, 'AUTO'
+    data.clip_start = 0.01
+    obj = bpy.data.objects.new(name, data)
+    scene_camera = context.scene.camera
+    obj.matrix_world = scene_camera.matrix_world.copy() if scene_camera is not None else DEFAULT_CAMERA_MATRIX
+    context.collection.objects.link(obj)
+    scene = context.scene
+    scene.camera = obj
+    scene.render.resolution_x, scene.render.resolution_y = width, height
+    scene.render.resolution_percentage = 100
+    scene.render.pixel_aspect_x = scene.render.pixel_aspect_y = 1.0
+    return obj
+
+
+def create_photo_material(name, photo, variant="EMISSION"):
+    """A material showing the photo through the "UVMap" UVs: emission (looks exactly like the photo
+    under the Standard view transform) or shaded (Principled BSDF, reacts to lights)."""
+    if variant not in MATERIALS:
+        raise ValueError(f"material must be one of {MATERIALS}")
+    material = bpy.data.materials.new(name)
+    if material.node_tree is None:  # Blender before 5.0 makes materials without nodes
+        material.use_nodes = True
+    nodes, links = material.node_tree.nodes, material.node_tree.links
+    nodes.clear()
+    uv = nodes.new("ShaderNodeUVMap")
+    uv.uv_map = geonodes.UV_MAP_NAME
+    uv.location = (-600, 0)
+    texture = nodes.new("ShaderNodeTexImage")
+    texture.image = photo
+    texture.extension = 'EXTEND'
+    texture.location = (-400, 0)
+    links.new(uv.outputs["UV"], texture.inputs["Vector"])
+    output = nodes.new("ShaderNodeOutputMaterial")
+    output.location = (200, 0)
+    if variant == "EMISSION":
+        shader = nodes.new("ShaderNodeEmission")
+        shader.inputs["Strength"].default_value = 1.0
+        links.new(texture.outputs["Color"], shader.inputs["Color"])
+    else:
+        shader = nodes.new("ShaderNodeBsdfPrincipled")
+        shader.inputs["Roughness"].default_value = 0.8
+        links.new(texture.outputs["Color"], shader.inputs["Base Color"])
+    shader.location = (-100, 0)
+    links.new(shader.outputs[0], output.inputs["Surface"])
+    material["lotus_material"] = variant
+    return material
+
+
+def _drive_from_camera(obj, modifier, input_name, camera, camera_path):
+    """Drive a modifier input from a camera property (no Python expression: works without
+    auto-run scripts)."""
+    key = geonodes.input_identifier(modifier.node_group, input_name)
+    fcurve = obj.driver_add(f'modifiers["{modifier.name}"]["{key}"]')
+    driver = fcurve.driver
+    driver.type = 'AVERAGE'
+    variable = driver.variables.new()
+    variable.type = 'SINGLE_PROP'
+    variable.targets[0].id_type = 'CAMERA'
+    variable.targets[0].id = camera.data
+    variable.targets[0].data_path = camera_path
+
+
+def _build_geonodes(name, depth, normal, material, kind, near, depth_range, max_vertices,
+                    tear_threshold, camera):
+    mesh = bpy.data.meshes.new(name)
+    obj = bpy.data.objects.new(name, mesh)
+    mesh.materials.append(material)
+    modifier = obj.modifiers.new(MODIFIER_NAME, 'NODES')
+    modifier.node_group = geonodes.get_node_group()
+    geonodes.set_inputs(modifier, Depth=depth, Disparity=(kind == "disparity"), Near=float(near),
+                        Depth_Range=float(depth_range), Focal_Length=float(camera.data.lens),
+                        Sensor_Width=float(camera.data.sensor_width), Max_Vertices=int(max_vertices),
+                        Tear=tear_threshold > 0, Tear_Threshold=float(max(tear_threshold, 0.0)),
+                        Use_Normals=normal is not None, Material=material)
+    if normal is not None:
+        geonodes.set_inputs(modifier, Normal=normal)
+    _drive_from_camera(obj, modifier, "Focal Length", camera, "lens")
+    _drive_from_camera(obj, modifier, "Sensor Width", camera, "sensor_width")
+    return obj
+
+
+def grid_mesh(name, width, height, max_vertices, intrinsics, distance):
+    """A camera-facing grid (local space = camera space) at planar `distance`, vertices on the
+    centres of the pixels they sample, with the photo's UVs; built with foreach_set."""
+    across, down = geometry.grid_shape(width, height, max_vertices)
+    rows = geometry.grid_pixel_indices(down, height)
+    cols = geometry.grid_pixel_indices(across, width)
+    points = geometry.unproject(np.full((down, across), distance), intrinsics, rows=rows, cols=cols)
+    # Vertex (r, c) has index r * across + c; quads wind counter-clockwise seen from the camera.
+    index = np.arange(down * across).reshape(down, across)
+    quads = np.stack([index[1:, :-1], index[1:, 1:], index[:-1, 1:], index[:-1, :-1]], axis=-1).reshape(-1, 4)
+    mesh = bpy.data.meshes.new(name)
+    mesh.vertices.add(down * across)
+    mesh.vertices.foreach_set("co", points.reshape(-1).astype(np.float32))
+    mesh.loops.add(quads.size)
+    mesh.loops.foreach_set("vertex_index", quads.reshape(-1).astype(np.int32))
+    mesh.polygons.add(len(quads))
+    mesh.polygons.foreach_set("loop_start", np.arange(0, quads.size, 4, dtype=np.int32))
+    mesh.polygons.foreach_set("loop_total", np.full(len(quads), 4, dtype=np.int32))
+    u = (cols + 0.5) / width
+    v = 1.0 - (rows + 0.5) / height
+    vertex_uv = np.stack(np.broadcast_arrays(u[None, :], v[:, None]), axis=-1).reshape(-1, 2)
+    uv_layer = mesh.uv_layers.new(name=geonodes.UV_MAP_NAME)
+    uv_layer.data.foreach_set("uv", vertex_uv[quads.reshape(-1)].reshape(-1).astype(np.float32))
+    mesh.update(calc_edges=True)
+    mesh.validate(clean_customdata=False)
+    mesh.shade_smooth()
+    return mesh
+
+
+def _build_displace(name, depth, material, kind, near, depth_range, max_vertices, camera, width, height):
+    intr = geometry.intrinsics_from_lens(camera.data.lens, camera.data.sensor_width, width, height, 'AUTO')
+    far = near + depth_range
+    # Disparity (near = 1) pushes a plane at `far` toward the camera; relative depth (near = 0)
+    # pushes a plane at `near` away from it.
+    base, strength = (far, depth_range) if kind == "disparity" else (near, -depth_range)
+    mesh = grid_mesh(name, width, height, max_vertices, intr, base)
+    mesh.materials.append(material)
+    obj = bpy.data.objects.new(name, mesh)
+    texture = bpy.data.textures.new(name + "_depth", 'IMAGE')
+    texture.image = depth
+    texture.extension = 'EXTEND'
+    texture.use_interpolation = False  # nearest pixel, like the geometry-nodes mode
+    modifier = obj.modifiers.new(MODIFIER_NAME, 'DISPLACE')
+    modifier.texture = texture
+    modifier.texture_coords = 'UV'
+    modifier.uv_layer = geonodes.UV_MAP_NAME
+    modifier.direction = 'Z'
+    modifier.space = 'LOCAL'
+    modifier.mid_level = 0.0
+    modifier.strength = strength
+    return obj
+
+
+def build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", near=None, depth_range=None,
+                      focal_35mm=None, max_vertices=None, tear_threshold=None, material="EMISSION"):
+    """Build the 2.5D mesh and its matching camera (set as the scene camera). Returns (mesh, camera)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}")
+    if depth is None or depth.size[0] < 2 or depth.size[1] < 2:
+        raise ValueError("a depth image of at least 2x2 pixels is needed")
+    kind = depth_kind(depth)
+    near = DEFAULT_NEAR if near is None else float(near)
+    depth_range = DEFAULT_DEPTH_RANGE if depth_range is None else float(depth_range)
+    if near <= 0 or depth_range < 0:
+        raise ValueError("near must be positive and the depth range not negative")
+    max_vertices = DEFAULT_MAX_VERTICES if max_vertices is None else int(max_vertices)
+    tear_threshold = DEFAULT_TEAR_THRESHOLD if tear_threshold is None else float(tear_threshold)
+    photo = photo if photo is not None else depth
+    width, height = depth.size
+    name = source_name(photo)
+
+    focal_35mm = focal_35mm or _focal_35mm_of(photo, depth)
+    lens, sensor, _origin = camera_lens_for(context, width, height, focal_35mm)
+    camera = _create_camera(context, name + "_camera", width, height, lens, sensor)
+    material_block = create_photo_material(name + "_2.5D", photo, material)
+    if mode == "GEONODES":
+        obj = _build_geonodes(name, depth, normal, material_block, kind, near, depth_range, max_vertices,
+                              tear_threshold, camera)
+    else:
+        obj = _build_displace(name, depth, material_block, kind, near, depth_range, max_vertices, camera,
+                              width, height)
+    obj.matrix_world = camera.matrix_world.copy()
+    context.collection.objects.link(obj)
+    obj["lotus_source"] = photo.name
+    obj["lotus_mode"] = mode
+    camera["lotus_source"] = photo.name
+    return obj, camera

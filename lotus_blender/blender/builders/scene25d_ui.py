@@ -1,0 +1,159 @@
+"""Operator and sidebar sub-panel for the photo -> 2.5D scene builder."""
+
+import bpy
+from bpy.props import EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+
+from . import geonodes, scene25d
+
+_MODE_ITEMS = [
+    ('GEONODES', "Geometry Nodes", "Live mesh: change near, depth range, resolution and tearing afterwards"),
+    ('DISPLACE', "Displace Modifier", "A subdivided plane with a Displace modifier, aligned to the camera"),
+]
+_MATERIAL_ITEMS = [
+    ('EMISSION', "Emission", "Shows the photo exactly as it is, ignores lights"),
+    ('SHADED', "Shaded", "Principled BSDF with the photo as base colour, reacts to lights"),
+]
+# Live controls shown in the panel for the active 2.5D object (geometry-nodes inputs).
+_LIVE_INPUTS = ("Near", "Depth Range", "Max Vertices", "Tear", "Tear Threshold", "Use Normals")
+
+
+def _results_for(photo):
+    """The Lotus result images made for a photo ("<name>_depth", "<name>_normal")."""
+    images = bpy.data.images
+    stem = scene25d.source_name(photo)
+    depth = next((i for i in images if i.get("lotus_source") == photo.name and i.get("lotus_kind") in
+                  ("disparity", "depth")), None) or images.get(stem + "_depth")
+    normal = next((i for i in images if i.get("lotus_source") == photo.name and i.get("lotus_kind") == "normal"),
+                  None) or images.get(stem + "_normal")
+    return depth, normal
+
+
+class LotusScene25DSettings(bpy.types.PropertyGroup):
+    photo: PointerProperty(name="Photo", type=bpy.types.Image,
+                           description="The photo; its Lotus depth and normal results are found by name")
+    depth: PointerProperty(name="Depth", type=bpy.types.Image,
+                           description="Depth or disparity image (empty: the photo's Lotus depth result)")
+    normal: PointerProperty(name="Normal", type=bpy.types.Image,
+                            description="Normal image for custom normals (empty: the photo's Lotus normal result)")
+    mode: EnumProperty(name="Mode", items=_MODE_ITEMS, default='GEONODES')
+    material: EnumProperty(name="Material", items=_MATERIAL_ITEMS, default='EMISSION')
+    near: FloatProperty(name="Near", default=scene25d.DEFAULT_NEAR, min=0.001, soft_max=100.0, unit='LENGTH',
+                        description="Distance from the camera to the nearest point")
+    depth_range: FloatProperty(name="Depth Range", default=scene25d.DEFAULT_DEPTH_RANGE, min=0.0, soft_max=1000.0,
+                               unit='LENGTH', description="Distance from the nearest to the farthest point")
+    max_vertices: IntProperty(name="Max Vertices", default=scene25d.DEFAULT_MAX_VERTICES, min=4,
+                              soft_max=4096 * 4096, description="Grid resolution (never above one per pixel)")
+    tear_threshold: FloatProperty(name="Tear Threshold", default=scene25d.DEFAULT_TEAR_THRESHOLD, min=0.0,
+                                  soft_max=1.0, description="Cut where the relative depth jump is larger "
+                                                            "(0 = never cut)")
+    focal_35mm: FloatProperty(name="Focal (35 mm)", default=0.0, min=0.0, soft_max=300.0,
+                              description="35 mm-equivalent focal length; 0 = from EXIF, the scene camera "
+                                          "or 50 mm")
+
+
+class LOTUS_OT_build_photo_scene(bpy.types.Operator):
+    """Build a 2.5D mesh from the photo's depth, seen through a matching camera"""
+    bl_idname = "lotus.build_photo_scene"
+    bl_label = "Build 2.5D Scene"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    photo: StringProperty(name="Photo", description="Image name (empty: the panel's photo)")
+    depth: StringProperty(name="Depth", description="Image name (empty: the panel's or the photo's result)")
+    normal: StringProperty(name="Normal", description="Image name (empty: the panel's or the photo's result)")
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene is not None and context.collection is not None
+
+    def _image(self, name, fallback):
+        if name:
+            image = bpy.data.images.get(name)
+            if image is None:
+                raise LookupError(f"no image named {name!r}")
+            return image
+        return fallback
+
+    def execute(self, context):
+        settings = context.scene.lotus_scene25d
+        try:
+            photo = self._image(self.photo, settings.photo)
+            depth = self._image(self.depth, settings.depth)
+            normal = self._image(self.normal, settings.normal)
+        except LookupError as error:
+            self.report({'ERROR'}, str(error))
+            return {'CANCELLED'}
+        if photo is not None:
+            found_depth, found_normal = _results_for(photo)
+            depth, normal = depth or found_depth, normal or found_normal
+        if depth is None:
+            self.report({'ERROR'}, "Pick a photo that has a Lotus depth result, or a depth image")
+            return {'CANCELLED'}
+        try:
+            obj, camera = scene25d.build_photo_scene(
+                context, photo, depth, normal, mode=settings.mode, near=settings.near,
+                depth_range=settings.depth_range, focal_35mm=settings.focal_35mm or None,
+                max_vertices=settings.max_vertices, tear_threshold=settings.tear_threshold,
+                material=settings.material)
+        except ValueError as error:
+            self.report({'ERROR'}, str(error))
+            return {'CANCELLED'}
+        for other in context.view_layer.objects:
+            other.select_set(False)
+        obj.select_set(True)
+        context.view_layer.objects.active = obj
+        normals = f", normals from {normal.name}" if normal is not None and settings.mode == 'GEONODES' else ""
+        self.report({'INFO'}, f"Built {obj.name} from {depth.name} ({depth.get('lotus_kind', 'disparity')})"
+                              f"{normals}; camera {camera.name} at {camera.data.lens:.1f} mm")
+        return {'FINISHED'}
+
+
+class LOTUS_PT_scene25d(bpy.types.Panel):
+    bl_label = "2.5D Scene"
+    bl_idname = "LOTUS_PT_scene25d"
+    bl_parent_id = "LOTUS_PT_view3d"
+    bl_space_type = 'VIEW_3D'
+    bl_region_type = 'UI'
+    bl_category = "Lotus"
+
+    def draw(self, context):
+        layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        settings = context.scene.lotus_scene25d
+        col = layout.column()
+        col.template_ID(settings, "photo", open="image.open")
+        col.prop(settings, "depth")
+        col.prop(settings, "normal")
+        col = layout.column()
+        col.prop(settings, "mode")
+        col.prop(settings, "material")
+        col.prop(settings, "near")
+        col.prop(settings, "depth_range")
+        col.prop(settings, "max_vertices")
+        col.prop(settings, "tear_threshold")
+        col.prop(settings, "focal_35mm")
+        layout.operator(LOTUS_OT_build_photo_scene.bl_idname, icon='OUTLINER_OB_MESH')
+
+        obj = context.active_object
+        modifier = obj.modifiers.get(scene25d.MODIFIER_NAME) if obj is not None else None
+        if modifier is not None and modifier.type == 'NODES' and modifier.node_group is not None:
+            box = layout.box()
+            box.label(text=f"Live: {obj.name}", icon='MODIFIER')
+            for name in _LIVE_INPUTS:
+                key = geonodes.input_identifier(modifier.node_group, name)
+                box.prop(modifier, f'["{key}"]', text=name)
+
+
+_CLASSES = (LotusScene25DSettings, LOTUS_OT_build_photo_scene, LOTUS_PT_scene25d)
+
+
+def register():
+    for cls in _CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.lotus_scene25d = PointerProperty(type=LotusScene25DSettings)
+
+
+def unregister():
+    del bpy.types.Scene.lotus_scene25d
+    for cls in reversed(_CLASSES):
+        bpy.utils.unregister_class(cls)

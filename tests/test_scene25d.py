@@ -1,0 +1,285 @@
+"""Photo -> 2.5D scene builder on synthetic maps: the geometry nodes match the numpy core."""
+
+import io
+import math
+import sys
+
+import numpy as np
+import pytest
+
+from lotus_blender.core import exif, geometry, maps
+
+
+# ---- helpers (also used by test_scene25d_ground_truth.py) ----
+
+def live_module(addon_name, relative):
+    return sys.modules[f"{addon_name}.{relative}"]
+
+
+def float_image(name, values, kind=None):
+    """A float, Non-Color Blender image from a top-row-first (H, W) or (H, W, 3) array."""
+    import bpy
+    values = np.asarray(values, dtype=np.float32)
+    height, width = values.shape[:2]
+    image = bpy.data.images.new(name, width, height, float_buffer=True, alpha=True)
+    image.colorspace_settings.name = 'Non-Color'
+    rgba = np.ones((height, width, 4), dtype=np.float32)
+    rgba[..., :3] = values[..., None] if values.ndim == 2 else values
+    image.pixels.foreach_set(rgba[::-1].ravel())
+    if kind:
+        image["lotus_kind"] = kind
+    return image
+
+
+def evaluated_mesh_arrays(obj):
+    """(vertex positions in object space, corner normals, corner vertex indices, polygon loop starts,
+    polygon sizes, UVs per corner) of the evaluated object, copied out with foreach_get."""
+    import bpy
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    evaluated = obj.evaluated_get(depsgraph)
+    mesh = evaluated.to_mesh()
+    try:
+        def get(collection, attribute, width, dtype=np.float32):
+            out = np.empty(len(collection) * width, dtype=dtype)
+            collection.foreach_get(attribute, out)
+            return out.reshape(-1, width) if width > 1 else out
+        arrays = {
+            "co": get(mesh.vertices, "co", 3),
+            "corner_normals": get(mesh.corner_normals, "vector", 3),
+            "corner_verts": get(mesh.loops, "vertex_index", 1, np.int32),
+            "loop_start": get(mesh.polygons, "loop_start", 1, np.int32),
+            "loop_total": get(mesh.polygons, "loop_total", 1, np.int32),
+            "polygon_normals": get(mesh.polygons, "normal", 3),
+            "uv": get(mesh.uv_layers["UVMap"].data, "uv", 2) if "UVMap" in mesh.uv_layers else None,
+            "smooth": get(mesh.polygons, "use_smooth", 1, bool),
+        }
+    finally:
+        evaluated.to_mesh_clear()
+    return arrays
+
+
+def vertex_pixels(co, intr):
+    """(row, col) of the pixel each camera-space vertex projects into."""
+    pixel = geometry.project(co.astype(np.float64), intr)
+    return np.floor(pixel[:, 1]).astype(int), np.floor(pixel[:, 0]).astype(int)
+
+
+@pytest.fixture
+def tracked_datablocks(blender_addon):
+    """Remove every object, mesh, camera, material, image, texture and node group a test made, and
+    restore the scene camera and resolution."""
+    import bpy
+    kinds = ("objects", "meshes", "cameras", "materials", "images", "textures", "node_groups")
+    before = {kind: set(getattr(bpy.data, kind).keys()) for kind in kinds}
+    scene = bpy.context.scene
+    saved = scene.camera, scene.render.resolution_x, scene.render.resolution_y
+    yield
+    scene.camera, scene.render.resolution_x, scene.render.resolution_y = saved
+    for kind in kinds:
+        collection = getattr(bpy.data, kind)
+        for name in set(collection.keys()) - before[kind]:
+            if kind == "node_groups" and name.startswith("Lotus 2.5D Mesh"):
+                continue  # the shared group is kept, like Blender keeps a file's node groups
+            collection.remove(collection[name])
+
+
+@pytest.fixture
+def scene25d(blender_addon, tracked_datablocks):
+    return live_module(blender_addon, "blender.builders.scene25d")
+
+
+def _photo(name, width, height):
+    import bpy
+    return bpy.data.images.new(name, width, height)
+
+
+# ---- tests ----
+
+def test_geonodes_mesh_matches_core_unprojection(scene25d):
+    import bpy
+    height, width = 36, 48
+    disparity = np.random.default_rng(3).uniform(0.0, 1.0, (height, width)).astype(np.float32)
+    photo = _photo("s25_photo.png", width, height)
+    depth = float_image("s25_photo_depth", disparity, "disparity")
+    obj, camera = scene25d.build_photo_scene(bpy.context, photo, depth, near=1.5, depth_range=6.0,
+                                             tear_threshold=0.0, focal_35mm=30.0)
+    assert obj.name == "s25_photo" and camera.name == "s25_photo_camera"
+    assert bpy.context.scene.camera == camera
+    assert (bpy.context.scene.render.resolution_x, bpy.context.scene.render.resolution_y) == (width, height)
+    assert camera.data.lens == pytest.approx(geometry.lens_from_35mm(30.0, width, height))
+    assert np.allclose(np.array(obj.matrix_world), np.array(camera.matrix_world))
+
+    mesh = evaluated_mesh_arrays(obj)
+    assert len(mesh["co"]) == width * height and len(mesh["loop_start"]) == (width - 1) * (height - 1)
+    assert mesh["smooth"].all()
+    intr = geometry.intrinsics_from_lens(camera.data.lens, camera.data.sensor_width, width, height)
+    rows, cols = vertex_pixels(mesh["co"], intr)
+    assert len(set(zip(rows.tolist(), cols.tolist()))) == width * height      # one vertex per pixel
+    expected = geometry.unproject(maps.disparity_to_depth(disparity, 1.5, 7.5), intr)
+    assert np.abs(mesh["co"] - expected[rows, cols]).max() < 1e-4
+    # UVs sit on the centre of the vertex's pixel (v = 0 at the bottom row).
+    corner_rows, corner_cols = rows[mesh["corner_verts"]], cols[mesh["corner_verts"]]
+    assert np.allclose(mesh["uv"][:, 0], (corner_cols + 0.5) / width, atol=1e-6)
+    assert np.allclose(mesh["uv"][:, 1], 1.0 - (corner_rows + 0.5) / height, atol=1e-6)
+
+
+def test_relative_depth_and_live_controls(scene25d):
+    import bpy
+    geonodes = sys.modules[scene25d.__name__.rpartition(".")[0] + ".geonodes"]
+    height, width = 20, 30
+    relative = np.random.default_rng(4).uniform(0.0, 1.0, (height, width)).astype(np.float32)
+    depth = float_image("s25_rel_depth", relative, "depth")
+    obj, camera = scene25d.build_photo_scene(bpy.context, _photo("s25_rel", width, height), depth,
+                                             near=3.0, depth_range=2.0, tear_threshold=0.0)
+    intr = geometry.intrinsics_from_lens(camera.data.lens, camera.data.sensor_width, width, height)
+
+    def check(near, far):
+        mesh = evaluated_mesh_arrays(obj)
+        rows, cols = vertex_pixels(mesh["co"], intr)
+        expected = geometry.unproject(maps.relative_depth_to_depth(relative, near, far), intr)
+        assert np.abs(mesh["co"] - expected[rows, cols]).max() < 1e-4
+
+    check(3.0, 5.0)
+    modifier = obj.modifiers[scene25d.MODIFIER_NAME]
+    geonodes.set_inputs(modifier, Near=1.0, Depth_Range=9.0)
+    check(1.0, 10.0)
+    # The field of view follows the camera through drivers.
+    camera.data.lens = 80.0
+    bpy.context.view_layer.update()
+    intr = geometry.intrinsics_from_lens(80.0, camera.data.sensor_width, width, height)
+    check(1.0, 10.0)
+
+
+def test_tearing_and_resolution_are_live(scene25d):
+    import bpy
+    geonodes = sys.modules[scene25d.__name__.rpartition(".")[0] + ".geonodes"]
+    height, width = 24, 32
+    relative = np.full((height, width), 0.1, dtype=np.float32)
+    relative[6:18, 8:20] = 0.0          # a box in front of a far background
+    relative[:, 26:] = np.linspace(0.1, 0.3, height, dtype=np.float32)[:, None]   # a gentle slope
+    depth = float_image("s25_step_depth", relative, "depth")
+    obj, camera = scene25d.build_photo_scene(bpy.context, _photo("s25_step", width, height), depth,
+                                             near=2.0, depth_range=10.0)
+    metric = maps.relative_depth_to_depth(relative, 2.0, 12.0)
+    expected_faces = np.count_nonzero(~geometry.torn_faces(metric, scene25d.DEFAULT_TEAR_THRESHOLD))
+    mesh = evaluated_mesh_arrays(obj)
+    assert len(mesh["loop_start"]) == expected_faces < (width - 1) * (height - 1)
+    assert len(mesh["co"]) == width * height        # tearing removes faces, never vertices
+    modifier = obj.modifiers[scene25d.MODIFIER_NAME]
+    geonodes.set_inputs(modifier, Tear_Threshold=1.0)
+    obj.update_tag()
+    assert len(evaluated_mesh_arrays(obj)["loop_start"]) == (width - 1) * (height - 1)
+    geonodes.set_inputs(modifier, Tear=False, Max_Vertices=200)
+    obj.update_tag()
+    mesh = evaluated_mesh_arrays(obj)
+    across, down = geometry.grid_shape(width, height, 200)
+    assert len(mesh["co"]) == across * down <= 200
+    intr = geometry.intrinsics_from_lens(camera.data.lens, camera.data.sensor_width, width, height)
+    samples, rows, cols = geometry.downsample_grid(metric, 200)
+    expected = geometry.unproject(samples, intr, rows=rows, cols=cols).reshape(-1, 3)
+    # Each grid vertex is one of the expected pixel-centre points.
+    distances = np.linalg.norm(mesh["co"][:, None, :] - expected[None, :, :], axis=-1).min(axis=1)
+    assert distances.max() < 1e-4
+
+
+def test_custom_normals_from_normal_image(scene25d):
+    import bpy
+    height, width = 12, 16
+    tilt = math.radians(30.0)
+    normal_cam = np.zeros((height, width, 3), dtype=np.float32)
+    normal_cam[:] = (math.sin(tilt), 0.0, math.cos(tilt))     # facing the camera, turned to the right
+    normal_cam[:, width // 2:] = (0.0, -math.sin(tilt), math.cos(tilt))
+    encoded = maps.normals_to_normal_map(normal_cam, "OPENGL")
+    depth = float_image("s25_n_depth", np.full((height, width), 0.5), "disparity")
+    normal = float_image("s25_n_normal", encoded, "normal")
+    obj, camera = scene25d.build_photo_scene(bpy.context, _photo("s25_n", width, height), depth, normal,
+                                             tear_threshold=0.0)
+    mesh = evaluated_mesh_arrays(obj)
+    intr = geometry.intrinsics_from_lens(camera.data.lens, camera.data.sensor_width, width, height)
+    rows, cols = vertex_pixels(mesh["co"], intr)
+    corner = mesh["corner_verts"]
+    expected = normal_cam[rows[corner], cols[corner]]
+    assert np.abs(mesh["corner_normals"] - expected).max() < 2e-3
+
+
+def test_focal_length_sources(scene25d, tmp_path):
+    import bpy
+    from PIL import Image
+    # 35 mm equivalent from the photo file's EXIF.
+    path = tmp_path / "s25_exif.jpg"
+    image = Image.new("RGB", (30, 20), (128, 100, 80))
+    tags = Image.Exif()
+    tags.get_ifd(0x8769)[0xA405] = 24
+    image.save(path, exif=tags)
+    photo = bpy.data.images.load(str(path))
+    depth = float_image("s25_exif_depth", np.full((20, 30), 0.5), "disparity")
+    _obj, camera = scene25d.build_photo_scene(bpy.context, photo, depth)
+    assert camera.data.lens == pytest.approx(24.0)      # 3:2: the 35 mm equivalent is the lens
+    assert camera.name == "s25_exif_camera"
+    # No EXIF: the scene camera's field of view (now the camera just made), then 50 mm.
+    camera.data.lens = 70.0
+    plain = _photo("s25_plain", 30, 20)
+    _obj, second = scene25d.build_photo_scene(bpy.context, plain, depth)
+    assert second.data.lens == pytest.approx(70.0)
+    bpy.context.scene.camera = None
+    _obj, third = scene25d.build_photo_scene(bpy.context, plain, depth)
+    assert third.data.lens == pytest.approx(geometry.DEFAULT_LENS_MM)
+
+
+def test_exif_reader_without_35mm_tag():
+    from PIL import Image
+    buffer = io.BytesIO()
+    tags = Image.Exif()
+    exif_ifd = tags.get_ifd(0x8769)
+    exif_ifd[0x920A] = 4.0            # FocalLength 4 mm
+    exif_ifd[0xA002], exif_ifd[0xA003] = 4000, 3000
+    exif_ifd[0xA20E] = 4000 / 6.0     # 6 mm wide sensor: pixels per unit
+    exif_ifd[0xA210] = 4              # unit: mm
+    Image.new("RGB", (8, 6)).save(buffer, "JPEG", exif=tags)
+    focal = exif.focal_35mm_from_bytes(buffer.getvalue())
+    assert focal == pytest.approx(4.0 * geometry.FULL_FRAME_DIAGONAL_MM / 7.5, rel=1e-3)
+    assert exif.focal_35mm_from_bytes(b"\x89PNG\r\n\x1a\n") is None
+
+
+def test_displace_mode(scene25d):
+    import bpy
+    height, width = 16, 24
+    disparity = np.tile(np.linspace(0.0, 1.0, width, dtype=np.float32), (height, 1))
+    depth = float_image("s25_disp_depth", disparity, "disparity")
+    obj, camera = scene25d.build_photo_scene(bpy.context, _photo("s25_disp", width, height), depth,
+                                             mode="DISPLACE", near=2.0, depth_range=4.0)
+    modifier = obj.modifiers[scene25d.MODIFIER_NAME]
+    assert modifier.type == 'DISPLACE' and modifier.texture.image == depth
+    assert np.allclose(np.array(obj.matrix_world), np.array(camera.matrix_world))
+    mesh = evaluated_mesh_arrays(obj)
+    assert len(mesh["co"]) == width * height and mesh["smooth"].all()
+    # A plane at the far distance pushed toward the camera by value * range.
+    intr = geometry.intrinsics_from_lens(camera.data.lens, camera.data.sensor_width, width, height)
+    base = geometry.unproject(np.full((height, width), 6.0), intr)
+    rows, cols = vertex_pixels(base.reshape(-1, 3), intr)
+    expected_z = -6.0 + disparity[rows, cols] * 4.0
+    assert np.abs(mesh["co"][:, 2] - expected_z).max() < 0.05
+    assert np.allclose(mesh["co"][:, :2], base.reshape(-1, 3)[:, :2], atol=1e-5)
+
+
+def test_operator_finds_the_photo_results(scene25d):
+    import bpy
+    photo = _photo("s25_op", 20, 10)
+    float_image("s25_op_depth", np.full((10, 20), 0.25), "disparity")
+    settings = bpy.context.scene.lotus_scene25d
+    settings.material = 'SHADED'
+    settings.max_vertices = 50
+    try:
+        result = bpy.ops.lotus.build_photo_scene(photo=photo.name)
+    finally:
+        settings.property_unset("material")
+        settings.property_unset("max_vertices")
+    assert result == {'FINISHED'}
+    obj = bpy.data.objects["s25_op"]
+    assert bpy.context.view_layer.objects.active == obj
+    assert obj.active_material["lotus_material"] == "SHADED"
+    assert len(evaluated_mesh_arrays(obj)["co"]) <= 50
+    with pytest.raises(RuntimeError, match="no image named 's25_missing'"):   # reported as an error
+        bpy.ops.lotus.build_photo_scene(photo="s25_missing")
+    panel = bpy.types.LOTUS_PT_scene25d
+    assert (panel.bl_parent_id, panel.bl_space_type, panel.bl_category) == ("LOTUS_PT_view3d", 'VIEW_3D', "Lotus")
