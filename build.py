@@ -142,8 +142,9 @@ class ExtensionTool:
 # ----------------------------------------------------------------------------- wheels
 
 def _pip_download(requirements: list[str], dest: Path, platform: str, python: str,
-                  extra_index: str | None) -> None:
+                  extra_index: str | None, no_deps: bool = False) -> None:
     cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-input",
+           *(["--no-deps"] if no_deps else []),
            "--only-binary=:all:", "--implementation", "cp", "--python-version", python,
            "--abi", "cp" + python.replace(".", ""), "--abi", "abi3", "--abi", "none", "-d", str(dest)]
     for tag in PLATFORM_TAGS[platform]:
@@ -192,13 +193,19 @@ def resolve_wheels(cache: Path, platform: str, python: str, torch: str,
 
     print(f"resolving wheels for {platform}, Python {python}, torch {torch} ...", flush=True)
     download_dir = target_dir / "download"
-    download_dir.mkdir(parents=True, exist_ok=True)
-    _pip_download(requirements, download_dir, platform, python, extra_index)
-    if torch == "cpu" and platform == "linux-x64":
-        torches = [p.name for p in download_dir.glob("torch-*.whl")]
-        if not any("+cpu" in name for name in torches):
+    if download_dir.exists():
+        shutil.rmtree(download_dir)
+    download_dir.mkdir(parents=True)
+    if torch != "none":
+        # torch alone from its index (one slow query at most when that index is out of reach),
+        # then its dependencies from the main index by naming the downloaded wheel itself.
+        _pip_download([TORCH_REQUIREMENT], download_dir, platform, python, extra_index, no_deps=True)
+        torch_wheels = sorted(download_dir.glob("torch-*.whl"))
+        if torch == "cpu" and platform == "linux-x64" and not any("+cpu" in w.name for w in torch_wheels):
             raise BuildError(f"no CPU build of torch for linux-x64 / Python {python} "
                              f"(looked in {extra_index}); pass --torch-index URL or --torch cuda")
+        requirements = [r for r in requirements if r != TORCH_REQUIREMENT] + [str(torch_wheels[0])]
+    _pip_download(requirements, download_dir, platform, python, None)
     # Keep exactly the files of this resolution (a stale download folder may hold older ones).
     wanted = {}
     for wheel in sorted(download_dir.glob("*.whl")):
