@@ -14,51 +14,60 @@ import numpy as np
 
 
 def _gradients_from_normals(n_tangent, min_nz):
-    n = np.asarray(n_tangent, dtype=np.float64)
+    n = np.asarray(n_tangent, dtype=np.float32)
     if n.ndim != 3 or n.shape[-1] != 3:
         raise ValueError(f"expected HxWx3 tangent-space normals, got shape {n.shape}")
     n = np.nan_to_num(n, nan=0.0, posinf=0.0, neginf=0.0)
     # Normals at grazing angles (or facing away) would give unbounded slopes
-    nz = np.maximum(n[..., 2], min_nz)
+    nz = np.maximum(n[..., 2], np.float32(min_nz))
     dz_dx = -n[..., 0] / nz
     dz_drow = n[..., 1] / nz
     return dz_dx, dz_drow
 
 
-def _mirror_extend(dz_dx, dz_drow):
-    """Even extension of the height field to 2H x 2W, expressed on its gradients.
+# The even (mirror) extension of the height field to 2H x 2W, expressed on its slopes:
+# mirroring z left-right negates its x slope, mirroring top-bottom negates its row slope.
 
-    Mirroring z left-right negates its x slope, mirroring top-bottom negates its row slope.
-    """
-    flipped_x = dz_dx[:, ::-1]
-    gx = np.block([[dz_dx, -flipped_x], [dz_dx[::-1], -flipped_x[::-1]]])
-    flipped_rows = dz_drow[::-1]
-    gy = np.block([[dz_drow, dz_drow[:, ::-1]], [-flipped_rows, -flipped_rows[:, ::-1]]])
-    return gx, gy
+def _mirrored_x_slope(dz_dx):
+    flipped = dz_dx[:, ::-1]
+    return np.block([[dz_dx, -flipped], [dz_dx[::-1], -flipped[::-1]]])
 
 
-def _integrate_periodic(dz_dx, dz_drow):
-    rows, cols = dz_dx.shape
-    # Real FFTs: half the spectrum, half the memory of complex ones (the 2H x 2W field is large)
+def _mirrored_row_slope(dz_drow):
+    flipped = dz_drow[::-1]
+    return np.block([[dz_drow, dz_drow[:, ::-1]], [-flipped, -flipped[:, ::-1]]])
+
+
+def _integrate_periodic(shape, make_dz_dx, make_dz_drow):
+    """Frankot-Chellappa on a periodic grid. The slopes are built lazily, one at a time, so that a
+    2H x 2W mirror extension never holds both slope fields and both spectra at once."""
+    rows, cols = shape
+    # Real FFTs: half the spectrum, half the memory of complex ones
     u = 2.0 * np.pi * np.fft.rfftfreq(cols)[None, :]
     v = 2.0 * np.pi * np.fft.fftfreq(rows)[:, None]
+    spectrum = np.fft.rfft2(make_dz_dx())
+    spectrum *= u
+    row_part = np.fft.rfft2(make_dz_drow())
+    row_part *= v
+    spectrum += row_part
+    del row_part
     denominator = u * u + v * v
     denominator[0, 0] = 1.0  # the mean height is free; its coefficient is set to 0 below
-    spectrum = np.fft.rfft2(dz_dx) * u
-    spectrum += np.fft.rfft2(dz_drow) * v
-    spectrum *= -1j
     spectrum /= denominator
+    spectrum *= -1j
     spectrum[0, 0] = 0.0
     return np.fft.irfft2(spectrum, s=(rows, cols))
 
 
 def integrate_normals(n_tangent, seamless=False, min_nz=0.05):
-    """Raw height (in pixel units, zero mean) whose gradient best matches the normals' slopes."""
+    """Raw height (float64, in pixel units, zero mean) whose gradient best matches the normals' slopes."""
     dz_dx, dz_drow = _gradients_from_normals(n_tangent, min_nz)
-    if seamless:
-        return _integrate_periodic(dz_dx, dz_drow)
     rows, cols = dz_dx.shape
-    height = _integrate_periodic(*_mirror_extend(dz_dx, dz_drow))[:rows, :cols]
+    if seamless:
+        return _integrate_periodic((rows, cols), lambda: dz_dx, lambda: dz_drow)
+    height = _integrate_periodic((2 * rows, 2 * cols),
+                                 lambda: _mirrored_x_slope(dz_dx), lambda: _mirrored_row_slope(dz_drow))
+    height = height[:rows, :cols]
     return height - height.mean()
 
 

@@ -212,13 +212,15 @@ def colorize_depth(values01, near_is_high=True, colormap="INFERNO"):
     name = str(colormap).upper()
     if name not in _COLORMAP_COEFFICIENTS:
         raise ValueError(f"colormap must be one of {DEPTH_COLORMAPS}, got {colormap!r}")
-    t = np.asarray(values01, dtype=np.float64)
+    t = np.asarray(values01, dtype=np.float32)
     if not near_is_high:
         t = 1.0 - t
-    t = np.clip(np.nan_to_num(t, nan=0.0), 0.0, 1.0)
-    coefficients = np.asarray(_COLORMAP_COEFFICIENTS[name], dtype=np.float64)
-    # Horner's scheme, highest power first
-    rgb = np.broadcast_to(coefficients[-1], t.shape + (3,)).copy()
+    t = np.clip(np.nan_to_num(t, nan=0.0), 0.0, 1.0)[..., None]
+    coefficients = np.asarray(_COLORMAP_COEFFICIENTS[name], dtype=np.float32)
+    # Horner's scheme, highest power first, in place (float32 is ample for 8/16-bit previews)
+    rgb = np.empty(t.shape[:-1] + (3,), dtype=np.float32)
+    rgb[...] = coefficients[-1]
     for row in coefficients[-2::-1]:
-        rgb = rgb * t[..., None] + row
-    return np.clip(rgb, 0.0, 1.0).astype(np.float32)
+        rgb *= t
+        rgb += row
+    return np.clip(rgb, 0.0, 1.0, out=rgb)
