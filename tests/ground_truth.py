@@ -126,7 +126,8 @@ class GroundTruthScene:
     def _setup_world(self):
         import bpy
         world = self._keep("worlds", bpy.data.worlds.new(self.scene.name + "_world"))
-        world.use_nodes = True
+        if world.node_tree is None:  # Blender 5.0 gives new worlds nodes already
+            world.use_nodes = True
         background = world.node_tree.nodes.get("Background")
         if background is not None:
             background.inputs["Color"].default_value = (0.05, 0.05, 0.06, 1.0)
@@ -179,7 +180,8 @@ class GroundTruthScene:
         bm.free()
         mesh.shade_smooth() if kind == "SPHERE" else mesh.shade_flat()
         material = self._keep("materials", bpy.data.materials.new(name + "_material"))
-        material.use_nodes = True
+        if material.node_tree is None:
+            material.use_nodes = True
         bsdf = material.node_tree.nodes.get("Principled BSDF")
         bsdf.inputs["Base Color"].default_value = (*colour, 1.0)
         bsdf.inputs["Roughness"].default_value = 0.8
