@@ -155,23 +155,23 @@ def _recognise_kind(folder: Path, task: str, repo_id: str | None,
 
 
 def prompt_cache_path(folder: Path, cache_dir: Path | None, must_exist: bool = False) -> Path | None:
-    """Where the empty-prompt embedding lives: next to the model, else in the cache folder.
+    """The existing empty-prompt embedding file (beside the model, else in the cache folder).
 
-    With ``must_exist`` returns the existing file or None; otherwise the place to write it.
+    With ``must_exist`` False: the first place to write it (see ``prompt_cache_candidates``).
     """
-    beside = Path(folder) / EMPTY_PROMPT_FILE
-    fallback = None
+    candidates = prompt_cache_candidates(folder, cache_dir)
+    if not must_exist:
+        return candidates[0]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def prompt_cache_candidates(folder: Path, cache_dir: Path | None) -> list[Path]:
+    """Where the empty-prompt embedding may live, in order: next to the model, then the cache."""
+    candidates = [Path(folder) / EMPTY_PROMPT_FILE]
     if cache_dir is not None:
         key = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(Path(folder).resolve()))[-120:]
-        fallback = Path(cache_dir) / "prompt_embeddings" / f"{key}.safetensors"
-    if must_exist:
-        for candidate in (beside, fallback):
-            if candidate is not None and candidate.is_file():
-                return candidate
-        return None
-    if os.access(folder, os.W_OK) or fallback is None:
-        return beside
-    return fallback
+        candidates.append(Path(cache_dir) / "prompt_embeddings" / f"{key}.safetensors")
+    return candidates
 
 
 def resolve_source(model: dict, progress: Callable[[str, float, str], None] | None = None

@@ -280,6 +280,7 @@ class LoadedModel:
 def load_prompt_embeds(info: checkpoint.CheckpointInfo, cache_dir: Path | None):
     """The empty-prompt embedding [1, 2, C]: from its cache file, else computed once and cached."""
     import torch
+    from safetensors import SafetensorError
     from safetensors.torch import load_file, save_file
 
     cached = checkpoint.prompt_cache_path(info.folder, cache_dir, must_exist=True)
@@ -295,13 +296,17 @@ def load_prompt_embeds(info: checkpoint.CheckpointInfo, cache_dir: Path | None):
     with torch.inference_mode():
         embeds = encoder(ids)[0].to(torch.float32).contiguous()
     del encoder
-    target = checkpoint.prompt_cache_path(info.folder, cache_dir)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        save_file({"prompt_embeds": embeds}, str(target))
+    for target in checkpoint.prompt_cache_candidates(info.folder, cache_dir):
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            save_file({"prompt_embeds": embeds}, str(target))
+        except (OSError, SafetensorError) as ex:  # a read-only model folder: try the cache next
+            log.info("cannot cache the empty-prompt embedding in %s: %s", target, ex)
+            continue
         log.info("cached the empty-prompt embedding in %s", target)
-    except OSError as ex:
-        log.warning("could not cache the empty-prompt embedding: %s", ex)
+        break
+    else:
+        log.warning("could not cache the empty-prompt embedding anywhere")
     return embeds
 
 
