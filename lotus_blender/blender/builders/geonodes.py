@@ -19,8 +19,9 @@ transform), so the mesh looks down -Z like the camera.
 import bpy
 
 GROUP_NAME = "Lotus 2.5D Mesh"
-GROUP_VERSION = 1
+GROUP_VERSION = 3
 UV_MAP_NAME = "UVMap"
+_POINT_UV = "lotus_uv"  # per-vertex texture coordinate, removed before the output
 
 # Modifier inputs: name -> (socket type, default, min, max, description).
 INPUTS = {
@@ -142,10 +143,14 @@ def _build(tree):
     grid_xy = graph.node("ShaderNodeSeparateXYZ", {0: position})
     u = _pixel_centre(graph, grid_xy.outputs["X"], across, width, from_top=False)
     v = _pixel_centre(graph, grid_xy.outputs["Y"], down, height, from_top=True)
-    uv = graph.combine(u, v, 0.0)
-
+    # Computed once per vertex and stored: evaluating this chain per corner (4x as many) or
+    # again for each texture lookup costs more than the rest of the tree.
     geometry = graph.node("GeometryNodeStoreNamedAttribute",
-                          {"Geometry": grid.outputs["Mesh"], "Name": UV_MAP_NAME, "Value": uv},
+                          {"Geometry": grid.outputs["Mesh"], "Name": _POINT_UV, "Value": graph.combine(u, v, 0.0)},
+                          data_type='FLOAT_VECTOR', domain='POINT').outputs[0]
+    uv = graph.node("GeometryNodeInputNamedAttribute", {"Name": _POINT_UV}, data_type='FLOAT_VECTOR').outputs[0]
+    geometry = graph.node("GeometryNodeStoreNamedAttribute",
+                          {"Geometry": geometry, "Name": UV_MAP_NAME, "Value": uv},
                           data_type='FLOAT2', domain='CORNER').outputs[0]
 
     # Custom normals: decode rgb = 0.5 n + 0.5 (already Blender camera space = object space).
@@ -193,8 +198,9 @@ def _build(tree):
     too_far = graph.math('GREATER_THAN', jump, inp["Tear Threshold"])
     cut = graph.node("FunctionNodeBooleanMath", {0: inp["Tear"], 1: too_far}, operation='AND').outputs[0]
     geometry = graph.node("GeometryNodeDeleteGeometry", {"Geometry": geometry, "Selection": cut},
-                          domain='EDGE', mode='ALL').outputs[0]
+                          domain='EDGE', mode='EDGE_FACE').outputs[0]  # vertices stay
 
+    geometry = graph.node("GeometryNodeRemoveAttribute", {"Geometry": geometry, "Name": _POINT_UV}).outputs[0]
     geometry = graph.node("GeometryNodeSetShadeSmooth", {"Mesh": geometry, "Shade Smooth": True},
                           domain='FACE').outputs[0]
     geometry = graph.node("GeometryNodeSetMaterial", {"Geometry": geometry, "Material": inp["Material"]}).outputs[0]
