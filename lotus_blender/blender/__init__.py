@@ -5,6 +5,8 @@ import importlib
 # Submodules that register classes, in registration order. Each has register()/unregister().
 _MODULE_NAMES = (
     "preferences",
+    "jobs",
+    "operators",
     "panels",
     "builders",
 )

@@ -26,6 +26,13 @@ class LotusPreferences(bpy.types.AddonPreferences):
     depth_model_path: StringProperty(
         name="Depth Model Folder", subtype='DIR_PATH',
         description="Local depth checkpoint folder (used when the model is Local Folder)")
+    depth_model_kind: EnumProperty(
+        name="Local Depth Output", default='DISPARITY',
+        items=[('DISPARITY', "Disparity", "The folder's model predicts disparity (near = 1), "
+                                          "like lotus-depth-*-v2-*-disparity"),
+               ('DEPTH', "Depth", "The folder's model predicts relative depth (near = 0), "
+                                  "like lotus-depth-*-v1-*")],
+        description="What a local depth model folder predicts")
     normal_model: EnumProperty(
         name="Normal Model", items=_checkpoint_items(protocol.TASK_NORMAL),
         default=protocol.DEFAULT_CHECKPOINTS[protocol.TASK_NORMAL],
@@ -68,6 +75,12 @@ class LotusPreferences(bpy.types.AddonPreferences):
             col.prop(self, f"{task}_model")
             if getattr(self, f"{task}_model") == 'LOCAL':
                 col.prop(self, f"{task}_model_path")
+                if task == "depth":
+                    col.prop(self, "depth_model_kind")
+        if not bpy.app.online_access:
+            box = col.box()
+            box.label(text="Online access is off: models are not downloaded.", icon='INFO')
+            box.label(text="Enable it in System > Network, or use a Local Folder model.")
         col = layout.column(heading="Compute")
         col.prop(self, "device")
         col.prop(self, "precision")
@@ -77,6 +90,10 @@ class LotusPreferences(bpy.types.AddonPreferences):
         col = layout.column(heading="Output")
         col.prop(self, "output_dir")
         col.prop(self, "normal_convention")
+        row = layout.row()
+        row.operator("lotus.open_log", icon='TEXT')
+        row.operator("lotus.open_model_folder", icon='FILE_FOLDER')
+        row.operator("lotus.release_model", icon='X')
 
 
 def get_preferences(context=None):

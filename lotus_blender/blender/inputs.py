@@ -1,0 +1,428 @@
+"""Every input kind -> a float32 ``.npy`` of sRGB-encoded display values for the worker.
+
+Colour decision (README "Conventions"): the model was trained on ordinary sRGB photos, so it is
+given sRGB-encoded display values in [0, 1]:
+  - 8-bit images in sRGB (or a data colour space) are passed as stored;
+  - float images (EXR, HDR, 16-bit PNG/TIFF, which Blender holds in scene-linear) and 8-bit
+    images tagged with a linear colour space go through the plain sRGB OETF, clamped to [0, 1]
+    (not the scene's view transform: a photo should not depend on the scene's look);
+  - the Render Result, the compositor Viewer node, multilayer passes and movie frames are saved by
+    Blender itself first, with the scene's view transform for renders (what the artist sees).
+Alpha is dropped (the model sees colour only). Grayscale images come out as R = G = B.
+
+Large images are reduced on the Blender side to what the worker needs (twice the processing
+resolution), reading Blender's pixels once into one float32 buffer and averaging it strip by
+strip, so no second full-size float copy is ever made.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import struct
+from dataclasses import dataclass, field
+
+import bpy
+import numpy as np
+
+# The worker never needs more than this many pixels per processing-resolution pixel of edge.
+OVERSAMPLE = 2
+RENDER_LIKE_TYPES = ('RENDER_RESULT', 'COMPOSITING')
+
+
+class InputError(RuntimeError):
+    """An input that cannot be read; the message is shown to the artist as is."""
+
+
+@dataclass
+class PreparedInput:
+    """One image as the worker will see it, plus what the result images need to know."""
+    name: str                       # results are named after it: "<name>_depth"
+    npy_path: str                   # display values, top row first, maybe reduced
+    full_width: int                 # the source's size: results are brought back to it
+    full_height: int
+    source_image: str = ""          # Blender image name (lotus_source)
+    source_path: str = ""           # absolute file path of the photo, when there is one
+    focal_35mm: float = 0.0         # 0 = unknown
+    frame: int | None = None        # frame number for sequences and movies
+    properties: dict = field(default_factory=dict)
+
+
+# -- pixels -> display values -------------------------------------------------------------------
+
+def linear_to_srgb(values: np.ndarray) -> np.ndarray:
+    """The sRGB OETF, in place, on values clamped to [0, 1]."""
+    np.clip(values, 0.0, 1.0, out=values)
+    low = values <= 0.0031308
+    encoded = 1.055 * np.power(values, 1.0 / 2.4, dtype=np.float32) - 0.055
+    np.multiply(values, 12.92, out=values, where=low)
+    np.copyto(values, encoded, where=~low)
+    return values
+
+
+def _needs_oetf(image: bpy.types.Image) -> bool:
+    settings = image.colorspace_settings
+    if settings.is_data or settings.name in ("Non-Color", "Raw"):
+        return False
+    if image.is_float:
+        return True  # Blender converts float buffers to scene-linear on load
+    return "linear" in settings.name.lower()
+
+
+def _reduction_factor(width: int, height: int, processing_resolution: int) -> int:
+    if processing_resolution <= 0:
+        return 1
+    target = OVERSAMPLE * processing_resolution
+    return max(1, math.ceil(max(width, height) / target))
+
+
+def image_display_array(image: bpy.types.Image, processing_resolution: int) -> np.ndarray:
+    """HxWx3 float32 display values, top row first, reduced by an integer area average."""
+    width, height = image.size[0], image.size[1]
+    channels = image.channels
+    if width <= 0 or height <= 0 or channels <= 0 or len(image.pixels) == 0:
+        raise InputError(f"'{image.name}' has no pixels Blender can read "
+                         f"(missing, empty or corrupt file?)")
+    pixels = np.empty(width * height * channels, dtype=np.float32)
+    image.pixels.foreach_get(pixels)
+    pixels = pixels.reshape(height, width, channels)
+    factor = _reduction_factor(width, height, processing_resolution)
+    out_h, out_w = max(1, height // factor), max(1, width // factor)
+    result = np.empty((out_h, out_w, 3), dtype=np.float32)
+    for row in range(out_h):
+        # Blender rows are bottom-up: output row 0 is the top of the picture.
+        top = height - (row + 1) * factor
+        strip = pixels[max(0, top):top + factor, :out_w * factor, :3]
+        if channels < 3:  # one- or two-channel buffers: grey
+            strip = np.repeat(pixels[max(0, top):top + factor, :out_w * factor, :1], 3, axis=2)
+        block = strip.reshape(strip.shape[0], out_w, factor, 3).mean(axis=(0, 2))
+        result[row] = block
+    del pixels
+    if _needs_oetf(image):
+        linear_to_srgb(result)
+    else:
+        np.clip(result, 0.0, 1.0, out=result)
+    return result
+
+
+def _write_npy(array: np.ndarray, job_dir: str, stem: str) -> str:
+    path = os.path.join(job_dir, f"{stem}.npy")
+    np.save(path, np.ascontiguousarray(array, dtype=np.float32))
+    return path
+
+
+def _safe_stem(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "image"
+
+
+def _source_name(image: bpy.types.Image) -> str:
+    name = image.name
+    root, ext = os.path.splitext(name)
+    return root if ext.lower() in bpy.path.extensions_image | bpy.path.extensions_movie else name
+
+
+def _abs_path(image: bpy.types.Image) -> str:
+    if image.source not in ('FILE', 'SEQUENCE', 'MOVIE') or not image.filepath or image.packed_file:
+        return ""
+    return os.path.normpath(bpy.path.abspath(image.filepath, library=image.library))
+
+
+def camera_focal_35mm(scene: bpy.types.Scene) -> float:
+    """35 mm equivalent focal length of the scene camera (0 when it is not a perspective one)."""
+    camera = scene.camera
+    if camera is None or camera.type != 'CAMERA' or camera.data.type != 'PERSP':
+        return 0.0
+    data = camera.data
+    width = scene.render.resolution_x * scene.render.pixel_aspect_x
+    height = scene.render.resolution_y * scene.render.pixel_aspect_y
+    fit = data.sensor_fit
+    if fit == 'AUTO':
+        fit = 'HORIZONTAL' if width >= height else 'VERTICAL'
+    if fit == 'HORIZONTAL':
+        return float(data.lens * 36.0 / data.sensor_width)
+    # Vertical fit: the sensor height spans the picture height; express as a 36 mm width.
+    return float(data.lens * 36.0 / (data.sensor_height * width / height))
+
+
+# -- one Blender image with pixels ----------------------------------------------------------------
+
+def prepare_image(image: bpy.types.Image, job_dir: str, processing_resolution: int, index: int,
+                  name: str | None = None, source_path: str | None = None) -> PreparedInput:
+    """Packed, generated, edited (dirty) and file images alike: read from Blender's pixels."""
+    array = image_display_array(image, processing_resolution)
+    name = name or _source_name(image)
+    path = _write_npy(array, job_dir, f"{index:04d}_{_safe_stem(name)}")
+    return PreparedInput(name=name, npy_path=path, full_width=image.size[0],
+                         full_height=image.size[1], source_image=image.name,
+                         source_path=_abs_path(image) if source_path is None else source_path)
+
+
+def load_image_file(path: str) -> bpy.types.Image:
+    """A file as a Blender image (reusing one already loaded); clear error when unreadable."""
+    path = os.path.abspath(bpy.path.abspath(path))
+    if not os.path.isfile(path):
+        raise InputError(f"File not found: {path}")
+    if os.path.getsize(path) == 0:
+        raise InputError(f"Empty file (0 bytes): {os.path.basename(path)}")
+    try:
+        image = bpy.data.images.load(path, check_existing=True)
+    except RuntimeError as ex:
+        raise InputError(f"Cannot read image {os.path.basename(path)}: {ex}") from None
+    if image.source == 'FILE' and (image.size[0] == 0 or len(image.pixels) == 0):
+        bpy.data.images.remove(image)
+        raise InputError(f"Cannot read image {os.path.basename(path)} (corrupt or unsupported)")
+    return image
+
+
+def prepare_file(path: str, job_dir: str, processing_resolution: int, index: int) -> PreparedInput:
+    image = load_image_file(path)
+    return prepare_image(image, job_dir, processing_resolution, index,
+                         source_path=os.path.abspath(bpy.path.abspath(path)))
+
+
+# -- things without pixel access: let Blender save them first ------------------------------------
+
+class _TemporaryScene:
+    """A throwaway scene for Blender's own image writing / compositing / sequencer rendering."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.scene = None
+        self.node_group = None
+
+    def __enter__(self):
+        self.scene = bpy.data.scenes.new(self.name)
+        self.scene.render.resolution_percentage = 100
+        return self.scene
+
+    def __exit__(self, *exc):
+        if self.scene is not None:
+            bpy.data.scenes.remove(self.scene)
+        if self.node_group is not None:
+            bpy.data.node_groups.remove(self.node_group)
+        return False
+
+
+def _load_temporary(path: str, job_dir: str, processing_resolution: int, index: int,
+                    name: str, source_image: str, focal_35mm: float = 0.0,
+                    frame: int | None = None, source_path: str = "") -> PreparedInput:
+    temporary = bpy.data.images.load(path, check_existing=False)
+    try:
+        prepared = prepare_image(temporary, job_dir, processing_resolution, index, name=name,
+                                 source_path=source_path)
+    finally:
+        bpy.data.images.remove(temporary)
+    os.remove(path)
+    prepared.source_image = source_image
+    prepared.focal_35mm = focal_35mm
+    prepared.frame = frame
+    return prepared
+
+
+def prepare_render_like(image: bpy.types.Image, scene: bpy.types.Scene, job_dir: str,
+                        processing_resolution: int, index: int) -> PreparedInput:
+    """Render Result or Viewer Node: saved with the scene's view transform (what the artist sees)."""
+    if not image.has_data:
+        raise InputError(f"'{image.name}' is empty: render (or run the compositor) first")
+    path = os.path.join(job_dir, f"{index:04d}_render.png")
+    with _TemporaryScene("lotus_save_render") as temporary:
+        temporary.view_settings.view_transform = scene.view_settings.view_transform
+        temporary.view_settings.look = scene.view_settings.look
+        temporary.view_settings.exposure = scene.view_settings.exposure
+        temporary.view_settings.gamma = scene.view_settings.gamma
+        temporary.display_settings.display_device = scene.display_settings.display_device
+        settings = temporary.render.image_settings
+        settings.file_format = 'PNG'
+        settings.color_depth = '16'
+        settings.color_mode = 'RGB'
+        image.save_render(path, scene=temporary)
+    name = f"{scene.name}_render" if image.type == 'RENDER_RESULT' else "viewer"
+    return _load_temporary(path, job_dir, processing_resolution, index, _safe_stem(name),
+                           image.name, focal_35mm=camera_focal_35mm(scene))
+
+
+def exr_data_window(path: str) -> tuple[int, int]:
+    """Width and height from an OpenEXR header (Blender reports 0x0 for multilayer files)."""
+    with open(path, "rb") as handle:
+        if handle.read(4) != b"\x76\x2f\x31\x01":
+            raise InputError(f"{os.path.basename(path)} is not an OpenEXR file")
+        handle.read(4)  # version and flags
+        while True:
+            name = _read_cstring(handle)
+            if not name:
+                break
+            _read_cstring(handle)  # attribute type
+            size = struct.unpack("<i", handle.read(4))[0]
+            value = handle.read(size)
+            if name == "dataWindow":
+                xmin, ymin, xmax, ymax = struct.unpack("<4i", value)
+                return xmax - xmin + 1, ymax - ymin + 1
+    raise InputError(f"{os.path.basename(path)} has no data window")
+
+
+def _read_cstring(handle) -> str:
+    chars = bytearray()
+    while True:
+        byte = handle.read(1)
+        if not byte or byte == b"\0":
+            return chars.decode("latin-1")
+        chars += byte
+
+
+def multilayer_passes(image: bpy.types.Image) -> list[tuple[str, str]]:
+    """(layer, pass) pairs of a multilayer EXR, as Blender's compositor Image node sees them."""
+    group = bpy.data.node_groups.new("lotus_probe_passes", "CompositorNodeTree")
+    try:
+        node = group.nodes.new("CompositorNodeImage")
+        node.image = image
+        layers = [item.identifier for item in node.bl_rna.properties["layer"].enum_items] or [""]
+        pairs = []
+        for layer in layers:
+            if layer:
+                node.layer = layer
+            pairs += [(layer, output.name) for output in node.outputs
+                      if output.enabled and output.name != "Alpha"]
+        return pairs
+    finally:
+        bpy.data.node_groups.remove(group)
+
+
+def prepare_multilayer_pass(image: bpy.types.Image, layer: str, pass_name: str, job_dir: str,
+                            processing_resolution: int, index: int) -> PreparedInput:
+    """One pass of a multilayer EXR, extracted by Blender's compositor into a plain EXR."""
+    source_path = _abs_path(image)
+    if not source_path or not os.path.isfile(source_path):
+        raise InputError(f"'{image.name}': the multilayer EXR file is not on disk")
+    width, height = exr_data_window(source_path)
+    available = multilayer_passes(image)
+    if (layer, pass_name) not in available:
+        choices = ", ".join(f"{l}/{p}" if l else p for l, p in available)
+        raise InputError(f"'{image.name}' has no pass {layer}/{pass_name} (it has: {choices})")
+    path = os.path.join(job_dir, f"{index:04d}_pass.exr")
+    guard = _TemporaryScene("lotus_extract_pass")
+    with guard as temporary:
+        temporary.render.resolution_x, temporary.render.resolution_y = width, height
+        group = guard.node_group = bpy.data.node_groups.new("lotus_extract_pass",
+                                                            "CompositorNodeTree")
+        temporary.compositing_node_group = group
+        group.interface.new_socket("Image", in_out='OUTPUT', socket_type='NodeSocketColor')
+        node = group.nodes.new("CompositorNodeImage")
+        node.image = image
+        if layer:
+            node.layer = layer
+        output = group.nodes.new("NodeGroupOutput")
+        group.links.new(node.outputs[pass_name], output.inputs[0])
+        # No Render Layers node: Blender runs only the compositor, nothing is rendered.
+        bpy.ops.render.render(scene=temporary.name)
+        settings = temporary.render.image_settings
+        settings.file_format = 'OPEN_EXR'
+        settings.color_depth = '32'
+        settings.color_mode = 'RGB'
+        bpy.data.images["Render Result"].save_render(path, scene=temporary)
+    name = _safe_stem(f"{_source_name(image)}_{pass_name}")
+    return _load_temporary(path, job_dir, processing_resolution, index, name, image.name,
+                           source_path=source_path)
+
+
+# -- image sequences and movies -------------------------------------------------------------------
+
+_FRAME_DIGITS = re.compile(r"(\d+)(?!.*\d)")
+
+
+def frame_range(image: bpy.types.Image) -> tuple[int, int]:
+    """The frames an image sequence or movie has, numbered as its files are (1-based for movies)."""
+    if image.source == 'MOVIE':
+        return 1, max(1, image.frame_duration)
+    if image.source == 'SEQUENCE':
+        path = _abs_path(image)
+        stem = os.path.splitext(os.path.basename(path))[0]
+        match = _FRAME_DIGITS.search(stem)
+        first = int(match.group(1)) if match else 1
+        return first, first + max(1, image.frame_duration) - 1
+    return 1, 1
+
+
+def _sequence_file(image: bpy.types.Image, frame: int) -> str:
+    path = _abs_path(image)
+    folder, filename = os.path.split(path)
+    stem, ext = os.path.splitext(filename)
+    match = _FRAME_DIGITS.search(stem)
+    if match is None:
+        raise InputError(f"'{image.name}' has no frame number in its file name")
+    digits = match.group(1)
+    return os.path.join(folder, stem[:match.start()] + str(frame).zfill(len(digits))
+                        + stem[match.end():] + ext)
+
+
+def prepare_frames(image: bpy.types.Image, first: int, last: int, job_dir: str,
+                   processing_resolution: int, start_index: int = 0) -> list[PreparedInput]:
+    """One input per frame of an image sequence (its files) or a movie (through the sequencer)."""
+    if last < first:
+        raise InputError(f"Empty frame range {first}-{last}")
+    base = _safe_stem(_source_name(image))
+    prepared = []
+    if image.source == 'SEQUENCE':
+        for offset, frame in enumerate(range(first, last + 1)):
+            path = _sequence_file(image, frame)
+            frame_image = load_image_file(path)
+            keep = frame_image.users > 0 or frame_image == image
+            try:
+                item = prepare_image(frame_image, job_dir, processing_resolution,
+                                     start_index + offset, name=base, source_path=path)
+            finally:
+                if not keep:
+                    bpy.data.images.remove(frame_image)
+            item.source_image = image.name
+            item.frame = frame
+            prepared.append(item)
+        return prepared
+    if image.source != 'MOVIE':
+        raise InputError(f"'{image.name}' is not an image sequence or a movie")
+    movie_path = _abs_path(image)
+    if not os.path.isfile(movie_path):
+        raise InputError(f"Movie file not found: {movie_path}")
+    width, height = image.size[0], image.size[1]
+    with _TemporaryScene("lotus_movie_frames") as temporary:
+        temporary.render.resolution_x, temporary.render.resolution_y = width, height
+        temporary.view_settings.view_transform = 'Standard'
+        editor = temporary.sequence_editor_create()
+        editor.strips.new_movie("lotus_movie", movie_path, 1, 1)
+        settings = temporary.render.image_settings
+        settings.file_format = 'PNG'
+        settings.color_depth = '16'
+        settings.color_mode = 'RGB'
+        for offset, frame in enumerate(range(first, last + 1)):
+            temporary.frame_set(frame)
+            bpy.ops.render.render(scene=temporary.name)
+            path = os.path.join(job_dir, f"{start_index + offset:04d}_frame.png")
+            bpy.data.images["Render Result"].save_render(path, scene=temporary)
+            prepared.append(_load_temporary(path, job_dir, processing_resolution,
+                                            start_index + offset, base, image.name, frame=frame,
+                                            source_path=movie_path))
+    return prepared
+
+
+# -- what the artist points at --------------------------------------------------------------------
+
+def images_from_context(context) -> list[bpy.types.Image]:
+    """The active Image Editor image, or the selected Image Texture nodes of the edited / active
+    material's node tree."""
+    space = getattr(context, "space_data", None)
+    if space is not None and space.type == 'IMAGE_EDITOR':
+        return [space.image] if space.image is not None else []
+    tree = None
+    if space is not None and space.type == 'NODE_EDITOR':
+        tree = space.edit_tree
+    if tree is None:
+        obj = getattr(context, "active_object", None)
+        material = obj.active_material if obj is not None else None
+        tree = material.node_tree if material is not None else None
+    if tree is None:
+        return []
+    images = []
+    for node in tree.nodes:
+        if node.type == 'TEX_IMAGE' and node.select and node.image is not None \
+                and node.image not in images:
+            images.append(node.image)
+    return images

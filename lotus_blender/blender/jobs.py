@@ -1,0 +1,448 @@
+"""Jobs: one worker process, one job at a time, a queue for the rest.
+
+``manager.pump()`` is the only place events are read: the modal operator's window timer calls it
+(through ``JobRunner``), and so does the blocking loop used in background mode (``blender -b``),
+so both paths run the same code. Results become Blender images in the operator that asked for
+them, when its jobs end, so that each run is one undo step.
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import itertools
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+
+import bpy
+
+from .. import protocol
+from . import outputs
+from .preferences import ADDON_ID, get_preferences
+from .worker_client import EV_EXITED, WorkerClient
+
+# A worker that has not confirmed a cancel after this many seconds is killed.
+CANCEL_TIMEOUT_S = 5.0
+IDLE_CHECK_INTERVAL_S = 30.0
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "QUEUED", "RUNNING", "DONE", "FAILED", "CANCELLED"
+ENDED = (DONE, FAILED, CANCELLED)
+_job_numbers = itertools.count(1)
+
+
+# -- folders --------------------------------------------------------------------------------------
+
+def user_folder(*parts: str) -> str:
+    """The extension's per-user folder (models, logs, jobs), created on demand."""
+    path = bpy.utils.extension_path_user(ADDON_ID, path=os.path.join(*parts) if parts else "",
+                                         create=True)
+    return path
+
+
+def models_folder() -> str:
+    return user_folder("models")
+
+
+def log_path() -> str:
+    return os.path.join(user_folder("logs"), "worker.log")
+
+
+def extension_site_packages() -> str:
+    """Where Blender installs the wheels extensions bundle (shared by all extensions)."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    return os.path.join(bpy.utils.user_resource('EXTENSIONS', path=".local"), "lib", version,
+                        "site-packages")
+
+
+@dataclass
+class WorkerSettings:
+    python: str
+    log_path: str
+    extra_paths: tuple
+
+
+def worker_settings(context=None) -> WorkerSettings:
+    prefs = get_preferences(context)
+    custom = bpy.path.abspath(prefs.python_path) if prefs.python_path else ""
+    python = custom or sys.executable
+    # Blender's own interpreter finds torch among the bundled wheels; a custom one has its own.
+    extra = () if custom else (extension_site_packages(),)
+    return WorkerSettings(python=python, log_path=log_path(), extra_paths=extra)
+
+
+# -- models ---------------------------------------------------------------------------------------
+
+class ModelError(RuntimeError):
+    """The chosen model cannot be used as it is (missing folder, offline and not downloaded)."""
+
+
+def _downloaded(repo_id: str, cache_dir: str) -> bool:
+    snapshots = os.path.join(cache_dir, "models--" + repo_id.replace("/", "--"), "snapshots")
+    return bool(glob.glob(os.path.join(snapshots, "*", "unet", "config.json")))
+
+
+def model_request(task: str, context=None) -> dict:
+    """The protocol MODEL dict for a task, from the preferences; ModelError when unusable."""
+    prefs = get_preferences(context)
+    choice = getattr(prefs, f"{task}_model")
+    cache_dir = models_folder()
+    if choice == 'LOCAL':
+        folder = bpy.path.abspath(getattr(prefs, f"{task}_model_path"))
+        if not folder or not os.path.isdir(folder):
+            raise ModelError(f"The local {task} model folder does not exist: '{folder}'. "
+                             f"Set it in the add-on preferences")
+        model = {"source": os.path.normpath(folder), "cache_dir": cache_dir,
+                 "allow_network": False}
+        model["kind"] = (protocol.KIND_NORMAL if task == protocol.TASK_NORMAL
+                         else prefs.depth_model_kind.lower())
+        return model
+    online = bool(bpy.app.online_access)
+    if not online and not _downloaded(choice, cache_dir):
+        raise ModelError(
+            f"The model {choice} is not downloaded and Blender's online access is off. Enable "
+            f"Edit > Preferences > System > Network > Allow Online Access to download it, "
+            f"or choose a Local Folder model in the Lotus add-on preferences")
+    return {"source": choice, "cache_dir": cache_dir, "allow_network": online}
+
+
+def worker_options(context=None, **overrides) -> dict:
+    prefs = get_preferences(context)
+    options = {"processing_resolution": int(prefs.processing_resolution),
+               "device": prefs.device.lower(), "precision": prefs.precision.lower()}
+    options.update(overrides)
+    return options
+
+
+# -- jobs -----------------------------------------------------------------------------------------
+
+@dataclass
+class Job:
+    task: str
+    model: dict
+    inputs: list                      # PreparedInput, in order
+    job_dir: str
+    options: dict
+    output: outputs.OutputSettings
+    worker: WorkerSettings
+    label: str = ""
+    output_dir: str = ""              # the worker's arrays; default job_dir/out
+    id: str = field(default_factory=lambda: f"job{os.getpid()}_{next(_job_numbers)}_{int(time.time())}")
+    state: str = QUEUED
+    fraction: float = 0.0
+    stage: str = "queued"
+    item: int = 0
+    items: int = 0
+    message: str = ""
+    traceback: str = ""
+    outputs: list = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+    cancel_sent_at: float = 0.0
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ENDED
+
+    def __post_init__(self):
+        self.output_dir = self.output_dir or os.path.join(self.job_dir, "out")
+
+    def status_text(self) -> str:
+        if self.state == QUEUED:
+            return f"{self.label}: waiting"
+        text = f"{self.label}: {self.stage}"
+        if self.items > 1:
+            text += f" {self.item}/{self.items}"
+        return f"{text} {int(round(self.fraction * 100))}%"
+
+    def request(self) -> dict:
+        return protocol.predict_request(self.id, self.task, self.model,
+                                        [p.npy_path for p in self.inputs], self.output_dir,
+                                        self.options)
+
+
+class JobManager:
+    """The single worker and the job queue."""
+
+    def __init__(self):
+        self.client: WorkerClient | None = None
+        self.client_settings: WorkerSettings | None = None
+        self.queue: collections.deque[Job] = collections.deque()
+        self.current: Job | None = None
+        self.last_activity = time.monotonic()
+        self.worker_log = ""
+
+    # state for the panel
+    @property
+    def busy(self) -> bool:
+        return self.current is not None or bool(self.queue)
+
+    def worker_alive(self) -> bool:
+        return self.client is not None and self.client.is_alive()
+
+    def submit(self, job: Job) -> Job:
+        os.makedirs(job.output_dir, exist_ok=True)
+        self.queue.append(job)
+        self.pump()
+        return job
+
+    def cancel(self, job: Job) -> None:
+        if job.ended:
+            return
+        if job in self.queue:
+            self.queue.remove(job)
+            job.state, job.stage = CANCELLED, "cancelled"
+            return
+        if job is self.current and not job.cancel_sent_at:
+            job.stage = "cancelling"
+            job.cancel_sent_at = time.monotonic()
+            if self.client is not None:
+                self.client.send({"op": protocol.OP_CANCEL, "id": job.id})
+
+    def cancel_all(self) -> None:
+        for job in list(self.queue):
+            self.cancel(job)
+        if self.current is not None:
+            self.cancel(self.current)
+
+    def pump(self) -> None:
+        """Read the worker's events, advance the current job, start the next one."""
+        if self.client is not None:
+            for event in self.client.poll_events():
+                self._handle(event)
+        job = self.current
+        if job is not None and job.cancel_sent_at \
+                and time.monotonic() - job.cancel_sent_at > CANCEL_TIMEOUT_S:
+            # The worker did not stop in time: kill it; the next job starts a fresh one.
+            self._stop_client(kill=True)
+            self._end(job, CANCELLED, "cancelled (worker stopped)")
+        if self.current is None and self.queue:
+            self._start(self.queue.popleft())
+
+    def _start(self, job: Job) -> None:
+        if self.client is not None and (not self.client.is_alive()
+                                        or self.client_settings != job.worker):
+            self._stop_client()
+        if self.client is None:
+            client = WorkerClient(job.worker.python, os.path.dirname(PACKAGE_DIR),
+                                  os.path.basename(PACKAGE_DIR), job.worker.log_path,
+                                  job.worker.extra_paths)
+            try:
+                client.start()
+            except OSError as ex:
+                self._end(job, FAILED, f"Cannot start the worker ({job.worker.python}): {ex}")
+                return
+            self.client, self.client_settings = client, job.worker
+            self.worker_log = job.worker.log_path
+        self.current = job
+        job.state, job.stage = RUNNING, "starting"
+        if not self.client.send(job.request()):
+            self._stop_client(kill=True)
+            self._end(job, FAILED, "The worker exited at start; see the log (Open Log)")
+
+    def _handle(self, event: dict) -> None:
+        kind = event.get("event")
+        job = self.current
+        if kind == protocol.EV_READY:
+            self.worker_log = event.get("log_path") or self.worker_log
+            return
+        if kind == EV_EXITED:
+            self.client = None
+            self.client_settings = None
+            if job is not None:
+                if job.cancel_sent_at:
+                    self._end(job, CANCELLED, "cancelled")
+                else:
+                    self._end(job, FAILED, f"The worker stopped unexpectedly (exit code "
+                                           f"{event.get('returncode')}); see the log (Open Log)")
+            return
+        if job is None or event.get("id") not in (job.id, None):
+            return
+        if kind == protocol.EV_PROGRESS:
+            job.fraction = float(event.get("fraction", 0.0))
+            job.stage = event.get("stage") or job.stage
+            job.item = int(event.get("item", 0))
+            job.items = int(event.get("items", 0))
+            job.message = event.get("message", "")
+        elif kind == protocol.EV_RESULT:
+            job.outputs = list(event.get("outputs", []))
+            job.info = dict(event.get("info", {}))
+            job.fraction = 1.0
+            self._end(job, DONE, "done")
+        elif kind == protocol.EV_ERROR:
+            job.traceback = event.get("traceback", "")
+            self._end(job, FAILED, event.get("message") or "the worker reported an error")
+        elif kind == protocol.EV_CANCELLED:
+            self._end(job, CANCELLED, "cancelled")
+
+    def _end(self, job: Job, state: str, message: str) -> None:
+        job.state = state
+        job.stage = state.lower()
+        if state != DONE or not job.message:
+            job.message = message
+        if job is self.current:
+            self.current = None
+        self.last_activity = time.monotonic()
+        ensure_idle_timer()
+
+    def _stop_client(self, kill: bool = False) -> None:
+        client, self.client, self.client_settings = self.client, None, None
+        if client is not None:
+            if kill:
+                client.kill()
+            else:
+                client.stop()
+
+    def release(self) -> bool:
+        """Stop the idle worker: frees all its memory (the next job starts a fresh one)."""
+        if self.busy or self.client is None:
+            return False
+        self._stop_client()
+        return True
+
+    def shutdown(self) -> None:
+        """Everything stops: queued and running jobs are cancelled and the worker ends."""
+        for job in list(self.queue):
+            job.state, job.stage, job.message = CANCELLED, "cancelled", "cancelled"
+        self.queue.clear()
+        if self.current is not None:
+            job, self.current = self.current, None
+            job.state, job.stage, job.message = CANCELLED, "cancelled", "cancelled"
+        self._stop_client()
+
+
+manager = JobManager()
+
+
+# -- idle release -----------------------------------------------------------------------------------
+
+def _idle_check():
+    """bpy.app.timers callback: release the worker after the preference's idle minutes."""
+    try:
+        minutes = get_preferences().idle_release_minutes
+    except KeyError:  # the add-on is being disabled
+        return None
+    if manager.client is None:
+        return None  # nothing to release; registered again when a job ends
+    if minutes > 0 and not manager.busy \
+            and time.monotonic() - manager.last_activity >= minutes * 60.0:
+        manager.release()
+        return None
+    return IDLE_CHECK_INTERVAL_S
+
+
+def ensure_idle_timer() -> None:
+    if not bpy.app.timers.is_registered(_idle_check):
+        bpy.app.timers.register(_idle_check, first_interval=IDLE_CHECK_INTERVAL_S, persistent=True)
+
+
+def remove_idle_timer() -> None:
+    if bpy.app.timers.is_registered(_idle_check):
+        bpy.app.timers.unregister(_idle_check)
+
+
+# -- driving jobs ---------------------------------------------------------------------------------
+
+def finish_job(job: Job, prepared_inputs=None) -> tuple[list, list[str]]:
+    """Turn a finished job's arrays into Blender images and files. Returns (images, problems)."""
+    by_npy = {os.path.normpath(p.npy_path): p for p in (prepared_inputs or job.inputs)}
+    return outputs.create_results(job.outputs, by_npy, job.output)
+
+
+class JobRunner:
+    """What one operator run does with its jobs; fed TIMER / ESC events by the modal operator
+    (or by tests), so the modal path needs no window to be tested."""
+
+    def __init__(self, jobs: list[Job], report=None):
+        self.jobs = list(jobs)
+        self.report = report if report is not None else (lambda level, text: None)
+        self.images: list = []
+        self.problems: list[str] = []
+        self.finished: set[str] = set()
+
+    @property
+    def ended(self) -> bool:
+        return all(job.ended for job in self.jobs)
+
+    def cancel(self) -> None:
+        for job in self.jobs:
+            manager.cancel(job)
+
+    def handle(self, event_type: str) -> set:
+        """One modal event: ESC cancels, TIMER advances. Returns the operator's return set."""
+        if event_type == 'ESC':
+            self.cancel()
+            return {'RUNNING_MODAL'}
+        if event_type != 'TIMER':
+            return {'PASS_THROUGH'}
+        manager.pump()
+        for job in self.jobs:
+            if job.ended and job.id not in self.finished:
+                self.finished.add(job.id)
+                self._conclude(job)
+        if not self.ended:
+            return {'RUNNING_MODAL'}
+        if not self.problems and all(job.state == DONE for job in self.jobs):
+            # Everything is in Blender and on disk: the input and output arrays can go.
+            for folder in {job.job_dir for job in self.jobs}:
+                shutil.rmtree(folder, ignore_errors=True)
+        if self.images:
+            return {'FINISHED'}
+        return {'CANCELLED'}
+
+    def run_blocking(self, poll_interval: float = 0.05) -> set:
+        """Background mode: the same steps, waiting in between."""
+        while True:
+            result = self.handle('TIMER')
+            if 'RUNNING_MODAL' not in result:
+                return result
+            time.sleep(poll_interval)
+
+    def _conclude(self, job: Job) -> None:
+        if job.state == DONE:
+            images, problems = finish_job(job)
+            self.images += images
+            self.problems += problems
+            names = ", ".join(image.name for image in images if "preview" not in image.name)
+            for problem in problems:
+                self.report({'ERROR'}, f"{problem}. The maps are kept in Blender (unsaved) and "
+                                       f"the arrays in {job.job_dir}")
+            if images:
+                self.report({'INFO'}, f"Lotus {job.task}: {names}")
+            if job.output.temporary and job.output.written:
+                self.report({'WARNING'}, f"The .blend is not saved: maps were written to "
+                                         f"{job.output.folder}. Save the .blend, or Pack Results")
+        elif job.state == FAILED:
+            self.report({'ERROR'}, f"Lotus {job.task}: {job.message}")
+        else:
+            self.report({'WARNING'}, f"Lotus {job.task}: cancelled")
+
+
+def status_line() -> str:
+    if manager.current is not None:
+        text = manager.current.status_text()
+        if manager.queue:
+            text += f" (+{len(manager.queue)} queued)"
+        return text
+    return ""
+
+
+def tag_redraw(context) -> None:
+    window_manager = getattr(context, "window_manager", None)
+    if window_manager is None:
+        return
+    for window in window_manager.windows:
+        for area in window.screen.areas:
+            if area.type in ('VIEW_3D', 'IMAGE_EDITOR', 'STATUSBAR'):
+                area.tag_redraw()
+
+
+def register():
+    pass
+
+
+def unregister():
+    remove_idle_timer()
+    manager.shutdown()

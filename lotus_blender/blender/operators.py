@@ -1,0 +1,318 @@
+"""Operators: run Lotus on files, images, renders, passes and frames; cancel, release, open.
+
+From the UI (invoke) jobs run in a modal operator driven by a window timer, so Blender stays
+responsive; from scripts (execute) and in background mode they run blocking. Either way the
+results of one run are one undo step (undo removes the images, never the files on disk).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import time
+
+import bpy
+from bpy.props import CollectionProperty, EnumProperty, IntProperty, StringProperty
+from bpy.types import Operator, OperatorFileListElement
+
+from .. import protocol
+from . import inputs, jobs, outputs
+from .preferences import get_preferences
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr", ".hdr", ".bmp", ".webp",
+                    ".tga", ".jp2", ".dpx", ".cin", ".sgi", ".rgb")
+TASK_ITEMS = [('DEPTH', "Depth", "Depth (or disparity) map"),
+              ('NORMAL', "Normals", "Surface normal map"),
+              ('BOTH', "Depth & Normals", "Both maps, one after the other")]
+TIMER_INTERVAL_S = 0.1
+_batch_numbers = itertools.count(1)
+
+
+def _tasks(choice: str) -> list[str]:
+    return {'DEPTH': [protocol.TASK_DEPTH], 'NORMAL': [protocol.TASK_NORMAL],
+            'BOTH': [protocol.TASK_DEPTH, protocol.TASK_NORMAL]}[choice]
+
+
+def build_jobs(context, task_choice: str, gather, report) -> list:
+    """Jobs for one run: ``gather(context, job_dir, resolution) -> (prepared, problems)`` makes
+    the inputs once, shared by the depth and normal jobs. Raises ModelError / OutputError."""
+    prefs = get_preferences(context)
+    tasks = _tasks(task_choice)
+    models = {task: jobs.model_request(task, context) for task in tasks}
+    batch_dir = jobs.user_folder("jobs", time.strftime("%Y%m%d-%H%M%S")
+                                 + f"-{os.getpid()}-{next(_batch_numbers)}")
+    prepared, problems = gather(context, batch_dir, prefs.processing_resolution)
+    for problem in problems:
+        report({'ERROR'}, problem)
+    if not prepared:
+        shutil.rmtree(batch_dir, ignore_errors=True)
+        return []
+    folder, temporary = outputs.resolve_output_folder(prefs.output_dir)
+    settings = jobs.worker_settings(context)
+    label = prepared[0].name + (f" (+{len(prepared) - 1})" if len(prepared) > 1 else "")
+    built = []
+    for task in tasks:
+        options = jobs.worker_options(context)
+        if any(p.frame is not None for p in prepared):
+            options["video_smoothing"] = True
+        built.append(jobs.Job(
+            task=task, model=models[task], inputs=prepared, job_dir=batch_dir, options=options,
+            output=outputs.OutputSettings(folder=folder, temporary=temporary,
+                                          convention=prefs.normal_convention),
+            worker=settings, label=f"{task.capitalize()} {label}",
+            output_dir=os.path.join(batch_dir, f"out_{task}"),
+            id=f"{task}-{os.path.basename(batch_dir)}"))
+    return built
+
+
+class _LotusJobOperator:
+    """Shared by the predict operators: prepare inputs, queue jobs, run modal or blocking.
+
+    Each operator defines ``gather(context, job_dir, resolution) -> (prepared, problems)``.
+    """
+
+    task: EnumProperty(name="Task", items=TASK_ITEMS, default='DEPTH')
+
+    def _launch(self, context, blocking: bool):
+        try:
+            built = build_jobs(context, self.task, self.gather, self.report)
+        except (jobs.ModelError, inputs.InputError, outputs.OutputError) as ex:
+            self.report({'ERROR'}, str(ex))
+            return {'CANCELLED'}
+        if not built:
+            return {'CANCELLED'}
+        for job in built:
+            jobs.manager.submit(job)
+        self._runner = jobs.JobRunner(built, self.report)
+        if blocking or bpy.app.background or context.window is None:
+            return self._runner.run_blocking()
+        window_manager = context.window_manager
+        self._timer = window_manager.event_timer_add(TIMER_INTERVAL_S, window=context.window)
+        window_manager.modal_handler_add(self)
+        self.report({'INFO'}, f"Lotus: {built[0].label} queued")
+        return {'RUNNING_MODAL'}
+
+    def modal(self, context, event):
+        result = self._runner.handle(event.type)
+        jobs.tag_redraw(context)
+        if 'RUNNING_MODAL' in result or 'PASS_THROUGH' in result:
+            if context.workspace is not None:
+                context.workspace.status_text_set(jobs.status_line() or None)
+            return result
+        context.window_manager.event_timer_remove(self._timer)
+        if context.workspace is not None:
+            context.workspace.status_text_set(None)
+        return result
+
+
+class LOTUS_OT_predict_files(_LotusJobOperator, Operator):
+    """Depth and/or normal maps of image files (several at once; also what dropping images on
+    the 3D View runs)"""
+    bl_idname = "lotus.predict_files"
+    bl_label = "Lotus: Image Files"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    directory: StringProperty(subtype='DIR_PATH', options={'SKIP_SAVE', 'HIDDEN'})
+    files: CollectionProperty(type=OperatorFileListElement, options={'SKIP_SAVE', 'HIDDEN'})
+    filepath: StringProperty(subtype='FILE_PATH', options={'SKIP_SAVE'})
+    filter_image: bpy.props.BoolProperty(default=True, options={'HIDDEN', 'SKIP_SAVE'})
+    filter_folder: bpy.props.BoolProperty(default=True, options={'HIDDEN', 'SKIP_SAVE'})
+
+    def paths(self) -> list[str]:
+        if self.files and any(f.name for f in self.files):
+            return [os.path.join(self.directory, f.name) for f in self.files if f.name]
+        return [self.filepath] if self.filepath else []
+
+    def gather(self, context, job_dir, resolution):
+        prepared, problems = [], []
+        for index, path in enumerate(self.paths()):
+            try:
+                prepared.append(inputs.prepare_file(path, job_dir, resolution, index))
+            except inputs.InputError as ex:
+                problems.append(str(ex))
+        return prepared, problems
+
+    def invoke(self, context, event):
+        if self.paths():  # dropped files (FileHandler) or a script that gave them
+            return self._launch(context, blocking=False)
+        self._from_browser = True
+        context.window_manager.fileselect_add(self)
+        return {'RUNNING_MODAL'}
+
+    def execute(self, context):
+        if not self.paths():
+            self.report({'ERROR'}, "No image files given")
+            return {'CANCELLED'}
+        if getattr(self, "_from_browser", False) and not bpy.app.background:
+            # Chosen in the file browser: run again through invoke, modal, so the UI stays live.
+            result = bpy.ops.lotus.predict_files(
+                'INVOKE_DEFAULT', task=self.task, directory=self.directory,
+                files=[{"name": f.name} for f in self.files], filepath=self.filepath)
+            return {'FINISHED'} if 'RUNNING_MODAL' in result else result
+        return self._launch(context, blocking=True)
+
+    def modal(self, context, event):
+        return _LotusJobOperator.modal(self, context, event)
+
+
+class LOTUS_OT_predict_image(_LotusJobOperator, Operator):
+    """Depth and/or normal maps of a Blender image: the active Image Editor image or the
+    selected Image Texture nodes, a render, the compositor Viewer, a multilayer EXR pass, or the
+    frames of an image sequence or movie"""
+    bl_idname = "lotus.predict_image"
+    bl_label = "Lotus: Image"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    image: StringProperty(name="Image", options={'SKIP_SAVE'},
+                          description="Image name (empty: the active image or selected nodes)")
+    layer: StringProperty(name="Layer", description="Multilayer EXR: view layer (empty: first)")
+    render_pass: StringProperty(name="Pass", default="Combined",
+                                description="Multilayer EXR: pass to use")
+    frame_start: IntProperty(name="First Frame", default=0, min=0,
+                             description="Sequences and movies: first frame (0: from the start)")
+    frame_end: IntProperty(name="Last Frame", default=0, min=0,
+                           description="Sequences and movies: last frame (0: to the end)")
+
+    def images(self, context) -> list:
+        if self.image:
+            image = bpy.data.images.get(self.image)
+            return [image] if image is not None else []
+        return inputs.images_from_context(context)
+
+    def gather(self, context, job_dir, resolution):
+        prepared, problems = [], []
+        found = self.images(context)
+        if not found:
+            problems.append(f"No image '{self.image}'" if self.image else
+                            "No image: open one in the Image Editor or select Image Texture nodes")
+        for image in found:
+            index = len(prepared)
+            try:
+                if image.type in inputs.RENDER_LIKE_TYPES:
+                    prepared.append(inputs.prepare_render_like(image, context.scene, job_dir,
+                                                               resolution, index))
+                elif image.type == 'MULTILAYER' or (image.source == 'FILE' and _is_multilayer(image)):
+                    prepared.append(inputs.prepare_multilayer_pass(
+                        image, self.layer or _first_layer(image), self.render_pass, job_dir,
+                        resolution, index))
+                elif image.source in ('SEQUENCE', 'MOVIE'):
+                    first, last = inputs.frame_range(image)
+                    first = self.frame_start or first
+                    last = self.frame_end or last
+                    prepared += inputs.prepare_frames(image, first, last, job_dir, resolution,
+                                                      start_index=index)
+                else:
+                    prepared.append(inputs.prepare_image(image, job_dir, resolution, index))
+            except inputs.InputError as ex:
+                problems.append(str(ex))
+        return prepared, problems
+
+    def invoke(self, context, event):
+        return self._launch(context, blocking=False)
+
+    def execute(self, context):
+        return self._launch(context, blocking=True)
+
+
+def _is_multilayer(image) -> bool:
+    """A file image that Blender opens as multilayer (it reports no pixels for those)."""
+    if not image.filepath.lower().endswith(".exr"):
+        return False
+    len(image.pixels)  # makes Blender load the file and set the image type
+    return image.type == 'MULTILAYER'
+
+
+def _first_layer(image) -> str:
+    passes = inputs.multilayer_passes(image)
+    return passes[0][0] if passes else ""
+
+
+class LOTUS_OT_cancel_jobs(Operator):
+    """Cancel the running Lotus job and everything queued (ESC does it too)"""
+    bl_idname = "lotus.cancel_jobs"
+    bl_label = "Cancel"
+
+    def execute(self, context):
+        jobs.manager.cancel_all()
+        return {'FINISHED'}
+
+
+class LOTUS_OT_release_model(Operator):
+    """Stop the Lotus worker now, freeing all the memory the model holds
+    (the next job starts it again)"""
+    bl_idname = "lotus.release_model"
+    bl_label = "Release Model"
+
+    def execute(self, context):
+        if jobs.manager.busy:
+            self.report({'WARNING'}, "A job is running: cancel it first")
+            return {'CANCELLED'}
+        if jobs.manager.release():
+            self.report({'INFO'}, "Lotus model released")
+        else:
+            self.report({'INFO'}, "No model loaded")
+        return {'FINISHED'}
+
+
+class LOTUS_OT_open_log(Operator):
+    """Open the worker's log file (errors with their full traceback)"""
+    bl_idname = "lotus.open_log"
+    bl_label = "Open Log"
+
+    def execute(self, context):
+        path = jobs.manager.worker_log or jobs.log_path()
+        if not os.path.isfile(path):
+            self.report({'WARNING'}, f"No log yet ({path})")
+            return {'CANCELLED'}
+        bpy.ops.wm.path_open(filepath=path)
+        return {'FINISHED'}
+
+
+class LOTUS_OT_open_model_folder(Operator):
+    """Open the folder where downloaded models are kept"""
+    bl_idname = "lotus.open_model_folder"
+    bl_label = "Open Model Folder"
+
+    def execute(self, context):
+        bpy.ops.wm.path_open(filepath=jobs.models_folder())
+        return {'FINISHED'}
+
+
+class LOTUS_OT_pack_results(Operator):
+    """Pack the Lotus maps into the .blend (use when it is not saved yet)"""
+    bl_idname = "lotus.pack_results"
+    bl_label = "Pack Results"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    def execute(self, context):
+        count = outputs.pack_results()
+        self.report({'INFO'}, f"Packed {count} Lotus image(s)")
+        return {'FINISHED'}
+
+
+class LOTUS_FH_image_drop(bpy.types.FileHandler):
+    """Dropping image files on the 3D View runs Lotus on them"""
+    bl_idname = "LOTUS_FH_image_drop"
+    bl_label = "Lotus Depth & Normals"
+    bl_import_operator = "lotus.predict_files"
+    bl_file_extensions = ";".join(IMAGE_EXTENSIONS)
+
+    @classmethod
+    def poll_drop(cls, context):
+        return context.area is not None and context.area.type == 'VIEW_3D'
+
+
+_CLASSES = (LOTUS_OT_predict_files, LOTUS_OT_predict_image, LOTUS_OT_cancel_jobs,
+            LOTUS_OT_release_model, LOTUS_OT_open_log, LOTUS_OT_open_model_folder,
+            LOTUS_OT_pack_results, LOTUS_FH_image_drop)
+
+
+def register():
+    for cls in _CLASSES:
+        bpy.utils.register_class(cls)
+
+
+def unregister():
+    for cls in reversed(_CLASSES):
+        bpy.utils.unregister_class(cls)

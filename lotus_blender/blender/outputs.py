@@ -1,0 +1,392 @@
+"""Worker results -> Blender images and files on disk.
+
+For a source named "photo":
+  photo_depth          float, Non-Color, the raw model output in R = G = B (disparity near = 1, or
+                       relative depth near = 0, as ``img["lotus_kind"]`` says), source size
+  photo_depth_preview  colour-mapped preview (near = bright), at the size the model saw
+  photo_normal         float, Non-Color, camera-space normals encoded as an OpenGL normal map
+                       (rgb = 0.5 n + 0.5, Blender camera convention: +X right, +Y up, +Z to camera)
+Files (Blender's own image writers, never overwriting: new names get _001, _002...):
+  photo_depth.exr (32-bit float), photo_depth_preview.png, photo_normal.exr (32-bit float, OpenGL),
+  photo_normal_opengl.png or photo_normal_directx.png (16-bit, the preferred convention).
+Images of sequences and movies are written per frame (photo_depth_0001.exr ...) and shown in Blender
+as an image sequence.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+import bpy
+import numpy as np
+
+from .. import protocol
+from ..core import maps
+
+SUFFIX_LIMIT = 999
+
+
+class OutputError(RuntimeError):
+    """Results could not be written; the images stay in memory and the arrays in the job folder."""
+
+
+@dataclass
+class OutputSettings:
+    folder: str                     # absolute folder for files
+    temporary: bool                 # True when the .blend is unsaved and the folder is a temp one
+    convention: str = "OPENGL"      # normal map PNG convention
+    written: list = field(default_factory=list)   # files written, in order
+
+
+def temporary_output_folder() -> str:
+    # Not bpy.app.tempdir: Blender deletes that one on exit, and the images point at these files.
+    return os.path.join(tempfile.gettempdir(), "lotus_blender")
+
+
+def resolve_output_folder(preferred: str) -> tuple[str, bool]:
+    """The absolute output folder, and whether it is a temporary one (unsaved .blend)."""
+    preferred = preferred or "//lotus/"
+    if preferred.startswith("//") and not bpy.data.filepath:
+        return temporary_output_folder(), True
+    return os.path.normpath(bpy.path.abspath(preferred)), False
+
+
+def unique_path(folder: str, stem: str, extension: str) -> str:
+    """folder/stem.ext, or stem_001.ext, stem_002.ext... when taken: never overwrite a file."""
+    candidate = os.path.join(folder, stem + extension)
+    number = 0
+    while os.path.exists(candidate):
+        number += 1
+        if number > SUFFIX_LIMIT:
+            raise OutputError(f"Too many files named {stem}_NNN{extension} in {folder}")
+        candidate = os.path.join(folder, f"{stem}_{number:03d}{extension}")
+    return candidate
+
+
+def unique_sequence_stem(folder: str, stem: str, extension: str, frames: list[int]) -> str:
+    """A stem such that none of stem_FFFF.ext exists for the given frames."""
+    number = 0
+    candidate = stem
+    while any(os.path.exists(os.path.join(folder, f"{candidate}_{f:04d}{extension}")) for f in frames):
+        number += 1
+        if number > SUFFIX_LIMIT:
+            raise OutputError(f"Too many {stem} sequences in {folder}")
+        candidate = f"{stem}_{number:03d}"
+    return candidate
+
+
+# -- resampling, strip by strip -------------------------------------------------------------------
+
+def _bilinear_axis(source_size: int, target_size: int):
+    """Indices and weights of bilinear sampling at pixel centres (like align_corners=False)."""
+    position = (np.arange(target_size, dtype=np.float64) + 0.5) * source_size / target_size - 0.5
+    position = np.clip(position, 0.0, source_size - 1)
+    low = np.floor(position).astype(np.int64)
+    high = np.minimum(low + 1, source_size - 1)
+    weight = (position - low).astype(np.float32)
+    return low, high, weight
+
+
+def resized_strips(values: np.ndarray, width: int, height: int, rows_per_strip: int = 256):
+    """Yield (first_row, strip) of ``values`` (HxW or HxWxC, top row first) resized to
+    width x height, a few hundred rows at a time, so a full-size copy is never held twice."""
+    source_h, source_w = values.shape[:2]
+    if (source_w, source_h) == (width, height):
+        for first in range(0, height, rows_per_strip):
+            yield first, values[first:first + rows_per_strip]
+        return
+    row_low, row_high, row_weight = _bilinear_axis(source_h, height)
+    col_low, col_high, col_weight = _bilinear_axis(source_w, width)
+    extra = (1,) * (values.ndim - 2)
+    col_weight = col_weight.reshape((1, -1) + extra)
+    for first in range(0, height, rows_per_strip):
+        rows = slice(first, min(height, first + rows_per_strip))
+        weight = row_weight[rows].reshape((-1, 1) + extra)
+        top = values[row_low[rows]]
+        bottom = values[row_high[rows]]
+        vertical = top + (bottom - top) * weight
+        left = vertical[:, col_low]
+        right = vertical[:, col_high]
+        yield first, (left + (right - left) * col_weight).astype(np.float32)
+
+
+# -- Blender images -------------------------------------------------------------------------------
+
+def _result_image(name: str, width: int, height: int, float_buffer: bool, data: bool,
+                  kind: str, source_name: str) -> bpy.types.Image:
+    """Reuse our earlier result of the same name (materials keep working), or make a new one."""
+    image = bpy.data.images.get(name)
+    if (image is not None and image.get("lotus_kind") == kind
+            and image.get("lotus_source") == source_name and image.source in ('FILE', 'GENERATED')
+            and image.is_float == float_buffer and image.library is None):
+        if tuple(image.size) != (width, height):
+            image.scale(width, height)
+        return image
+    image = bpy.data.images.new(name, width, height, alpha=False, float_buffer=float_buffer,
+                                is_data=data)
+    return image
+
+
+def _fill_image(image: bpy.types.Image, values: np.ndarray, encode) -> None:
+    """Write ``values`` (top row first) resized to the image's size, through ``encode`` (a strip ->
+    HxWx3 rgb), into the image with one full-size RGBA buffer."""
+    width, height = image.size[0], image.size[1]
+    buffer = np.empty((height, width, 4), dtype=np.float32)
+    buffer[..., 3] = 1.0
+    for first, strip in resized_strips(values, width, height):
+        rows = strip.shape[0]
+        # Blender rows are bottom-up: top row `first` lands at row height - 1 - first.
+        target = buffer[height - first - rows:height - first]
+        target[..., :3] = encode(strip)[::-1]
+    image.pixels.foreach_set(buffer.ravel())
+    del buffer
+    image.update()
+
+
+def _grey(strip: np.ndarray) -> np.ndarray:
+    return np.repeat(strip[..., None], 3, axis=2)
+
+
+def _normal_map_encoder(convention: str):
+    def encode(strip: np.ndarray) -> np.ndarray:
+        normals = maps.normalize_vectors(maps.lotus_to_blender_camera(strip))
+        return maps.normals_to_normal_map(normals, convention)
+    return encode
+
+
+def _tag(image: bpy.types.Image, kind: str, prepared) -> None:
+    image["lotus_kind"] = kind
+    image["lotus_source"] = prepared.source_image or prepared.name
+    if prepared.source_path:
+        image["lotus_source_path"] = prepared.source_path
+    if prepared.focal_35mm:
+        image["lotus_focal_35mm"] = float(prepared.focal_35mm)
+    if prepared.frame is not None:
+        image["lotus_frame"] = int(prepared.frame)
+
+
+def _store_path(image: bpy.types.Image, path: str) -> None:
+    """Point the image at its file, relative to the .blend when it is saved."""
+    image.filepath = bpy.path.relpath(path) if bpy.data.filepath else path
+
+
+# -- writing files --------------------------------------------------------------------------------
+
+class _WriterScene:
+    """A throwaway scene whose image settings say how save_render writes a file."""
+
+    def __enter__(self):
+        self.scene = bpy.data.scenes.new("lotus_write")
+        return self
+
+    def write(self, image: bpy.types.Image, path: str, file_format: str, depth: str,
+              mode: str = 'RGB') -> str:
+        settings = self.scene.render.image_settings
+        settings.file_format = file_format
+        settings.color_mode = mode
+        settings.color_depth = depth
+        if file_format == 'OPEN_EXR':
+            settings.exr_codec = 'ZIP'
+        try:
+            image.save_render(path, scene=self.scene)
+        except RuntimeError as ex:
+            raise OutputError(f"Cannot write {path}: {ex}") from None
+        if not os.path.isfile(path):
+            raise OutputError(f"Cannot write {path}")
+        return path
+
+    def __exit__(self, *exc):
+        bpy.data.scenes.remove(self.scene)
+        return False
+
+
+def _ensure_folder(folder: str) -> None:
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as ex:
+        raise OutputError(f"Cannot create the output folder {folder}: {ex.strerror or ex}") from None
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"The output folder is not writable: {folder}")
+
+
+def _save_bound(image: bpy.types.Image, writer: _WriterScene, path: str, file_format: str,
+                depth: str, settings: OutputSettings) -> None:
+    """Write the image and make it use that file from now on (it survives saving the .blend)."""
+    writer.write(image, path, file_format, depth)
+    settings.written.append(path)
+    image.filepath_raw = path
+    image.file_format = file_format
+    image.source = 'FILE'
+    _store_path(image, path)
+    image.reload()
+
+
+# -- one job's results ----------------------------------------------------------------------------
+
+def create_results(outputs: list[dict], prepared_by_npy: dict, settings: OutputSettings,
+                   write_files: bool = True) -> tuple[list[bpy.types.Image], list[str]]:
+    """Make the Blender images (and files) of a job's outputs.
+
+    Returns (images, problems): problems are short messages about files that could not be
+    written; the images are then kept in memory (generated, unsaved) so nothing is lost.
+    """
+    images: list[bpy.types.Image] = []
+    problems: list[str] = []
+    frames: dict[tuple[str, str], list] = {}
+    singles = []
+    for output in outputs:
+        prepared = prepared_by_npy.get(os.path.normpath(output["input"]))
+        if prepared is None:
+            continue
+        if prepared.frame is None:
+            singles.append((output, prepared))
+        else:
+            frames.setdefault((prepared.source_image or prepared.name, output["kind"]), []).append(
+                (output, prepared))
+    if write_files:
+        try:
+            _ensure_folder(settings.folder)
+        except OutputError as ex:
+            problems.append(str(ex))
+            write_files = False
+    with _WriterScene() as writer:
+        for output, prepared in singles:
+            images += _single_result(output, prepared, settings, writer, write_files, problems)
+        for items in frames.values():
+            if not write_files:
+                problems.append(f"{items[0][1].name}: frames need the output folder; the arrays "
+                                f"stay in {os.path.dirname(items[0][0]['path'])}")
+                continue
+            images += _sequence_result(items, settings, writer, problems)
+    return images, problems
+
+
+def _single_result(output, prepared, settings, writer, write_files, problems):
+    kind = output["kind"]
+    values = np.load(output["path"], mmap_mode="r")
+    width, height = prepared.full_width, prepared.full_height
+    made = []
+    if kind in (protocol.KIND_DISPARITY, protocol.KIND_DEPTH):
+        image = _result_image(f"{prepared.name}_depth", width, height, True, True, kind,
+                              prepared.source_image or prepared.name)
+        _fill_image(image, values, _grey)
+        _tag(image, kind, prepared)
+        made.append(image)
+        preview = _result_image(f"{prepared.name}_depth_preview", values.shape[1],
+                                values.shape[0], False, False, "preview",
+                                prepared.source_image or prepared.name)
+        colours = maps.colorize_depth(np.asarray(values),
+                                      near_is_high=(kind == protocol.KIND_DISPARITY))
+        _fill_image(preview, colours, lambda strip: strip)
+        _tag(preview, "preview", prepared)
+        made.append(preview)
+        if write_files:
+            _try(problems, lambda: _save_bound(
+                image, writer, unique_path(settings.folder, f"{prepared.name}_depth", ".exr"),
+                'OPEN_EXR', '32', settings))
+            _try(problems, lambda: _save_bound(
+                preview, writer,
+                unique_path(settings.folder, f"{prepared.name}_depth_preview", ".png"),
+                'PNG', '8', settings))
+    elif kind == protocol.KIND_NORMAL:
+        image = _result_image(f"{prepared.name}_normal", width, height, True, True, kind,
+                              prepared.source_image or prepared.name)
+        _fill_image(image, values, _normal_map_encoder("OPENGL"))
+        _tag(image, kind, prepared)
+        made.append(image)
+        if write_files:
+            _try(problems, lambda: _write_normal_png(image, values, prepared, settings, writer))
+            _try(problems, lambda: _save_bound(
+                image, writer, unique_path(settings.folder, f"{prepared.name}_normal", ".exr"),
+                'OPEN_EXR', '32', settings))
+    return made
+
+
+def _try(problems: list, action) -> None:
+    try:
+        action()
+    except OutputError as ex:
+        problems.append(str(ex))
+
+
+def _write_normal_png(image, values, prepared, settings, writer, path=None):
+    """The 16-bit PNG normal map in the preferred convention (the Blender image is OpenGL)."""
+    label = settings.convention.lower()
+    path = path or unique_path(settings.folder, f"{prepared.name}_normal_{label}", ".png")
+    if settings.convention == "OPENGL":
+        writer.write(image, path, 'PNG', '16')
+    else:
+        temporary = bpy.data.images.new("lotus_normal_png", image.size[0], image.size[1],
+                                        alpha=False, float_buffer=True, is_data=True)
+        try:
+            _fill_image(temporary, values, _normal_map_encoder(settings.convention))
+            writer.write(temporary, path, 'PNG', '16')
+        finally:
+            bpy.data.images.remove(temporary)
+    settings.written.append(path)
+
+
+def _sequence_result(items, settings, writer, problems):
+    """Frames of one source and kind: files per frame, one Blender image sequence per map."""
+    items = sorted(items, key=lambda item: item[1].frame)
+    first_output, first_prepared = items[0]
+    kind = first_output["kind"]
+    frames = [prepared.frame for _, prepared in items]
+    is_depth = kind != protocol.KIND_NORMAL
+    base = f"{first_prepared.name}_{'depth' if is_depth else 'normal'}"
+    stem = unique_sequence_stem(settings.folder, base, ".exr", frames)
+    png_stem = None
+    if not is_depth:
+        png_stem = unique_sequence_stem(
+            settings.folder, f"{first_prepared.name}_normal_{settings.convention.lower()}", ".png",
+            frames)
+    width, height = first_prepared.full_width, first_prepared.full_height
+    frame_image = bpy.data.images.new("lotus_frame", width, height, alpha=False,
+                                      float_buffer=True, is_data=True)
+    try:
+        for output, prepared in items:
+            values = np.load(output["path"], mmap_mode="r")
+            encode = _grey if is_depth else _normal_map_encoder("OPENGL")
+            _fill_image(frame_image, values, encode)
+            path = os.path.join(settings.folder, f"{stem}_{prepared.frame:04d}.exr")
+            try:
+                writer.write(frame_image, path, 'OPEN_EXR', '32')
+                settings.written.append(path)
+                if png_stem:
+                    _write_normal_png(frame_image, values, prepared, settings, writer,
+                                      os.path.join(settings.folder,
+                                                   f"{png_stem}_{prepared.frame:04d}.png"))
+            except OutputError as ex:
+                problems.append(str(ex))
+                return []
+    finally:
+        bpy.data.images.remove(frame_image)
+    first_path = os.path.join(settings.folder, f"{stem}_{frames[0]:04d}.exr")
+    name = base
+    existing = bpy.data.images.get(name)
+    if existing is not None and existing.get("lotus_kind") == kind and existing.source == 'SEQUENCE':
+        image = existing
+        image.filepath = first_path
+        image.reload()
+    else:
+        image = bpy.data.images.load(first_path, check_existing=False)
+        image.name = name
+        image.source = 'SEQUENCE'
+    image.colorspace_settings.is_data = True
+    _store_path(image, first_path)
+    _tag(image, kind, first_prepared)
+    image.pop("lotus_frame", None)
+    image["lotus_frames"] = [int(frames[0]), int(frames[-1])]
+    return [image]
+
+
+def pack_results() -> int:
+    """Pack every Lotus result image into the .blend (for unsaved files written to a temp folder)."""
+    count = 0
+    for image in bpy.data.images:
+        if "lotus_kind" in image and image.packed_file is None and image.source in ('FILE', 'GENERATED'):
+            image.pack()
+            count += 1
+    return count

@@ -1,0 +1,254 @@
+"""Blender side, end to end with the real worker and tiny checkpoints: files in, images and files
+out; the modal/timer path with progress, cancel (ESC), a killed worker, release, unregister."""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+
+import numpy as np
+import pytest
+
+from tests.blender_side import (Reports, configure, drive, gradient, image_pixels, live,
+                                new_image, remove_images)
+
+
+@pytest.fixture
+def lotus(blender_addon, tiny_checkpoints, tmp_path):
+    out = tmp_path / "maps"
+    configure(blender_addon, tiny_checkpoints, str(out))
+    modules = live(blender_addon)
+    modules.out = out
+    modules.name = blender_addon
+    return modules
+
+
+def _png_bit_depth(path) -> int:
+    with open(path, "rb") as handle:
+        header = handle.read(26)
+    return header[24]
+
+
+def _write_png(path, array01, bits=8):
+    from PIL import Image
+    if bits == 16:
+        data = np.round(array01 * 65535).astype(np.uint16)
+        Image.fromarray(data).save(path)
+    else:
+        Image.fromarray(np.round(array01 * 255).astype(np.uint8)).save(path)
+
+
+def test_files_to_images_and_files(lotus, tmp_path):
+    import bpy
+    rgb = gradient()[..., :3]
+    _write_png(tmp_path / "photo.png", rgb)
+    _write_png(tmp_path / "gray16.png", rgb[..., 0], bits=16)
+    result = bpy.ops.lotus.predict_files(task='BOTH', directory=str(tmp_path),
+                                         files=[{"name": "photo.png"}, {"name": "gray16.png"}])
+    assert result == {'FINISHED'}
+    depth = bpy.data.images["photo_depth"]
+    assert tuple(depth.size) == (32, 24)
+    assert depth.is_float and depth.colorspace_settings.is_data
+    assert depth["lotus_kind"] == "disparity"
+    assert depth["lotus_source"] == "photo.png"
+    assert depth["lotus_source_path"] == str(tmp_path / "photo.png")
+    values = image_pixels(depth)
+    assert np.allclose(values[..., 0], values[..., 1]) and np.allclose(values[..., 3], 1.0)
+    assert 0.0 <= values[..., 0].min() and values[..., 0].max() <= 1.0
+    normal = bpy.data.images["photo_normal"]
+    assert normal["lotus_kind"] == "normal" and normal.colorspace_settings.is_data
+    vectors = image_pixels(normal)[..., :3] * 2.0 - 1.0
+    assert np.allclose(np.linalg.norm(vectors, axis=-1), 1.0, atol=2e-3)
+    assert "photo_depth_preview" in bpy.data.images and "gray16_normal" in bpy.data.images
+    files = sorted(os.listdir(lotus.out))
+    for name in ("photo_depth.exr", "photo_depth_preview.png", "photo_normal.exr",
+                 "photo_normal_opengl.png", "gray16_depth.exr", "gray16_normal.exr"):
+        assert name in files
+    assert _png_bit_depth(lotus.out / "photo_normal_opengl.png") == 16
+    # The Blender images now live in those files and read back the same values.
+    assert os.path.normpath(bpy.path.abspath(depth.filepath)) == str(lotus.out / "photo_depth.exr")
+    depth.reload()
+    assert np.allclose(image_pixels(depth), values, atol=1e-6)
+    # The job folder (arrays) is cleaned once everything is written.
+    assert not any("out_depth" in root for root, _, _ in os.walk(lotus.jobs.user_folder("jobs")))
+
+    # Run again: the same images are updated, the old files are never overwritten.
+    before = (lotus.out / "photo_depth.exr").read_bytes()
+    bpy.ops.lotus.predict_files(task='DEPTH', directory=str(tmp_path),
+                                files=[{"name": "photo.png"}])
+    assert (lotus.out / "photo_depth.exr").read_bytes() == before
+    assert (lotus.out / "photo_depth_001.exr").is_file()
+    assert bpy.data.images["photo_depth"].filepath.endswith("photo_depth_001.exr")
+    assert "photo_depth.001" not in bpy.data.images
+    remove_images("photo")
+    remove_images("gray16")
+
+
+def test_modal_path_progress_then_directx_png(lotus, monkeypatch):
+    """The timer path: TIMER events advance the job, progress is reported, results arrive."""
+    import bpy
+    prefs = bpy.context.preferences.addons[lotus.name].preferences
+    prefs.normal_convention = 'DIRECTX'
+    image = new_image("modal_src", gradient())
+    reports = Reports()
+
+    def gather(context, job_dir, resolution):
+        return [lotus.inputs.prepare_image(image, job_dir, resolution, 0)], []
+
+    built = lotus.operators.build_jobs(bpy.context, 'NORMAL', gather, reports)
+    for job in built:
+        lotus.jobs.manager.submit(job)
+    runner = lotus.jobs.JobRunner(built, reports)
+    manager = lotus.jobs.manager
+    handle_event = manager._handle
+    seen = []
+
+    def recording(event):
+        # What the panel would show after each event the timer reads.
+        handle_event(event)
+        seen.append((event.get("event"), built[0].fraction, lotus.jobs.status_line()))
+    monkeypatch.setattr(manager, "_handle", recording)
+    assert runner.handle('MOUSEMOVE') == {'PASS_THROUGH'}
+    result = drive(runner)
+    assert result == {'FINISHED'}
+    assert built[0].state == lotus.jobs.DONE
+    progress = [(f, text) for event, f, text in seen if event == "progress"]
+    assert any(0.0 < f < 1.0 for f, _ in progress), seen
+    assert all(text.startswith("Normal modal_src:") and text.endswith("%") for _, text in progress)
+    assert reports.texts('INFO') and not reports.texts('ERROR')
+    png = lotus.out / "modal_src_normal_directx.png"
+    assert png.is_file() and _png_bit_depth(png) == 16
+    # DirectX flips green: the PNG's green is 1 - the OpenGL image's green.
+    from PIL import Image
+    with Image.open(png) as handle:
+        directx = np.asarray(handle).astype(np.float64)
+    directx = directx / (65535.0 if directx.max() > 255 else 255.0)
+    opengl = image_pixels(bpy.data.images["modal_src_normal"])[..., :3]
+    assert np.allclose(directx[..., 1], 1.0 - opengl[..., 1], atol=2e-2)
+    assert np.allclose(directx[..., 0], opengl[..., 0], atol=2e-2)
+    remove_images("modal_src")
+
+
+def _gather_many(lotus, count=6, size=(96, 72)):
+    image = new_image("many_src", gradient(*size))
+
+    def gather(context, job_dir, resolution):
+        return [lotus.inputs.prepare_image(image, job_dir, resolution, i, name=f"many{i}")
+                for i in range(count)], []
+    return gather
+
+
+def test_escape_cancels_then_killed_worker_then_next_job_works(lotus):
+    import bpy
+    reports = Reports()
+    built = lotus.operators.build_jobs(bpy.context, 'DEPTH', _gather_many(lotus), reports)
+    lotus.jobs.manager.submit(built[0])
+    runner = lotus.jobs.JobRunner(built, reports)
+    # ESC as soon as the job runs: the worker stops between stages.
+    while built[0].state == lotus.jobs.QUEUED:
+        runner.handle('TIMER')
+    assert runner.handle('ESC') == {'RUNNING_MODAL'}
+    assert drive(runner) == {'CANCELLED'}
+    assert built[0].state == lotus.jobs.CANCELLED
+    assert reports.texts('WARNING') and "many0_depth" not in bpy.data.images
+
+    # Kill the worker mid-job: that job fails with a clear message, nothing else.
+    reports = Reports()
+    built = lotus.operators.build_jobs(bpy.context, 'DEPTH', _gather_many(lotus), reports)
+    lotus.jobs.manager.submit(built[0])
+    runner = lotus.jobs.JobRunner(built, reports)
+    while built[0].state == lotus.jobs.QUEUED:
+        runner.handle('TIMER')
+    pid = lotus.jobs.manager.client.pid
+    os.kill(pid, signal.SIGKILL)
+    assert drive(runner) == {'CANCELLED'}
+    assert built[0].state == lotus.jobs.FAILED
+    assert "stopped unexpectedly" in built[0].message
+    assert any("stopped unexpectedly" in text for text in reports.texts('ERROR'))
+
+    # The next job starts a fresh worker and works.
+    reports = Reports()
+    built = lotus.operators.build_jobs(bpy.context, 'DEPTH', _gather_many(lotus, count=1), reports)
+    lotus.jobs.manager.submit(built[0])
+    assert drive(lotus.jobs.JobRunner(built, reports)) == {'FINISHED'}
+    assert lotus.jobs.manager.client.pid != pid
+    assert "many0_depth" in bpy.data.images
+    remove_images("many")
+
+
+def test_queue_runs_one_job_at_a_time(lotus):
+    import bpy
+    reports = Reports()
+    built = lotus.operators.build_jobs(bpy.context, 'BOTH', _gather_many(lotus, count=1), reports)
+    for job in built:
+        lotus.jobs.manager.submit(job)
+    runner = lotus.jobs.JobRunner(built, reports)
+    running_together = []
+
+    def check(_):
+        running_together.append(sum(job.state == lotus.jobs.RUNNING for job in built))
+    assert drive(runner, check) == {'FINISHED'}
+    assert max(running_together) == 1
+    assert all(job.state == lotus.jobs.DONE for job in built)
+    remove_images("many")
+
+
+def test_missing_model_with_online_access_off(lotus):
+    import bpy
+    prefs = bpy.context.preferences.addons[lotus.name].preferences
+    prefs.depth_model = "jingheya/lotus-depth-g-v2-1-disparity"
+    assert not bpy.app.online_access
+    with pytest.raises(lotus.jobs.ModelError, match="Allow Online Access"):
+        lotus.jobs.model_request("depth")
+    image = new_image("offline_src", gradient())
+    # In background mode Blender turns an ERROR report into a RuntimeError with its text.
+    with pytest.raises(RuntimeError, match="Allow Online Access"):
+        bpy.ops.lotus.predict_image(image=image.name, task='DEPTH')
+    assert "offline_src_depth" not in bpy.data.images
+    remove_images("offline_src")
+
+
+def test_release_and_idle_release(lotus):
+    import bpy
+    manager = lotus.jobs.manager
+    if manager.client is None:
+        reports = Reports()
+        built = lotus.operators.build_jobs(bpy.context, 'DEPTH', _gather_many(lotus, count=1),
+                                           reports)
+        manager.submit(built[0])
+        drive(lotus.jobs.JobRunner(built, reports))
+    process = manager.client.process
+    assert bpy.app.timers.is_registered(lotus.jobs._idle_check)
+    # Not idle long enough: the timer keeps the worker and asks to run again.
+    assert lotus.jobs._idle_check() == lotus.jobs.IDLE_CHECK_INTERVAL_S
+    assert process.poll() is None
+    # Idle past the preference's minutes: the timer releases it and stops itself.
+    manager.last_activity -= 11 * 60
+    assert lotus.jobs._idle_check() is None
+    assert process.poll() is not None and manager.client is None
+    assert bpy.ops.lotus.release_model() == {'FINISHED'}  # nothing to release: still fine
+    remove_images("many")
+
+
+def test_unregister_stops_worker_and_timer(lotus, tiny_checkpoints):
+    import addon_utils
+    import bpy
+    reports = Reports()
+    built = lotus.operators.build_jobs(bpy.context, 'DEPTH', _gather_many(lotus, count=1), reports)
+    lotus.jobs.manager.submit(built[0])
+    drive(lotus.jobs.JobRunner(built, reports))
+    process = lotus.jobs.manager.client.process
+    idle_check = lotus.jobs._idle_check
+    assert bpy.app.timers.is_registered(idle_check)
+    addon_utils.disable(lotus.name, default_set=True)
+    try:
+        assert process.poll() is not None
+        assert not bpy.app.timers.is_registered(idle_check)
+    finally:
+        addon_utils.enable(lotus.name, default_set=True)
+    again = live(lotus.name)
+    assert again.jobs.manager.client is None
+    assert not bpy.app.timers.is_registered(again.jobs._idle_check)
+    assert hasattr(bpy.types, "LOTUS_OT_predict_files")
+    remove_images("many")
