@@ -8,6 +8,8 @@ import importlib
 
 SUBMODULES = [
     "scene25d_ui",
+    "materials",
+    "relight",
 ]
 
 

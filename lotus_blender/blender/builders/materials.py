@@ -1,0 +1,490 @@
+"""Normal-mapped Principled BSDF materials from Lotus normals (issue 5, section 2).
+
+The Lotus normal result ("<photo>_normal") holds camera-space normals encoded the way Blender's Normal
+Map node reads them (rgb = 0.5 * n + 0.5, +X right, +Y up, +Z toward the camera). For a surface
+photographed head-on, camera space IS the tangent space of a plane whose UVs map the photo (U right,
+V up), so the normals become a tangent-space normal map as they are; only the DirectX convention flips
+the green channel. The height map is integrated from the same normals (Frankot-Chellappa, core).
+
+Maps are written as float images (Non-Color) and saved as 16-bit PNG next to the other outputs.
+"""
+
+import os
+
+import bpy
+import numpy as np
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, PointerProperty
+
+from ...core import heightmap, maps
+from .. import outputs, preferences
+
+CONVENTION_ITEMS = [
+    ('OPENGL', "OpenGL", "Green channel up (+Y), what Blender, Unity and glTF expect"),
+    ('DIRECTX', "DirectX", "Green channel down (-Y), for Unreal and DirectX engines "
+                           "(the material flips it back for Blender)"),
+]
+CONVENTION_SUFFIX = {'OPENGL': "opengl", 'DIRECTX': "directx"}
+CONVENTION_LABEL = {key: label for key, label, _ in CONVENTION_ITEMS}
+PLANE_HEIGHT = 1.0  # metres; the width follows the image's aspect ratio
+UV_MAP_NAME = "UVMap"
+SUBDIVISION_MODIFIER_NAME = "Lotus Displacement"
+
+# Node-editor columns, left to right, and the vertical slots of the three texture rows.
+COLUMN_X = {"uv": -1500, "texture": -1200, "convert": -850, "normal": -600, "bump": -350,
+            "shader": -50, "output": 300}
+ROW_Y = {"photo": 300, "normal": -50, "height": -400}
+
+
+# ---------------------------------------------------------------------------------------------
+# Pixels: Blender images are bottom-row-first RGBA; the core works top-row-first.
+
+def read_pixels(image) -> np.ndarray:
+    """RGBA float32 (H, W, 4), top row first."""
+    width, height = image.size
+    buffer = np.empty(width * height * 4, dtype=np.float32)
+    image.pixels.foreach_get(buffer)
+    return buffer.reshape(height, width, 4)[::-1]
+
+
+def write_float_image(name, values, *, non_color=True):
+    """Store (H, W) grey or (H, W, 3|4) values in a float image called name (reused when it fits)."""
+    values = np.asarray(values, dtype=np.float32)
+    if values.ndim == 2:
+        values = np.repeat(values[..., None], 3, axis=2)
+    height, width = values.shape[:2]
+    rgba = np.ones((height, width, 4), dtype=np.float32)
+    rgba[..., :values.shape[2]] = values[..., :4]
+    image = bpy.data.images.get(name)
+    if image is not None and (tuple(image.size) != (width, height) or not image.is_float):
+        bpy.data.images.remove(image)
+        image = None
+    if image is None:
+        image = bpy.data.images.new(name, width, height, alpha=False, float_buffer=True)
+    image.colorspace_settings.name = 'Non-Color' if non_color else 'Linear Rec.709'
+    image.pixels.foreach_set(rgba[::-1].ravel())
+    image.update()
+    return image
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding a photo's Lotus results (custom properties set by blender/outputs.py).
+
+def source_name(image) -> str:
+    """The photo an image belongs to: itself, or the source recorded on a Lotus result."""
+    return image.get("lotus_source", image.name)
+
+
+def find_result(source, kinds):
+    """The newest result image of one of kinds ("disparity", "depth", "normal") made from source."""
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    for kind in kinds:
+        for image in reversed(bpy.data.images):
+            if image.get("lotus_source") == source and image.get("lotus_kind") == kind:
+                return image
+    return None
+
+
+def lotus_camera_normals(normal_image) -> np.ndarray:
+    """Unit camera-space normals (H, W, 3) in Blender's convention, top row first."""
+    rgb = read_pixels(normal_image)[..., :3]
+    return maps.normalize_vectors(maps.normal_map_to_normals(rgb, "OPENGL"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Saving maps next to the other outputs.
+
+def output_folder(context, near_images=()):
+    """Folder for saved maps: beside the Lotus results' files, else the preferences' output folder
+    (a temporary folder while the .blend is unsaved, as outputs.py does)."""
+    for image in near_images:
+        if image is not None and image.filepath and image.source == 'FILE':
+            folder = os.path.dirname(bpy.path.abspath(image.filepath))
+            if os.path.isdir(folder):
+                return folder
+    folder, _temporary = outputs.resolve_output_folder(preferences.get_preferences(context).output_dir)
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+def save_map(image, folder):
+    """Write a float map as a 16-bit PNG in folder and make the image use that file.
+
+    A map saved before into the same folder is overwritten (it is ours); any other file is kept and
+    the new one gets a numbered name, like the other outputs.
+    """
+    previous = bpy.path.abspath(image.filepath_raw) if image.filepath_raw else ""
+    if previous and os.path.dirname(previous) == os.path.normpath(folder):
+        path = previous
+    else:
+        path = outputs.unique_path(folder, bpy.path.clean_name(image.name), ".png")
+    image.filepath_raw = path
+    image.file_format = 'PNG'
+    image.save()  # float buffers are written as 16-bit PNG, values untouched for Non-Color
+    image.colorspace_settings.name = 'Non-Color'
+    image.filepath = bpy.path.relpath(path) if bpy.data.filepath else path
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# The maps.
+
+def make_texture_maps(photo_name, normal_image, *, convention="OPENGL", seamless=False):
+    """Create the tangent-space normal map and the height map images for photo_name.
+
+    Returns (normal_map_image, height_image, relief): Non-Color float images, and the height span
+    the normals imply as a fraction of the image height (the height map itself spans [0, 1] around
+    the midlevel 0.5, exactly as core.heightmap.height_from_normals normalises it).
+    """
+    normals = lotus_camera_normals(normal_image)
+    normal_rgb = maps.normals_to_normal_map(normals, convention=convention)
+    normal_map = write_float_image(f"{photo_name}_normal_{CONVENTION_SUFFIX[convention]}", normal_rgb)
+    # One integration gives both the map and its physical span (normalize=False keeps pixel units).
+    raw = heightmap.height_from_normals(normals, seamless=seamless, normalize=False).astype(np.float64)
+    low, high = float(raw.min()), float(raw.max())
+    span_px = high - low
+    if span_px > 1e-9 * max(1.0, abs(low), abs(high)):
+        height = np.clip(0.5 + (raw - 0.5 * (low + high)) / span_px, 0.0, 1.0)
+    else:
+        height, span_px = np.full(raw.shape, 0.5), 0.0
+    height_image = write_float_image(f"{photo_name}_height", height)
+    relief = span_px / raw.shape[0]
+    for image, kind in ((normal_map, "normal_map"), (height_image, "height")):
+        image["lotus_kind"] = kind
+        image["lotus_source"] = photo_name
+    normal_map["lotus_normal_convention"] = convention
+    height_image["lotus_relief"] = relief
+    return normal_map, height_image, relief
+
+
+# ---------------------------------------------------------------------------------------------
+# Objects.
+
+def new_image_plane(context, name, aspect):
+    """An upright plane facing -Y (front view), PLANE_HEIGHT tall, UVs covering the image."""
+    half_w, half_h = 0.5 * PLANE_HEIGHT * aspect, 0.5 * PLANE_HEIGHT
+    mesh = bpy.data.meshes.new(name)
+    mesh.from_pydata([(-half_w, 0.0, -half_h), (half_w, 0.0, -half_h),
+                      (half_w, 0.0, half_h), (-half_w, 0.0, half_h)], [], [(0, 1, 2, 3)])
+    uv_layer = mesh.uv_layers.new(name=UV_MAP_NAME)
+    uv_layer.data.foreach_set("uv", np.array([0, 0, 1, 0, 1, 1, 0, 1], dtype=np.float32))
+    obj = bpy.data.objects.new(name, mesh)
+    obj.location = context.scene.cursor.location
+    context.collection.objects.link(obj)
+    return obj
+
+
+def _add_displacement_subdivision(obj, levels):
+    """Geometry for true displacement: simple subdivision, adaptive in Cycles renders."""
+    modifier = obj.modifiers.get(SUBDIVISION_MODIFIER_NAME)
+    if modifier is None:
+        modifier = obj.modifiers.new(SUBDIVISION_MODIFIER_NAME, 'SUBSURF')
+    modifier.subdivision_type = 'SIMPLE'
+    modifier.levels = levels
+    modifier.render_levels = levels + 2
+    if hasattr(modifier, "use_adaptive_subdivision"):
+        modifier.use_adaptive_subdivision = True
+    return modifier
+
+
+# ---------------------------------------------------------------------------------------------
+# The material.
+
+def _new_node(tree, kind, column, y, *, label=None, parent=None):
+    node = tree.nodes.new(kind)
+    if parent is not None:
+        node.parent = parent
+    x = COLUMN_X[column]
+    if hasattr(node, "location_absolute"):
+        node.location_absolute = (x, y)
+    else:
+        node.location = (x, y)
+    if label:
+        node.label = label
+    return node
+
+
+def _image_node(tree, image, y, label, parent, uv_node):
+    node = _new_node(tree, "ShaderNodeTexImage", "texture", y, label=label, parent=parent)
+    node.image = image
+    node.interpolation = 'Linear'
+    tree.links.new(uv_node.outputs["UV"], node.inputs["Vector"])
+    return node
+
+
+def build_normal_material(photo, normal_map, height_image, *, uv_map=UV_MAP_NAME, convention="OPENGL",
+                          normal_strength=1.0, bump_strength=1.0, height_scale=0.05,
+                          use_displacement=False, name=None):
+    """A Principled BSDF material: photo -> Base Color, normal map -> Normal Map (tangent) -> Normal,
+    height -> Bump (default) or -> Displacement output (use_displacement).
+
+    height_scale: metres between height 0 and 1 (Bump Distance, or Displacement Scale).
+    """
+    material = bpy.data.materials.new(name or f"{source_name(photo)}_lotus_material")
+    if material.node_tree is None:
+        material.use_nodes = True  # Blender < 5.0
+    tree = material.node_tree
+    tree.nodes.clear()
+    links = tree.links
+
+    frames = {}
+    for key, label in (("photo", "Photo (Base Color)"),
+                       ("normal", f"Normal Map ({CONVENTION_LABEL[convention]})"),
+                       ("height", "Height (Displacement)" if use_displacement else "Height (Bump)")):
+        frame = tree.nodes.new("NodeFrame")
+        frame.name = f"Lotus {key.title()} Frame"
+        frame.label = label
+        frames[key] = frame
+
+    uv_node = _new_node(tree, "ShaderNodeUVMap", "uv", ROW_Y["normal"], label="UV")
+    uv_node.uv_map = uv_map
+
+    photo_node = _image_node(tree, photo, ROW_Y["photo"], "Photo", frames["photo"], uv_node)
+    photo_node.name = "Lotus Photo"
+    normal_tex = _image_node(tree, normal_map, ROW_Y["normal"], "Normal Map", frames["normal"], uv_node)
+    normal_tex.name = "Lotus Normal Texture"
+    height_tex = _image_node(tree, height_image, ROW_Y["height"], "Height", frames["height"], uv_node)
+    height_tex.name = "Lotus Height Texture"
+
+    normal_color = normal_tex.outputs["Color"]
+    if convention == "DIRECTX":
+        # Blender's Normal Map node reads OpenGL maps: undo the DirectX green flip (G -> 1 - G).
+        separate = _new_node(tree, "ShaderNodeSeparateColor", "convert", ROW_Y["normal"] + 60,
+                             label="DirectX to OpenGL", parent=frames["normal"])
+        separate.name = "Lotus Separate Normal"
+        flip = _new_node(tree, "ShaderNodeMath", "convert", ROW_Y["normal"] - 100,
+                         label="Flip Green", parent=frames["normal"])
+        flip.name = "Lotus Flip Green"
+        flip.operation = 'SUBTRACT'
+        flip.inputs[0].default_value = 1.0
+        combine = _new_node(tree, "ShaderNodeCombineColor", "normal", ROW_Y["normal"] + 150,
+                            label="OpenGL Normal Map", parent=frames["normal"])
+        combine.name = "Lotus Combine Normal"
+        links.new(normal_color, separate.inputs["Color"])
+        links.new(separate.outputs["Red"], combine.inputs["Red"])
+        links.new(separate.outputs["Green"], flip.inputs[1])
+        links.new(flip.outputs["Value"], combine.inputs["Green"])
+        links.new(separate.outputs["Blue"], combine.inputs["Blue"])
+        normal_color = combine.outputs["Color"]
+
+    normal_node = _new_node(tree, "ShaderNodeNormalMap", "normal", ROW_Y["normal"] - 100,
+                            label="Normal Map (Tangent)", parent=frames["normal"])
+    normal_node.name = "Lotus Normal Map"
+    normal_node.space = 'TANGENT'
+    normal_node.uv_map = uv_map
+    normal_node.inputs["Strength"].default_value = normal_strength
+    links.new(normal_color, normal_node.inputs["Color"])
+
+    bsdf = _new_node(tree, "ShaderNodeBsdfPrincipled", "shader", ROW_Y["photo"])
+    bsdf.name = "Lotus Principled BSDF"
+    output = _new_node(tree, "ShaderNodeOutputMaterial", "output", ROW_Y["photo"])
+    output.name = "Lotus Material Output"
+    links.new(photo_node.outputs["Color"], bsdf.inputs["Base Color"])
+    links.new(bsdf.outputs["BSDF"], output.inputs["Surface"])
+
+    if use_displacement:
+        displacement = _new_node(tree, "ShaderNodeDisplacement", "bump", ROW_Y["height"],
+                                 label="Displacement", parent=frames["height"])
+        displacement.name = "Lotus Displacement"
+        displacement.space = 'OBJECT'
+        displacement.inputs["Midlevel"].default_value = 0.5  # the height map's flat level
+        displacement.inputs["Scale"].default_value = height_scale
+        links.new(height_tex.outputs["Color"], displacement.inputs["Height"])
+        links.new(displacement.outputs["Displacement"], output.inputs["Displacement"])
+        links.new(normal_node.outputs["Normal"], bsdf.inputs["Normal"])
+        material.displacement_method = 'DISPLACEMENT'
+    else:
+        bump = _new_node(tree, "ShaderNodeBump", "bump", ROW_Y["height"],
+                         label="Bump", parent=frames["height"])
+        bump.name = "Lotus Bump"
+        bump.inputs["Strength"].default_value = bump_strength
+        bump.inputs["Distance"].default_value = height_scale
+        links.new(height_tex.outputs["Color"], bump.inputs["Height"])
+        links.new(normal_node.outputs["Normal"], bump.inputs["Normal"])
+        links.new(bump.outputs["Normal"], bsdf.inputs["Normal"])
+        material.displacement_method = 'BUMP'
+    return material
+
+
+def assign_material(obj, material):
+    """Make material the object's only material slot (replacing the first slot)."""
+    if obj.data.materials:
+        obj.data.materials[0] = material
+    else:
+        obj.data.materials.append(material)
+
+
+def apply_normal_material(context, photo, normal_image, *, target=None, convention="OPENGL",
+                          normal_strength=1.0, bump_strength=1.0, relief_scale=1.0,
+                          use_displacement=False, seamless=False, save=True):
+    """Everything the operator does: maps, (plane), material, subdivision for displacement, saving.
+
+    target: a mesh object with a UV map, or None for a new plane sized like the photo.
+    relief_scale: 1 gives the relief the normals imply (the image spanning the plane's height, or
+    the object's largest dimension); more exaggerates it.
+    Returns (object, material, normal_map_image, height_image).
+    """
+    if target is not None and not target.data.uv_layers:
+        raise ValueError(f"{target.name} has no UV map: unwrap it first")
+    name = source_name(photo)
+    normal_map, height_image, relief = make_texture_maps(name, normal_image, convention=convention,
+                                                         seamless=seamless)
+    if save:
+        folder = output_folder(context, (normal_image,))
+        save_map(normal_map, folder)
+        save_map(height_image, folder)
+    if target is None:
+        width, height = photo.size
+        target = new_image_plane(context, f"{name}_plane", width / max(height, 1))
+        uv_map = UV_MAP_NAME
+        size = PLANE_HEIGHT
+    else:
+        uv_map = target.data.uv_layers.active.name
+        size = max(target.dimensions) or 1.0
+    material = build_normal_material(photo, normal_map, height_image, uv_map=uv_map,
+                                     convention=convention, normal_strength=normal_strength,
+                                     bump_strength=bump_strength,
+                                     height_scale=relief * size * relief_scale,
+                                     use_displacement=use_displacement)
+    assign_material(target, material)
+    if use_displacement:
+        # A lone quad needs many levels; an existing model already has its own density.
+        _add_displacement_subdivision(target, 6 if len(target.data.polygons) <= 1 else 2)
+    return target, material, normal_map, height_image
+
+
+# ---------------------------------------------------------------------------------------------
+# Operator and panel.
+
+def _is_photo(self, image):
+    return image.get("lotus_kind") is None and image.type == 'IMAGE'
+
+
+class LotusMaterialSettings(bpy.types.PropertyGroup):
+    photo: PointerProperty(type=bpy.types.Image, name="Photo", poll=_is_photo,
+                           description="The photo whose Lotus normal map the material uses")
+    use_displacement: BoolProperty(
+        name="True Displacement", default=False,
+        description="Wire the height map to the material's displacement (Cycles, adds a "
+                    "Subdivision modifier) instead of Bump")
+    seamless: BoolProperty(name="Seamless Height", default=False,
+                           description="Integrate the height map as a tileable texture")
+
+
+class LOTUS_OT_normal_material(bpy.types.Operator):
+    """Principled BSDF material from the photo and its Lotus normals: normal map, height map (bump or
+    displacement). On the active mesh, or on a new plane sized like the photo"""
+    bl_idname = "lotus.normal_material"
+    bl_label = "Normal-Mapped Material"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    photo: bpy.props.StringProperty(name="Photo", description="Name of the photo image")
+    target: EnumProperty(
+        name="Target", default='NEW_PLANE',
+        items=[('ACTIVE', "Active Object", "The active mesh (it needs a UV map)"),
+               ('NEW_PLANE', "New Plane", "A new plane sized like the photo")])
+    convention: EnumProperty(name="Convention", items=CONVENTION_ITEMS, default='OPENGL')
+    normal_strength: FloatProperty(name="Normal Strength", default=1.0, min=0.0, soft_max=5.0)
+    bump_strength: FloatProperty(name="Bump Strength", default=1.0, min=0.0, max=1.0)
+    relief_scale: FloatProperty(name="Relief Scale", default=1.0, min=0.0, soft_max=10.0,
+                                description="Height of the bump/displacement: 1 = the relief the "
+                                            "normals imply, 2 = twice as deep")
+    use_displacement: BoolProperty(name="True Displacement", default=False)
+    seamless: BoolProperty(name="Seamless Height", default=False)
+    save_maps: BoolProperty(name="Save Maps", default=True,
+                            description="Save the normal and height maps as 16-bit PNG next to the "
+                                        "other outputs")
+
+    def invoke(self, context, event):
+        if not self.properties.is_property_set("convention"):
+            self.convention = preferences.get_preferences(context).normal_convention
+        settings = context.scene.lotus_materials
+        if not self.photo and settings.photo is not None:
+            self.photo = settings.photo.name
+        if not self.properties.is_property_set("use_displacement"):
+            self.use_displacement = settings.use_displacement
+        if not self.properties.is_property_set("seamless"):
+            self.seamless = settings.seamless
+        return self.execute(context)
+
+    def execute(self, context):
+        photo = bpy.data.images.get(self.photo)
+        if photo is None:
+            self.report({'ERROR'}, "Choose a photo first")
+            return {'CANCELLED'}
+        photo = bpy.data.images.get(source_name(photo), photo)
+        normal_image = find_result(photo.name, "normal")
+        if normal_image is None:
+            self.report({'ERROR'}, f"No Lotus normals for {photo.name}: predict normals first")
+            return {'CANCELLED'}
+        target = None
+        if self.target == 'ACTIVE':
+            target = context.active_object
+            if target is None or target.type != 'MESH':
+                self.report({'ERROR'}, "The active object must be a mesh")
+                return {'CANCELLED'}
+        try:
+            obj, material, normal_map, height_image = apply_normal_material(
+                context, photo, normal_image, target=target, convention=self.convention,
+                normal_strength=self.normal_strength, bump_strength=self.bump_strength,
+                relief_scale=self.relief_scale, use_displacement=self.use_displacement,
+                seamless=self.seamless,
+                save=self.save_maps)
+        except ValueError as error:
+            self.report({'ERROR'}, str(error))
+            return {'CANCELLED'}
+        if target is None:
+            for other in context.selected_objects:
+                other.select_set(False)
+            obj.select_set(True)
+            context.view_layer.objects.active = obj
+        if self.save_maps:
+            where = os.path.dirname(bpy.path.abspath(normal_map.filepath_raw))
+            self.report({'INFO'}, f"{material.name} on {obj.name}; {normal_map.name} and "
+                                  f"{height_image.name} saved in {where}")
+        else:
+            self.report({'INFO'}, f"{material.name} on {obj.name}")
+        return {'FINISHED'}
+
+
+class LOTUS_PT_materials(bpy.types.Panel):
+    bl_idname = "LOTUS_PT_materials"
+    bl_label = "Normal-Mapped Material"
+    bl_parent_id = "LOTUS_PT_view3d"
+    bl_space_type = 'VIEW_3D'
+    bl_region_type = 'UI'
+    bl_category = "Lotus"
+    bl_options = {'DEFAULT_CLOSED'}
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.lotus_materials
+        layout.prop(settings, "photo")
+        photo = settings.photo
+        if photo is not None and find_result(photo.name, "normal") is None:
+            layout.label(text="Predict normals for this photo first", icon='INFO')
+        layout.prop(settings, "seamless")
+        layout.prop(settings, "use_displacement")
+        col = layout.column(align=True)
+        col.enabled = photo is not None
+        for target, text, icon in (('NEW_PLANE', "New Plane", 'MESH_PLANE'),
+                                   ('ACTIVE', "Active Object", 'MATERIAL')):
+            op = col.operator(LOTUS_OT_normal_material.bl_idname, text=text, icon=icon)
+            op.target = target
+            op.photo = photo.name if photo is not None else ""
+            op.use_displacement = settings.use_displacement
+            op.seamless = settings.seamless
+
+
+_CLASSES = (LotusMaterialSettings, LOTUS_OT_normal_material, LOTUS_PT_materials)
+
+
+def register():
+    for cls in _CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.lotus_materials = PointerProperty(type=LotusMaterialSettings)
+
+
+def unregister():
+    del bpy.types.Scene.lotus_materials
+    for cls in reversed(_CLASSES):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,621 @@
+"""Relighting setup (issue 5, section 3): a photo's 2.5D scene that Blender lights act on.
+
+One click builds:
+- the 2.5D mesh (scene25d.build_photo_scene) or, without depth, an image plane filling the camera;
+- a Principled BSDF material: albedo from the photo (as is, or with an estimated shading divided out)
+  and the Lotus normals as an object-space normal map, so lights follow the predicted normals while
+  the predicted geometry casts the shadows;
+- a key/fill/rim rig of area lights parented to an Empty at the subject ("<photo>_light_rig"): each
+  light tracks the Empty, so a light can be dragged anywhere and stays aimed, and rotating the Empty
+  turns the whole rig around the subject;
+- optionally a shadow-catcher ground under the subject (Cycles), the matching camera, Cycles settings;
+and "Preview Relight" renders a small preview into the image "<photo>_relight_preview".
+"""
+
+import os
+import tempfile
+
+import bpy
+import numpy as np
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty
+from mathutils import Matrix, Vector
+
+from ...core import geometry, maps
+from . import materials, scene25d
+
+ALBEDO_ITEMS = [
+    ('PHOTO', "Photo", "Use the photo's colours as they are (its lighting stays baked in)"),
+    ('DELIGHT', "Remove Shading", "Divide out the shading a low-order lighting fit to the photo "
+                                  "and the predicted normals explains (flatter, relightable albedo)"),
+]
+GEOMETRY_ITEMS = [
+    ('MESH', "2.5D Mesh", "The photo unprojected through its camera with the predicted depth"),
+    ('PLANE', "Image Plane", "A flat plane filling the camera view (no depth needed)"),
+]
+# Rig layout in the camera's frame (+X right, +Y up, +Z toward the camera), as directions from
+# the subject, and each light's share of the key's power.
+RIG_LIGHTS = {
+    "key": (Vector((-1.0, 0.8, 1.0)), 1.0),
+    "fill": (Vector((1.0, 0.1, 0.9)), 0.3),
+    "rim": (Vector((0.7, 1.0, -1.2)), 1.0),
+}
+# Area light power per square metre of distance, so the subject's irradiance (about 3 W/m^2, like a
+# clear sun at Blender's scale) does not depend on the scene's scale.
+KEY_POWER_PER_M2 = 10.0
+SUBJECT_DEPTH_QUANTILE = 0.25  # the subject is usually nearer than the background behind it
+PLANE_DISTANCE = 5.0
+RENDER_SAMPLES = 128
+PREVIEW_SAMPLES = 16
+LUMINANCE = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)  # Rec.709, linear
+
+
+# ---------------------------------------------------------------------------------------------
+# Albedo: divide out an estimated shading.
+
+def srgb_to_linear(values):
+    values = np.asarray(values, dtype=np.float32)
+    return np.where(values <= 0.04045, values / 12.92, ((values + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def photo_linear_rgb(photo):
+    """The photo's colours in linear Rec.709, (H, W, 3) top row first.
+
+    Byte images hold their colour space's encoded values; float images are already linear.
+    """
+    rgb = materials.read_pixels(photo)[..., :3]
+    if not photo.is_float and photo.colorspace_settings.name == 'sRGB':
+        rgb = srgb_to_linear(rgb)
+    return rgb
+
+
+def fit_shading(luminance, normals, max_samples=200_000):
+    """Least-squares first-order spherical-harmonics shading s(n) = c0 + c . n of a luminance map.
+
+    With albedo varying independently of the normals, the fit recovers the lighting up to the mean
+    albedo. Returns the 4 coefficients (c0, cx, cy, cz).
+    """
+    flat_lum = np.asarray(luminance, dtype=np.float64).reshape(-1)
+    flat_n = np.asarray(normals, dtype=np.float64).reshape(-1, 3)
+    stride = max(1, flat_lum.size // max_samples)
+    design = np.column_stack([np.ones(flat_lum[::stride].size), flat_n[::stride]])
+    coefficients, *_ = np.linalg.lstsq(design, flat_lum[::stride], rcond=None)
+    return coefficients
+
+
+def estimate_albedo(rgb_linear, normals, floor=0.2):
+    """Photo / estimated shading, scaled so that the mean shading is 1 (the albedo keeps the
+    photo's overall brightness). floor: the shading never drops below this fraction of its mean,
+    so dark shadows are not blown up into bright albedo. Returns (albedo in [0, 1], shading)."""
+    rgb = np.asarray(rgb_linear, dtype=np.float32)
+    coefficients = fit_shading(rgb @ LUMINANCE, normals)
+    shading = coefficients[0] + np.asarray(normals, dtype=np.float64) @ coefficients[1:]
+    mean = float(np.mean(shading))
+    if not mean > 0.0:
+        return np.clip(rgb, 0.0, 1.0), np.ones(rgb.shape[:2], dtype=np.float32)
+    shading = np.maximum(shading / mean, floor).astype(np.float32)
+    return np.clip(rgb / shading[..., None], 0.0, 1.0), shading
+
+
+# ---------------------------------------------------------------------------------------------
+# Normals in the object's space.
+
+def object_space_normals(normals_cam, camera, obj):
+    """Blender camera-space normals -> the object's local space (what the Normal Map node's Object
+    space reads). Objects scaled unevenly are handled by the transposed (not inverted) matrix."""
+    camera_rotation = np.array(camera.matrix_world.to_3x3().normalized(), dtype=np.float64)
+    object_linear = np.array(obj.matrix_world.to_3x3(), dtype=np.float64)
+    # world = R_cam @ n; object-space normal n_obj with (M^-T) n_obj ~ world, so n_obj ~ M^T world.
+    to_object = object_linear.T @ camera_rotation
+    return maps.normalize_vectors(np.asarray(normals_cam, dtype=np.float32) @ to_object.T.astype(np.float32))
+
+
+def object_normal_image(name, normal_image, camera, obj):
+    """The normal image to use in Object space: the Lotus image itself when the object's space is
+    the camera's (scene25d's meshes), else a converted copy named name."""
+    camera_rotation = np.array(camera.matrix_world.to_3x3().normalized())
+    object_rotation = np.array(obj.matrix_world.to_3x3().normalized())
+    if np.allclose(camera_rotation, object_rotation, atol=1e-5):
+        return normal_image
+    normals = object_space_normals(materials.lotus_camera_normals(normal_image), camera, obj)
+    image = materials.write_float_image(name, normals * 0.5 + 0.5)
+    image["lotus_kind"] = "normal_object"
+    image["lotus_source"] = normal_image.get("lotus_source", normal_image.name)
+    return image
+
+
+# ---------------------------------------------------------------------------------------------
+# Material.
+
+def build_relight_material(name, albedo_image, normal_image=None, *, roughness=0.8,
+                           normal_strength=1.0):
+    """Principled BSDF: albedo -> Base Color, object-space normals -> Normal Map (Object) -> Normal."""
+    material = bpy.data.materials.new(name)
+    if material.node_tree is None:
+        material.use_nodes = True  # Blender < 5.0
+    tree = material.node_tree
+    tree.nodes.clear()
+    links = tree.links
+    uv = tree.nodes.new("ShaderNodeUVMap")
+    uv.name = "Lotus UV"
+    uv.uv_map = scene25d.geonodes.UV_MAP_NAME
+    uv.location = (-900, 0)
+    albedo = tree.nodes.new("ShaderNodeTexImage")
+    albedo.name = albedo.label = "Lotus Albedo"
+    albedo.image = albedo_image
+    albedo.extension = 'EXTEND'
+    albedo.location = (-650, 200)
+    links.new(uv.outputs["UV"], albedo.inputs["Vector"])
+    bsdf = tree.nodes.new("ShaderNodeBsdfPrincipled")
+    bsdf.name = "Lotus Principled BSDF"
+    bsdf.location = (-50, 150)
+    bsdf.inputs["Roughness"].default_value = roughness
+    links.new(albedo.outputs["Color"], bsdf.inputs["Base Color"])
+    if normal_image is not None:
+        texture = tree.nodes.new("ShaderNodeTexImage")
+        texture.name = texture.label = "Lotus Normals (Object)"
+        texture.image = normal_image
+        texture.extension = 'EXTEND'
+        texture.location = (-650, -150)
+        links.new(uv.outputs["UV"], texture.inputs["Vector"])
+        normal_map = tree.nodes.new("ShaderNodeNormalMap")
+        normal_map.name = "Lotus Normal Map"
+        normal_map.space = 'OBJECT'
+        normal_map.inputs["Strength"].default_value = normal_strength
+        normal_map.location = (-300, -150)
+        links.new(texture.outputs["Color"], normal_map.inputs["Color"])
+        links.new(normal_map.outputs["Normal"], bsdf.inputs["Normal"])
+    output = tree.nodes.new("ShaderNodeOutputMaterial")
+    output.name = "Lotus Material Output"
+    output.location = (300, 150)
+    links.new(bsdf.outputs["BSDF"], output.inputs["Surface"])
+    material["lotus_material"] = "RELIGHT"
+    return material
+
+
+def replace_material(obj, material):
+    """Put material on the object: its first slot, and the 2.5D geometry nodes' Material input."""
+    materials.assign_material(obj, material)
+    modifier = obj.modifiers.get(scene25d.MODIFIER_NAME)
+    if modifier is not None and modifier.type == 'NODES' and modifier.node_group is not None:
+        scene25d.geonodes.set_inputs(modifier, Material=material)
+
+
+# ---------------------------------------------------------------------------------------------
+# Filling the tears' gaps.
+
+GAP_FILL_PUSH = 1.01  # the filler sits 1% farther along every view ray than the mesh
+GAP_FILL_FOLLOWS = ("Near", "Depth Range", "Max Vertices", "Disparity", "Depth", "Normal")
+
+
+def build_gap_fill(context, obj):
+    """An untorn, camera-only copy of the 2.5D mesh just behind it.
+
+    Torn edges leave gaps one pixel wide at silhouettes, through which the camera would see the
+    world (a dark halo around the subject in relit renders). The copy, scaled about the camera
+    (the object's origin) so every point moves back along its own view ray, shows up only in those
+    gaps: it is invisible to every other ray, so it casts no shadow and lights nothing. Its inputs
+    follow the mesh's through drivers, so the artist's changes apply to both.
+    """
+    modifier = obj.modifiers.get(scene25d.MODIFIER_NAME)
+    fill = obj.copy()  # the copy shares the mesh data and keeps the camera drivers
+    fill.name = f"{obj.name}_gap_fill"
+    context.collection.objects.link(fill)
+    fill.parent = obj
+    fill.matrix_parent_inverse = Matrix.Identity(4)
+    fill.matrix_basis = Matrix.Scale(GAP_FILL_PUSH, 4)
+    fill_modifier = fill.modifiers[scene25d.MODIFIER_NAME]
+    scene25d.geonodes.set_inputs(fill_modifier, Tear=False)
+    tree = modifier.node_group
+    for input_name in GAP_FILL_FOLLOWS:
+        key = scene25d.geonodes.input_identifier(tree, input_name)
+        if isinstance(modifier[key], bpy.types.ID) or modifier[key] is None:
+            continue  # images are not animatable: the copy already holds the same ones
+        driver = fill.driver_add(f'modifiers["{fill_modifier.name}"]["{key}"]').driver
+        driver.type = 'AVERAGE'
+        variable = driver.variables.new()
+        variable.type = 'SINGLE_PROP'
+        variable.targets[0].id_type = 'OBJECT'
+        variable.targets[0].id = obj
+        variable.targets[0].data_path = f'modifiers["{modifier.name}"]["{key}"]'
+    for ray in ("visible_diffuse", "visible_glossy", "visible_transmission", "visible_volume_scatter",
+                "visible_shadow"):
+        setattr(fill, ray, False)
+    fill.hide_select = True
+    fill["lotus_gap_fill"] = True
+    return fill
+
+
+# ---------------------------------------------------------------------------------------------
+# Geometry without depth: an image plane filling the camera view.
+
+def _new_camera(context, name, width, height, lens, sensor):
+    """A camera where the scene camera is (or scene25d's default pose), set as the scene camera."""
+    data = bpy.data.cameras.new(name)
+    data.lens, data.sensor_width, data.sensor_fit = lens, sensor, 'AUTO'
+    camera = bpy.data.objects.new(name, data)
+    scene = context.scene
+    camera.matrix_world = (scene.camera.matrix_world.copy() if scene.camera is not None
+                           else scene25d.DEFAULT_CAMERA_MATRIX)
+    context.collection.objects.link(camera)
+    scene.camera = camera
+    scene.render.resolution_x, scene.render.resolution_y = width, height
+    scene.render.resolution_percentage = 100
+    return camera
+
+
+def build_image_plane(context, photo, focal_35mm=None):
+    """A plane at PLANE_DISTANCE in front of a new camera, exactly filling its view. Its local space
+    is the camera's (like scene25d's meshes). Returns (plane, camera)."""
+    width, height = photo.size
+    name = scene25d.source_name(photo)
+    lens, sensor, _origin = scene25d.camera_lens_for(context, width, height, focal_35mm)
+    camera = _new_camera(context, name + "_camera", width, height, lens, sensor)
+    intrinsics = geometry.intrinsics_from_lens(lens, sensor, width, height, 'AUTO')
+    half_w = 0.5 * width / intrinsics.focal_px * PLANE_DISTANCE
+    half_h = 0.5 * height / intrinsics.focal_px * PLANE_DISTANCE
+    mesh = bpy.data.meshes.new(name + "_plane")
+    mesh.from_pydata([(-half_w, -half_h, -PLANE_DISTANCE), (half_w, -half_h, -PLANE_DISTANCE),
+                      (half_w, half_h, -PLANE_DISTANCE), (-half_w, half_h, -PLANE_DISTANCE)],
+                     [], [(0, 1, 2, 3)])
+    uv_layer = mesh.uv_layers.new(name=scene25d.geonodes.UV_MAP_NAME)
+    uv_layer.data.foreach_set("uv", np.array([0, 0, 1, 0, 1, 1, 0, 1], dtype=np.float32))
+    plane = bpy.data.objects.new(name + "_plane", mesh)
+    plane.matrix_world = camera.matrix_world.copy()
+    context.collection.objects.link(plane)
+    plane["lotus_source"] = photo.name
+    return plane, camera
+
+
+# ---------------------------------------------------------------------------------------------
+# Light rig and ground.
+
+def subject_distance(context, obj, camera):
+    """Planar distance from the camera to the subject: a low quantile of the evaluated mesh's depths."""
+    evaluated = obj.evaluated_get(context.evaluated_depsgraph_get())
+    mesh = evaluated.to_mesh()
+    try:
+        count = len(mesh.vertices)
+        if count == 0:
+            return PLANE_DISTANCE
+        coordinates = np.empty(count * 3, dtype=np.float32)
+        mesh.vertices.foreach_get("co", coordinates)
+    finally:
+        evaluated.to_mesh_clear()
+    local = coordinates.reshape(-1, 3)
+    to_camera = np.array(camera.matrix_world.inverted() @ obj.matrix_world, dtype=np.float64)
+    in_camera = local @ to_camera[:3, :3].T + to_camera[:3, 3]
+    return float(np.quantile(-in_camera[:, 2], SUBJECT_DEPTH_QUANTILE))
+
+
+def _link(context, obj):
+    context.collection.objects.link(obj)
+    return obj
+
+
+def build_light_rig(context, name, camera, distance, *, key_power=None):
+    """An Empty at the subject (oriented like the camera) with key/fill/rim area lights parented
+    to it, each tracking it. Returns (rig_empty, {role: light_object})."""
+    rotation = camera.matrix_world.to_3x3().normalized()
+    centre = camera.matrix_world.translation + rotation @ Vector((0.0, 0.0, -distance))
+    rig = _link(context, bpy.data.objects.new(f"{name}_light_rig", None))
+    rig.empty_display_type = 'SPHERE'
+    rig.empty_display_size = 0.1 * distance
+    rig.matrix_world = Matrix.Translation(centre) @ rotation.to_4x4()
+    key_power = KEY_POWER_PER_M2 * distance * distance if key_power is None else key_power
+    lights = {}
+    for role, (direction, share) in RIG_LIGHTS.items():
+        data = bpy.data.lights.new(f"{name}_{role}", 'AREA')
+        data.energy = key_power * share
+        data.shape = 'DISK'
+        data.size = 0.35 * distance
+        light = _link(context, bpy.data.objects.new(f"{name}_{role}", data))
+        light.parent = rig
+        light.location = direction.normalized() * distance  # in the rig's (camera-aligned) frame
+        track = light.constraints.new('TRACK_TO')
+        track.target = rig
+        track.track_axis = 'TRACK_NEGATIVE_Z'
+        track.up_axis = 'UP_Y'
+        light["lotus_light_role"] = role
+        lights[role] = light
+    rig["lotus_source"] = name
+    return rig, lights
+
+
+def build_shadow_catcher(context, name, obj, camera, distance):
+    """A large horizontal plane at the lowest point of the mesh, catching shadows (Cycles)."""
+    evaluated = obj.evaluated_get(context.evaluated_depsgraph_get())
+    corners = [evaluated.matrix_world @ Vector(corner) for corner in evaluated.bound_box]
+    lowest = min(corner.z for corner in corners) if corners else 0.0
+    centre = camera.matrix_world.translation + camera.matrix_world.to_3x3().normalized() @ \
+        Vector((0.0, 0.0, -distance))
+    size = 4.0 * distance
+    mesh = bpy.data.meshes.new(f"{name}_shadow_catcher")
+    half = 0.5 * size
+    mesh.from_pydata([(-half, -half, 0.0), (half, -half, 0.0), (half, half, 0.0), (-half, half, 0.0)],
+                     [], [(0, 1, 2, 3)])
+    ground = _link(context, bpy.data.objects.new(f"{name}_shadow_catcher", mesh))
+    ground.location = (centre.x, centre.y, lowest)
+    ground.is_shadow_catcher = True
+    return ground
+
+
+def configure_cycles(scene, *, ambient=0.05, film_transparent=False):
+    """Cycles with denoising, the Standard view transform (the photo's colours stay as they are),
+    and a dim uniform world so that the rig does the lighting."""
+    scene.render.engine = 'CYCLES'
+    scene.cycles.samples = RENDER_SAMPLES
+    scene.cycles.preview_samples = PREVIEW_SAMPLES * 2
+    scene.cycles.use_denoising = True
+    scene.view_settings.view_transform = 'Standard'
+    scene.view_settings.look = 'None'
+    scene.render.film_transparent = film_transparent
+    world = bpy.data.worlds.get("Lotus Relight World") or bpy.data.worlds.new("Lotus Relight World")
+    if world.node_tree is None:
+        world.use_nodes = True  # Blender < 5.0
+    background = next((n for n in world.node_tree.nodes if n.type == 'BACKGROUND'), None)
+    if background is None:
+        background = world.node_tree.nodes.new("ShaderNodeBackground")
+        output = next((n for n in world.node_tree.nodes if n.type == 'OUTPUT_WORLD'), None) \
+            or world.node_tree.nodes.new("ShaderNodeOutputWorld")
+        world.node_tree.links.new(background.outputs[0], output.inputs["Surface"])
+    background.inputs["Color"].default_value = (ambient, ambient, ambient, 1.0)
+    background.inputs["Strength"].default_value = 1.0
+    world.color = (ambient, ambient, ambient)
+    scene.world = world
+    return world
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole setup.
+
+def build_relight_scene(context, photo, depth=None, normal=None, *, geometry_mode="MESH", albedo="PHOTO",
+                        near=None, depth_range=None, focal_35mm=None, max_vertices=None,
+                        tear_threshold=None, light_rig=True, shadow_catcher=False, ambient=0.05,
+                        roughness=0.8, gap_fill=True):
+    """Build the relightable scene for photo. depth/normal: its Lotus results (None: not used).
+
+    Returns a dict with "object", "camera", "material", "albedo", "rig", "lights", "ground",
+    "gap_fill" (None where not made).
+    """
+    name = scene25d.source_name(photo)
+    if geometry_mode == "MESH":
+        if depth is None:
+            raise ValueError(f"No Lotus depth for {photo.name}: predict depth first, or use an image plane")
+        obj, camera = scene25d.build_photo_scene(
+            context, photo, depth, normal, mode="GEONODES", near=near, depth_range=depth_range,
+            focal_35mm=focal_35mm, max_vertices=max_vertices, tear_threshold=tear_threshold,
+            material="SHADED")
+    else:
+        obj, camera = build_image_plane(context, photo, focal_35mm=focal_35mm)
+
+    if albedo == "DELIGHT":
+        if normal is None:
+            raise ValueError("Removing the shading needs the Lotus normals")
+        albedo_rgb, _shading = estimate_albedo(photo_linear_rgb(photo), materials.lotus_camera_normals(normal))
+        albedo_image = materials.write_float_image(f"{name}_albedo", albedo_rgb, non_color=False)
+        albedo_image["lotus_kind"] = "albedo"
+        albedo_image["lotus_source"] = photo.name
+    else:
+        albedo_image = photo
+    normal_object = object_normal_image(f"{name}_normal_object", normal, camera, obj) if normal else None
+    old_material = obj.data.materials[0] if obj.data.materials else None
+    material = build_relight_material(f"{name}_relight", albedo_image, normal_object, roughness=roughness)
+    replace_material(obj, material)
+    if old_material is not None and old_material.users == 0:
+        bpy.data.materials.remove(old_material)
+
+    gap_fill = build_gap_fill(context, obj) if geometry_mode == "MESH" and gap_fill else None
+    context.view_layer.update()
+    distance = subject_distance(context, obj, camera) if geometry_mode == "MESH" else PLANE_DISTANCE
+    rig, lights = build_light_rig(context, name, camera, distance) if light_rig else (None, {})
+    ground = build_shadow_catcher(context, name, obj, camera, distance) if shadow_catcher else None
+    configure_cycles(context.scene, ambient=ambient, film_transparent=shadow_catcher)
+    context.scene.camera = camera
+    context.scene["lotus_relight_source"] = photo.name
+    obj["lotus_relight"] = True
+    return {"object": obj, "camera": camera, "material": material, "albedo": albedo_image,
+            "rig": rig, "lights": lights, "ground": ground, "gap_fill": gap_fill}
+
+
+# ---------------------------------------------------------------------------------------------
+# Preview render.
+
+def render_preview(context, name, max_size=320, samples=PREVIEW_SAMPLES):
+    """Render the scene camera small (longest edge at most max_size) into the float image name.
+
+    The render settings are put back afterwards. Returns the image (linear, scene-referred).
+    """
+    scene = context.scene
+    render = scene.render
+    settings = render.image_settings
+    saved = {
+        "percentage": render.resolution_percentage, "samples": scene.cycles.samples,
+        "format": (settings.media_type, settings.file_format, settings.color_mode,
+                   settings.color_depth),
+    }
+    longest = max(render.resolution_x, render.resolution_y) * render.resolution_percentage / 100.0
+    folder = tempfile.mkdtemp(prefix="lotus-relight-")
+    path = os.path.join(folder, "preview.exr")
+    try:
+        if longest > max_size:
+            render.resolution_percentage = max(1, int(render.resolution_percentage * max_size / longest))
+        scene.cycles.samples = samples
+        bpy.ops.render.render(write_still=False)
+        settings.media_type = 'IMAGE'
+        settings.file_format = 'OPEN_EXR'
+        settings.color_mode = 'RGBA'
+        settings.color_depth = '32'
+        bpy.data.images["Render Result"].save_render(path, scene=scene)
+        rendered = bpy.data.images.load(path, check_existing=False)
+        try:
+            pixels = materials.read_pixels(rendered)
+        finally:
+            bpy.data.images.remove(rendered)
+    finally:
+        render.resolution_percentage = saved["percentage"]
+        scene.cycles.samples = saved["samples"]
+        (settings.media_type, settings.file_format, settings.color_mode,
+         settings.color_depth) = saved["format"]
+        if os.path.exists(path):
+            os.remove(path)
+        os.rmdir(folder)
+    image = materials.write_float_image(name, pixels, non_color=False)
+    image["lotus_kind"] = "relight_preview"
+    return image
+
+
+# ---------------------------------------------------------------------------------------------
+# Operators and panel.
+
+def _is_photo(self, image):
+    return image.get("lotus_kind") is None and image.type == 'IMAGE'
+
+
+class LotusRelightSettings(bpy.types.PropertyGroup):
+    photo: PointerProperty(type=bpy.types.Image, name="Photo", poll=_is_photo,
+                           description="The photo to relight (its Lotus depth and normals are used)")
+    geometry_mode: EnumProperty(name="Geometry", items=GEOMETRY_ITEMS, default='MESH')
+    albedo: EnumProperty(name="Albedo", items=ALBEDO_ITEMS, default='PHOTO')
+    shadow_catcher: BoolProperty(name="Shadow Catcher Ground", default=False,
+                                 description="A ground plane that only shows shadows "
+                                             "(transparent film, Cycles)")
+    preview_size: IntProperty(name="Preview Size", default=320, min=32, soft_max=1024,
+                              description="Longest edge of the preview render in pixels")
+
+
+class LOTUS_OT_relight_setup(bpy.types.Operator):
+    """Build a relightable scene from the photo: 2.5D mesh (or image plane) with the predicted
+    normals, key/fill/rim lights, camera and Cycles settings"""
+    bl_idname = "lotus.relight_setup"
+    bl_label = "Relight Setup"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    photo: bpy.props.StringProperty(name="Photo", description="Name of the photo image")
+    geometry_mode: EnumProperty(name="Geometry", items=GEOMETRY_ITEMS, default='MESH')
+    albedo: EnumProperty(name="Albedo", items=ALBEDO_ITEMS, default='PHOTO')
+    light_rig: BoolProperty(name="Light Rig", default=True, description="Key, fill and rim lights")
+    shadow_catcher: BoolProperty(name="Shadow Catcher Ground", default=False)
+    ambient: FloatProperty(name="Ambient", default=0.05, min=0.0, soft_max=1.0,
+                           description="Brightness of the uniform world light")
+    roughness: FloatProperty(name="Roughness", default=0.8, min=0.0, max=1.0)
+
+    def invoke(self, context, event):
+        settings = context.scene.lotus_relight
+        if not self.photo and settings.photo is not None:
+            self.photo = settings.photo.name
+        return self.execute(context)
+
+    def execute(self, context):
+        photo = bpy.data.images.get(self.photo)
+        if photo is None:
+            self.report({'ERROR'}, "Choose a photo first")
+            return {'CANCELLED'}
+        photo = bpy.data.images.get(materials.source_name(photo), photo)
+        depth = materials.find_result(photo.name, ("disparity", "depth"))
+        normal = materials.find_result(photo.name, "normal")
+        try:
+            made = build_relight_scene(context, photo, depth, normal, geometry_mode=self.geometry_mode,
+                                       albedo=self.albedo, light_rig=self.light_rig,
+                                       shadow_catcher=self.shadow_catcher, ambient=self.ambient,
+                                       roughness=self.roughness)
+        except ValueError as error:
+            self.report({'ERROR'}, str(error))
+            return {'CANCELLED'}
+        for other in context.selected_objects:
+            other.select_set(False)
+        selected = made["rig"] or made["object"]
+        selected.select_set(True)
+        context.view_layer.objects.active = selected
+        missing = "" if normal is not None else " (no Lotus normals: shading follows the mesh)"
+        self.report({'INFO'}, f"Relight setup for {photo.name}: {made['object'].name}, "
+                              f"{len(made['lights'])} lights{missing}")
+        return {'FINISHED'}
+
+
+class LOTUS_OT_preview_relight(bpy.types.Operator):
+    """Render a small preview of the relit scene into an image (shown in open Image Editors)"""
+    bl_idname = "lotus.preview_relight"
+    bl_label = "Preview Relight"
+    bl_options = {'REGISTER'}
+
+    max_size: IntProperty(name="Size", default=320, min=16, soft_max=1024,
+                          description="Longest edge of the preview in pixels")
+    samples: IntProperty(name="Samples", default=PREVIEW_SAMPLES, min=1, soft_max=256)
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene.camera is not None
+
+    def invoke(self, context, event):
+        if not self.properties.is_property_set("max_size"):
+            self.max_size = context.scene.lotus_relight.preview_size
+        return self.execute(context)
+
+    def execute(self, context):
+        if context.scene.render.engine != 'CYCLES':
+            self.report({'ERROR'}, "Preview Relight renders with Cycles: run Relight Setup first")
+            return {'CANCELLED'}
+        source = context.scene.get("lotus_relight_source", context.scene.name)
+        photo = bpy.data.images.get(source)
+        name = f"{scene25d.source_name(photo) if photo is not None else source}_relight_preview"
+        try:
+            image = render_preview(context, name, max_size=self.max_size, samples=self.samples)
+        except RuntimeError as error:
+            self.report({'ERROR'}, f"Preview render failed: {error}")
+            return {'CANCELLED'}
+        for area in (context.screen.areas if context.screen else ()):
+            if area.type == 'IMAGE_EDITOR':
+                area.spaces.active.image = image
+        self.report({'INFO'}, f"Relight preview in image {image.name} ({image.size[0]}x{image.size[1]})")
+        return {'FINISHED'}
+
+
+class LOTUS_PT_relight(bpy.types.Panel):
+    bl_idname = "LOTUS_PT_relight"
+    bl_label = "Relight"
+    bl_parent_id = "LOTUS_PT_view3d"
+    bl_space_type = 'VIEW_3D'
+    bl_region_type = 'UI'
+    bl_category = "Lotus"
+    bl_options = {'DEFAULT_CLOSED'}
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.lotus_relight
+        layout.prop(settings, "photo")
+        photo = settings.photo
+        if photo is not None:
+            if settings.geometry_mode == 'MESH' and \
+                    materials.find_result(photo.name, ("disparity", "depth")) is None:
+                layout.label(text="Predict depth first (or use an image plane)", icon='INFO')
+            if materials.find_result(photo.name, "normal") is None:
+                layout.label(text="Predict normals for per-pixel shading", icon='INFO')
+        layout.prop(settings, "geometry_mode")
+        layout.prop(settings, "albedo")
+        layout.prop(settings, "shadow_catcher")
+        row = layout.row()
+        row.enabled = photo is not None
+        op = row.operator(LOTUS_OT_relight_setup.bl_idname, icon='LIGHT_AREA')
+        op.photo = photo.name if photo is not None else ""
+        op.geometry_mode = settings.geometry_mode
+        op.albedo = settings.albedo
+        op.shadow_catcher = settings.shadow_catcher
+        row = layout.row(align=True)
+        row.prop(settings, "preview_size", text="")
+        row.operator(LOTUS_OT_preview_relight.bl_idname, icon='RENDER_STILL').max_size = \
+            settings.preview_size
+
+
+_CLASSES = (LotusRelightSettings, LOTUS_OT_relight_setup, LOTUS_OT_preview_relight, LOTUS_PT_relight)
+
+
+def register():
+    for cls in _CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.lotus_relight = PointerProperty(type=LotusRelightSettings)
+
+
+def unregister():
+    del bpy.types.Scene.lotus_relight
+    for cls in reversed(_CLASSES):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,230 @@
+"""Relighting setup: proven against the ground-truth scene rendered under a new light, plus the rig.
+
+Albedo in the ground-truth test: the photo has its lighting baked in, so the test uses the true
+scene's Diffuse Color pass as the "photo" (what ALBEDO='PHOTO' would get from a flatly lit photo).
+The 'DELIGHT' albedo (shading divided out) is checked on its own against a known albedo.
+"""
+
+import math
+import sys
+
+import numpy as np
+import pytest
+
+from lotus_blender.core import maps
+from tests import ground_truth
+
+# Where the new sun shines from: upper left, in front of the subject (world direction it shines in).
+NEW_SUN_DIRECTION = (0.45, 0.55, -0.7)
+NEW_SUN_ENERGY = 3.0
+SAMPLES = 16
+MIN_PSNR_DB = 25.0
+
+
+def relight_module(addon):
+    return sys.modules[f"{addon}.blender.builders.relight"]
+
+
+def materials_module(addon):
+    return sys.modules[f"{addon}.blender.builders.materials"]
+
+
+@pytest.fixture
+def fresh_data(blender_addon):
+    """Removes every datablock a test creates."""
+    import bpy
+    kinds = ("objects", "meshes", "materials", "images", "cameras", "lights", "worlds", "scenes",
+             "node_groups")
+    before = {kind: set(getattr(bpy.data, kind)) for kind in kinds}
+    yield
+    for kind in kinds:
+        collection = getattr(bpy.data, kind)
+        for block in [b for b in collection if b not in before[kind]]:
+            collection.remove(block)
+
+
+def tagged_image(materials, name, values, kind, source, non_color=True):
+    image = materials.write_float_image(name, values, non_color=non_color)
+    image["lotus_kind"] = kind
+    image["lotus_source"] = source
+    return image
+
+
+def to_display(linear):
+    """sRGB encoding (the Standard view transform): errors weighted as the artist sees them."""
+    x = np.clip(linear, 0.0, 1.0)
+    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1.0 / 2.4) - 0.055)
+
+
+def psnr(a, b, mask):
+    error = np.mean((a[mask] - b[mask]) ** 2)
+    return 10.0 * math.log10(1.0 / error)
+
+
+def _sun_rotation():
+    from mathutils import Vector
+    return Vector(NEW_SUN_DIRECTION).to_track_quat('-Z', 'Y')
+
+
+def _match_render_settings(scene):
+    """The ground-truth scene's sampling, so both renders are made alike."""
+    scene.cycles.samples = SAMPLES
+    scene.cycles.filter_width = 0.01
+    scene.cycles.seed = 1
+    scene.cycles.max_bounces = 4
+    scene.cycles.use_adaptive_sampling = False
+    scene.cycles.use_denoising = False
+    scene.render.threads_mode = 'FIXED'
+    scene.render.threads = 2
+
+
+def test_relit_scene_matches_truth_under_a_new_light(blender_addon, ground_truth_scene, fresh_data):
+    import bpy
+    from mathutils import Matrix
+    relight = relight_module(blender_addon)
+    materials = materials_module(blender_addon)
+    gt = ground_truth_scene
+
+    # The true scene under the new light.
+    with ground_truth.GroundTruthScene("lotus_relight_truth") as truth_scene:
+        truth_scene.scene.cycles.samples = SAMPLES
+        truth_scene.sun.rotation_euler = _sun_rotation().to_euler()
+        truth_scene.sun.data.energy = NEW_SUN_ENERGY
+        truth = truth_scene.render()
+        background = truth_scene.scene.world.node_tree.nodes["Background"]
+        ambient = float(background.inputs["Color"].default_value[1])  # read before the scene goes
+
+    # The ground truth in the form Lotus gives: disparity (near = 1) and Lotus camera normals,
+    # stored the way outputs.py stores them.
+    rotation = gt.matrix_world[:3, :3]
+    lotus_normals = maps.blender_camera_to_lotus(maps.normalize_vectors(gt.normal @ rotation))
+    disparity, near, far = maps.depth_to_disparity(gt.depth)
+    photo = materials.write_float_image("gt_relight", gt.diffuse_color, non_color=False)
+    depth = tagged_image(materials, "gt_relight_depth", disparity, "disparity", photo.name)
+    normal = tagged_image(materials, "gt_relight_normal", maps.normals_to_normal_map(
+        maps.lotus_to_blender_camera(lotus_normals), "OPENGL"), "normal", photo.name)
+
+    scene = bpy.data.scenes.new("lotus_relight_test")
+    with bpy.context.temp_override(scene=scene):
+        # A scene camera with the true pose and lens: the builder's camera copies it.
+        camera_data = bpy.data.cameras.new("gt_relight_scene_camera")
+        camera_data.lens, camera_data.sensor_width = gt.lens, gt.sensor_width
+        scene_camera = bpy.data.objects.new("gt_relight_scene_camera", camera_data)
+        scene.collection.objects.link(scene_camera)
+        scene_camera.matrix_world = Matrix(gt.matrix_world.tolist())
+        scene.camera = scene_camera
+
+        made = relight.build_relight_scene(bpy.context, photo, depth, normal, near=near,
+                                           depth_range=far - near, light_rig=False,
+                                           ambient=ambient, roughness=0.8)
+        camera = made["camera"]
+        assert scene.camera == camera and camera.data.lens == pytest.approx(gt.lens)
+        sun = bpy.data.lights.new("gt_relight_sun", 'SUN')
+        sun.energy = NEW_SUN_ENERGY
+        sun.angle = math.radians(2.0)
+        sun_object = bpy.data.objects.new("gt_relight_sun", sun)
+        scene.collection.objects.link(sun_object)
+        # The same light relative to the camera (the builder's camera is the true one here).
+        to_relit = camera.matrix_world @ Matrix(gt.matrix_world.tolist()).inverted()
+        sun_object.matrix_world = to_relit @ _sun_rotation().to_matrix().to_4x4()
+        _match_render_settings(scene)
+        preview = relight.render_preview(bpy.context, "gt_relight_preview", max_size=1000,
+                                         samples=SAMPLES)
+    relit = materials.read_pixels(preview)[..., :3]
+    assert relit.shape == truth.combined[..., :3].shape
+
+    subject = gt.subject_mask
+    relit_db = psnr(to_display(relit), to_display(truth.combined[..., :3]), subject)
+    unchanged_db = psnr(to_display(gt.combined[..., :3]), to_display(truth.combined[..., :3]), subject)
+    linear_db = psnr(np.clip(relit, 0, 1), np.clip(truth.combined[..., :3], 0, 1), subject)
+    print(f"\nrelight PSNR in the subject mask ({subject.sum()} px): {relit_db:.2f} dB display-encoded, "
+          f"{linear_db:.2f} dB linear; the old lighting scores {unchanged_db:.2f} dB")
+    assert relit_db >= MIN_PSNR_DB
+    assert relit_db > unchanged_db + 5.0  # the new light really changed the picture
+
+
+def test_relight_setup_operator_builds_rig_ground_and_preview(blender_addon, fresh_data):
+    import bpy
+    relight = relight_module(blender_addon)
+    materials = materials_module(blender_addon)
+    height, width = 24, 32
+    rows, cols = np.mgrid[0:height, 0:width]
+    disparity = np.where((rows - 12) ** 2 + (cols - 16) ** 2 < 36, 0.9, 0.2).astype(np.float32)
+    flat = np.zeros((height, width, 3), dtype=np.float32)
+    flat[..., 2] = 1.0
+    scene = bpy.data.scenes.new("lotus_relight_ui")
+    with bpy.context.temp_override(scene=scene):
+        photo = bpy.data.images.new("rig_photo", width, height)
+        tagged_image(materials, "rig_photo_depth", disparity, "disparity", photo.name)
+        tagged_image(materials, "rig_photo_normal", maps.normals_to_normal_map(flat), "normal", photo.name)
+        assert bpy.ops.lotus.relight_setup(photo=photo.name, shadow_catcher=True) == {'FINISHED'}
+
+        mesh = bpy.data.objects["rig_photo"]
+        rig = bpy.data.objects["rig_photo_light_rig"]
+        assert scene.camera == bpy.data.objects["rig_photo_camera"]
+        assert scene.render.engine == 'CYCLES' and scene.view_settings.view_transform == 'Standard'
+        lights = {child["lotus_light_role"]: child for child in rig.children}
+        assert set(lights) == {"key", "fill", "rim"}
+        for role, light in lights.items():
+            assert light.name == f"rig_photo_{role}" and light.type == 'LIGHT'
+            assert light.constraints[0].type == 'TRACK_TO' and light.constraints[0].target == rig
+        assert lights["fill"].data.energy < lights["key"].data.energy
+        # The rim light is behind the subject, the key and fill in front (camera looks down -Z).
+        assert lights["rim"].location.z < 0 < lights["key"].location.z
+        ground = bpy.data.objects["rig_photo_shadow_catcher"]
+        assert ground.is_shadow_catcher and scene.render.film_transparent
+
+        material = mesh.data.materials[0]
+        modifier = mesh.modifiers["Lotus 2.5D"]
+        key = next(item.identifier for item in modifier.node_group.interface.items_tree
+                   if item.item_type == 'SOCKET' and item.name == "Material")
+        assert modifier[key] == material and material.name == "rig_photo_relight"
+        normal_map = material.node_tree.nodes["Lotus Normal Map"]
+        assert normal_map.space == 'OBJECT'
+        assert material.node_tree.nodes["Lotus Albedo"].image == photo
+
+        gap_fill = bpy.data.objects["rig_photo_gap_fill"]
+        assert gap_fill.parent == mesh and not gap_fill.visible_shadow and gap_fill.visible_camera
+
+        assert bpy.ops.lotus.preview_relight(max_size=16, samples=1) == {'FINISHED'}
+        preview = bpy.data.images["rig_photo_relight_preview"]
+        assert max(preview.size) <= 16
+        assert materials.read_pixels(preview)[..., :3].max() > 0.0
+        assert scene.render.resolution_percentage == 100  # the preview put the settings back
+
+
+def test_image_plane_fills_the_camera_view(blender_addon, fresh_data):
+    import bpy
+    from bpy_extras.object_utils import world_to_camera_view
+    scene = bpy.data.scenes.new("lotus_relight_plane")
+    with bpy.context.temp_override(scene=scene):
+        photo = bpy.data.images.new("plane_photo", 30, 20)
+        assert bpy.ops.lotus.relight_setup(photo=photo.name, geometry_mode='PLANE',
+                                           light_rig=False) == {'FINISHED'}
+        plane = bpy.data.objects["plane_photo_plane"]
+        scene.view_layers[0].update()
+        corners = [world_to_camera_view(scene, scene.camera, plane.matrix_world @ v.co)
+                   for v in plane.data.vertices]
+    frame = sorted((round(c.x, 5), round(c.y, 5)) for c in corners)
+    assert frame == [(0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0)]
+
+
+def test_delight_recovers_albedo_up_to_scale(blender_addon):
+    relight = relight_module(blender_addon)
+    rng = np.random.default_rng(5)
+    height, width = 48, 64
+    rows, cols = np.mgrid[0:height, 0:width]
+    x = (cols - width / 2) / 20.0
+    y = (height / 2 - rows) / 20.0
+    normals = maps.normalize_vectors(np.stack([x, y, np.ones_like(x)], axis=-1))
+    albedo = rng.uniform(0.2, 0.8, (height, width, 3))  # independent of the normals
+    shading = 0.4 + normals @ np.array([0.5, 0.3, 0.6])
+    photo = albedo * shading[..., None]
+    estimated, estimated_shading = relight.estimate_albedo(photo, normals, floor=0.05)
+    relative = estimated / albedo
+    relative_error = np.abs(relative / np.median(relative) - 1.0)
+    assert np.percentile(relative_error, 95) < 0.03 and relative_error.max() < 0.1
+    # Dividing the photo by nothing (keeping it) would be far off: the shading spans 8x here.
+    kept = photo / albedo
+    assert np.percentile(np.abs(kept / np.median(kept) - 1.0), 95) > 0.3
+    assert np.corrcoef(estimated_shading.ravel(), shading.ravel())[0, 1] > 0.99
