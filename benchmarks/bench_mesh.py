@@ -5,9 +5,10 @@ Usage:  .venv/bin/python benchmarks/bench_mesh.py [--sizes 512 1024 2048] [--rep
 Prints one JSON object. Each case runs in a fresh Python process so its peak memory is its own:
 - "geonodes": build_photo_scene (UVs, tearing on, custom normals off) until the evaluated mesh
   exists, then a live change of the tear threshold until the mesh is re-evaluated;
-- "foreach_set": the same grid (UVs) built with numpy and foreach_set (the Displace mode's mesh);
-- "from_pydata": the baseline, the unprojected vertices and the untorn faces as Python lists
-  through Mesh.from_pydata, then the UVs.
+- "foreach_set": the same mesh (unprojected, torn, UVs) computed with numpy and written with
+  foreach_set into generic attributes (scene25d.mesh_from_arrays, as the Displace mode does);
+- "from_pydata": the baseline, the same vertices and untorn faces as Python lists through
+  Mesh.from_pydata, then the UVs.
 Times are the best of --repeat runs (seconds); peak_rss_mb is the process's peak resident memory,
 extra_rss_mb its growth over the state before the first build.
 """
@@ -95,7 +96,8 @@ def run_case(case, size, repeat):
         start = time.perf_counter()
         if case == "geonodes":
             obj, camera = scene25d.build_photo_scene(context, photo, depth_image, near=near,
-                                                     depth_range=far - near, tear_threshold=threshold)
+                                                     depth_range=far - near, tear_threshold=threshold,
+                                                     max_vertices=size * size)
             vertices = _evaluated_vertex_count(obj)
             times.append(time.perf_counter() - start)
             start = time.perf_counter()
@@ -104,19 +106,20 @@ def run_case(case, size, repeat):
             live_times.append(time.perf_counter() - start)
             bpy.data.objects.remove(camera)
         else:
+            # The same torn, UV-mapped mesh, from numpy arrays: through foreach_set or from_pydata.
             intr = geometry.intrinsics_from_lens(50.0, 36.0, size, size)
+            depth = maps.disparity_to_depth(disparity, near, far)
+            points = geometry.unproject(depth, intr).reshape(-1, 3)
+            index = np.arange(size * size).reshape(size, size)
+            quads = np.stack([index[1:, :-1], index[1:, 1:], index[:-1, 1:], index[:-1, :-1]], axis=-1)
+            quads = quads[~geometry.torn_faces(depth, threshold)].reshape(-1, 4)
+            centres = (np.arange(size) + 0.5) / size
+            uv = np.stack(np.broadcast_arrays(centres[None, :], 1.0 - centres[:, None]), axis=-1).reshape(-1, 2)
             if case == "foreach_set":
-                mesh = scene25d.grid_mesh("bench_mesh", size, size, size * size, intr, far)
+                mesh = scene25d.mesh_from_arrays("bench_mesh", points, quads, uv[quads.reshape(-1)])
             else:
-                depth = maps.disparity_to_depth(disparity, near, far)
-                points = geometry.unproject(depth, intr).reshape(-1, 3)
-                index = np.arange(size * size).reshape(size, size)
-                quads = np.stack([index[1:, :-1], index[1:, 1:], index[:-1, 1:], index[:-1, :-1]], axis=-1)
-                quads = quads[~geometry.torn_faces(depth, threshold)].reshape(-1, 4)
                 mesh = bpy.data.meshes.new("bench_mesh")
                 mesh.from_pydata(points.tolist(), [], quads.tolist())
-                cols = (np.arange(size) + 0.5) / size
-                uv = np.stack(np.broadcast_arrays(cols[None, :], 1.0 - cols[:, None]), axis=-1).reshape(-1, 2)
                 layer = mesh.uv_layers.new(name="UVMap")
                 corner_verts = np.empty(len(mesh.loops), dtype=np.int32)
                 mesh.loops.foreach_get("vertex_index", corner_verts)

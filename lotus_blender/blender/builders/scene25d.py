@@ -170,6 +170,23 @@ def _build_geonodes(name, depth, normal, material, kind, near, depth_range, max_
     return obj
 
 
+def mesh_from_arrays(name, points, quads, corner_uv):
+    """A quad mesh from numpy arrays: points (N, 3), quads (F, 4) vertex indices, corner_uv (4F, 2)
+    stored as the "UVMap" UV map. No Python loop over elements."""
+    # Generic attributes take numpy buffers directly; MeshVertex/MeshLoop properties go item by item.
+    mesh = bpy.data.meshes.new(name)
+    mesh.vertices.add(len(points))
+    mesh.attributes["position"].data.foreach_set("vector", np.ascontiguousarray(points, np.float32).reshape(-1))
+    mesh.loops.add(quads.size)
+    mesh.attributes[".corner_vert"].data.foreach_set("value", np.ascontiguousarray(quads, np.int32).reshape(-1))
+    mesh.polygons.add(len(quads))
+    mesh.polygons.foreach_set("loop_start", np.arange(0, quads.size, 4, dtype=np.int32))
+    uv_map = mesh.attributes.new(geonodes.UV_MAP_NAME, 'FLOAT2', 'CORNER')  # a float2 corner attribute is a UV map
+    uv_map.data.foreach_set("vector", np.ascontiguousarray(corner_uv, np.float32).reshape(-1))
+    mesh.update(calc_edges=True)
+    return mesh
+
+
 def grid_mesh(name, width, height, max_vertices, intrinsics, distance):
     """A camera-facing grid (local space = camera space) at planar `distance`, vertices on the
     centres of the pixels they sample, with the photo's UVs; built with foreach_set."""
@@ -180,21 +197,10 @@ def grid_mesh(name, width, height, max_vertices, intrinsics, distance):
     # Vertex (r, c) has index r * across + c; quads wind counter-clockwise seen from the camera.
     index = np.arange(down * across).reshape(down, across)
     quads = np.stack([index[1:, :-1], index[1:, 1:], index[:-1, 1:], index[:-1, :-1]], axis=-1).reshape(-1, 4)
-    mesh = bpy.data.meshes.new(name)
-    mesh.vertices.add(down * across)
-    mesh.vertices.foreach_set("co", points.reshape(-1).astype(np.float32))
-    mesh.loops.add(quads.size)
-    mesh.loops.foreach_set("vertex_index", quads.reshape(-1).astype(np.int32))
-    mesh.polygons.add(len(quads))
-    mesh.polygons.foreach_set("loop_start", np.arange(0, quads.size, 4, dtype=np.int32))
-    mesh.polygons.foreach_set("loop_total", np.full(len(quads), 4, dtype=np.int32))
     u = (cols + 0.5) / width
     v = 1.0 - (rows + 0.5) / height
     vertex_uv = np.stack(np.broadcast_arrays(u[None, :], v[:, None]), axis=-1).reshape(-1, 2)
-    uv_layer = mesh.uv_layers.new(name=geonodes.UV_MAP_NAME)
-    uv_layer.data.foreach_set("uv", vertex_uv[quads.reshape(-1)].reshape(-1).astype(np.float32))
-    mesh.update(calc_edges=True)
-    mesh.validate(clean_customdata=False)
+    mesh = mesh_from_arrays(name, points.reshape(-1, 3), quads, vertex_uv[quads.reshape(-1)])
     mesh.shade_smooth()
     return mesh
 
