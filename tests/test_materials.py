@@ -58,6 +58,14 @@ def links_into(material, node_name, socket_name):
             if link.to_node == node and link.to_socket.name == socket_name]
 
 
+def assert_tidy(material):
+    """Every link runs left to right (nodes in columns); textures sit in labelled frames."""
+    for link in material.node_tree.links:
+        assert link.from_node.location_absolute.x < link.to_node.location_absolute.x, link
+    for texture in (n for n in material.node_tree.nodes if n.type == 'TEX_IMAGE'):
+        assert texture.parent is not None and texture.parent.label
+
+
 def test_flat_surface_facing_camera_is_half_half_one(blender_addon, fresh_data):
     module = materials_module(blender_addon)
     flat = np.zeros((8, 12, 3), dtype=np.float32)
@@ -129,11 +137,7 @@ def test_bump_material_wiring(blender_addon, fresh_data):
     # Bump distance = the relief the normals imply on a plane 1 m tall.
     assert nodes["Lotus Bump"].inputs["Distance"].default_value == pytest.approx(height["lotus_relief"])
 
-    # Tidy layout: every link runs left to right; textures sit in labelled frames.
-    for link in material.node_tree.links:
-        assert link.from_node.location_absolute.x < link.to_node.location_absolute.x, link
-    for texture in (n for n in nodes if n.type == 'TEX_IMAGE'):
-        assert texture.parent is not None and texture.parent.label
+    assert_tidy(material)
 
 
 def test_directx_material_flips_green_back(blender_addon, fresh_data):
@@ -149,6 +153,7 @@ def test_directx_material_flips_green_back(blender_addon, fresh_data):
     flip = links_into(material, "Lotus Combine Normal", "Green")[0].from_node
     assert flip.operation == 'SUBTRACT' and flip.inputs[0].default_value == 1.0
     assert links_into(material, "Lotus Flip Green", "Value")[0].from_socket.name == "Green"
+    assert_tidy(material)
 
 
 def test_displacement_only_on_request(blender_addon, fresh_data):
@@ -169,6 +174,7 @@ def test_displacement_only_on_request(blender_addon, fresh_data):
     subdivision = obj.modifiers["Lotus Displacement"]
     assert subdivision.type == 'SUBSURF' and subdivision.subdivision_type == 'SIMPLE'
     assert subdivision.use_adaptive_subdivision
+    assert_tidy(material)
 
 
 def _render_normal_pass(scene):

@@ -228,3 +228,68 @@ def test_delight_recovers_albedo_up_to_scale(blender_addon):
     kept = photo / albedo
     assert np.percentile(np.abs(kept / np.median(kept) - 1.0), 95) > 0.3
     assert np.corrcoef(estimated_shading.ravel(), shading.ravel())[0, 1] > 0.99
+
+
+def test_object_space_normals_follow_a_rotated_and_scaled_object(blender_addon, fresh_data):
+    import bpy
+    from mathutils import Euler, Matrix
+    relight = relight_module(blender_addon)
+    camera = bpy.data.objects.new("space_camera", bpy.data.cameras.new("space_camera"))
+    camera.matrix_world = Matrix.LocRotScale((1, 2, 3), Euler((0.3, -0.2, 1.1)), None)
+    obj = bpy.data.objects.new("space_object", bpy.data.meshes.new("space_object"))
+    obj.matrix_world = Matrix.LocRotScale((0, 1, 0), Euler((-0.7, 0.4, 0.2)), (1.0, 2.0, 0.5))
+    normals_cam = maps.normalize_vectors(np.array([[[0.2, -0.3, 0.9], [-0.6, 0.1, 0.5]]]))
+    in_object = relight.object_space_normals(normals_cam, camera, obj)
+    # Back to world the way renderers move object-space normals: the inverse transpose matrix.
+    normal_matrix = np.array(obj.matrix_world.to_3x3().inverted().transposed())
+    world = maps.normalize_vectors(in_object @ normal_matrix.T)
+    expected = maps.normalize_vectors(normals_cam @ np.array(camera.matrix_world.to_3x3()).T)
+    np.testing.assert_allclose(world, expected, atol=1e-5)
+
+
+class _RecordingLayout:
+    """Stands in for UILayout: records what a panel draws, fails on unknown properties."""
+
+    def __init__(self):
+        self.operators = []
+        self.enabled = True
+
+    def prop(self, data, name, **_options):
+        assert hasattr(data, name), name
+
+    def label(self, **_options):
+        pass
+
+    def column(self, **_options):
+        return self
+
+    def row(self, **_options):
+        return self
+
+    def operator(self, idname, **_options):
+        from types import SimpleNamespace
+        assert idname.startswith("lotus.")
+        properties = SimpleNamespace(idname=idname)
+        self.operators.append(properties)
+        return properties
+
+
+@pytest.mark.parametrize("panel_name", ["LOTUS_PT_materials", "LOTUS_PT_relight"])
+def test_panels_draw_their_operators(blender_addon, fresh_data, panel_name):
+    import bpy
+    from types import SimpleNamespace
+    panel = getattr(bpy.types, panel_name)
+    assert panel.bl_parent_id == "LOTUS_PT_view3d" and panel.bl_category == "Lotus"
+    photo = bpy.data.images.new("panel_photo", 4, 4)
+    settings = bpy.context.scene.lotus_materials if panel_name == "LOTUS_PT_materials" \
+        else bpy.context.scene.lotus_relight
+    settings.photo = photo
+    try:
+        fake = SimpleNamespace(layout=_RecordingLayout())
+        panel.draw(fake, bpy.context)
+    finally:
+        settings.photo = None
+    assert fake.layout.operators
+    for properties in fake.layout.operators:
+        if hasattr(properties, "photo"):
+            assert properties.photo == photo.name

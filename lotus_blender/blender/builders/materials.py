@@ -30,8 +30,8 @@ UV_MAP_NAME = "UVMap"
 SUBDIVISION_MODIFIER_NAME = "Lotus Displacement"
 
 # Node-editor columns, left to right, and the vertical slots of the three texture rows.
-COLUMN_X = {"uv": -1500, "texture": -1200, "convert": -850, "normal": -600, "bump": -350,
-            "shader": -50, "output": 300}
+COLUMN_X = {"uv": -1550, "texture": -1250, "separate": -950, "flip": -780, "combine": -610,
+            "normal": -420, "bump": -220, "shader": 20, "output": 340}
 ROW_Y = {"photo": 300, "normal": -50, "height": -400}
 
 
@@ -248,15 +248,15 @@ def build_normal_material(photo, normal_map, height_image, *, uv_map=UV_MAP_NAME
     normal_color = normal_tex.outputs["Color"]
     if convention == "DIRECTX":
         # Blender's Normal Map node reads OpenGL maps: undo the DirectX green flip (G -> 1 - G).
-        separate = _new_node(tree, "ShaderNodeSeparateColor", "convert", ROW_Y["normal"] + 60,
+        separate = _new_node(tree, "ShaderNodeSeparateColor", "separate", ROW_Y["normal"] + 60,
                              label="DirectX to OpenGL", parent=frames["normal"])
         separate.name = "Lotus Separate Normal"
-        flip = _new_node(tree, "ShaderNodeMath", "convert", ROW_Y["normal"] - 100,
+        flip = _new_node(tree, "ShaderNodeMath", "flip", ROW_Y["normal"] - 100,
                          label="Flip Green", parent=frames["normal"])
         flip.name = "Lotus Flip Green"
         flip.operation = 'SUBTRACT'
         flip.inputs[0].default_value = 1.0
-        combine = _new_node(tree, "ShaderNodeCombineColor", "normal", ROW_Y["normal"] + 150,
+        combine = _new_node(tree, "ShaderNodeCombineColor", "combine", ROW_Y["normal"],
                             label="OpenGL Normal Map", parent=frames["normal"])
         combine.name = "Lotus Combine Normal"
         links.new(normal_color, separate.inputs["Color"])
