@@ -244,7 +244,8 @@ def build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", ne
     max_vertices = DEFAULT_MAX_VERTICES if max_vertices is None else int(max_vertices)
     tear_threshold = DEFAULT_TEAR_THRESHOLD if tear_threshold is None else float(tear_threshold)
     photo = photo if photo is not None else depth
-    width, height = depth.size
+    # The camera renders at the photo's size; the depth map (same aspect) may be smaller.
+    width, height = photo.size if photo.size[0] > 1 and photo.size[1] > 1 else depth.size
     name = source_name(photo)
 
     focal_35mm = focal_35mm or _focal_35mm_of(photo, depth)
@@ -256,7 +257,7 @@ def build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", ne
                               tear_threshold, camera)
     else:
         obj = _build_displace(name, depth, material_block, kind, near, depth_range, max_vertices, camera,
-                              width, height)
+                              *depth.size)
     obj.matrix_world = camera.matrix_world.copy()
     context.collection.objects.link(obj)
     obj["lotus_source"] = photo.name
