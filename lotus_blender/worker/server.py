@@ -94,10 +94,14 @@ class Worker:
         self.stop()
 
     def watch_parent(self, parent_pid: int) -> None:
-        while not self.stopping.wait(PARENT_POLL_SECONDS):
+        # An orphan is adopted by another process, so a changed parent id means ours died.
+        while True:
             if os.getppid() != parent_pid:
                 log.info("parent process %s is gone: exiting", parent_pid)
+                logging.shutdown()
                 os._exit(0)
+            if self.stopping.wait(PARENT_POLL_SECONDS):
+                return
 
     def stop(self) -> None:
         self.stopping.set()
@@ -180,12 +184,14 @@ def _environment_report() -> dict:
     return {"torch": torch.__version__, "devices": devices}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m lotus_blender.worker")
     parser.add_argument("--log", help="log file (default: stderr)")
+    parser.add_argument("--parent-pid", type=int, default=None,
+                        help="exit when this process is gone (default: the process that started us)")
     args = parser.parse_args(argv)
 
-    parent_pid = os.getppid()
+    parent_pid = args.parent_pid or os.getppid()
     protocol_stream = take_over_stdio(args.log)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -204,7 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     ready.update(_environment_report())
     log.info("worker ready: %s", ready)
     events.send(ready)
-    try:
-        return worker.serve()
-    finally:
-        logging.shutdown()
+    code = worker.serve()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    # The request thread is blocked reading stdin; a normal interpreter shutdown would abort on
+    # its buffer lock, so leave at once (every event has been written and flushed).
+    os._exit(code)
