@@ -186,11 +186,16 @@ def test_relight_setup_operator_builds_rig_ground_and_preview(blender_addon, fre
         gap_fill = bpy.data.objects["rig_photo_gap_fill"]
         assert gap_fill.parent == mesh and not gap_fill.visible_shadow and gap_fill.visible_camera
 
+        max_vertices = next(item.identifier for item in modifier.node_group.interface.items_tree
+                            if item.item_type == 'SOCKET' and item.name == "Max Vertices")
+        full_resolution = modifier[max_vertices]
         assert bpy.ops.lotus.preview_relight(max_size=16, samples=1) == {'FINISHED'}
         preview = bpy.data.images["rig_photo_relight_preview"]
         assert max(preview.size) <= 16
         assert materials.read_pixels(preview)[..., :3].max() > 0.0
-        assert scene.render.resolution_percentage == 100  # the preview put the settings back
+        # The preview put the settings and the mesh resolution back.
+        assert scene.render.resolution_percentage == 100
+        assert modifier[max_vertices] == full_resolution
 
 
 def test_image_plane_fills_the_camera_view(blender_addon, fresh_data):

@@ -420,10 +420,28 @@ def build_relight_scene(context, photo, depth=None, normal=None, *, geometry_mod
 # ---------------------------------------------------------------------------------------------
 # Preview render.
 
+def _lower_mesh_resolution(scene, vertex_budget):
+    """Lotus 2.5D meshes need no more vertices than the preview has pixels: lower their Max
+    Vertices while it renders (gap fills follow through their drivers). Returns what to put back."""
+    lowered = []
+    for obj in scene.objects:
+        modifier = obj.modifiers.get(scene25d.MODIFIER_NAME)
+        if modifier is None or modifier.type != 'NODES' or modifier.node_group is None \
+                or obj.get("lotus_gap_fill"):
+            continue
+        key = scene25d.geonodes.input_identifier(modifier.node_group, "Max Vertices")
+        if modifier[key] > vertex_budget:
+            lowered.append((obj, modifier, key, modifier[key]))
+            modifier[key] = vertex_budget
+            obj.update_tag()
+    return lowered
+
+
 def render_preview(context, name, max_size=320, samples=PREVIEW_SAMPLES):
     """Render the scene camera small (longest edge at most max_size) into the float image name.
 
-    The render settings are put back afterwards. Returns the image (linear, scene-referred).
+    The render settings (and the meshes' resolution, lowered to the preview's pixel count) are put
+    back afterwards. Returns the image (linear, scene-referred).
     """
     scene = context.scene
     render = scene.render
@@ -436,9 +454,13 @@ def render_preview(context, name, max_size=320, samples=PREVIEW_SAMPLES):
     longest = max(render.resolution_x, render.resolution_y) * render.resolution_percentage / 100.0
     folder = tempfile.mkdtemp(prefix="lotus-relight-")
     path = os.path.join(folder, "preview.exr")
+    lowered = []
     try:
         if longest > max_size:
             render.resolution_percentage = max(1, int(render.resolution_percentage * max_size / longest))
+        scale = render.resolution_percentage / 100.0
+        pixels = max(4, int(render.resolution_x * scale) * int(render.resolution_y * scale))
+        lowered = _lower_mesh_resolution(scene, pixels)
         scene.cycles.samples = samples
         bpy.ops.render.render(write_still=False)
         settings.media_type = 'IMAGE'
@@ -452,6 +474,9 @@ def render_preview(context, name, max_size=320, samples=PREVIEW_SAMPLES):
         finally:
             bpy.data.images.remove(rendered)
     finally:
+        for obj, modifier, key, value in lowered:
+            modifier[key] = value
+            obj.update_tag()
         render.resolution_percentage = saved["percentage"]
         scene.cycles.samples = saved["samples"]
         (settings.media_type, settings.file_format, settings.color_mode,
