@@ -189,3 +189,41 @@ def test_corrupt_empty_and_missing_images(tmp_path):
         read_image(tmp_path / "corrupt.npy")
     with pytest.raises(ImageReadError, match="not found"):
         read_image(tmp_path / "missing.png")
+
+
+# -- bundle --------------------------------------------------------------------------------------
+
+
+def test_bundle_is_fp16_without_text_encoder_and_predicts_the_same(tiny_checkpoints, tmp_path):
+    torch = pytest.importorskip("torch")
+    from safetensors import safe_open
+
+    from lotus_blender.worker.bundle import bundle_model
+    from lotus_blender.worker.engine import LotusEngine
+
+    source = tiny_checkpoints[("G", "normal")]
+    bundle = bundle_model(str(source), tmp_path / "bundles", progress=lambda message: None)
+    assert not (bundle / "text_encoder").exists() and not (bundle / "tokenizer").exists()
+    assert (bundle / "lotus_empty_prompt.safetensors").is_file()
+    assert json.loads((bundle / "lotus.json").read_text())["kind"] == "normal"
+    with safe_open(str(bundle / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as handle:
+        assert {handle.get_tensor(k).dtype for k in handle.keys()} == {torch.float16}
+    info = checkpoint.inspect_checkpoint(bundle, "normal")
+    assert (info.variant, info.kind, info.has_cached_prompt) == ("G", "normal", True)
+
+    np.save(tmp_path / "in.npy", np.random.default_rng(0).random((16, 24, 3)).astype(np.float32))
+
+    def predict(folder):
+        result = LotusEngine().run(
+            {"task": "normal", "model": {"source": str(folder)}, "inputs": [str(tmp_path / "in.npy")],
+             "output_dir": str(tmp_path / folder.name),
+             "options": {"processing_resolution": 32, "precision": "fp32"}},
+            lambda *event: None, lambda: False)
+        return np.load(result["outputs"][0]["path"])
+
+    np.testing.assert_allclose(predict(bundle), predict(source), atol=2e-2)
+
+    unknown = copy_checkpoint(tiny_checkpoints, tmp_path, ("D", "disparity"), "anonymous")
+    (unknown / "lotus.json").unlink()
+    with pytest.raises(CheckpointError, match="pass --kind"):
+        bundle_model(str(unknown), tmp_path / "bundles", progress=lambda message: None)

@@ -134,13 +134,20 @@ def inspect_checkpoint(folder: Path, task: str, repo_id: str | None = None,
                           has_cached_prompt=has_cached_prompt)
 
 
+def known_kind(folder: Path, repo_id: str | None, kind_override: str | None = None) -> str | None:
+    """What the checkpoint predicts, if the override, lotus.json or the repo id tells; else None."""
+    if kind_override:
+        return kind_override
+    if (Path(folder) / METADATA_FILE).is_file():
+        kind = _read_json(Path(folder) / METADATA_FILE).get("kind")
+        if kind:
+            return kind
+    return protocol.KNOWN_CHECKPOINTS.get(repo_id or "")
+
+
 def _recognise_kind(folder: Path, task: str, repo_id: str | None,
                     kind_override: str | None) -> str:
-    kind = kind_override or None
-    if kind is None and (folder / METADATA_FILE).is_file():
-        kind = _read_json(folder / METADATA_FILE).get("kind")
-    if kind is None and repo_id in protocol.KNOWN_CHECKPOINTS:
-        kind = protocol.KNOWN_CHECKPOINTS[repo_id]
+    kind = known_kind(folder, repo_id, kind_override)
     if kind is None and task == protocol.TASK_NORMAL:
         kind = protocol.KIND_NORMAL
     if kind is None:
