@@ -5,7 +5,8 @@ range, resolution, focal length) show at once, and no Python loops over vertices
 
   Grid (vertices from Max Vertices and the image aspect)
   -> UVMap (corner attribute) at the centre of the pixel each vertex samples
-  -> custom normals from the normal image (Blender camera space, rgb = 0.5 n + 0.5)
+  -> custom normals from the normal image (Blender camera space, rgb = 0.5 n + 0.5; "Set Mesh
+     Normal" exists from Blender 4.5, older versions keep smooth geometric normals)
   -> positions: depth image sampled with Closest interpolation, mapped to metric depth exactly as
      core.maps.disparity_to_depth / relative_depth_to_depth do, unprojected along the pixel's ray
   -> tearing: edges whose relative depth jump |z1 - z2| / min(z1, z2) exceeds the threshold are
@@ -19,7 +20,7 @@ transform), so the mesh looks down -Z like the camera.
 import bpy
 
 GROUP_NAME = "Lotus 2.5D Mesh"
-GROUP_VERSION = 3
+GROUP_VERSION = 4
 UV_MAP_NAME = "UVMap"
 _POINT_UV = "lotus_uv"  # per-vertex texture coordinate, removed before the output
 
@@ -113,6 +114,23 @@ def _pixel_centre(graph, grid_coordinate, vertex_count, pixel_count, from_top):
     return graph.sub(1.0, texture_coordinate) if from_top else texture_coordinate
 
 
+def _custom_normals(graph, geometry, inp, uv):
+    """Free custom normals sampled from the normal image, rgb = 0.5 n + 0.5 decoded; the image is
+    already in Blender camera space, which is the object's space."""
+    normal_texture = graph.node("GeometryNodeImageTexture", {"Image": inp["Normal"], "Vector": uv},
+                                interpolation='Closest', extension='EXTEND')
+    decoded = graph.node("ShaderNodeVectorMath", {0: normal_texture.outputs["Color"], 1: (2.0, 2.0, 2.0),
+                                                  2: (-1.0, -1.0, -1.0)}, operation='MULTIPLY_ADD')
+    unit = graph.node("ShaderNodeVectorMath", {0: decoded.outputs[0]}, operation='NORMALIZE')
+    with_normals = graph.node("GeometryNodeSetMeshNormal", {"Mesh": geometry, "Custom Normal": unit.outputs[0]},
+                              mode='FREE', domain='POINT').outputs[0]
+    normal_info = graph.node("GeometryNodeImageInfo", {"Image": inp["Normal"]})
+    has_normal_image = graph.math('GREATER_THAN', normal_info.outputs["Width"], 0.0)
+    use_normals = graph.node("FunctionNodeBooleanMath", {0: inp["Use Normals"], 1: has_normal_image},
+                             operation='AND').outputs[0]
+    return graph.switch('GEOMETRY', use_normals, geometry, with_normals)
+
+
 def _build(tree):
     graph = _Graph(tree)
     interface = tree.interface
@@ -153,19 +171,8 @@ def _build(tree):
                           {"Geometry": geometry, "Name": UV_MAP_NAME, "Value": uv},
                           data_type='FLOAT2', domain='CORNER').outputs[0]
 
-    # Custom normals: decode rgb = 0.5 n + 0.5 (already Blender camera space = object space).
-    normal_texture = graph.node("GeometryNodeImageTexture", {"Image": inp["Normal"], "Vector": uv},
-                                interpolation='Closest', extension='EXTEND')
-    decoded = graph.node("ShaderNodeVectorMath", {0: normal_texture.outputs["Color"], 1: (2.0, 2.0, 2.0),
-                                                  2: (-1.0, -1.0, -1.0)}, operation='MULTIPLY_ADD')
-    unit = graph.node("ShaderNodeVectorMath", {0: decoded.outputs[0]}, operation='NORMALIZE')
-    with_normals = graph.node("GeometryNodeSetMeshNormal", {"Mesh": geometry, "Custom Normal": unit.outputs[0]},
-                              mode='FREE', domain='POINT').outputs[0]
-    normal_info = graph.node("GeometryNodeImageInfo", {"Image": inp["Normal"]})
-    has_normal_image = graph.math('GREATER_THAN', normal_info.outputs["Width"], 0.0)
-    use_normals = graph.node("FunctionNodeBooleanMath", {0: inp["Use Normals"], 1: has_normal_image},
-                             operation='AND').outputs[0]
-    geometry = graph.switch('GEOMETRY', use_normals, geometry, with_normals)
+    if hasattr(bpy.types, "GeometryNodeSetMeshNormal"):  # Blender 4.5+; before, smooth geometric normals
+        geometry = _custom_normals(graph, geometry, inp, uv)
 
     # Metric planar depth, the same mapping as core.maps (values clamped to [0, 1]).
     value = graph.clamp(graph.sample_red(inp["Depth"], uv), 0.0, 1.0)
