@@ -222,28 +222,36 @@ def _load_temporary(path: str, job_dir: str, processing_resolution: int, index: 
 
 def prepare_render_like(image: bpy.types.Image, scene: bpy.types.Scene, job_dir: str,
                         processing_resolution: int, index: int) -> PreparedInput:
-    """Render Result or Viewer Node: saved with the scene's view transform (what the artist sees)."""
-    if not image.has_data:
-        raise InputError(f"'{image.name}' is empty: render (or run the compositor) first")
+    """Render Result or Viewer Node: saved with the scene's view transform (what the artist
+    sees). Blender reads the render from the scene given to save_render, so the scene's own
+    image settings are borrowed for the moment and restored."""
     path = os.path.join(job_dir, f"{index:04d}_render.png")
-    with _TemporaryScene("lotus_save_render") as temporary:
-        temporary.view_settings.view_transform = scene.view_settings.view_transform
-        temporary.view_settings.look = scene.view_settings.look
-        temporary.view_settings.exposure = scene.view_settings.exposure
-        temporary.view_settings.gamma = scene.view_settings.gamma
-        temporary.display_settings.display_device = scene.display_settings.display_device
-        settings = temporary.render.image_settings
+    settings = scene.render.image_settings
+    saved = {key: getattr(settings, key)
+             for key in ("media_type", "file_format", "color_depth", "color_mode")
+             if hasattr(settings, key)}
+    try:
+        if "media_type" in saved:
+            settings.media_type = 'IMAGE'
         settings.file_format = 'PNG'
         settings.color_depth = '16'
         settings.color_mode = 'RGB'
-        image.save_render(path, scene=temporary)
+        image.save_render(path, scene=scene)
+    except RuntimeError:
+        raise InputError(f"'{image.name}' is empty: render (or run the compositor) "
+                         f"first") from None
+    finally:
+        for key, value in saved.items():
+            setattr(settings, key, value)
     name = f"{scene.name}_render" if image.type == 'RENDER_RESULT' else "viewer"
     return _load_temporary(path, job_dir, processing_resolution, index, _safe_stem(name),
                            image.name, focal_35mm=camera_focal_35mm(scene))
 
 
-def exr_data_window(path: str) -> tuple[int, int]:
-    """Width and height from an OpenEXR header (Blender reports 0x0 for multilayer files)."""
+def exr_header(path: str) -> tuple[tuple[int, int], list[str]]:
+    """(width, height) and channel names from an OpenEXR header (Blender reports a multilayer
+    file as 0x0 and has no Python access to its layers)."""
+    size, channels = None, []
     with open(path, "rb") as handle:
         if handle.read(4) != b"\x76\x2f\x31\x01":
             raise InputError(f"{os.path.basename(path)} is not an OpenEXR file")
@@ -253,12 +261,21 @@ def exr_data_window(path: str) -> tuple[int, int]:
             if not name:
                 break
             _read_cstring(handle)  # attribute type
-            size = struct.unpack("<i", handle.read(4))[0]
-            value = handle.read(size)
+            length = struct.unpack("<i", handle.read(4))[0]
+            value = handle.read(length)
             if name == "dataWindow":
                 xmin, ymin, xmax, ymax = struct.unpack("<4i", value)
-                return xmax - xmin + 1, ymax - ymin + 1
-    raise InputError(f"{os.path.basename(path)} has no data window")
+                size = (xmax - xmin + 1, ymax - ymin + 1)
+            elif name == "channels":
+                # chlist: name\0 then 16 bytes (type, pLinear, reserved, xSampling, ySampling).
+                offset = 0
+                while offset < len(value) and value[offset] != 0:
+                    end = value.index(b"\0", offset)
+                    channels.append(value[offset:end].decode("latin-1"))
+                    offset = end + 1 + 16
+    if size is None:
+        raise InputError(f"{os.path.basename(path)} has no data window")
+    return size, channels
 
 
 def _read_cstring(handle) -> str:
@@ -271,21 +288,14 @@ def _read_cstring(handle) -> str:
 
 
 def multilayer_passes(image: bpy.types.Image) -> list[tuple[str, str]]:
-    """(layer, pass) pairs of a multilayer EXR, as Blender's compositor Image node sees them."""
-    group = bpy.data.node_groups.new("lotus_probe_passes", "CompositorNodeTree")
-    try:
-        node = group.nodes.new("CompositorNodeImage")
-        node.image = image
-        layers = [item.identifier for item in node.bl_rna.properties["layer"].enum_items] or [""]
-        pairs = []
-        for layer in layers:
-            if layer:
-                node.layer = layer
-            pairs += [(layer, output.name) for output in node.outputs
-                      if output.enabled and output.name != "Alpha"]
-        return pairs
-    finally:
-        bpy.data.node_groups.remove(group)
+    """(layer, pass) pairs of a multilayer EXR from its channel names (Layer.Pass.Channel)."""
+    _, channels = exr_header(_abs_path(image))
+    pairs = []
+    for channel in channels:
+        parts = channel.split(".")
+        if len(parts) >= 3 and (parts[0], parts[-2]) not in pairs:
+            pairs.append((parts[0], parts[-2]))
+    return pairs
 
 
 def prepare_multilayer_pass(image: bpy.types.Image, layer: str, pass_name: str, job_dir: str,
@@ -294,7 +304,7 @@ def prepare_multilayer_pass(image: bpy.types.Image, layer: str, pass_name: str, 
     source_path = _abs_path(image)
     if not source_path or not os.path.isfile(source_path):
         raise InputError(f"'{image.name}': the multilayer EXR file is not on disk")
-    width, height = exr_data_window(source_path)
+    (width, height), _ = exr_header(source_path)
     available = multilayer_passes(image)
     if (layer, pass_name) not in available:
         choices = ", ".join(f"{l}/{p}" if l else p for l, p in available)
@@ -311,6 +321,8 @@ def prepare_multilayer_pass(image: bpy.types.Image, layer: str, pass_name: str, 
         node.image = image
         if layer:
             node.layer = layer
+        if pass_name not in node.outputs:
+            raise InputError(f"'{image.name}': Blender cannot read the pass {pass_name}")
         output = group.nodes.new("NodeGroupOutput")
         group.links.new(node.outputs[pass_name], output.inputs[0])
         # No Render Layers node: Blender runs only the compositor, nothing is rendered.
@@ -335,11 +347,14 @@ def frame_range(image: bpy.types.Image) -> tuple[int, int]:
     if image.source == 'MOVIE':
         return 1, max(1, image.frame_duration)
     if image.source == 'SEQUENCE':
-        path = _abs_path(image)
-        stem = os.path.splitext(os.path.basename(path))[0]
+        # Blender only counts a sequence's frames when it is shown: count the files on disk.
+        stem = os.path.splitext(os.path.basename(_abs_path(image)))[0]
         match = _FRAME_DIGITS.search(stem)
         first = int(match.group(1)) if match else 1
-        return first, first + max(1, image.frame_duration) - 1
+        last = first
+        while match and os.path.isfile(_sequence_file(image, last + 1)):
+            last += 1
+        return first, last
     return 1, 1
 
 
@@ -355,6 +370,16 @@ def _sequence_file(image: bpy.types.Image, frame: int) -> str:
                         + stem[match.end():] + ext)
 
 
+def _load_temporary_frame(path, job_dir, processing_resolution, index, name) -> PreparedInput:
+    """One sequence frame through its own throwaway image (the sequence image shows one frame)."""
+    frame_image = bpy.data.images.load(path, check_existing=False)
+    try:
+        return prepare_image(frame_image, job_dir, processing_resolution, index, name=name,
+                             source_path=path)
+    finally:
+        bpy.data.images.remove(frame_image)
+
+
 def prepare_frames(image: bpy.types.Image, first: int, last: int, job_dir: str,
                    processing_resolution: int, start_index: int = 0) -> list[PreparedInput]:
     """One input per frame of an image sequence (its files) or a movie (through the sequencer)."""
@@ -363,16 +388,20 @@ def prepare_frames(image: bpy.types.Image, first: int, last: int, job_dir: str,
     base = _safe_stem(_source_name(image))
     prepared = []
     if image.source == 'SEQUENCE':
+        # "clip_0001.png" -> "clip": results are numbered by frame themselves.
+        stem = os.path.splitext(os.path.basename(_abs_path(image)))[0]
+        match = _FRAME_DIGITS.search(stem)
+        if match:
+            base = _safe_stem((stem[:match.start()] + stem[match.end():]).rstrip("_-. ")) or base
         for offset, frame in enumerate(range(first, last + 1)):
             path = _sequence_file(image, frame)
-            frame_image = load_image_file(path)
-            keep = frame_image.users > 0 or frame_image == image
+            if not os.path.isfile(path) or os.path.getsize(path) == 0:
+                raise InputError(f"Frame {frame} of '{image.name}' is missing: {path}")
             try:
-                item = prepare_image(frame_image, job_dir, processing_resolution,
-                                     start_index + offset, name=base, source_path=path)
-            finally:
-                if not keep:
-                    bpy.data.images.remove(frame_image)
+                item = _load_temporary_frame(path, job_dir, processing_resolution,
+                                             start_index + offset, base)
+            except RuntimeError as ex:
+                raise InputError(f"Cannot read frame {frame} of '{image.name}': {ex}") from None
             item.source_image = image.name
             item.frame = frame
             prepared.append(item)

@@ -224,7 +224,10 @@ def _is_multilayer(image) -> bool:
 
 
 def _first_layer(image) -> str:
-    passes = inputs.multilayer_passes(image)
+    try:
+        passes = inputs.multilayer_passes(image)
+    except (OSError, inputs.InputError):
+        return ""
     return passes[0][0] if passes else ""
 
 

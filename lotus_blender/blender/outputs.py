@@ -220,7 +220,6 @@ def _save_bound(image: bpy.types.Image, writer: _WriterScene, path: str, file_fo
     image.file_format = file_format
     image.source = 'FILE'
     _store_path(image, path)
-    image.reload()
 
 
 # -- one job's results ----------------------------------------------------------------------------
