@@ -283,3 +283,43 @@ def test_operator_finds_the_photo_results(scene25d):
         bpy.ops.lotus.build_photo_scene(photo="s25_missing")
     panel = bpy.types.LOTUS_PT_scene25d
     assert (panel.bl_parent_id, panel.bl_space_type, panel.bl_category) == ("LOTUS_PT_view3d", 'VIEW_3D', "Lotus")
+
+
+class _RecordingLayout:
+    """Stands in for UILayout: records operators and properties, fails on paths that do not resolve."""
+
+    def __init__(self):
+        self.operators, self.properties = [], []
+        self.use_property_split = self.use_property_decorate = False
+
+    def prop(self, data, path, **_options):
+        data.path_resolve(path)     # raises for unknown properties or modifier keys
+        self.properties.append(path)
+
+    def template_ID(self, data, path, **_options):
+        self.prop(data, path)
+
+    def label(self, **_options):
+        pass
+
+    def column(self, **_options):
+        return self
+
+    box = row = column
+
+    def operator(self, idname, **_options):
+        self.operators.append(idname)
+
+
+def test_panel_draws_settings_and_live_controls(scene25d):
+    import bpy
+    from types import SimpleNamespace
+    depth = float_image("s25_panel_depth", np.full((4, 6), 0.5), "disparity")
+    obj, _camera = scene25d.build_photo_scene(bpy.context, _photo("s25_panel", 6, 4), depth)
+    bpy.context.view_layer.objects.active = obj
+    fake = SimpleNamespace(layout=_RecordingLayout())
+    bpy.types.LOTUS_PT_scene25d.draw(fake, bpy.context)
+    assert fake.layout.operators == ["lotus.build_photo_scene"]
+    assert {"photo", "depth", "normal", "near", "depth_range", "tear_threshold"} <= set(fake.layout.properties)
+    live = [path for path in fake.layout.properties if path.startswith('["Socket_')]
+    assert len(live) == 6
