@@ -215,15 +215,16 @@ def test_focal_length_sources(scene25d, tmp_path):
     depth = float_image("s25_exif_depth", np.full((20, 30), 0.5), "disparity")
     _obj, camera = scene25d.build_photo_scene(bpy.context, photo, depth)
     assert camera.data.lens == pytest.approx(24.0)      # 3:2: the 35 mm equivalent is the lens
+    assert camera["lotus_focal_source"] == "35 mm equivalent"
     assert camera.name == "s25_exif_camera"
     # No EXIF: the scene camera's field of view (now the camera just made), then 50 mm.
     camera.data.lens = 70.0
     plain = _photo("s25_plain", 30, 20)
     _obj, second = scene25d.build_photo_scene(bpy.context, plain, depth)
-    assert second.data.lens == pytest.approx(70.0)
+    assert second.data.lens == pytest.approx(70.0) and second["lotus_focal_source"] == "scene camera"
     bpy.context.scene.camera = None
     _obj, third = scene25d.build_photo_scene(bpy.context, plain, depth)
-    assert third.data.lens == pytest.approx(geometry.DEFAULT_LENS_MM)
+    assert third.data.lens == pytest.approx(geometry.DEFAULT_LENS_MM) and third["lotus_focal_source"] == "default"
 
 
 def test_exif_reader_without_35mm_tag():

@@ -25,7 +25,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from ...core import geometry
+from ...core import exif, geometry
 from . import geonodes
 
 MODES = ("GEONODES", "DISPLACE")
@@ -62,7 +62,6 @@ def _focal_35mm_of(*images):
         if not path and image is not None and image.filepath:
             path = bpy.path.abspath(image.filepath)
         if path:
-            from ...core import exif
             focal = exif.focal_35mm_from_file(path)
             if focal:
                 return focal
@@ -77,7 +76,7 @@ def camera_lens_for(context, width, height, focal_35mm=None):
     """
     sensor = geometry.FULL_FRAME_WIDTH_MM
     if focal_35mm:
-        return geometry.lens_from_35mm(focal_35mm, width, height, sensor), sensor, "EXIF 35 mm"
+        return geometry.lens_from_35mm(focal_35mm, width, height, sensor), sensor, "35 mm equivalent"
     camera = context.scene.camera
     if camera is not None and camera.type == 'CAMERA':
         data = camera.data
@@ -249,8 +248,9 @@ def build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", ne
     name = source_name(photo)
 
     focal_35mm = focal_35mm or _focal_35mm_of(photo, depth)
-    lens, sensor, _origin = camera_lens_for(context, width, height, focal_35mm)
+    lens, sensor, focal_source = camera_lens_for(context, width, height, focal_35mm)
     camera = _create_camera(context, name + "_camera", width, height, lens, sensor)
+    camera["lotus_focal_source"] = focal_source
     material_block = create_photo_material(name + "_2.5D", photo, material)
     if mode == "GEONODES":
         obj = _build_geonodes(name, depth, normal, material_block, kind, near, depth_range, max_vertices,

@@ -103,7 +103,8 @@ class LOTUS_OT_build_photo_scene(bpy.types.Operator):
         context.view_layer.objects.active = obj
         normals = f", normals from {normal.name}" if normal is not None and settings.mode == 'GEONODES' else ""
         self.report({'INFO'}, f"Built {obj.name} from {depth.name} ({depth.get('lotus_kind', 'disparity')})"
-                              f"{normals}; camera {camera.name} at {camera.data.lens:.1f} mm")
+                              f"{normals}; camera {camera.name} at {camera.data.lens:.1f} mm "
+                              f"(from {camera.get('lotus_focal_source', 'default')})")
         return {'FINISHED'}
 
 
