@@ -18,15 +18,19 @@ import json
 from pathlib import Path
 
 VARIANTS = ("G", "D")
+
 KINDS = ("disparity", "depth", "normal")
 
 # Byte-level BPE needs only the two special tokens for the empty prompt; a few letters and one
 # merge make the tokenizer a real, working one for any short prompt too.
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 _MERGES = [("t", "h"), ("th", "e</w>")]
+# Token ids of the two specials, last in the vocabulary (text encoder configs must agree).
+BOS_TOKEN_ID = len(_LETTERS) * 2 + len(_MERGES)
+EOS_TOKEN_ID = BOS_TOKEN_ID + 1
 
 
-def _write_tokenizer(folder: Path) -> None:
+def write_tokenizer(folder: Path) -> None:
     """The SD2 tokenizer folder's files (vocab.json, merges.txt, configs), with a tiny vocabulary."""
     folder.mkdir(parents=True, exist_ok=True)
     vocab = {}
@@ -94,16 +98,15 @@ def make_tiny_checkpoint(root: Path, variant: str = "G", kind: str = "disparity"
     )
     vae.save_pretrained(str(folder / "vae"), safe_serialization=True)
 
-    text_config = CLIPTextConfig(vocab_size=len(_LETTERS) * 2 + len(_MERGES) + 2,
+    text_config = CLIPTextConfig(vocab_size=EOS_TOKEN_ID + 1,
                                  hidden_size=text_width, intermediate_size=37,
                                  num_attention_heads=4, num_hidden_layers=2,
                                  max_position_embeddings=77, projection_dim=text_width,
-                                 hidden_act="gelu", bos_token_id=len(_LETTERS) * 2 + len(_MERGES),
-                                 eos_token_id=len(_LETTERS) * 2 + len(_MERGES) + 1,
-                                 pad_token_id=len(_LETTERS) * 2 + len(_MERGES) + 1)
+                                 hidden_act="gelu", bos_token_id=BOS_TOKEN_ID,
+                                 eos_token_id=EOS_TOKEN_ID, pad_token_id=EOS_TOKEN_ID)
     CLIPTextModel(text_config).save_pretrained(str(folder / "text_encoder"),
                                                safe_serialization=True)
-    _write_tokenizer(folder / "tokenizer")
+    write_tokenizer(folder / "tokenizer")
 
     DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                   beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False,

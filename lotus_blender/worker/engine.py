@@ -649,8 +649,31 @@ class LotusEngine:
             "stage_seconds": {k: round(v, 3) for k, v in model.times.as_dict().items()},
             "notes": notes,
         }
+        info.update(peak_memory())
         model.load_seconds = 0.0  # later requests on the warm model did not pay for loading
         return {"outputs": outputs, "info": info}
+
+
+def peak_memory() -> dict:
+    """This process's peak resident memory (and peak GPU memory on CUDA), in MB."""
+    import sys
+
+    result = {}
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        result["peak_memory_mb"] = round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+    except ImportError:  # Windows has no resource module
+        pass
+    try:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            result["peak_vram_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    except ImportError:
+        pass
+    return result
 
 
 def _align_affine(values: np.ndarray, target: np.ndarray) -> np.ndarray:
