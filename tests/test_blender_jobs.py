@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import struct
 
 import numpy as np
 import pytest
@@ -252,3 +251,83 @@ def test_unregister_stops_worker_and_timer(lotus, tiny_checkpoints):
     assert not bpy.app.timers.is_registered(again.jobs._idle_check)
     assert hasattr(bpy.types, "LOTUS_OT_predict_files")
     remove_images("many")
+
+
+def test_worker_errors_reach_the_artist_and_the_next_job_works(lotus, tmp_path):
+    import bpy
+    prefs = bpy.context.preferences.addons[lotus.name].preferences
+    not_a_model = tmp_path / "not_a_model"
+    not_a_model.mkdir()
+    prefs.depth_model_path = str(not_a_model)
+    reports = Reports()
+    built = lotus.operators.build_jobs(bpy.context, 'DEPTH', _gather_many(lotus, count=1), reports)
+    lotus.jobs.manager.submit(built[0])
+    assert drive(lotus.jobs.JobRunner(built, reports)) == {'CANCELLED'}
+    assert built[0].state == lotus.jobs.FAILED and built[0].message
+    assert reports.texts('ERROR') and built[0].message in reports.texts('ERROR')[0]
+    assert lotus.jobs.manager.last_error.endswith(built[0].message)
+    # The traceback is in the worker's log, which Open Log shows.
+    assert os.path.isfile(lotus.jobs.manager.worker_log)
+
+    # A worker interpreter that does not exist: a clear error, no hang.
+    prefs.python_path = str(tmp_path / "no_python_here")
+    reports = Reports()
+    built = lotus.operators.build_jobs(bpy.context, 'NORMAL', _gather_many(lotus, count=1), reports)
+    lotus.jobs.manager.submit(built[0])
+    assert drive(lotus.jobs.JobRunner(built, reports)) == {'CANCELLED'}
+    assert "Cannot start the worker" in built[0].message
+
+    prefs.python_path = ""
+    reports = Reports()
+    built = lotus.operators.build_jobs(bpy.context, 'NORMAL', _gather_many(lotus, count=1), reports)
+    lotus.jobs.manager.submit(built[0])
+    assert drive(lotus.jobs.JobRunner(built, reports)) == {'FINISHED'}
+    assert lotus.jobs.manager.last_error == ""
+    remove_images("many")
+
+
+class _Layout:
+    """Records what a panel draws."""
+
+    def __init__(self):
+        self.calls = []
+        self.alert = False
+
+    def box(self):
+        return self
+
+    def progress(self, **kw):
+        self.calls.append(("progress", kw))
+
+    def label(self, **kw):
+        self.calls.append(("label", kw))
+
+    def operator(self, idname, **kw):
+        self.calls.append(("operator", idname))
+
+
+def test_panel_shows_progress_queue_and_cancel(lotus, tmp_path):
+    manager = lotus.jobs.manager
+    settings = lotus.jobs.WorkerSettings(python="python", log_path=str(tmp_path / "log"),
+                                         extra_paths=())
+    output = lotus.outputs.OutputSettings(folder=str(tmp_path), temporary=False)
+    running = lotus.jobs.Job(task="depth", model={}, inputs=[], job_dir=str(tmp_path),
+                             options={}, output=output, worker=settings, label="Depth photo",
+                             state=lotus.jobs.RUNNING, fraction=0.4, stage="image", item=3,
+                             items=12)
+    waiting = lotus.jobs.Job(task="normal", model={}, inputs=[], job_dir=str(tmp_path),
+                             options={}, output=output, worker=settings, label="Normal photo")
+    assert manager.current is None and not manager.queue
+    manager.current = running
+    manager.queue.append(waiting)
+    layout = _Layout()
+    try:
+        lotus.panels.draw_progress(layout)
+        assert lotus.jobs.status_line() == "Depth photo: image 3/12 40% (+1 queued)"
+    finally:
+        manager.current = None
+        manager.queue.clear()
+    assert ("progress", {"factor": 0.4, "type": 'BAR',
+                         "text": "Depth photo: image 3/12 40%"}) in layout.calls
+    assert ("operator", "lotus.cancel_jobs") in layout.calls
+    assert any(kind == "label" and "1 job(s) waiting" in kw["text"] for kind, kw in layout.calls)

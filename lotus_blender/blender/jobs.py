@@ -173,6 +173,7 @@ class JobManager:
         self.current: Job | None = None
         self.last_activity = time.monotonic()
         self.worker_log = ""
+        self.last_error = ""              # shown in the panel next to Open Log
 
     # state for the panel
     @property
@@ -282,6 +283,10 @@ class JobManager:
         job.stage = state.lower()
         if state != DONE or not job.message:
             job.message = message
+        if state == FAILED:
+            self.last_error = f"{job.label}: {message}"
+        elif state == DONE:
+            self.last_error = ""
         if job is self.current:
             self.current = None
         self.last_activity = time.monotonic()

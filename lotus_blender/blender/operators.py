@@ -152,9 +152,6 @@ class LOTUS_OT_predict_files(_LotusJobOperator, Operator):
             return {'FINISHED'} if 'RUNNING_MODAL' in result else result
         return self._launch(context, blocking=True)
 
-    def modal(self, context, event):
-        return _LotusJobOperator.modal(self, context, event)
-
 
 class LOTUS_OT_predict_image(_LotusJobOperator, Operator):
     """Depth and/or normal maps of a Blender image: the active Image Editor image or the

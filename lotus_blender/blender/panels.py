@@ -39,6 +39,15 @@ def draw_progress(layout) -> None:
     box.operator("lotus.cancel_jobs", icon='CANCEL')
 
 
+def draw_last_error(layout) -> None:
+    """The last failure in short; the full traceback is in the worker's log, one click away."""
+    if jobs.manager.last_error:
+        box = layout.box()
+        box.alert = True
+        box.label(text=jobs.manager.last_error, icon='ERROR')
+        box.operator("lotus.open_log", icon='TEXT')
+
+
 def draw_output_warning(layout) -> None:
     folder, temporary = outputs.resolve_output_folder(get_preferences().output_dir)
     if temporary and any("lotus_kind" in image and image.packed_file is None
@@ -93,6 +102,7 @@ class _LotusPanel:
         row.prop(settings, "frame_start")
         row.prop(settings, "frame_end")
         draw_progress(layout)
+        draw_last_error(layout)
         draw_output_warning(layout)
         draw_tools(layout)
 
