@@ -262,12 +262,14 @@ def stage_source(stage: Path, platforms: list[str], pythons: list[str], wheels: 
         staged_manifest(text, platforms, sorted({w.name for w in wheels}), pythons), encoding="utf-8")
 
 
-def bundle_model(source: str, work: Path, allow_network: bool) -> Path:
+def bundle_model(source: str, work: Path, allow_network: bool, kind: str | None) -> Path:
     """Convert a checkpoint to the compact fp16 bundle (needs torch + diffusers in this Python)."""
     out = work / "bundle"
     cmd = [sys.executable, "-m", "lotus_blender.worker.bundle", source, str(out)]
     if allow_network:
         cmd.append("--allow-network")
+    if kind:
+        cmd += ["--kind", kind]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
@@ -299,7 +301,7 @@ def build(args) -> list[Path]:
         precheck = tmp / "precheck" / "lotus_blender"
         stage_source(precheck, platforms, pythons, [], None)
         tool.validate(precheck)
-        model = bundle_model(args.bundle_model, tmp, args.allow_network) if args.bundle_model else None
+        model = bundle_model(args.bundle_model, tmp, args.allow_network, args.bundle_kind) if args.bundle_model else None
         built: list[Path] = []
         for platform in platforms:
             wheels = [w for py in pythons
@@ -345,6 +347,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--wheel-cache", default=str(ROOT / "wheels"))
     parser.add_argument("--bundle-model", metavar="SOURCE",
                         help="ship this checkpoint (local folder or repo id) as a compact fp16 bundle")
+    parser.add_argument("--bundle-kind", choices=["depth", "disparity", "normal"],
+                        help="with --bundle-model: what a local folder predicts (known repos are recognised)")
     parser.add_argument("--allow-network", action="store_true",
                         help="with --bundle-model: allow downloading a repo id")
     args = parser.parse_args(argv)

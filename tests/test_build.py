@@ -187,3 +187,23 @@ def test_invalid_manifest_is_one_clear_error(tmp_path):
                      script=copy / "build.py", cwd=copy)
     _assert_clean_failure(proc, dist, "validate failed")
     assert not (tmp_path / "c").exists()  # rejected before any download
+
+
+def test_bundled_model_ships_inside_the_zip(light_build, tiny_checkpoints, tmp_path):
+    """--bundle-model: a compact fp16 checkpoint (no text encoder) inside the extension."""
+    dist = tmp_path / "dist"
+    proc = run_build("--torch", "none", "--wheel-cache", str(light_build["cache"]), "--output-dir",
+                     str(dist), "--bundle-model", str(tiny_checkpoints[("G", "disparity")]),
+                     "--bundle-kind", "disparity", env=OFFLINE_PIP)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (zip_path,) = dist.glob("*.zip")
+    with zipfile.ZipFile(zip_path) as zf:
+        names = zf.namelist()
+        bundles = {n.split("/")[1] for n in names if n.startswith("models/")}
+        assert len(bundles) == 1
+        bundle = "models/" + bundles.pop() + "/"
+        meta = json.loads(zf.read(bundle + "lotus.json"))
+    assert meta["kind"] == "disparity" and meta["weights"] == "fp16"
+    assert bundle + "unet/diffusion_pytorch_model.safetensors" in names
+    assert bundle + "vae/diffusion_pytorch_model.safetensors" in names
+    assert not any(n.startswith(bundle + "text_encoder/") for n in names)
