@@ -20,7 +20,7 @@ transform), so the mesh looks down -Z like the camera.
 import bpy
 
 GROUP_NAME = "Lotus 2.5D Mesh"
-GROUP_VERSION = 4
+GROUP_VERSION = 5
 UV_MAP_NAME = "UVMap"
 _POINT_UV = "lotus_uv"  # per-vertex texture coordinate, removed before the output
 
@@ -82,6 +82,10 @@ class _Graph:
     def div(self, a, b):
         return self.math('DIVIDE', a, b)
 
+    def vector(self, operation, a, b=None, c=None):
+        inputs = {index: value for index, value in enumerate((a, b, c)) if value is not None}
+        return self.node("ShaderNodeVectorMath", inputs, operation=operation).outputs[0]
+
     def clamp(self, value, low, high):
         return self.node("ShaderNodeClamp", {"Value": value, "Min": low, "Max": high}).outputs[0]
 
@@ -99,19 +103,27 @@ class _Graph:
         return self.node("FunctionNodeSeparateColor", {"Color": texture.outputs["Color"]}).outputs["Red"]
 
 
-def _pixel_centre(graph, grid_coordinate, vertex_count, pixel_count, from_top):
-    """Texture coordinate of the centre of the pixel a grid vertex samples.
+def _pixel_centre_uv(graph, across, down, width, height):
+    """Texture coordinate (u, v, 0) of the centre of the pixel each grid vertex samples.
 
-    grid_coordinate is the grid position in [-0.5, 0.5]; the vertex index along the axis is
-    round((c + 0.5) * (n - 1)), and its pixel floor((k + 0.5) * pixels / n) counted from the top
-    for rows (core.geometry.grid_pixel_indices).
+    The grid spans [-0.5, 0.5]; vertex k of n along an axis is round((c + 0.5) * (n - 1)) and
+    samples pixel floor((k + 0.5) * pixels / n), rows counted from the top
+    (core.geometry.grid_pixel_indices). Vector maths keeps the per-vertex work to a few nodes.
     """
-    index = graph.math('ROUND', graph.mul(graph.add(grid_coordinate, 0.5), graph.sub(vertex_count, 1.0)))
-    if from_top:
-        index = graph.sub(graph.sub(vertex_count, 1.0), index)
-    pixel = graph.math('FLOOR', graph.div(graph.mul(graph.add(index, 0.5), pixel_count), vertex_count))
-    texture_coordinate = graph.div(graph.add(pixel, 0.5), pixel_count)
-    return graph.sub(1.0, texture_coordinate) if from_top else texture_coordinate
+    position = graph.node("GeometryNodeInputPosition").outputs[0]
+    columns_rows = graph.combine(graph.sub(across, 1.0), graph.sub(down, 1.0), 0.0)
+    half_plus = graph.combine(graph.add(graph.mul(graph.sub(across, 1.0), 0.5), 0.5),
+                              graph.add(graph.mul(graph.sub(down, 1.0), 0.5), 0.5), 0.0)
+    index = graph.vector('FLOOR', graph.vector('MULTIPLY_ADD', position, columns_rows, half_plus))
+    # (column k + 0.5, row-from-top k + 0.5)
+    centred = graph.vector('MULTIPLY_ADD', index, (1.0, -1.0, 0.0), graph.combine(0.5, graph.sub(down, 0.5), 0.0))
+    # Multiply then divide: exact integers in float32, so floor() agrees with the numpy twin.
+    pixel = graph.vector('FLOOR', graph.vector('DIVIDE', graph.vector('MULTIPLY', centred,
+                                                                       graph.combine(width, height, 0.0)),
+                                               graph.combine(across, down, 1.0)))
+    inverse_size = graph.combine(graph.div(1.0, width), graph.div(-1.0, height), 0.0)
+    offset = graph.combine(graph.div(0.5, width), graph.sub(1.0, graph.div(0.5, height)), 0.0)
+    return graph.vector('MULTIPLY_ADD', pixel, inverse_size, offset)   # v = 1 - (row + 0.5) / H
 
 
 def _custom_normals(graph, geometry, inp, uv):
@@ -157,14 +169,10 @@ def _build(tree):
     grid = graph.node("GeometryNodeMeshGrid", {"Size X": 1.0, "Size Y": 1.0,
                                                "Vertices X": across, "Vertices Y": down})
 
-    position = graph.node("GeometryNodeInputPosition").outputs[0]
-    grid_xy = graph.node("ShaderNodeSeparateXYZ", {0: position})
-    u = _pixel_centre(graph, grid_xy.outputs["X"], across, width, from_top=False)
-    v = _pixel_centre(graph, grid_xy.outputs["Y"], down, height, from_top=True)
     # Computed once per vertex and stored: evaluating this chain per corner (4x as many) or
     # again for each texture lookup costs more than the rest of the tree.
     geometry = graph.node("GeometryNodeStoreNamedAttribute",
-                          {"Geometry": grid.outputs["Mesh"], "Name": _POINT_UV, "Value": graph.combine(u, v, 0.0)},
+                          {"Geometry": grid.outputs["Mesh"], "Name": _POINT_UV, "Value": _pixel_centre_uv(graph, across, down, width, height)},
                           data_type='FLOAT_VECTOR', domain='POINT').outputs[0]
     uv = graph.node("GeometryNodeInputNamedAttribute", {"Name": _POINT_UV}, data_type='FLOAT_VECTOR').outputs[0]
     geometry = graph.node("GeometryNodeStoreNamedAttribute",
@@ -186,23 +194,25 @@ def _build(tree):
     from_relative = graph.add(near, graph.mul(value, depth_range))
     depth = graph.switch('FLOAT', inp["Disparity"], from_relative, from_disparity)
 
-    # Unproject along the pixel's ray: x = (u W - W/2) / f_px * z, f_px = lens / sensor * max(W, H).
+    # Unproject along the pixel's ray: P = depth * ((u W - W/2) / f_px, (v H - H/2) / f_px, -1)
+    # with f_px = lens / sensor * max(W, H).
     metres_per_pixel = graph.div(inp["Sensor Width"],
                                  graph.mul(inp["Focal Length"], graph.math('MAXIMUM', width, height)))
-    scale = graph.mul(metres_per_pixel, depth)
-    x = graph.mul(graph.sub(graph.mul(u, width), graph.mul(width, 0.5)), scale)
-    y = graph.mul(graph.sub(graph.mul(v, height), graph.mul(height, 0.5)), scale)
-    z = graph.mul(depth, -1.0)
-    geometry = graph.node("GeometryNodeSetPosition",
-                          {"Geometry": geometry, "Position": graph.combine(x, y, z)}).outputs[0]
+    ray_scale = graph.combine(graph.mul(width, metres_per_pixel), graph.mul(height, metres_per_pixel), 0.0)
+    ray_offset = graph.combine(graph.mul(graph.mul(width, metres_per_pixel), -0.5),
+                               graph.mul(graph.mul(height, metres_per_pixel), -0.5), -1.0)
+    ray = graph.vector('MULTIPLY_ADD', uv, ray_scale, ray_offset)
+    scaled = graph.node("ShaderNodeVectorMath", {0: ray, "Scale": depth}, operation='SCALE').outputs[0]
+    geometry = graph.node("GeometryNodeSetPosition", {"Geometry": geometry, "Position": scaled}).outputs[0]
 
     # Tearing on edges: relative jump of the planar depth (-Z) of the two vertices.
     ends = graph.node("GeometryNodeInputMeshEdgeVertices")
     z1 = graph.node("ShaderNodeSeparateXYZ", {0: ends.outputs["Position 1"]}).outputs["Z"]
     z2 = graph.node("ShaderNodeSeparateXYZ", {0: ends.outputs["Position 2"]}).outputs["Z"]
-    nearer = graph.math('MINIMUM', graph.mul(z1, -1.0), graph.mul(z2, -1.0))
-    jump = graph.div(graph.math('ABSOLUTE', graph.sub(z1, z2)), nearer)
-    too_far = graph.math('GREATER_THAN', jump, inp["Tear Threshold"])
+    # |a - b| / min(a, b) > t  <=>  max(a, b) > (1 + t) min(a, b); with z = -depth:
+    # min(z1, z2) < (1 + t) max(z1, z2).
+    farther, nearer = graph.math('MINIMUM', z1, z2), graph.math('MAXIMUM', z1, z2)
+    too_far = graph.math('LESS_THAN', farther, graph.mul(nearer, graph.add(inp["Tear Threshold"], 1.0)))
     cut = graph.node("FunctionNodeBooleanMath", {0: inp["Tear"], 1: too_far}, operation='AND').outputs[0]
     geometry = graph.node("GeometryNodeDeleteGeometry", {"Geometry": geometry, "Selection": cut},
                           domain='EDGE', mode='EDGE_FACE').outputs[0]  # vertices stay
