@@ -5,6 +5,8 @@ One click builds:
 - a Principled BSDF material: albedo from the photo (as is, or with an estimated shading divided out)
   and the Lotus normals as an object-space normal map, so lights follow the predicted normals while
   the predicted geometry casts the shadows;
+- a camera-only, untorn copy of the mesh just behind it that fills the one-pixel gaps the tearing
+  leaves at silhouettes (otherwise the world shows through them as a dark outline);
 - a key/fill/rim rig of area lights parented to an Empty at the subject ("<photo>_light_rig"): each
   light tracks the Empty, so a light can be dragged anywhere and stays aimed, and rotating the Empty
   turns the whole rig around the subject;
