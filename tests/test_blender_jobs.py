@@ -239,11 +239,14 @@ def test_unregister_stops_worker_and_timer(lotus, tiny_checkpoints):
     drive(lotus.jobs.JobRunner(built, reports))
     process = lotus.jobs.manager.client.process
     idle_check = lotus.jobs._idle_check
+    load_handler = lotus.jobs._cancel_on_file_load
     assert bpy.app.timers.is_registered(idle_check)
+    assert load_handler in bpy.app.handlers.load_pre
     addon_utils.disable(lotus.name, default_set=True)
     try:
         assert process.poll() is not None
         assert not bpy.app.timers.is_registered(idle_check)
+        assert load_handler not in bpy.app.handlers.load_pre
     finally:
         addon_utils.enable(lotus.name, default_set=True)
     again = live(lotus.name)

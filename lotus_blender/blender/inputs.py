@@ -298,6 +298,23 @@ def multilayer_passes(image: bpy.types.Image) -> list[tuple[str, str]]:
     return pairs
 
 
+def _compositor_for(guard: _TemporaryScene, scene: bpy.types.Scene):
+    """An Image node and the socket that becomes the render: a compositor node group on
+    Blender 5.0+, the scene's own compositing tree before."""
+    if hasattr(scene, "compositing_node_group"):
+        group = guard.node_group = bpy.data.node_groups.new("lotus_extract_pass",
+                                                            "CompositorNodeTree")
+        scene.compositing_node_group = group
+        group.interface.new_socket("Image", in_out='OUTPUT', socket_type='NodeSocketColor')
+        output = group.nodes.new("NodeGroupOutput")
+    else:
+        scene.use_nodes = True
+        group = scene.node_tree
+        group.nodes.clear()
+        output = group.nodes.new("CompositorNodeComposite")
+    return group.nodes.new("CompositorNodeImage"), output.inputs[0]
+
+
 def prepare_multilayer_pass(image: bpy.types.Image, layer: str, pass_name: str, job_dir: str,
                             processing_resolution: int, index: int) -> PreparedInput:
     """One pass of a multilayer EXR, extracted by Blender's compositor into a plain EXR."""
@@ -313,18 +330,13 @@ def prepare_multilayer_pass(image: bpy.types.Image, layer: str, pass_name: str, 
     guard = _TemporaryScene("lotus_extract_pass")
     with guard as temporary:
         temporary.render.resolution_x, temporary.render.resolution_y = width, height
-        group = guard.node_group = bpy.data.node_groups.new("lotus_extract_pass",
-                                                            "CompositorNodeTree")
-        temporary.compositing_node_group = group
-        group.interface.new_socket("Image", in_out='OUTPUT', socket_type='NodeSocketColor')
-        node = group.nodes.new("CompositorNodeImage")
+        node, output_socket = _compositor_for(guard, temporary)
         node.image = image
         if layer:
             node.layer = layer
         if pass_name not in node.outputs:
             raise InputError(f"'{image.name}': Blender cannot read the pass {pass_name}")
-        output = group.nodes.new("NodeGroupOutput")
-        group.links.new(node.outputs[pass_name], output.inputs[0])
+        node.id_data.links.new(node.outputs[pass_name], output_socket)
         # No Render Layers node: Blender runs only the compositor, nothing is rendered.
         bpy.ops.render.render(scene=temporary.name)
         settings = temporary.render.image_settings
@@ -416,7 +428,9 @@ def prepare_frames(image: bpy.types.Image, first: int, last: int, job_dir: str,
         temporary.render.resolution_x, temporary.render.resolution_y = width, height
         temporary.view_settings.view_transform = 'Standard'
         editor = temporary.sequence_editor_create()
-        editor.strips.new_movie("lotus_movie", movie_path, 1, 1)
+        # The collection was called "sequences" before Blender 4.4.
+        strips = editor.strips if hasattr(editor, "strips") else editor.sequences
+        strips.new_movie("lotus_movie", movie_path, 1, 1)
         settings = temporary.render.image_settings
         settings.file_format = 'PNG'
         settings.color_depth = '16'

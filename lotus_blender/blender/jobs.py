@@ -416,6 +416,8 @@ class JobRunner:
                                        f"the arrays in {job.job_dir}")
             if images:
                 self.report({'INFO'}, f"Lotus {job.task}: {names}")
+            for note in job.info.get("notes", []):
+                self.report({'WARNING'}, f"Lotus {job.task}: {note}")
             if job.output.temporary and job.output.written:
                 self.report({'WARNING'}, f"The .blend is not saved: maps were written to "
                                          f"{job.output.folder}. Save the .blend, or Pack Results")
@@ -444,10 +446,18 @@ def tag_redraw(context) -> None:
                 area.tag_redraw()
 
 
+@bpy.app.handlers.persistent
+def _cancel_on_file_load(*_args):
+    """Opening another .blend ends the operators waiting for results: stop their jobs too."""
+    manager.cancel_all()
+
+
 def register():
-    pass
+    bpy.app.handlers.load_pre.append(_cancel_on_file_load)
 
 
 def unregister():
+    if _cancel_on_file_load in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.remove(_cancel_on_file_load)
     remove_idle_timer()
     manager.shutdown()
