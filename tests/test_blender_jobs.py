@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -334,3 +335,33 @@ def test_panel_shows_progress_queue_and_cancel(lotus, tmp_path):
                          "text": "Depth photo: image 3/12 40%"}) in layout.calls
     assert ("operator", "lotus.cancel_jobs") in layout.calls
     assert any(kind == "label" and "1 job(s) waiting" in kw["text"] for kind, kw in layout.calls)
+
+
+class _AnyLayout:
+    """Stands in for UILayout and operator properties: records every call, accepts any setting."""
+
+    def __init__(self, log):
+        self.__dict__["log"] = log
+
+    def __getattr__(self, name):
+        def call(*args, **kw):
+            self.log.append((name, args, kw))
+            return _AnyLayout(self.log)
+        return call
+
+    def __setattr__(self, name, value):
+        self.log.append(("set", name, value))
+
+
+def test_sidebar_panels_draw(lotus):
+    import bpy
+    for space in ('VIEW_3D', 'IMAGE_EDITOR'):
+        log = []
+        context = SimpleNamespace(window_manager=bpy.context.window_manager,
+                                  space_data=SimpleNamespace(type=space))
+        lotus.panels._LotusPanel.draw(SimpleNamespace(layout=_AnyLayout(log)), context)
+        operators = [args[0] for name, args, _ in log if name == "operator"]
+        assert "lotus.predict_files" in operators and "lotus.predict_image" in operators
+        assert "lotus.release_model" in operators and "lotus.open_log" in operators
+        labels = [kw.get("text") for name, _, kw in log if name == "operator"]
+        assert ("Active Image" in labels) == (space == 'IMAGE_EDITOR')

@@ -89,8 +89,12 @@ def image_display_array(image: bpy.types.Image, processing_resolution: int) -> n
     pixels = pixels.reshape(height, width, channels)
     factor = _reduction_factor(width, height, processing_resolution)
     out_h, out_w = max(1, height // factor), max(1, width // factor)
-    result = np.empty((out_h, out_w, 3), dtype=np.float32)
-    for row in range(out_h):
+    if factor == 1:
+        result = np.ascontiguousarray(pixels[::-1, :, :3] if channels >= 3
+                                      else np.repeat(pixels[::-1, :, :1], 3, axis=2))
+    else:
+        result = np.empty((out_h, out_w, 3), dtype=np.float32)
+    for row in range(out_h if factor > 1 else 0):
         # Blender rows are bottom-up: output row 0 is the top of the picture.
         top = height - (row + 1) * factor
         strip = pixels[max(0, top):top + factor, :out_w * factor, :3]
