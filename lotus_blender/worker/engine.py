@@ -13,6 +13,7 @@ One prediction (Lotus ``pipeline.py``, G and D variants):
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -34,6 +35,9 @@ VIDEO_NOISE_WEIGHT = 0.9  # reference app.py: 0.9 * clip noise + 0.1 * previous 
 # project's benchmark machine (AMX/AVX512-BF16) at equal visual quality; see benchmarks/bench_engine.py.
 CPU_AUTO_PRECISION = "bf16"
 MIN_OOM_RESOLUTION = 256
+LOAD_CHUNK_BYTES = 256 * 2**20
+_SAFETENSORS_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
+                         "I8": 1, "U8": 1, "BOOL": 1}
 
 Progress = Callable[[str, float, str], None]
 
@@ -310,7 +314,7 @@ def load_prompt_embeds(info: checkpoint.CheckpointInfo, cache_dir: Path | None):
     return embeds
 
 
-def _load_component(model_class, folder: Path, subfolder: str, dtype):
+def _load_component(model_class, folder: Path, subfolder: str, dtype, channels_last: bool = False):
     """A diffusers model built on the meta device and filled tensor by tensor from safetensors.
 
     Without ``accelerate`` diffusers' from_pretrained first initialises random weights and then
@@ -330,10 +334,17 @@ def _load_component(model_class, folder: Path, subfolder: str, dtype):
     expected = set(model.state_dict())
     state = {}
     for shard in shards:
-        with safe_open(str(shard), framework="pt", device="cpu") as handle:
-            for key in handle.keys():
-                if key in expected:
-                    state[key] = handle.get_tensor(key).to(dtype)
+        # safe_open memory-maps the file and every page read stays in our resident memory until
+        # the map closes: reopening per chunk keeps that to one chunk instead of the whole file.
+        for chunk in _key_chunks(shard, expected):
+            with safe_open(str(shard), framework="pt", device="cpu") as handle:
+                for key in chunk:
+                    # A real copy (never a view of the map), already in its final layout.
+                    tensor = handle.get_tensor(key)
+                    layout = torch.channels_last if channels_last and tensor.dim() == 4 \
+                        else torch.contiguous_format
+                    state[key] = tensor.to(dtype=dtype, memory_format=layout, copy=True)
+                    del tensor
     if set(state) != expected:
         log.info("%s: checkpoint keys need conversion, using from_pretrained", subfolder)
         return model_class.from_pretrained(str(folder), subfolder=subfolder, torch_dtype=dtype,
@@ -346,6 +357,27 @@ def _load_component(model_class, folder: Path, subfolder: str, dtype):
     return model
 
 
+def _key_chunks(shard: Path, wanted: set) -> list[list[str]]:
+    """The shard's wanted tensor names in groups of about LOAD_CHUNK_BYTES."""
+    from safetensors import safe_open
+
+    chunks, current, size = [], [], 0
+    with safe_open(str(shard), framework="pt", device="cpu") as handle:
+        for key in handle.keys():
+            if key not in wanted:
+                continue
+            view = handle.get_slice(key)
+            nbytes = math.prod(view.get_shape()) * _SAFETENSORS_ITEMSIZE.get(view.get_dtype(), 4)
+            if current and size + nbytes > LOAD_CHUNK_BYTES:
+                chunks.append(current)
+                current, size = [], 0
+            current.append(key)
+            size += nbytes
+    if current:
+        chunks.append(current)
+    return chunks
+
+
 def load_model(info: checkpoint.CheckpointInfo, device, dtype, cache_dir: Path | None) -> LoadedModel:
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -353,8 +385,10 @@ def load_model(info: checkpoint.CheckpointInfo, device, dtype, cache_dir: Path |
     start = time.perf_counter()
     prompt_embeds = load_prompt_embeds(info, cache_dir)
     try:
-        unet = _load_component(UNet2DConditionModel, info.folder, "unet", dtype)
-        vae = _load_component(AutoencoderKL, info.folder, "vae", dtype)
+        # oneDNN convolutions on the CPU are much faster in channels-last layout (bf16 most of all).
+        channels_last = device.type == "cpu"
+        unet = _load_component(UNet2DConditionModel, info.folder, "unet", dtype, channels_last)
+        vae = _load_component(AutoencoderKL, info.folder, "vae", dtype, channels_last)
     except (OSError, ValueError) as ex:
         raise checkpoint.CheckpointError(f"cannot load the model in {info.folder}: {ex}") from ex
     if unet.config.cross_attention_dim != prompt_embeds.shape[-1]:
@@ -363,8 +397,7 @@ def load_model(info: checkpoint.CheckpointInfo, device, dtype, cache_dir: Path |
             f"{unet.config.cross_attention_dim}: delete {checkpoint.EMPTY_PROMPT_FILE} to rebuild it")
     unet.eval().to(device)
     vae.eval().to(device)
-    if device.type == "cpu":
-        # oneDNN convolutions are much faster in channels-last layout (bf16 most of all).
+    if channels_last:  # weights loaded by from_pretrained (legacy keys) are not yet
         unet.to(memory_format=torch.channels_last)
         vae.to(memory_format=torch.channels_last)
     model = LoadedModel(info=info, unet=unet, vae=vae, prompt_embeds=prompt_embeds.to(device),
