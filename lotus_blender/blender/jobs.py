@@ -250,8 +250,8 @@ class JobManager:
             self.worker_log = event.get("log_path") or self.worker_log
             return
         if kind == EV_EXITED:
-            self.client = None
-            self.client_settings = None
+            # The process is gone: release its pipes and log handle, forget it.
+            self._stop_client(kill=True)
             if job is not None:
                 if job.cancel_sent_at:
                     self._end(job, CANCELLED, "cancelled")

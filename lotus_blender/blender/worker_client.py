@@ -51,10 +51,15 @@ class WorkerClient:
         # Anything the worker (or a native library) prints to stderr lands in the log too.
         self._stderr_file = open(self.log_path, "ab")
         creationflags = getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0
-        self.process = subprocess.Popen(
-            [self.python, "-m", f"{self.package_name}.worker", "--log", self.log_path],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr_file,
-            env=env, cwd=self.package_parent, creationflags=creationflags)
+        try:
+            self.process = subprocess.Popen(
+                [self.python, "-m", f"{self.package_name}.worker", "--log", self.log_path],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr_file,
+                env=env, cwd=self.package_parent, creationflags=creationflags)
+        except OSError:
+            self._stderr_file.close()
+            self._stderr_file = None
+            raise
         self.started_at = time.monotonic()
         self._reader = threading.Thread(target=self._read_stdout, name="lotus-worker-reader",
                                         daemon=True)
