@@ -324,5 +324,10 @@ def test_options_are_validated():
     with pytest.raises(engine_module.EngineError, match="fp16 is not supported on the CPU"):
         engine_module.select_dtype("fp16", torch.device("cpu"))
     assert engine_module.select_device("auto").type in ("cuda", "mps", "cpu")
+    # On the CPU, auto means bf16 only where oneDNN computes bf16 natively (else it is emulated, slow).
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert engine_module.select_dtype("auto", torch.device("cpu")) == \
+        (torch.bfloat16 if native else torch.float32)
+    assert engine_module.select_dtype("auto", torch.device("cuda")) == torch.float16
     options = engine_module.PredictOptions.from_dict({"seed": "4", "tiled": True})
     assert options.seed == 4 and options.tiled and options.processing_resolution == 768

@@ -227,3 +227,55 @@ def test_bundle_is_fp16_without_text_encoder_and_predicts_the_same(tiny_checkpoi
     (unknown / "lotus.json").unlink()
     with pytest.raises(CheckpointError, match="pass --kind"):
         bundle_model(str(unknown), tmp_path / "bundles", progress=lambda message: None)
+
+
+def test_download_only_when_allowed_with_progress(tiny_checkpoints, tmp_path, monkeypatch):
+    import time
+    from types import SimpleNamespace
+
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    source = tiny_checkpoints[("G", "disparity")]
+    files = sorted(p for p in source.rglob("*") if p.is_file() and p.name != "lotus.json")
+    repo_id = "jingheya/lotus-depth-g-v2-1-disparity"
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--jingheya--lotus-depth-g-v2-1-disparity" / "snapshots" / "abc123"
+    calls = []
+
+    class FakeApi:
+        def model_info(self, repo, files_metadata=False):
+            return SimpleNamespace(siblings=[
+                SimpleNamespace(rfilename=str(p.relative_to(source)), size=p.stat().st_size)
+                for p in files] + [SimpleNamespace(rfilename="unet/diffusion_pytorch_model.bin",
+                                                   size=10**9)])
+
+    def fake_snapshot_download(repo, cache_dir=None, allow_patterns=None, local_files_only=False,
+                               **kwargs):
+        calls.append((repo, local_files_only, tuple(allow_patterns or ())))
+        if local_files_only:
+            raise LocalEntryNotFoundError("not cached")
+        for path in files:  # arrives over "the network", slowly enough for the progress poll
+            target = snapshot / path.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+            time.sleep(0.15)
+        return str(snapshot)
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    model = {"source": repo_id, "cache_dir": str(cache), "allow_network": False}
+    with pytest.raises(CheckpointError, match="online access is off"):
+        checkpoint.resolve_source(model)
+    assert calls == [(repo_id, True, tuple(checkpoint.DOWNLOAD_PATTERNS))]
+
+    events = []
+    folder, resolved_id = checkpoint.resolve_source(dict(model, allow_network=True),
+                                                    lambda *event: events.append(event))
+    assert folder == snapshot and resolved_id == repo_id
+    assert calls[-1][1] is False
+    fractions = [fraction for stage, fraction, _ in events if stage == "downloading model"]
+    assert len(fractions) >= 2 and fractions[-1] == 1.0 and 0 < fractions[0] < 1
+    # The registry knows this repo id: a disparity model, G from its UNet.
+    info = checkpoint.inspect_checkpoint(folder, "depth", repo_id=resolved_id)
+    assert (info.variant, info.kind) == ("G", "disparity")

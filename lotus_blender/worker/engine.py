@@ -31,9 +31,9 @@ log = logging.getLogger("lotus.worker")
 TIMESTEP = 999
 DEFAULT_RESOLUTION = 768
 VIDEO_NOISE_WEIGHT = 0.9  # reference app.py: 0.9 * clip noise + 0.1 * previous frame's latent
-# On the CPU, bf16 with channels-last convolutions ran several times faster than fp32 on this
-# project's benchmark machine (AMX/AVX512-BF16) at equal visual quality; see benchmarks/bench_engine.py.
-CPU_AUTO_PRECISION = "bf16"
+# CPU "auto" precision: bf16 where the CPU computes it natively (AVX512-BF16/AMX, as oneDNN
+# reports), measured faster than fp32 at equal quality by benchmarks/bench_engine.py; fp32 where
+# bf16 would only be emulated (slower than fp32).
 MIN_OOM_RESOLUTION = 256
 LOAD_CHUNK_BYTES = 256 * 2**20
 _SAFETENSORS_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
@@ -110,10 +110,20 @@ def select_dtype(precision: str, device):
     import torch
 
     if precision == "auto":
-        precision = "fp16" if device.type in ("cuda", "mps") else CPU_AUTO_PRECISION
+        precision = "fp16" if device.type in ("cuda", "mps") else cpu_auto_precision()
     if precision == "fp16" and device.type == "cpu":
         raise EngineError("fp16 is not supported on the CPU; use bf16 or fp32")
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+def cpu_auto_precision() -> str:
+    import torch
+
+    try:
+        native_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        native_bf16 = False
+    return "bf16" if native_bf16 else "fp32"
 
 
 def dtype_name(dtype) -> str:
