@@ -365,3 +365,36 @@ def test_sidebar_panels_draw(lotus):
         assert "lotus.release_model" in operators and "lotus.open_log" in operators
         labels = [kw.get("text") for name, _, kw in log if name == "operator"]
         assert ("Active Image" in labels) == (space == 'IMAGE_EDITOR')
+
+
+def test_bundled_model_is_offered_first_and_runs_offline(lotus, tiny_checkpoints, tmp_path):
+    """A compact bundle shipped in the extension's models/ folder (build.py --bundle-model) is
+    the default model and works with online access off."""
+    import shutil
+    import sys
+
+    import addon_utils
+    import bpy
+    models = os.path.join(os.path.dirname(sys.modules[lotus.name].__file__), "models")
+    shutil.copytree(tiny_checkpoints[("G", "disparity")],
+                    os.path.join(models, "tiny-depth-fp16-bundle"))
+    try:
+        addon_utils.disable(lotus.name, default_set=True)
+        addon_utils.enable(lotus.name, default_set=True)
+        prefs = bpy.context.preferences.addons[lotus.name].preferences
+        assert prefs.depth_model == "BUNDLED:tiny-depth-fp16-bundle"
+        assert prefs.normal_model == "jingheya/lotus-normal-g-v1-1"  # no normal bundle
+        configure(lotus.name, tiny_checkpoints, str(tmp_path / "maps"),
+                  depth_model="BUNDLED:tiny-depth-fp16-bundle")
+        modules = live(lotus.name)
+        assert not bpy.app.online_access
+        assert modules.jobs.model_request("depth")["source"] == os.path.join(
+            models, "tiny-depth-fp16-bundle")
+        image = new_image("bundle_src", gradient())
+        assert bpy.ops.lotus.predict_image(image=image.name, task='DEPTH') == {'FINISHED'}
+        assert bpy.data.images["bundle_src_depth"]["lotus_kind"] == "disparity"
+    finally:
+        shutil.rmtree(models)
+        addon_utils.disable(lotus.name, default_set=True)
+        addon_utils.enable(lotus.name, default_set=True)
+        remove_images("bundle_src")

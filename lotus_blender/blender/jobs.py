@@ -21,7 +21,7 @@ import bpy
 
 from .. import protocol
 from . import outputs
-from .preferences import ADDON_ID, get_preferences
+from .preferences import ADDON_ID, BUNDLED_PREFIX, bundled_models, get_preferences
 from .worker_client import EV_EXITED, WorkerClient
 
 # A worker that has not confirmed a cancel after this many seconds is killed.
@@ -100,6 +100,13 @@ def model_request(task: str, context=None) -> dict:
         model["kind"] = (protocol.KIND_NORMAL if task == protocol.TASK_NORMAL
                          else prefs.depth_model_kind.lower())
         return model
+    if choice.startswith(BUNDLED_PREFIX):
+        folder = bundled_models(task).get(choice[len(BUNDLED_PREFIX):])
+        if folder is None:
+            raise ModelError(f"The bundled model {choice[len(BUNDLED_PREFIX):]} is missing from "
+                             f"the extension; choose another model in the preferences")
+        # The bundle's lotus.json says what it predicts.
+        return {"source": folder, "cache_dir": cache_dir, "allow_network": False}
     online = bool(bpy.app.online_access)
     if not online and not _downloaded(choice, cache_dir):
         raise ModelError(

@@ -1,5 +1,8 @@
 """Add-on preferences: models, device, precision, worker interpreter, outputs."""
 
+import json
+import os
+
 import bpy
 from bpy.props import EnumProperty, FloatProperty, IntProperty, StringProperty
 
@@ -11,12 +14,43 @@ _BLEND_RELATIVE = {'PATH_SUPPORTS_BLEND_RELATIVE'} if bpy.app.version >= (4, 5, 
 ADDON_ID = __package__.rpartition(".")[0]  # the extension's package, e.g. bl_ext.user_default.lotus_blender
 
 
+# Compact model bundles shipped inside the extension (build.py --bundle-model) live here.
+BUNDLED_MODELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                  "models")
+BUNDLED_PREFIX = "BUNDLED:"
+
+
+def bundled_models(task):
+    """{folder name: folder} of the bundles in the extension that serve ``task``."""
+    found = {}
+    if not os.path.isdir(BUNDLED_MODELS_DIR):
+        return found
+    for name in sorted(os.listdir(BUNDLED_MODELS_DIR)):
+        folder = os.path.join(BUNDLED_MODELS_DIR, name)
+        try:
+            with open(os.path.join(folder, "lotus.json"), encoding="utf-8") as handle:
+                kind = json.load(handle).get("kind")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if kind in protocol.KINDS and (kind == protocol.KIND_NORMAL) == (task == protocol.TASK_NORMAL):
+            found[name] = folder
+    return found
+
+
 def _checkpoint_items(task):
-    items = [(repo, repo.split("/", 1)[1], f"Hugging Face checkpoint {repo}")
-             for repo, kind in protocol.KNOWN_CHECKPOINTS.items()
-             if (kind == protocol.KIND_NORMAL) == (task == protocol.TASK_NORMAL)]
+    # Bundles first: they work offline, so they are the default when the extension has one.
+    items = [(BUNDLED_PREFIX + name, f"{name} (bundled)", f"Shipped with the extension: {folder}")
+             for name, folder in bundled_models(task).items()]
+    items += [(repo, repo.split("/", 1)[1], f"Hugging Face checkpoint {repo}")
+              for repo, kind in protocol.KNOWN_CHECKPOINTS.items()
+              if (kind == protocol.KIND_NORMAL) == (task == protocol.TASK_NORMAL)]
     items.append(("LOCAL", "Local Folder", "A checkpoint folder on disk (diffusers layout)"))
     return items
+
+
+def _default_model(task):
+    bundles = bundled_models(task)
+    return BUNDLED_PREFIX + next(iter(bundles)) if bundles else protocol.DEFAULT_CHECKPOINTS[task]
 
 
 class LotusPreferences(bpy.types.AddonPreferences):
@@ -24,7 +58,7 @@ class LotusPreferences(bpy.types.AddonPreferences):
 
     depth_model: EnumProperty(
         name="Depth Model", items=_checkpoint_items(protocol.TASK_DEPTH),
-        default=protocol.DEFAULT_CHECKPOINTS[protocol.TASK_DEPTH],
+        default=_default_model(protocol.TASK_DEPTH),
         description="Checkpoint used for depth")
     depth_model_path: StringProperty(
         name="Depth Model Folder", subtype='DIR_PATH',
@@ -38,7 +72,7 @@ class LotusPreferences(bpy.types.AddonPreferences):
         description="What a local depth model folder predicts")
     normal_model: EnumProperty(
         name="Normal Model", items=_checkpoint_items(protocol.TASK_NORMAL),
-        default=protocol.DEFAULT_CHECKPOINTS[protocol.TASK_NORMAL],
+        default=_default_model(protocol.TASK_NORMAL),
         description="Checkpoint used for surface normals")
     normal_model_path: StringProperty(
         name="Normal Model Folder", subtype='DIR_PATH',
