@@ -44,6 +44,7 @@ def test_files_to_images_and_files(lotus, tmp_path):
     rgb = gradient()[..., :3]
     _write_png(tmp_path / "photo.png", rgb)
     _write_png(tmp_path / "gray16.png", rgb[..., 0], bits=16)
+    jobs_before = sorted(os.listdir(lotus.jobs.user_folder("jobs")))
     result = bpy.ops.lotus.predict_files(task='BOTH', directory=str(tmp_path),
                                          files=[{"name": "photo.png"}, {"name": "gray16.png"}])
     assert result == {'FINISHED'}
@@ -71,7 +72,7 @@ def test_files_to_images_and_files(lotus, tmp_path):
     depth.reload()
     assert np.allclose(image_pixels(depth), values, atol=1e-6)
     # The job folder (arrays) is cleaned once everything is written.
-    assert not any("out_depth" in root for root, _, _ in os.walk(lotus.jobs.user_folder("jobs")))
+    assert sorted(os.listdir(lotus.jobs.user_folder("jobs"))) == jobs_before
 
     # Run again: the same images are updated, the old files are never overwritten.
     before = (lotus.out / "photo_depth.exr").read_bytes()
