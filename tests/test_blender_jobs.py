@@ -318,7 +318,7 @@ def test_panel_shows_progress_queue_and_cancel(lotus, tmp_path):
     output = lotus.outputs.OutputSettings(folder=str(tmp_path), temporary=False)
     running = lotus.jobs.Job(task="depth", model={}, inputs=[], job_dir=str(tmp_path),
                              options={}, output=output, worker=settings, label="Depth photo",
-                             state=lotus.jobs.RUNNING, fraction=0.4, stage="image", item=3,
+                             state=lotus.jobs.RUNNING, fraction=0.4, stage="image 3/12: predicting", item=3,
                              items=12)
     waiting = lotus.jobs.Job(task="normal", model={}, inputs=[], job_dir=str(tmp_path),
                              options={}, output=output, worker=settings, label="Normal photo")
@@ -328,12 +328,12 @@ def test_panel_shows_progress_queue_and_cancel(lotus, tmp_path):
     layout = _Layout()
     try:
         lotus.panels.draw_progress(layout)
-        assert lotus.jobs.status_line() == "Depth photo: image 3/12 40% (+1 queued)"
+        assert lotus.jobs.status_line() == "Depth photo: image 3/12: predicting 40% (+1 queued)"
     finally:
         manager.current = None
         manager.queue.clear()
     assert ("progress", {"factor": 0.4, "type": 'BAR',
-                         "text": "Depth photo: image 3/12 40%"}) in layout.calls
+                         "text": "Depth photo: image 3/12: predicting 40%"}) in layout.calls
     assert ("operator", "lotus.cancel_jobs") in layout.calls
     assert any(kind == "label" and "1 job(s) waiting" in kw["text"] for kind, kw in layout.calls)
 

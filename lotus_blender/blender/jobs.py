@@ -159,10 +159,8 @@ class Job:
     def status_text(self) -> str:
         if self.state == QUEUED:
             return f"{self.label}: waiting"
-        text = f"{self.label}: {self.stage}"
-        if self.items > 1:
-            text += f" {self.item}/{self.items}"
-        return f"{text} {int(round(self.fraction * 100))}%"
+        # The worker's stage already says where it is ("image 3/12: predicting").
+        return f"{self.label}: {self.stage} {int(round(self.fraction * 100))}%"
 
     def request(self) -> dict:
         return protocol.predict_request(self.id, self.task, self.model,
