@@ -274,8 +274,13 @@ def test_worker_errors_reach_the_artist_and_the_next_job_works(lotus, tmp_path):
     # The traceback is in the worker's log, which Open Log shows.
     assert os.path.isfile(lotus.jobs.manager.worker_log)
 
+    # A chosen interpreter of Blender's Python version also gets the bundled wheels' folder.
+    import sys
+    prefs.python_path = sys.executable
+    assert lotus.jobs.worker_settings().extra_paths == (lotus.jobs.extension_site_packages(),)
     # A worker interpreter that does not exist: a clear error, no hang.
     prefs.python_path = str(tmp_path / "no_python_here")
+    assert lotus.jobs.worker_settings().extra_paths == ()
     reports = Reports()
     built = lotus.operators.build_jobs(bpy.context, 'NORMAL', _gather_many(lotus, count=1), reports)
     lotus.jobs.manager.submit(built[0])

@@ -9,10 +9,12 @@ them, when its jobs end, so that each run is one undo step.
 from __future__ import annotations
 
 import collections
+import functools
 import glob
 import itertools
 import os
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -65,12 +67,27 @@ class WorkerSettings:
     extra_paths: tuple
 
 
+@functools.lru_cache(maxsize=8)
+def python_version(python: str) -> str:
+    """"3.11" for an interpreter, or "" when it cannot be run."""
+    try:
+        run = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return run.stdout.strip() if run.returncode == 0 else ""
+
+
 def worker_settings(context=None) -> WorkerSettings:
     prefs = get_preferences(context)
     custom = bpy.path.abspath(prefs.python_path) if prefs.python_path else ""
     python = custom or sys.executable
-    # Blender's own interpreter finds torch among the bundled wheels; a custom one has its own.
-    extra = () if custom else (extension_site_packages(),)
+    # The wheels bundled with the extension are built for Blender's Python: a chosen interpreter
+    # of the same version uses them too (a light build brings no torch, the interpreter does);
+    # another version keeps to its own packages.
+    blender_version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    same = not custom or python_version(custom) == blender_version
+    extra = (extension_site_packages(),) if same else ()
     return WorkerSettings(python=python, log_path=log_path(), extra_paths=extra)
 
 
