@@ -120,7 +120,8 @@ def _result_image(name: str, width: int, height: int, float_buffer: bool, data: 
     image = bpy.data.images.get(name)
     if (image is not None and image.get("lotus_kind") == kind
             and image.get("lotus_source") == source_name and image.source in ('FILE', 'GENERATED')
-            and image.is_float == float_buffer and image.library is None):
+            and image.is_float == float_buffer and image.library is None
+            and image.packed_file is None):  # packed data would go stale: make a new image
         if tuple(image.size) != (width, height):
             image.scale(width, height)
         return image
