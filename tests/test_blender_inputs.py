@@ -289,8 +289,11 @@ def test_render_result(lotus, tiny_render_scene):
     depth = bpy.data.images[f"{tiny_render_scene.name}_render_depth"]
     assert tuple(depth.size) == (32, 24)
     assert depth["lotus_source"] == "Render Result"
-    camera = tiny_render_scene.camera.data
-    assert depth["lotus_focal_35mm"] == pytest.approx(camera.lens * 36.0 / camera.sensor_width)
+    # The 35 mm equivalent brings back the camera's lens through the builders' convention.
+    from lotus_blender.core import geometry
+    lens = geometry.lens_from_35mm(depth["lotus_focal_35mm"], 32, 24,
+                                   tiny_render_scene.camera.data.sensor_width)
+    assert lens == pytest.approx(tiny_render_scene.camera.data.lens)
     remove_images(tiny_render_scene.name)
 
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 import bpy
 import numpy as np
 
+from ..core import geometry
+
 # The worker never needs more than this many pixels per processing-resolution pixel of edge.
 OVERSAMPLE = 2
 RENDER_LIKE_TYPES = ('RENDER_RESULT', 'COMPOSITING')
@@ -133,20 +135,18 @@ def _abs_path(image: bpy.types.Image) -> str:
 
 
 def camera_focal_35mm(scene: bpy.types.Scene) -> float:
-    """35 mm equivalent focal length of the scene camera (0 when it is not a perspective one)."""
+    """35 mm-equivalent focal length (diagonal, as EXIF's FocalLengthIn35mmFilm, the convention of
+    core.geometry.lens_from_35mm) of the scene camera; 0 when it is not a perspective camera."""
     camera = scene.camera
     if camera is None or camera.type != 'CAMERA' or camera.data.type != 'PERSP':
         return 0.0
     data = camera.data
-    width = scene.render.resolution_x * scene.render.pixel_aspect_x
-    height = scene.render.resolution_y * scene.render.pixel_aspect_y
-    fit = data.sensor_fit
-    if fit == 'AUTO':
-        fit = 'HORIZONTAL' if width >= height else 'VERTICAL'
-    if fit == 'HORIZONTAL':
-        return float(data.lens * 36.0 / data.sensor_width)
-    # Vertical fit: the sensor height spans the picture height; express as a 36 mm width.
-    return float(data.lens * 36.0 / (data.sensor_height * width / height))
+    scale = scene.render.resolution_percentage / 100.0
+    width = max(1, int(scene.render.resolution_x * scale))
+    height = max(1, int(scene.render.resolution_y * scale))
+    sensor = data.sensor_height if data.sensor_fit == 'VERTICAL' else data.sensor_width
+    intrinsics = geometry.intrinsics_from_lens(data.lens, sensor, width, height, data.sensor_fit)
+    return float(geometry.FULL_FRAME_DIAGONAL_MM * intrinsics.focal_px / math.hypot(width, height))
 
 
 # -- one Blender image with pixels ----------------------------------------------------------------
