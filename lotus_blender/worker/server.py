@@ -170,6 +170,25 @@ class Worker:
                 self.cancelled_ids.discard(job_id)
 
 
+def limit_heap_fragmentation() -> bool:
+    """Serve large allocations from their own memory maps (glibc), returned to the OS when freed.
+
+    The image-sized activations of each stage otherwise stay in the heap after they are freed,
+    fragmented, which raised the worker's peak memory by a few hundred MB at 768 px.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_mmap_threshold = -3
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 20))
+    except (OSError, AttributeError):  # not glibc (e.g. musl): keep its defaults
+        return False
+
+
 def _environment_report() -> dict:
     try:
         import torch
@@ -192,6 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     parent_pid = args.parent_pid or os.getppid()
+    limit_heap_fragmentation()
     protocol_stream = take_over_stdio(args.log)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
