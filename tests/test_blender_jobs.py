@@ -271,8 +271,10 @@ def test_worker_errors_reach_the_artist_and_the_next_job_works(lotus, tmp_path):
     assert built[0].state == lotus.jobs.FAILED and built[0].message
     assert reports.texts('ERROR') and built[0].message in reports.texts('ERROR')[0]
     assert lotus.jobs.manager.last_error.endswith(built[0].message)
-    # The traceback is in the worker's log, which Open Log shows.
-    assert os.path.isfile(lotus.jobs.manager.worker_log)
+    # The failure and its traceback are in the worker's log, which Open Log shows.
+    with open(lotus.jobs.manager.worker_log, encoding="utf-8") as log:
+        text = log.read()
+    assert f"job {built[0].id}" in text and "Traceback" in text
 
     # A chosen interpreter of Blender's Python version also gets the bundled wheels' folder.
     import sys

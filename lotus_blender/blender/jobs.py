@@ -306,13 +306,26 @@ class JobManager:
         if state != DONE or not job.message:
             job.message = message
         if state == FAILED:
-            self.last_error = f"{job.label}: {message}"
+            self.last_error = f"{job.label}: {_first_line(message)}"
+            self._log_failure(job)
         elif state == DONE:
             self.last_error = ""
         if job is self.current:
             self.current = None
         self.last_activity = time.monotonic()
         ensure_idle_timer()
+
+    def _log_failure(self, job: Job) -> None:
+        """Put the failure and the worker's traceback in the log Open Log shows."""
+        path = self.worker_log or job.worker.log_path
+        try:
+            with open(path, "a", encoding="utf-8") as log:
+                log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} Blender: job {job.id} "
+                          f"({job.label}) failed: {job.message}\n")
+                if job.traceback:
+                    log.write(job.traceback.rstrip() + "\n")
+        except OSError:
+            pass  # the report already told the artist; a missing log must not hide it
 
     def _stop_client(self, kill: bool = False) -> None:
         client, self.client, self.client_settings = self.client, None, None
@@ -444,9 +457,16 @@ class JobRunner:
                 self.report({'WARNING'}, f"The .blend is not saved: maps were written to "
                                          f"{job.output.folder}. Save the .blend, or Pack Results")
         elif job.state == FAILED:
-            self.report({'ERROR'}, f"Lotus {job.task}: {job.message}")
+            self.report({'ERROR'}, f"Lotus {job.task}: {_first_line(job.message)} (details: "
+                                   f"Open Log)")
         else:
             self.report({'WARNING'}, f"Lotus {job.task}: cancelled")
+
+
+def _first_line(message: str, limit: int = 300) -> str:
+    """Reports stay short: the first line of a message, cut at ``limit`` characters."""
+    line = (message or "").strip().splitlines()[0] if (message or "").strip() else ""
+    return line if len(line) <= limit else line[:limit - 3] + "..."
 
 
 def status_line() -> str:
