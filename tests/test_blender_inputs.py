@@ -478,3 +478,28 @@ def test_saved_blend_writes_next_to_it_with_relative_paths(tiny_checkpoints, tmp
     result = json.loads(lines[0][len("RESULT"):])
     assert result["filepath"] == "//lotus/photo_depth.exr"
     assert "photo_depth.exr" in result["files"] and "photo_depth_preview.png" in result["files"]
+
+
+def test_photo_focal_length_from_exif(lotus, tmp_path):
+    """A camera's FocalLengthIn35mmFilm travels with the photo (lotus_focal_35mm on results)."""
+    import bpy
+    from PIL import Image
+    picture = Image.fromarray(np.round(gradient()[..., :3] * 255).astype(np.uint8))
+    exif = Image.Exif()
+    exif[0x8769] = {0xA405: 26, 0x920A: 4.2}
+    picture.save(tmp_path / "phone.jpg", exif=exif)
+    picture.save(tmp_path / "plain.png")
+    # A TIFF structure on its own (what TIFF/DNG files start with).
+    tiff = exif.tobytes()
+    (tmp_path / "tags.tif").write_bytes(tiff[6:] if tiff.startswith(b"Exif") else tiff)
+    assert lotus.inputs.exif_focal_35mm(str(tmp_path / "phone.jpg")) == 26.0
+    assert lotus.inputs.exif_focal_35mm(str(tmp_path / "tags.tif")) == 26.0
+    assert lotus.inputs.exif_focal_35mm(str(tmp_path / "plain.png")) == 0.0
+    prepared = lotus.inputs.prepare_file(str(tmp_path / "phone.jpg"), str(tmp_path), 64, 0)
+    assert prepared.focal_35mm == 26.0
+    image = bpy.data.images.new("exif_result", 4, 4)
+    lotus.outputs._tag(image, "disparity", prepared)
+    assert image["lotus_focal_35mm"] == 26.0
+    assert image["lotus_source_path"] == str(tmp_path / "phone.jpg")
+    bpy.data.images.remove(image)
+    bpy.data.images.remove(bpy.data.images["phone.jpg"])
