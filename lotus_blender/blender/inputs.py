@@ -21,7 +21,7 @@ import math
 import os
 import re
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import bpy
 import numpy as np
@@ -48,7 +48,6 @@ class PreparedInput:
     source_path: str = ""           # absolute file path of the photo, when there is one
     focal_35mm: float = 0.0         # 0 = unknown
     frame: int | None = None        # frame number for sequences and movies
-    properties: dict = field(default_factory=dict)
 
 
 # -- pixels -> display values -------------------------------------------------------------------

@@ -202,9 +202,6 @@ class JobManager:
     def busy(self) -> bool:
         return self.current is not None or bool(self.queue)
 
-    def worker_alive(self) -> bool:
-        return self.client is not None and self.client.is_alive()
-
     def submit(self, job: Job) -> Job:
         os.makedirs(job.output_dir, exist_ok=True)
         self.queue.append(job)
