@@ -36,6 +36,7 @@ VIDEO_NOISE_WEIGHT = 0.9  # reference app.py: 0.9 * clip noise + 0.1 * previous 
 # bf16 would only be emulated (slower than fp32).
 MIN_OOM_RESOLUTION = 256
 LOAD_CHUNK_BYTES = 256 * 2**20
+UPSAMPLE_STRIPE_BYTES = 128 * 2**20  # largest upsampled stripe the VAE decoder may hold at once
 _SAFETENSORS_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
                          "I8": 1, "U8": 1, "BOOL": 1}
 
@@ -388,6 +389,66 @@ def _key_chunks(shard: Path, wanted: set) -> list[list[str]]:
     return chunks
 
 
+def _striped_upsample_forward(upsampler, original_forward, hidden_states, output_size=None,
+                              *args, **kwargs):
+    """Nearest 2x upsampling + 3x3 convolution computed in horizontal stripes.
+
+    The SD VAE decoder's last upsampler makes a 512-channel full-resolution tensor (1.2 GB in
+    fp32 at 768 px) only to convolve it down to 256 channels. Computing each stripe of output
+    rows from its input rows (one halo row each side) gives the same numbers without ever
+    holding the whole upsampled tensor: the single largest allocation of a prediction.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    conv = getattr(upsampler, "conv", None)
+    batch, channels, height, width = hidden_states.shape
+    row_bytes = channels * 4 * width * hidden_states.element_size()  # one input row, upsampled
+    if (output_size is not None or args or kwargs or upsampler.norm is not None
+            or upsampler.use_conv_transpose or not upsampler.interpolate or not upsampler.use_conv
+            or not isinstance(conv, torch.nn.Conv2d) or conv.kernel_size != (3, 3)
+            or conv.stride != (1, 1) or conv.padding != (1, 1) or conv.dilation != (1, 1)
+            or conv.groups != 1 or row_bytes * height <= UPSAMPLE_STRIPE_BYTES):
+        return original_forward(hidden_states, output_size, *args, **kwargs)
+    rows = max(1, UPSAMPLE_STRIPE_BYTES // row_bytes)
+    layout = torch.channels_last if hidden_states.is_contiguous(memory_format=torch.channels_last) \
+        else torch.contiguous_format
+    out = torch.empty((batch, conv.out_channels, 2 * height, 2 * width), dtype=hidden_states.dtype,
+                      device=hidden_states.device).contiguous(memory_format=layout)
+    for r0 in range(0, height, rows):
+        r1 = min(height, r0 + rows)
+        a, b = max(r0 - 1, 0), min(r1 + 1, height)
+        up = F.interpolate(hidden_states[:, :, a:b], scale_factor=2.0, mode="nearest")
+        # Upsampled rows [2a, 2b) -> exactly rows [2r0 - 1, 2r1 + 1), zero rows beyond the image.
+        up = up[:, :, (1 if a < r0 else 0):(up.shape[2] - 1 if b > r1 else up.shape[2])]
+        up = F.pad(up, (0, 0, 1 if a == r0 else 0, 1 if b == r1 else 0))
+        out[:, :, 2 * r0:2 * r1] = F.conv2d(up, conv.weight, conv.bias, padding=(0, 1))
+        del up
+    return out
+
+
+def _reduce_vae_peak_memory(vae) -> None:
+    """Same numbers, smaller peak: stripe the decoder's upsamplers, and apply the VAE's SiLUs in
+    place. In the VAE (no time embedding) every SiLU acts on a fresh GroupNorm output nobody else
+    holds, so overwriting it saves one full-resolution tensor per ResNet block."""
+    import functools
+
+    import torch
+    from diffusers.models.resnet import ResnetBlock2D
+    from diffusers.models.upsampling import Upsample2D
+
+    for module in vae.decoder.modules():
+        if isinstance(module, Upsample2D):
+            module.forward = functools.partial(_striped_upsample_forward, module, module.forward)
+    for coder in (vae.encoder, vae.decoder):
+        activations = [coder.conv_act] if isinstance(coder.conv_act, torch.nn.SiLU) else []
+        activations += [block.nonlinearity for block in coder.modules()
+                        if isinstance(block, ResnetBlock2D) and block.time_emb_proj is None
+                        and isinstance(block.nonlinearity, torch.nn.SiLU)]
+        for activation in activations:
+            activation.inplace = True
+
+
 def load_model(info: checkpoint.CheckpointInfo, device, dtype, cache_dir: Path | None) -> LoadedModel:
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -407,6 +468,7 @@ def load_model(info: checkpoint.CheckpointInfo, device, dtype, cache_dir: Path |
             f"{unet.config.cross_attention_dim}: delete {checkpoint.EMPTY_PROMPT_FILE} to rebuild it")
     unet.eval().to(device)
     vae.eval().to(device)
+    _reduce_vae_peak_memory(vae)
     if channels_last:  # weights loaded by from_pretrained (legacy keys) are not yet
         unet.to(memory_format=torch.channels_last)
         vae.to(memory_format=torch.channels_last)
