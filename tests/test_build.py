@@ -207,3 +207,64 @@ def test_bundled_model_ships_inside_the_zip(light_build, tiny_checkpoints, tmp_p
     assert bundle + "unet/diffusion_pytorch_model.safetensors" in names
     assert bundle + "vae/diffusion_pytorch_model.safetensors" in names
     assert not any(n.startswith(bundle + "text_encoder/") for n in names)
+
+
+LIGHT_BUILD_JOB = r"""
+import glob, json, os, subprocess, sys, tempfile
+from pathlib import Path
+zip_path, checkpoint, worker_python, tool = sys.argv[1:5]
+import bpy
+import addon_utils
+import numpy as np
+repo_dir = tempfile.mkdtemp(prefix="lotus-installed-")
+subprocess.run([sys.executable, tool, "install-files", "--local-dir", repo_dir, "--blender-version",
+                "5.0.1", "--python-version", "3.11.13", zip_path], check=True, capture_output=True)
+bpy.context.preferences.extensions.repos.new(name="Installed", module="installed",
+                                             custom_directory=repo_dir, source='USER')
+name = "bl_ext.installed.lotus_blender"
+# Blender installs the bundled wheels into its shared extension site-packages here.
+addon_utils.extensions_refresh(ensure_wheels=True, addon_modules_pending=[name])
+assert addon_utils.enable(name, default_set=True)
+site = glob.glob(os.path.join(bpy.utils.user_resource('EXTENSIONS', path=".local"),
+                              "lib", "python3*", "site-packages"))
+prefs = bpy.context.preferences.addons[name].preferences
+prefs.depth_model = 'LOCAL'
+prefs.depth_model_path = checkpoint
+prefs.depth_model_kind = 'DISPARITY'
+prefs.processing_resolution = 64
+prefs.device = 'CPU'
+prefs.python_path = worker_python
+prefs.output_dir = tempfile.mkdtemp()
+image = bpy.data.images.new("photo", 40, 30)
+image.pixels.foreach_set(np.random.default_rng(0).random(40 * 30 * 4).astype(np.float32))
+status = bpy.ops.lotus.predict_image(image="photo", task='DEPTH')
+depth = bpy.data.images["photo_depth"]
+report = {"status": sorted(status), "size": list(depth.size), "kind": depth["lotus_kind"],
+          "files": sorted(os.listdir(prefs.output_dir)),
+          "bundled": sorted(os.listdir(site[0])) if site else []}
+addon_utils.disable(name, default_set=True)
+print("REPORT " + json.dumps(report))
+"""
+
+
+def test_light_build_runs_a_job_in_blender_with_a_chosen_python(light_build, tiny_checkpoints,
+                                                                  tmp_path):
+    """Install the light zip the way Blender does (wheels into its extension site-packages) and run
+    a job whose worker Python has only numpy and torch: everything else comes from the bundle."""
+    torch_python = tmp_path / "torch-python"
+    subprocess.run([sys.executable, "-m", "venv", str(torch_python)], check=True)
+    python = torch_python / "bin" / "python"
+    pip = subprocess.run([str(python), "-m", "pip", "install", "-q", "numpy==1.26.4", "torch==2.13.0"],
+                         capture_output=True, text=True)
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "user"))
+    proc = subprocess.run([sys.executable, "-c", LIGHT_BUILD_JOB, str(light_build["zips"][0]),
+                           str(tiny_checkpoints[("G", "disparity")]), str(python), str(blender_ext())],
+                          capture_output=True, text=True, env=env, timeout=600)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("REPORT ")]
+    assert proc.returncode == 0 and line, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(line[0][len("REPORT "):])
+    assert report["status"] == ["FINISHED"]
+    assert report["size"] == [40, 30] and report["kind"] == "disparity"
+    assert "photo_depth.exr" in report["files"]
+    assert "diffusers" in report["bundled"] and "numpy" not in report["bundled"]
