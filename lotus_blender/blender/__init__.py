@@ -12,15 +12,20 @@ _MODULE_NAMES = (
 )
 
 
-def _modules():
-    return [importlib.import_module(f".{name}", __name__) for name in _MODULE_NAMES]
+def registrar(package: str, names) -> tuple:
+    """register()/unregister() for a package whose submodules each register their own classes."""
+    def modules():
+        return [importlib.import_module(f".{name}", package) for name in names]
+
+    def register():
+        for module in modules():
+            module.register()
+
+    def unregister():
+        for module in reversed(modules()):
+            module.unregister()
+
+    return register, unregister
 
 
-def register():
-    for module in _modules():
-        module.register()
-
-
-def unregister():
-    for module in reversed(_modules()):
-        module.unregister()
+register, unregister = registrar(__name__, _MODULE_NAMES)

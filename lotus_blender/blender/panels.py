@@ -107,6 +107,15 @@ class _LotusPanel:
         draw_tools(layout)
 
 
+class LotusSubPanel:
+    """Mixin for feature sub-panels under the 3D View's Lotus tab (closed until opened)."""
+    bl_parent_id = "LOTUS_PT_view3d"
+    bl_space_type = 'VIEW_3D'
+    bl_region_type = 'UI'
+    bl_category = "Lotus"
+    bl_options = {'DEFAULT_CLOSED'}
+
+
 class LOTUS_PT_view3d(_LotusPanel, bpy.types.Panel):
     bl_space_type = 'VIEW_3D'
     bl_idname = "LOTUS_PT_view3d"

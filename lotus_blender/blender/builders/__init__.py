@@ -4,7 +4,7 @@ SUBMODULES is a plain list of this package's modules that have register()/unregi
 (operators and sidebar sub-panels); append a name to add a builder.
 """
 
-import importlib
+from .. import registrar
 
 SUBMODULES = [
     "scene25d_ui",
@@ -12,16 +12,4 @@ SUBMODULES = [
     "relight",
 ]
 
-
-def _modules():
-    return [importlib.import_module(f".{name}", __name__) for name in SUBMODULES]
-
-
-def register():
-    for module in _modules():
-        module.register()
-
-
-def unregister():
-    for module in reversed(_modules()):
-        module.unregister()
+register, unregister = registrar(__name__, SUBMODULES)

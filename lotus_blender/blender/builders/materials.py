@@ -17,6 +17,7 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, PointerProperty
 
 from ...core import heightmap, maps
 from .. import outputs, preferences
+from ..panels import LotusSubPanel
 
 CONVENTION_ITEMS = [
     ('OPENGL', "OpenGL", "Green channel up (+Y), what Blender, Unity and glTF expect"),
@@ -446,14 +447,9 @@ class LOTUS_OT_normal_material(bpy.types.Operator):
         return {'FINISHED'}
 
 
-class LOTUS_PT_materials(bpy.types.Panel):
+class LOTUS_PT_materials(LotusSubPanel, bpy.types.Panel):
     bl_idname = "LOTUS_PT_materials"
     bl_label = "Normal-Mapped Material"
-    bl_parent_id = "LOTUS_PT_view3d"
-    bl_space_type = 'VIEW_3D'
-    bl_region_type = 'UI'
-    bl_category = "Lotus"
-    bl_options = {'DEFAULT_CLOSED'}
 
     def draw(self, context):
         layout = self.layout

@@ -24,6 +24,7 @@ from mathutils import Matrix, Vector
 
 from ...core import geometry, maps
 from . import materials, scene25d
+from ..panels import LotusSubPanel
 
 ALBEDO_ITEMS = [
     ('PHOTO', "Photo", "Use the photo's colours as they are (its lighting stays baked in)"),
@@ -597,14 +598,9 @@ class LOTUS_OT_preview_relight(bpy.types.Operator):
         return {'FINISHED'}
 
 
-class LOTUS_PT_relight(bpy.types.Panel):
+class LOTUS_PT_relight(LotusSubPanel, bpy.types.Panel):
     bl_idname = "LOTUS_PT_relight"
     bl_label = "Relight"
-    bl_parent_id = "LOTUS_PT_view3d"
-    bl_space_type = 'VIEW_3D'
-    bl_region_type = 'UI'
-    bl_category = "Lotus"
-    bl_options = {'DEFAULT_CLOSED'}
 
     def draw(self, context):
         layout = self.layout

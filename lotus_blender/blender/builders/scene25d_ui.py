@@ -4,6 +4,7 @@ import bpy
 from bpy.props import EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 from . import geonodes, scene25d
+from ..panels import LotusSubPanel
 
 _MODE_ITEMS = [
     ('GEONODES', "Geometry Nodes", "Live mesh: change near, depth range, resolution and tearing afterwards"),
@@ -108,13 +109,10 @@ class LOTUS_OT_build_photo_scene(bpy.types.Operator):
         return {'FINISHED'}
 
 
-class LOTUS_PT_scene25d(bpy.types.Panel):
+class LOTUS_PT_scene25d(LotusSubPanel, bpy.types.Panel):
     bl_label = "2.5D Scene"
     bl_idname = "LOTUS_PT_scene25d"
-    bl_parent_id = "LOTUS_PT_view3d"
-    bl_space_type = 'VIEW_3D'
-    bl_region_type = 'UI'
-    bl_category = "Lotus"
+    bl_options = set()  # the headline feature: open by default
 
     def draw(self, context):
         layout = self.layout
