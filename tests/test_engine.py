@@ -116,6 +116,33 @@ def test_striped_vae_upsampling_is_exact(tiny_checkpoints, tmp_path, monkeypatch
                                atol=2e-5)
 
 
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
+def test_lean_vae_resnet_block_gives_the_same_numbers(layout):
+    import functools
+
+    from diffusers.models.resnet import ResnetBlock2D
+
+    torch.manual_seed(1)
+    for in_channels, out_channels in ((8, 6), (8, 8)):
+        block = ResnetBlock2D(in_channels=in_channels, out_channels=out_channels, temb_channels=None,
+                              groups=2, groups_out=2).eval().to(memory_format=layout)
+        x = torch.randn(1, in_channels, 9, 7).contiguous(memory_format=layout)
+        with torch.no_grad():
+            expected = block(x, None)
+            before = x.clone()
+            lean = engine_module._lean_resnet_forward(block, block.forward, x, None)
+        assert torch.equal(x, before)  # the in-place steps never touch the block's input
+        assert lean.shape == expected.shape
+        torch.testing.assert_close(lean, expected, rtol=0, atol=1e-5)
+        with torch.no_grad():  # blocks with a time embedding keep diffusers' own forward
+            timed = ResnetBlock2D(in_channels=in_channels, out_channels=out_channels, temb_channels=4,
+                                  groups=2, groups_out=2).eval()
+            temb = torch.randn(1, 4)
+            torch.testing.assert_close(
+                engine_module._lean_resnet_forward(timed, functools.partial(timed.forward), x, temb),
+                timed(x, temb), rtol=0, atol=0)
+
+
 def test_shapes_ranges_and_meaning(tiny_checkpoints, tmp_path):
     engine = LotusEngine()
     depth, info, events = run(engine, tiny_checkpoints[("G", "disparity")], tmp_path,

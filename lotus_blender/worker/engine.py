@@ -427,26 +427,57 @@ def _striped_upsample_forward(upsampler, original_forward, hidden_states, output
     return out
 
 
+def _lean_resnet_forward(block, original_forward, input_tensor, temb=None, *args, **kwargs):
+    """diffusers' ResnetBlock2D.forward for the VAE (no time embedding), holding fewer
+    full-resolution tensors: SiLU in place on the fresh GroupNorm outputs, the 1x1 shortcut as a
+    matmul on the channels-last data (oneDNN would copy the input first), the residual added in
+    place. Same operations on the same values, so the same numbers."""
+    import torch
+    import torch.nn.functional as F
+
+    if (temb is not None or args or kwargs or block.upsample is not None
+            or block.downsample is not None or block.time_emb_proj is not None
+            or not isinstance(block.nonlinearity, torch.nn.SiLU)):
+        return original_forward(input_tensor, temb, *args, **kwargs)
+    hidden = F.silu(block.norm1(input_tensor), inplace=True)
+    hidden = block.conv1(hidden)
+    hidden = F.silu(block.norm2(hidden), inplace=True)
+    hidden = block.conv2(block.dropout(hidden))
+    shortcut = input_tensor
+    conv = block.conv_shortcut
+    if conv is not None:
+        pointwise = (isinstance(conv, torch.nn.Conv2d) and conv.kernel_size == (1, 1)
+                     and conv.stride == (1, 1) and conv.padding == (0, 0) and conv.groups == 1
+                     and input_tensor.is_contiguous(memory_format=torch.channels_last))
+        if pointwise:
+            weight = conv.weight.reshape(conv.out_channels, conv.in_channels)
+            shortcut = F.linear(input_tensor.permute(0, 2, 3, 1), weight, conv.bias).permute(0, 3, 1, 2)
+        else:
+            shortcut = conv(input_tensor)
+    hidden += shortcut
+    del shortcut
+    if block.output_scale_factor != 1.0:
+        hidden /= block.output_scale_factor
+    return hidden
+
+
 def _reduce_vae_peak_memory(vae) -> None:
-    """Same numbers, smaller peak: stripe the decoder's upsamplers, and apply the VAE's SiLUs in
-    place. In the VAE (no time embedding) every SiLU acts on a fresh GroupNorm output nobody else
-    holds, so overwriting it saves one full-resolution tensor per ResNet block."""
+    """Same numbers, smaller peak: the decoder's upsamplers in stripes, lean ResNet blocks, and the
+    final SiLUs in place (each acts on a fresh GroupNorm output nobody else holds)."""
     import functools
 
     import torch
     from diffusers.models.resnet import ResnetBlock2D
     from diffusers.models.upsampling import Upsample2D
 
-    for module in vae.decoder.modules():
-        if isinstance(module, Upsample2D):
-            module.forward = functools.partial(_striped_upsample_forward, module, module.forward)
     for coder in (vae.encoder, vae.decoder):
-        activations = [coder.conv_act] if isinstance(coder.conv_act, torch.nn.SiLU) else []
-        activations += [block.nonlinearity for block in coder.modules()
-                        if isinstance(block, ResnetBlock2D) and block.time_emb_proj is None
-                        and isinstance(block.nonlinearity, torch.nn.SiLU)]
-        for activation in activations:
-            activation.inplace = True
+        for module in coder.modules():
+            if isinstance(module, Upsample2D):
+                module.forward = functools.partial(_striped_upsample_forward, module, module.forward)
+            elif isinstance(module, ResnetBlock2D):
+                module.forward = functools.partial(_lean_resnet_forward, module, module.forward)
+        if isinstance(coder.conv_act, torch.nn.SiLU):
+            coder.conv_act.inplace = True
 
 
 def load_model(info: checkpoint.CheckpointInfo, device, dtype, cache_dir: Path | None) -> LoadedModel:
