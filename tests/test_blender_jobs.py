@@ -406,3 +406,39 @@ def test_bundled_model_is_offered_first_and_runs_offline(lotus, tiny_checkpoints
         addon_utils.disable(lotus.name, default_set=True)
         addon_utils.enable(lotus.name, default_set=True)
         remove_images("bundle_src")
+
+
+def test_tiled_and_seamless_reach_the_worker_at_full_resolution(lotus, monkeypatch):
+    """Texture artists' options: Full Resolution (Tiled) sends the image at its full size and asks
+    for tiles; Seamless asks for wrap-around maps. The maps come back at the image's size."""
+    import bpy
+    sent = []
+    original_send = lotus.worker_client.WorkerClient.send
+
+    def spy(self, message):
+        if message.get("op") == "predict":  # the input files exist while the job runs
+            message = dict(message, shapes=[np.load(p, mmap_mode="r").shape[:2]
+                                            for p in message["inputs"]])
+        sent.append(message)
+        return original_send(self, message)
+
+    monkeypatch.setattr(lotus.worker_client.WorkerClient, "send", spy)
+    pixels = np.random.default_rng(3).random((150, 200, 4)).astype(np.float32)
+    new_image("texture", pixels)
+    try:
+        result = bpy.ops.lotus.predict_image(image="texture", task='DEPTH', tiled=True, seamless=True)
+        assert result == {'FINISHED'}
+        (request,) = [m for m in sent if m.get("op") == "predict"]
+        assert request["options"]["tiled"] is True and request["options"]["seamless"] is True
+        # Not reduced to twice the processing resolution (64 px here): the worker tiles it.
+        assert request["shapes"] == [(150, 200)]
+        assert tuple(bpy.data.images["texture_depth"].size) == (200, 150)
+
+        sent.clear()
+        assert bpy.ops.lotus.predict_image(image="texture", task='DEPTH') == {'FINISHED'}
+        (request,) = [m for m in sent if m.get("op") == "predict"]
+        assert not request["options"].get("tiled") and not request["options"].get("seamless")
+        # Averaged down (by a whole factor) to at most twice the processing resolution (64 px).
+        assert request["shapes"] == [(75, 100)]
+    finally:
+        remove_images("texture")

@@ -13,7 +13,7 @@ import shutil
 import time
 
 import bpy
-from bpy.props import CollectionProperty, EnumProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, CollectionProperty, EnumProperty, IntProperty, StringProperty
 from bpy.types import Operator, OperatorFileListElement
 
 from .. import protocol
@@ -34,15 +34,19 @@ def _tasks(choice: str) -> list[str]:
             'BOTH': [protocol.TASK_DEPTH, protocol.TASK_NORMAL]}[choice]
 
 
-def build_jobs(context, task_choice: str, gather, report) -> list:
+def build_jobs(context, task_choice: str, gather, report, tiled: bool = False,
+               seamless: bool = False) -> list:
     """Jobs for one run: ``gather(context, job_dir, resolution) -> (prepared, problems)`` makes
-    the inputs once, shared by the depth and normal jobs. Raises ModelError / OutputError."""
+    the inputs once, shared by the depth and normal jobs. Raises ModelError / OutputError.
+
+    tiled: full-resolution maps from overlapping tiles of the processing resolution (the input
+    is then sent at its full size); seamless: maps that tile, for textures."""
     prefs = get_preferences(context)
     tasks = _tasks(task_choice)
     models = {task: jobs.model_request(task, context) for task in tasks}
     batch_dir = jobs.user_folder("jobs", time.strftime("%Y%m%d-%H%M%S")
                                  + f"-{os.getpid()}-{next(_batch_numbers)}")
-    prepared, problems = gather(context, batch_dir, prefs.processing_resolution)
+    prepared, problems = gather(context, batch_dir, 0 if tiled else prefs.processing_resolution)
     for problem in problems:
         report({'ERROR'}, problem)
     if not prepared:
@@ -53,7 +57,7 @@ def build_jobs(context, task_choice: str, gather, report) -> list:
     label = prepared[0].name + (f" (+{len(prepared) - 1})" if len(prepared) > 1 else "")
     built = []
     for task in tasks:
-        options = jobs.worker_options(context)
+        options = jobs.worker_options(context, tiled=tiled, seamless=seamless)
         if any(p.frame is not None for p in prepared):
             options["video_smoothing"] = True
         built.append(jobs.Job(
@@ -73,10 +77,16 @@ class _LotusJobOperator:
     """
 
     task: EnumProperty(name="Task", items=TASK_ITEMS, default='DEPTH')
+    tiled: BoolProperty(name="Full Resolution (Tiled)", default=False,
+                        description="Maps at the image's full resolution from overlapping, "
+                                    "smoothly blended tiles (slower: one model pass per tile)")
+    seamless: BoolProperty(name="Seamless", default=False,
+                           description="Maps that tile without a seam, for repeating textures")
 
     def _launch(self, context, blocking: bool):
         try:
-            built = build_jobs(context, self.task, self.gather, self.report)
+            built = build_jobs(context, self.task, self.gather, self.report, tiled=self.tiled,
+                               seamless=self.seamless)
         except (jobs.ModelError, inputs.InputError, outputs.OutputError) as ex:
             self.report({'ERROR'}, str(ex))
             return {'CANCELLED'}
@@ -147,7 +157,8 @@ class LOTUS_OT_predict_files(_LotusJobOperator, Operator):
         if getattr(self, "_from_browser", False) and not bpy.app.background:
             # Chosen in the file browser: run again through invoke, modal, so the UI stays live.
             result = bpy.ops.lotus.predict_files(
-                'INVOKE_DEFAULT', task=self.task, directory=self.directory,
+                'INVOKE_DEFAULT', task=self.task, tiled=self.tiled, seamless=self.seamless,
+                directory=self.directory,
                 files=[{"name": f.name} for f in self.files], filepath=self.filepath)
             return {'FINISHED'} if 'RUNNING_MODAL' in result else result
         return self._launch(context, blocking=True)

@@ -4,7 +4,7 @@ Other features add sub-panels with ``bl_parent_id = "LOTUS_PT_view3d"``.
 """
 
 import bpy
-from bpy.props import EnumProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
 
 from . import jobs, outputs
 from .operators import TASK_ITEMS
@@ -20,6 +20,11 @@ class LotusPanelSettings(bpy.types.PropertyGroup):
                              description="Sequences and movies: first frame (0: from the start)")
     frame_end: IntProperty(name="End", default=0, min=0,
                            description="Sequences and movies: last frame (0: to the end)")
+    tiled: BoolProperty(name="Full Resolution (Tiled)", default=False,
+                        description="Maps at the image's full resolution from overlapping, "
+                                    "smoothly blended tiles (slower: one model pass per tile)")
+    seamless: BoolProperty(name="Seamless", default=False,
+                           description="Maps that tile without a seam, for repeating textures")
 
 
 def _settings(context):
@@ -73,6 +78,8 @@ def _image_button(layout, settings, text, icon, image_name=""):
     op.render_pass = settings.render_pass
     op.frame_start = settings.frame_start
     op.frame_end = settings.frame_end
+    op.tiled = settings.tiled
+    op.seamless = settings.seamless
     return op
 
 
@@ -86,8 +93,8 @@ class _LotusPanel:
         settings = _settings(context)
         layout.prop(settings, "task", expand=True)
         col = layout.column(align=True)
-        col.operator("lotus.predict_files", text="Image Files...", icon='FILE_IMAGE').task = \
-            settings.task
+        files = col.operator("lotus.predict_files", text="Image Files...", icon='FILE_IMAGE')
+        files.task, files.tiled, files.seamless = settings.task, settings.tiled, settings.seamless
         if context.space_data is not None and context.space_data.type == 'IMAGE_EDITOR':
             _image_button(col, settings, "Active Image", 'IMAGE_DATA')
         else:
@@ -96,6 +103,9 @@ class _LotusPanel:
             _image_button(col, settings, "Render Result", 'RENDER_RESULT', "Render Result")
         if "Viewer Node" in bpy.data.images:
             _image_button(col, settings, "Compositor Viewer", 'NODE_COMPOSITING', "Viewer Node")
+        row = layout.row(align=True)
+        row.prop(settings, "tiled", toggle=True)
+        row.prop(settings, "seamless", toggle=True)
         sub = layout.column(heading="Multilayer / Frames")
         sub.prop(settings, "render_pass")
         row = sub.row(align=True)
