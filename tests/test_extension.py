@@ -11,7 +11,13 @@ def test_installed_as_extension(blender_addon):
     assert blender_addon in bpy.context.preferences.addons
     prefs = bpy.context.preferences.addons[blender_addon].preferences
     assert prefs.bl_rna.identifier == "LotusPreferences"
-    assert prefs.processing_resolution == 768
+    # Defaults an artist starts with (other tests change the live values).
+    defaults = {name: prop.default for name, prop in prefs.bl_rna.properties.items()
+                if hasattr(prop, "default") and not getattr(prop, "is_array", False)}
+    assert defaults["processing_resolution"] == 768
+    assert defaults["device"] == 'AUTO' and defaults["precision"] == 'AUTO'
+    assert defaults["output_dir"] == "//lotus/" and defaults["normal_convention"] == 'OPENGL'
+    assert defaults["python_path"] == ""
 
 
 def test_sidebar_panels(blender_addon):
