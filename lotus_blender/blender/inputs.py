@@ -27,6 +27,7 @@ import bpy
 import numpy as np
 
 from ..core import geometry
+from ..core.shading import linear_to_srgb
 
 # The worker never needs more than this many pixels per processing-resolution pixel of edge.
 OVERSAMPLE = 2
@@ -51,16 +52,6 @@ class PreparedInput:
 
 
 # -- pixels -> display values -------------------------------------------------------------------
-
-def linear_to_srgb(values: np.ndarray) -> np.ndarray:
-    """The sRGB OETF, in place, on values clamped to [0, 1]."""
-    np.clip(values, 0.0, 1.0, out=values)
-    low = values <= 0.0031308
-    encoded = 1.055 * np.power(values, 1.0 / 2.4, dtype=np.float32) - 0.055
-    np.multiply(values, 12.92, out=values, where=low)
-    np.copyto(values, encoded, where=~low)
-    return values
-
 
 def _needs_oetf(image: bpy.types.Image) -> bool:
     settings = image.colorspace_settings

@@ -22,7 +22,7 @@ import numpy as np
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty
 from mathutils import Matrix, Vector
 
-from ...core import geometry, maps
+from ...core import geometry, maps, shading
 from . import materials, scene25d
 from ..panels import LotusSubPanel
 
@@ -49,16 +49,10 @@ SUBJECT_DEPTH_QUANTILE = 0.25  # the subject is usually nearer than the backgrou
 PLANE_DISTANCE = 5.0
 RENDER_SAMPLES = 128
 PREVIEW_SAMPLES = 16
-LUMINANCE = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)  # Rec.709, linear
 
 
 # ---------------------------------------------------------------------------------------------
 # Albedo: divide out an estimated shading.
-
-def srgb_to_linear(values):
-    values = np.asarray(values, dtype=np.float32)
-    return np.where(values <= 0.04045, values / 12.92, ((values + 0.055) / 1.055) ** 2.4).astype(np.float32)
-
 
 def photo_linear_rgb(photo):
     """The photo's colours in linear Rec.709, (H, W, 3) top row first.
@@ -67,36 +61,8 @@ def photo_linear_rgb(photo):
     """
     rgb = materials.read_pixels(photo)[..., :3]
     if not photo.is_float and photo.colorspace_settings.name == 'sRGB':
-        rgb = srgb_to_linear(rgb)
+        rgb = shading.srgb_to_linear(rgb)
     return rgb
-
-
-def fit_shading(luminance, normals, max_samples=200_000):
-    """Least-squares first-order spherical-harmonics shading s(n) = c0 + c . n of a luminance map.
-
-    With albedo varying independently of the normals, the fit recovers the lighting up to the mean
-    albedo. Returns the 4 coefficients (c0, cx, cy, cz).
-    """
-    flat_lum = np.asarray(luminance, dtype=np.float64).reshape(-1)
-    flat_n = np.asarray(normals, dtype=np.float64).reshape(-1, 3)
-    stride = max(1, flat_lum.size // max_samples)
-    design = np.column_stack([np.ones(flat_lum[::stride].size), flat_n[::stride]])
-    coefficients, *_ = np.linalg.lstsq(design, flat_lum[::stride], rcond=None)
-    return coefficients
-
-
-def estimate_albedo(rgb_linear, normals, floor=0.2):
-    """Photo / estimated shading, scaled so that the mean shading is 1 (the albedo keeps the
-    photo's overall brightness). floor: the shading never drops below this fraction of its mean,
-    so dark shadows are not blown up into bright albedo. Returns (albedo in [0, 1], shading)."""
-    rgb = np.asarray(rgb_linear, dtype=np.float32)
-    coefficients = fit_shading(rgb @ LUMINANCE, normals)
-    shading = coefficients[0] + np.asarray(normals, dtype=np.float64) @ coefficients[1:]
-    mean = float(np.mean(shading))
-    if not mean > 0.0:
-        return np.clip(rgb, 0.0, 1.0), np.ones(rgb.shape[:2], dtype=np.float32)
-    shading = np.maximum(shading / mean, floor).astype(np.float32)
-    return np.clip(rgb / shading[..., None], 0.0, 1.0), shading
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,7 +360,8 @@ def build_relight_scene(context, photo, depth=None, normal=None, *, geometry_mod
     if albedo == "DELIGHT":
         if normal is None:
             raise ValueError("Removing the shading needs the Lotus normals")
-        albedo_rgb, _shading = estimate_albedo(photo_linear_rgb(photo), materials.lotus_camera_normals(normal))
+        albedo_rgb, _ = shading.estimate_albedo(photo_linear_rgb(photo),
+                                                materials.lotus_camera_normals(normal))
         albedo_image = materials.write_float_image(f"{name}_albedo", albedo_rgb, non_color=False)
         albedo_image["lotus_kind"] = "albedo"
         albedo_image["lotus_source"] = photo.name
