@@ -49,3 +49,16 @@ def ground_truth_scene(blender_addon):
     """The known Cycles scene (tests/ground_truth.py), rendered once per session; its datablocks are gone."""
     from tests.ground_truth import render_ground_truth
     return render_ground_truth()
+
+
+@pytest.fixture
+def lotus(blender_addon, tiny_checkpoints, tmp_path):
+    """The Blender side's live modules, preferences set to the tiny checkpoints; maps go to
+    ``lotus.out``."""
+    from tests.blender_side import configure, live
+    out = tmp_path / "maps"
+    configure(blender_addon, tiny_checkpoints, str(out))
+    modules = live(blender_addon)
+    modules.out = out
+    modules.name = blender_addon
+    return modules

@@ -10,18 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tests.blender_side import (Reports, configure, drive, gradient, image_pixels, live,
-                                new_image, remove_images)
-
-
-@pytest.fixture
-def lotus(blender_addon, tiny_checkpoints, tmp_path):
-    out = tmp_path / "maps"
-    configure(blender_addon, tiny_checkpoints, str(out))
-    modules = live(blender_addon)
-    modules.out = out
-    modules.name = blender_addon
-    return modules
+from tests.blender_side import Reports, drive, gradient, image_pixels, new_image, remove_images
 
 
 def _srgb(linear):

@@ -14,16 +14,6 @@ from tests.blender_side import (Reports, configure, drive, gradient, image_pixel
                                 new_image, remove_images)
 
 
-@pytest.fixture
-def lotus(blender_addon, tiny_checkpoints, tmp_path):
-    out = tmp_path / "maps"
-    configure(blender_addon, tiny_checkpoints, str(out))
-    modules = live(blender_addon)
-    modules.out = out
-    modules.name = blender_addon
-    return modules
-
-
 def _png_bit_depth(path) -> int:
     with open(path, "rb") as handle:
         header = handle.read(26)
