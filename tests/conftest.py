@@ -62,3 +62,17 @@ def lotus(blender_addon, tiny_checkpoints, tmp_path):
     modules.out = out
     modules.name = blender_addon
     return modules
+
+
+@pytest.fixture
+def fresh_data(blender_addon):
+    """Removes every datablock a test creates (objects, meshes, materials, images, ...)."""
+    import bpy
+    kinds = ("objects", "meshes", "materials", "images", "cameras", "lights", "worlds", "scenes",
+             "node_groups")
+    before = {kind: set(getattr(bpy.data, kind)) for kind in kinds}
+    yield
+    for kind in kinds:
+        collection = getattr(bpy.data, kind)
+        for block in [b for b in collection if b not in before[kind]]:
+            collection.remove(block)

@@ -28,19 +28,6 @@ def dome(width=WIDTH, height=HEIGHT, radius=DOME_RADIUS_PX):
     return z, normals
 
 
-@pytest.fixture
-def fresh_data(blender_addon):
-    """Removes every datablock a test creates (objects, meshes, materials, images, ...)."""
-    import bpy
-    kinds = ("objects", "meshes", "materials", "images", "cameras", "lights", "worlds", "scenes")
-    before = {kind: set(getattr(bpy.data, kind)) for kind in kinds}
-    yield
-    for kind in kinds:
-        collection = getattr(bpy.data, kind)
-        for block in [b for b in collection if b not in before[kind]]:
-            collection.remove(block)
-
-
 def lotus_images(module, name, normals):
     """A photo and its Lotus normal result as outputs.py tags them."""
     import bpy

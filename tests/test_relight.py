@@ -29,20 +29,6 @@ def materials_module(addon):
     return sys.modules[f"{addon}.blender.builders.materials"]
 
 
-@pytest.fixture
-def fresh_data(blender_addon):
-    """Removes every datablock a test creates."""
-    import bpy
-    kinds = ("objects", "meshes", "materials", "images", "cameras", "lights", "worlds", "scenes",
-             "node_groups")
-    before = {kind: set(getattr(bpy.data, kind)) for kind in kinds}
-    yield
-    for kind in kinds:
-        collection = getattr(bpy.data, kind)
-        for block in [b for b in collection if b not in before[kind]]:
-            collection.remove(block)
-
-
 def tagged_image(materials, name, values, kind, source, non_color=True):
     image = materials.write_float_image(name, values, non_color=non_color)
     image["lotus_kind"] = kind
