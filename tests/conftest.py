@@ -22,6 +22,11 @@ sys.path.insert(0, str(REPO_ROOT))  # tests import core/protocol directly (never
 os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="lotus-blender-user-"))
 
 
+# The worker's own tests need torch in this interpreter; the Blender-only sessions do not collect
+# them at all (they ran in the worker environment).
+collect_ignore_glob = ["test_engine*.py"] if os.environ.get("LOTUS_TEST_BLENDER_ONLY") else []
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "blender: starts a Blender (bpy) process of its own")
 

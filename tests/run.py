@@ -20,6 +20,7 @@ status is non-zero when any version has a failure or an error, or did not report
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import glob
 import hashlib
 import os
@@ -56,21 +57,23 @@ def venv_python(folder: Path) -> Path:
 
 
 def find_interpreter(version: str) -> str | None:
-    """A CPython of the given "3.X" version: the running one, on PATH, or under pyenv."""
+    """A CPython of the given "3.X" version that really runs: the running one, pyenv's, or one
+    on PATH (a pyenv shim on PATH may point at another version, hence the check)."""
     if "%d.%d" % sys.version_info[:2] == version:
         return sys.executable
-    candidates = [shutil.which(f"python{version}")]
     pyenv_root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
-    candidates += sorted(glob.glob(os.path.join(pyenv_root, "versions", f"{version}.*", "bin",
-                                                f"python{version}")), reverse=True)
-    for candidate in candidates:
-        if candidate and os.path.exists(candidate):
-            return candidate
+    candidates = sorted(glob.glob(os.path.join(pyenv_root, "versions", f"{version}.*", "bin",
+                                               f"python{version}")), reverse=True)
+    candidates.append(shutil.which(f"python{version}"))
     if os.name == "nt" and shutil.which("py"):
-        probe = subprocess.run(["py", f"-{version}", "-c", "import sys; print(sys.executable)"],
-                               capture_output=True, text=True)
-        if probe.returncode == 0:
-            return probe.stdout.strip()
+        candidates.append(f"py -{version}")
+    for candidate in filter(None, candidates):
+        command = candidate.split(" ") if candidate.startswith("py -") else [candidate]
+        probe = subprocess.run([*command, "-c", "import sys; print('%d.%d' % sys.version_info[:2], "
+                                "sys.executable)"], capture_output=True, text=True)
+        found = probe.stdout.split(" ", 1) if probe.returncode == 0 else []
+        if found and found[0] == version:
+            return found[1].strip()
     return None
 
 
@@ -152,11 +155,14 @@ def main(argv: list[str]) -> int:
         worker_python = ensure_venv(WORKER_VENV, BLENDERS[WORKER_BLENDER],
                                     requirement_lines(WORKER_REQUIREMENTS), "the worker environment")
         pythons = {WORKER_BLENDER: worker_python}
-        for blender in chosen:
-            if blender != WORKER_BLENDER:
-                pythons[blender] = ensure_venv(
-                    BLENDER_VENVS / blender, {**BLENDERS, **ON_REQUEST}[blender],
-                    [f"bpy=={blender}", *requirement_lines(BLENDER_REQUIREMENTS)], f"Blender {blender}")
+        # Downloads dominate on a fresh machine: prepare the Blender environments side by side.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+            futures = {blender: pool.submit(
+                ensure_venv, BLENDER_VENVS / blender, {**BLENDERS, **ON_REQUEST}[blender],
+                [f"bpy=={blender}", *requirement_lines(BLENDER_REQUIREMENTS)], f"Blender {blender}")
+                for blender in chosen if blender != WORKER_BLENDER}
+            for blender, future in futures.items():
+                pythons[blender] = future.result()
     except (RuntimeError, subprocess.CalledProcessError) as ex:
         print(f"error: preparing the test environments failed: {ex}", file=sys.stderr)
         return 2
