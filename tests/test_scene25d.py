@@ -215,7 +215,7 @@ def test_focal_length_sources(scene25d, tmp_path):
     depth = float_image("s25_exif_depth", np.full((20, 30), 0.5), "disparity")
     _obj, camera = scene25d.build_photo_scene(bpy.context, photo, depth)
     assert camera.data.lens == pytest.approx(24.0)      # 3:2: the 35 mm equivalent is the lens
-    assert camera["lotus_focal_source"] == "35 mm equivalent"
+    assert camera["lotus_focal_source"] == "recorded"
     assert camera.name == "s25_exif_camera"
     # No EXIF: the scene camera's field of view (now the camera just made), then 50 mm.
     camera.data.lens = 70.0

@@ -80,6 +80,21 @@ def _divergence(steps_x, steps_down, out):
     return out
 
 
+def _inverse_operator(shape, prior):
+    """1 / (prior + eigenvalues of the grid Laplacian) in the cosine basis."""
+    height, width = shape
+    eigen_rows = 2.0 - 2.0 * np.cos(np.pi * np.arange(height) / height)
+    eigen_cols = 2.0 - 2.0 * np.cos(np.pi * np.arange(width) / width)
+    return 1.0 / (prior + eigen_rows[:, None] + eigen_cols[None, :])
+
+
+def _apply_inverse(rhs, inverse):
+    """Solve (prior + L) l = rhs with the operator from _inverse_operator."""
+    spectrum = _dct(_dct(rhs, 0), 1)
+    spectrum *= inverse
+    return _idct(_idct(spectrum, 0), 1)
+
+
 def screened_poisson(target, steps_x, steps_down, prior):
     """Solve (prior + L) l = prior * target + div for l on an (H, W) grid with free borders.
 
@@ -88,13 +103,8 @@ def screened_poisson(target, steps_x, steps_down, prior):
     """
     if prior <= 0:
         raise ValueError("the prior weight must be positive")
-    height, width = target.shape
     rhs = _divergence(steps_x, steps_down, prior * np.asarray(target, dtype=np.float64))
-    spectrum = _dct(_dct(rhs, 0), 1)
-    eigen_rows = 2.0 - 2.0 * np.cos(np.pi * np.arange(height) / height)
-    eigen_cols = 2.0 - 2.0 * np.cos(np.pi * np.arange(width) / width)
-    spectrum /= prior + eigen_rows[:, None] + eigen_cols[None, :]
-    return _idct(_idct(spectrum, 0), 1)
+    return _apply_inverse(rhs, _inverse_operator(rhs.shape, prior))
 
 
 def pixel_centres(width, height, pixel_size=1.0):
@@ -151,13 +161,13 @@ def _laplacian(values, weight_x, weight_down):
 def _conjugate_gradients(solution, rhs, weights, prior, weight_x, weight_down, iterations):
     """(diag(weights) + L_w) l = rhs by conjugate gradients, preconditioned by the uniform screened
     Poisson solve with the full prior."""
-    zero_x, zero_down = np.zeros_like(weight_x), np.zeros_like(weight_down)
+    inverse = _inverse_operator(rhs.shape, prior)
 
     def apply(values):
         return weights * values + _laplacian(values, weight_x, weight_down)
 
     def precondition(values):
-        return screened_poisson(values / prior, zero_x, zero_down, prior)
+        return _apply_inverse(values, inverse)
 
     residual = rhs - apply(solution)
     scale = float(np.sum(rhs * rhs)) or 1.0
@@ -295,7 +305,8 @@ def refine_depth(depth, normals, focal_px, *, prior=None, tear_threshold=DEFAULT
     if height < 2 or width < 2 or not valid.any():
         return depth.astype(np.float32)
     log_depth = np.log(np.where(valid, depth, 1.0))
-    log_depth[~valid] = np.median(log_depth[valid])
+    if not valid.all():
+        log_depth[~valid] = np.median(log_depth[valid])
     normals = np.asarray(normals, dtype=np.float64)
     prior = default_prior(width, height) if prior is None else float(prior)
     x, y = pixel_centres(width, height, pixel_size)
@@ -322,8 +333,9 @@ def refine_depth(depth, normals, focal_px, *, prior=None, tear_threshold=DEFAULT
         # One uniform solve: kept edges take the normals' steps, cut ones the corrected target's.
         refined = screened_poisson(target, np.where(edges.keep_x, edges.normal_x, np.diff(target, axis=1)),
                                    np.where(edges.keep_down, edges.normal_down, np.diff(target, axis=0)), prior)
-    # Keep the depth's scale: re-centre on the median difference.
-    refined += np.median((log_depth - refined)[valid])
+    # Keep the depth's scale: re-centre on the median difference (of a sample on big maps).
+    difference = (log_depth - refined)[valid]
+    refined += np.median(difference[::max(1, difference.size // 65536)])
     out = np.exp(refined)
     out[~valid] = depth[~valid]
     return out.astype(np.float32)
