@@ -2,7 +2,8 @@
 
 Usage:  .venv/bin/python benchmarks/bench_depth_refine.py [--sizes 512 1024] [--repeat 3]
 
-Prints one JSON object. Per size (an analytic room with balls, 35 mm, the depth blurred with a
+Prints one JSON object (with the machine's load average: the wall times grow on a busy machine,
+the CPU times much less). Per size (an analytic room with balls, 35 mm, the depth blurred with a
 Gaussian of sigma 3 px like a model's smooth depth), best of --repeat runs, seconds:
 - "estimate_s": core.camera_estimate.estimate_camera (focal length and shift, maps averaged down
   to 256 px);
@@ -24,12 +25,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def best_of(repeat, action):
-    times, result = [], None
+    """(best wall time, best CPU time of this process, result). The CPU time is what a quiet machine
+    would show as wall time (numpy runs these on one thread); on a busy one the wall time grows."""
+    times, cpu_times, result = [], [], None
     for _ in range(repeat):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         result = action()
         times.append(time.perf_counter() - start)
-    return min(times), result
+        cpu_times.append(time.process_time() - cpu_start)
+    return min(times), min(cpu_times), result
 
 
 def run(sizes, repeat):
@@ -43,13 +47,15 @@ def run(sizes, repeat):
         depth, normals, _labels, focal = scenes.room(size, size, 35.0)
         disparity = scenes.gaussian_blur(scenes.lotus_disparity(depth, np.random.default_rng(1)), 3.0)
         normals = normals.astype(np.float32)
-        estimate_time, estimate = best_of(repeat, lambda: camera_estimate.estimate_camera(disparity, normals))
+        estimate_time, estimate_cpu, estimate = best_of(
+            repeat, lambda: camera_estimate.estimate_camera(disparity, normals))
         smooth = estimate.depth(disparity)
-        refine_time, _ = best_of(repeat, lambda: depth_refine.refine_depth(smooth, normals, focal))
-        map_time, _ = best_of(repeat, lambda: camera_estimate.refine_map(disparity, normals, "disparity",
-                                                                           estimate.focal_px, estimate.shift))
-        results.append({"size": size, "estimate_s": round(estimate_time, 3), "refine_s": round(refine_time, 3),
-                        "refine_map_s": round(map_time, 3),
+        refine_time, refine_cpu, _ = best_of(repeat, lambda: depth_refine.refine_depth(smooth, normals, focal))
+        map_time, map_cpu, _ = best_of(repeat, lambda: camera_estimate.refine_map(
+            disparity, normals, "disparity", estimate.focal_px, estimate.shift))
+        results.append({"size": size, "estimate_s": round(estimate_time, 3), "estimate_cpu_s": round(estimate_cpu, 3),
+                        "refine_s": round(refine_time, 3), "refine_cpu_s": round(refine_cpu, 3),
+                        "refine_map_s": round(map_time, 3), "refine_map_cpu_s": round(map_cpu, 3),
                         "focal_35mm": round(estimate.focal_35mm, 2), "true_focal_35mm": 35.0,
                         "focal_confidence": round(estimate.focal_confidence, 3)})
     return results
@@ -62,7 +68,8 @@ def main():
     args = parser.parse_args()
     results = run(args.sizes, args.repeat)
     print(json.dumps({"benchmark": "camera_estimate_depth_refine", "machine": platform.machine(),
-                      "cpu_count": os.cpu_count(), "results": results}, indent=2))
+                      "cpu_count": os.cpu_count(), "load_average": os.getloadavg()[0], "results": results},
+                     indent=2))
 
 
 if __name__ == "__main__":

@@ -16,14 +16,18 @@ the predicted normals. Per pixel the condition is linear in (f, s):
 
     f (sigma v_X n_z) - s n_x = n_x v + sigma v_X (n_x X + n_y Y)     (and the same with Y),
 
-sigma = -1 for disparity, +1 for depth. The estimate: a coarse grid over (f, near/far ratio) under a
-robust angular cost (outliers, tears and clipped plateaus stop mattering), then iteratively
-reweighted least squares on the linear conditions, each scaled to an angle. One plane fixes only one
-combination of f and s; two differently turned surfaces (or a curved one) fix both.
+sigma = -1 for disparity, +1 for depth. The estimate: the maps averaged down, smoothed a little and
+differentiated, leaving out tears, creases and grazing pixels; a coarse grid over (f, near/far ratio)
+under a robust angular cost (outliers and clipped plateaus stop mattering); iteratively reweighted
+least squares on the linear conditions, each scaled to an angle; then the focal settled on the
+profile of the truncated squared angle (the shift re-fitted for each focal). One plane fixes only
+one combination of f and s; two differently turned surfaces (or a curved one) fix both.
 
-Confidence (0..1): how much worse the best fit gets when f is moved by 25 % (the shift re-fitted), or
-the near/far ratio by 0.1, measured on the pixels whose normals are turned away from the camera axis
-(a fronto-parallel wall tells nothing about either). Below CONFIDENT the builder falls back.
+Confidence (0..1): the systematic angle (beyond the noise, which every candidate shares) that the
+nearest alternative adds, f moved by 25 % with the shift re-fitted, or the near/far ratio moved by
+0.1 with f kept; RISE_HALF_DEG of it gives 0.5. It is measured on the pixels whose normals are turned
+away from the camera axis (a fronto-parallel wall tells nothing about either) and lowered when few
+pixels are turned or the best fit is poor. Below CONFIDENT the builder falls back.
 """
 
 from __future__ import annotations
@@ -47,10 +51,10 @@ MAX_RANGE_RATIO = 1000.0         # depth range / near when the far end is (nearl
 _RATIO_GRID = np.linspace(0.01, 0.98, 50)   # near/far candidates
 _FOCAL_GRID = np.geomspace(*FOCAL_35MM_RANGE, 48)
 _FOCAL_STEP = 1.25
-TRUNCATE_DEG = 20.0
-RISE_HALF_DEG = 0.3
-POOR_FIT_DEG = 10.0
 _RATIO_STEP = 0.1
+TRUNCATE_DEG = 20.0              # each pixel's angle is capped at this in the squared error
+RISE_HALF_DEG = 0.3              # systematic angle an alternative adds for confidence 0.5
+POOR_FIT_DEG = 10.0              # an RMS angle at the best fit that halves the confidence
 
 
 def focal_35mm_from_px(focal_px, width, height):
@@ -66,7 +70,8 @@ def focal_px_from_35mm(focal_35mm, width, height):
 
 @dataclass(frozen=True)
 class CameraEstimate:
-    """What the maps say about the camera. shift is in the map's own units (see the module text)."""
+    """What the maps say about the camera. shift is in the map's own units (see the module text);
+    shift_confidence judges it for this focal (estimate again with focal_px= for another one)."""
     kind: str
     width: int
     height: int
