@@ -26,6 +26,24 @@ def test_focal_and_shift_from_a_room(lens):
     assert max(scenes.plane_angle_errors(unshifted, normals, labels)) > 10.0
 
 
+@pytest.mark.parametrize("lens", [24.0, 85.0])
+def test_outliers_in_both_maps(lens):
+    depth, normals, labels, _ = scenes.room(focal_35mm=lens)
+    rng = np.random.default_rng(int(lens))
+    disparity = scenes.lotus_disparity(depth, rng)
+    wrong = rng.random(depth.shape) < 0.10          # normals pointing anywhere (toward the camera)
+    normals = normals.copy()
+    normals[wrong] = maps.normalize_vectors(rng.normal(size=(int(wrong.sum()), 3)) + (0.0, 0.0, 1.5))
+    spikes = rng.random(depth.shape) < 0.03         # depth pixels with any value
+    disparity[spikes] = rng.random(int(spikes.sum()))
+    estimate = camera_estimate.estimate_camera(disparity, normals)
+    assert estimate.focal_35mm == pytest.approx(lens, rel=0.10)
+    points = geometry.unproject(estimate.depth(disparity), geometry.Intrinsics(128, 96, estimate.focal_px))
+    labels = np.where(spikes | wrong, 0, scenes.unclipped_labels(depth, labels))
+    true_normals = scenes.room(focal_35mm=lens)[1]
+    assert max(scenes.plane_angle_errors(points, true_normals, labels)) <= 3.0
+
+
 def test_relative_depth_maps_too():
     depth, normals, labels, _ = scenes.room(focal_35mm=28.0, yaw=-25.0)
     relative = scenes.lotus_relative_depth(depth, np.random.default_rng(5))
@@ -153,4 +171,10 @@ def test_refined_map_round_trip():
     refined, range_ratio = camera_estimate.refine_map(disparity, normals, "disparity", focal, shift)
     assert refined.min() == pytest.approx(0.0, abs=1e-6) and refined.max() == pytest.approx(1.0)
     rebuilt = maps.disparity_to_depth(refined, near, near * (1.0 + range_ratio))
+    assert np.median(np.abs(rebuilt / depth - 1.0)) < 1e-3
+    # Relative depth (near = 0): z ~ v + s with v = (z - near) / (far - near), s = near / (far - near).
+    relative = (depth - near) / (far - near)
+    refined, range_ratio = camera_estimate.refine_map(relative, normals, "depth", focal, near / (far - near))
+    assert refined.min() == pytest.approx(0.0, abs=1e-6) and refined.max() == pytest.approx(1.0)
+    rebuilt = maps.relative_depth_to_depth(refined, near, near * (1.0 + range_ratio))
     assert np.median(np.abs(rebuilt / depth - 1.0)) < 1e-3

@@ -152,6 +152,15 @@ def _smooth121(array):
     return smoothed
 
 
+def _median3x3(array):
+    if min(array.shape) < 3:
+        return array
+    padded = np.pad(array, 1, mode="edge")
+    rows, cols = array.shape
+    stack = np.stack([padded[r:r + rows, c:c + cols] for r in range(3) for c in range(3)])
+    return np.median(stack, axis=0)
+
+
 def _erode(mask, steps):
     for _ in range(steps):
         inner = mask.copy()
@@ -197,6 +206,9 @@ def _samples(values, normals, kind, valid, max_size):
     good &= length > 0.5
     n = n / np.maximum(length, 1e-9)[..., None]
 
+    # Isolated outliers (spikes) go first: a 3x3 median leaves planes (linear in the pixel position)
+    # as they are.
+    v = _median3x3(v)
     # Tears and creases: the two one-sided steps disagree, or the normal turns within two pixels.
     left, right = v[1:-1, 1:-1] - v[1:-1, :-2], v[1:-1, 2:] - v[1:-1, 1:-1]
     up, down = v[1:-1, 1:-1] - v[:-2, 1:-1], v[2:, 1:-1] - v[1:-1, 1:-1]
