@@ -110,6 +110,7 @@ def test_builder_defaults_estimate_the_camera_and_the_depth_range(blender_addon,
     obj, camera = scene25d.build_photo_scene(bpy.context, photo, depth, normal, near=2.0)
     assert camera["lotus_focal_source"] == "estimated" and camera["lotus_focal_confidence"] >= 0.5
     assert camera["lotus_depth_range_source"] == "estimated" and obj["lotus_refined"]
+    assert not camera["lotus_camera_fallback"]
     built_35mm = camera_estimate.focal_35mm_from_px(camera.data.lens / camera.data.sensor_width * 128, *RESOLUTION)
     assert built_35mm == pytest.approx(lens, rel=0.10)
     # The built (refined) mesh: its planes meet at the true angles.
@@ -158,7 +159,7 @@ def test_wall_seen_square_on_falls_back(blender_addon, tracked_datablocks):
                                               depth, normal)
     assert camera["lotus_focal_source"] == "scene camera" and camera.data.lens == pytest.approx(70.0)
     assert camera["lotus_depth_range_source"] == "default"
-    assert "not confident" in camera["lotus_camera_report"]
+    assert "not confident" in camera["lotus_camera_report"] and camera["lotus_camera_fallback"]
     bpy.context.scene.camera = None
     _obj, camera = scene25d.build_photo_scene(bpy.context, float_image("gt_wall2", truth.combined[..., :3]),
                                               depth, normal)

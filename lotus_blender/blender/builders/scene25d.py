@@ -256,7 +256,7 @@ def build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", ne
         mesh_depth, mesh_range = scene25d_camera.refined_depth_image(
             name + "_depth_refined", depth, values, normals, kind, choice.lens, choice.sensor, near,
             choice.depth_range, tear_threshold=tear_threshold, max_vertices=max_vertices)
-        choice.notes.append("refined with the normals")
+        choice.extras.append("refined with the normals")
     choice.record(camera)
     material_block = create_photo_material(name + "_2.5D", photo, material)
     if mode == "GEONODES":

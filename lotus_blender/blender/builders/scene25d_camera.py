@@ -8,7 +8,7 @@ range from the estimated shift, and writes the refined map as a packed float ima
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import bpy
 import numpy as np
@@ -84,18 +84,15 @@ class CameraChoice:
     depth_range_origin: str         # estimated / manual
     shift: float | None             # the map's shift (core.camera_estimate) the mesh uses
     shift_confidence: float | None
-    notes: list                     # fallbacks and what else was done, for the report
-
-    @property
-    def fell_back(self):
-        return any("not" in note or "no normal" in note for note in self.notes)
+    fallbacks: list                 # why something fell back, for the report
+    extras: list = field(default_factory=list)   # what else was done (refinement)
 
     def report(self):
         """One line for the operator's report."""
         focal = _ORIGIN_WORDS[self.focal_origin]
         if self.focal_origin == "estimated":
             focal += f", confidence {self.focal_confidence:.2f}"
-        return "; ".join([f"focal {focal}", f"depth range {self.depth_range_origin}"] + self.notes)
+        return "; ".join([f"focal {focal}", f"depth range {self.depth_range_origin}"] + self.fallbacks + self.extras)
 
     def record(self, camera):
         camera["lotus_focal_source"] = self.focal_origin
@@ -106,6 +103,7 @@ class CameraChoice:
             camera["lotus_depth_shift"] = float(self.shift)
             camera["lotus_shift_confidence"] = round(float(self.shift_confidence or 0.0), 3)
         camera["lotus_camera_report"] = self.report()
+        camera["lotus_camera_fallback"] = bool(self.fallbacks)
 
 
 def choose_camera(context, photo, depth, normal, kind, *, focal_source, focal_35mm, near, depth_range,
@@ -116,7 +114,7 @@ def choose_camera(context, photo, depth, normal, kind, *, focal_source, focal_35
     Returns (CameraChoice, values, normals): the map and the normals read for the estimate (None
     without a normal image), for the refinement to reuse.
     """
-    notes = []
+    fallbacks = []
     values = normals = None
     available = {}
     recorded = recorded_focal_35mm(photo, depth)
@@ -137,9 +135,9 @@ def choose_camera(context, photo, depth, normal, kind, *, focal_source, focal_35
             if estimate.focal_is_confident:
                 available["estimated"] = estimate.focal_35mm
             else:
-                notes.append(f"focal estimate not confident ({estimate.focal_confidence:.2f})")
+                fallbacks.append(f"focal estimate not confident ({estimate.focal_confidence:.2f})")
     elif wants_estimate:
-        notes.append("no normal map to estimate the focal from")
+        fallbacks.append("no normal map to estimate the focal from")
     origin, _fell_back = camera_estimate.focal_origin(focal_source, set(available))
     sensor = geometry.FULL_FRAME_WIDTH_MM
     if origin == "scene camera":
@@ -162,10 +160,10 @@ def choose_camera(context, photo, depth, normal, kind, *, focal_source, focal_35
         depth_range, range_origin = camera_estimate.depth_range_for_shift(shift, near), "estimated"
     else:
         depth_range, range_origin = default_depth_range, "default"
-        notes.append("depth range not estimated" + ("" if normal is not None else ": no normal map"))
+        fallbacks.append("depth range not estimated" + ("" if normal is not None else ": no normal map"))
     confidence = estimate.focal_confidence if estimate is not None and not estimate.focal_given else None
     choice = CameraChoice(lens, sensor, origin, confidence, float(depth_range), range_origin,
-                          shift if range_origin == "estimated" else None, shift_confidence, notes)
+                          shift if range_origin == "estimated" else None, shift_confidence, fallbacks)
     return choice, values, normals
 
 

@@ -110,8 +110,7 @@ class LOTUS_OT_build_photo_scene(bpy.types.Operator):
         obj.select_set(True)
         context.view_layer.objects.active = obj
         normals = f", normals from {normal.name}" if normal is not None and settings.mode == 'GEONODES' else ""
-        fell_back = any(word in camera.get("lotus_camera_report", "") for word in ("not ", "no normal"))
-        self.report({'WARNING'} if fell_back else {'INFO'},
+        self.report({'WARNING'} if camera.get("lotus_camera_fallback") else {'INFO'},
                     f"Built {obj.name} from {depth.name} ({depth.get('lotus_kind', 'disparity')}){normals}; "
                     f"camera {camera.name} at {camera.data.lens:.1f} mm: {camera.get('lotus_camera_report', '')}")
         return {'FINISHED'}
