@@ -94,10 +94,6 @@ class CameraEstimate:
     def shift_is_confident(self) -> bool:
         return self.shift_confidence >= CONFIDENT
 
-    def depth_range(self, near=1.0) -> float:
-        """Depth Range (nearest to farthest map value) for a given Near: near / shift."""
-        return depth_range_for_shift(self.shift, near)
-
     def depth(self, values, near=1.0) -> np.ndarray:
         """Planar depth of the map, its near end (disparity 1, relative depth 0) at `near`."""
         return map_to_depth(values, self.kind, self.shift, near)
