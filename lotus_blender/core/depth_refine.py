@@ -129,8 +129,9 @@ def log_depth_gradient(normals, focal_px, x, y, spacing=1.0):
     return n[..., 0] * scale, n[..., 1] * scale, trusted
 
 
-def _shifted(values, offset, axis):
-    return values[:, offset:] if axis == 1 else values[offset:]
+def _along(values, start, stop, axis):
+    """values[start:stop] along axis 0 or 1 (a view)."""
+    return values[:, start:stop] if axis == 1 else values[start:stop]
 
 
 def _disagreeing(residual, tolerance, axis, run=6):
@@ -138,17 +139,17 @@ def _disagreeing(residual, tolerance, axis, run=6):
     summed over `run` consecutive edges (a blurred tear is a ramp several pixels wide). Every edge
     of a disagreeing run is marked."""
     marked = np.abs(residual) > tolerance
-    if residual.shape[axis] < run:
+    count = residual.shape[axis] - run + 1        # runs, one starting at each edge
+    if count < 1:
         return marked
     residual = residual.astype(np.float32)
-    total = _shifted(residual, 0, axis)[(slice(None),) * axis + (slice(0, residual.shape[axis] - run + 1),)].copy()
+    total = _along(residual, 0, count, axis).copy()
     for offset in range(1, run):
-        total += _shifted(residual, offset, axis)[(slice(None),) * axis + (slice(0, total.shape[axis]),)]
-    bad = np.abs(total) > tolerance        # runs starting at each edge
-    count = bad.shape[axis]
-    for offset in range(run):              # edge e lies in the runs starting at e - run + 1 .. e
-        index = (slice(None),) * axis + (slice(offset, offset + count),)
-        marked[index] |= bad
+        total += _along(residual, offset, offset + count, axis)
+    bad = np.abs(total) > tolerance
+    for offset in range(run):                     # edge e lies in the runs starting at e - run + 1 .. e
+        view = _along(marked, offset, offset + count, axis)
+        view |= bad
     return marked
 
 
