@@ -78,16 +78,21 @@ def _look_at_matrix(location, target):
 class GroundTruthScene:
     """Builds the known scene in a new bpy scene and removes every datablock it made."""
 
-    def __init__(self, name: str = "lotus_ground_truth"):
+    def __init__(self, name: str = "lotus_ground_truth", *, objects=None, camera_location=CAMERA_LOCATION,
+                 camera_target=CAMERA_TARGET, lens=CAMERA_LENS_MM, resolution=RESOLUTION, samples=SAMPLES):
+        """objects: name -> (kind, location, size, colour[, rotation in degrees XYZ]) like OBJECTS
+        (the default); the object index pass numbers them from 1 in this order."""
         import bpy
         self._made = []  # (collection name in bpy.data, datablock)
         self.scene = bpy.data.scenes.new(name)
         self._made.append(("scenes", self.scene))
         self._setup_render()
+        self.scene.render.resolution_x, self.scene.render.resolution_y = resolution
+        self.scene.cycles.samples = samples
         self._setup_world()
-        self.camera = self._add_camera()
+        self.camera = self._add_camera(camera_location, camera_target, lens)
         self.objects = {}
-        for index, (obj_name, spec) in enumerate(OBJECTS.items()):
+        for index, (obj_name, spec) in enumerate((OBJECTS if objects is None else objects).items()):
             self.objects[obj_name] = self._add_object(obj_name, index + 1, *spec)
         self.sun = self._add_sun()
         self._directory = tempfile.mkdtemp(prefix="lotus-gt-")
@@ -138,17 +143,17 @@ class GroundTruthScene:
             world.color = (0.05, 0.05, 0.06)
         self.scene.world = world
 
-    def _add_camera(self):
+    def _add_camera(self, location, target, lens):
         import bpy
         data = self._keep("cameras", bpy.data.cameras.new("gt_camera"))
-        data.lens = CAMERA_LENS_MM
+        data.lens = lens
         data.sensor_width = CAMERA_SENSOR_MM
         data.sensor_fit = 'AUTO'
         data.clip_start = 0.1
         data.clip_end = 100.0
         obj = self._keep("objects", bpy.data.objects.new("gt_camera", data))
-        obj.location = CAMERA_LOCATION
-        obj.rotation_euler = _look_at_matrix(CAMERA_LOCATION, CAMERA_TARGET).to_euler()
+        obj.location = location
+        obj.rotation_euler = _look_at_matrix(location, target).to_euler()
         self.scene.collection.objects.link(obj)
         self.scene.camera = obj
         return obj
@@ -163,7 +168,7 @@ class GroundTruthScene:
         self.scene.collection.objects.link(obj)
         return obj
 
-    def _add_object(self, name, pass_index, kind, location, size, colour):
+    def _add_object(self, name, pass_index, kind, location, size, colour, rotation=None):
         import bmesh
         import bpy
         from mathutils import Matrix
@@ -191,7 +196,9 @@ class GroundTruthScene:
         mesh.materials.append(material)
         obj = self._keep("objects", bpy.data.objects.new(name, mesh))
         obj.location = location
-        if kind == "BOX":
+        if rotation is not None:
+            obj.rotation_euler = tuple(math.radians(angle) for angle in rotation)
+        elif kind == "BOX":
             obj.rotation_euler = (0.0, 0.0, math.radians(30.0))
         obj.pass_index = pass_index
         self.scene.collection.objects.link(obj)

@@ -130,8 +130,11 @@ def run_session(blender: str, python: Path, worker_python: Path, pytest_args: li
     env = dict(os.environ, LOTUS_TEST_WORKER_PYTHON=str(worker_python))
     if blender != WORKER_BLENDER:
         env["LOTUS_TEST_BLENDER_ONLY"] = "1"  # the core, worker and build tests ran with 5.0.1
+    # The whole suite unless the arguments name test files or folders of their own.
+    names_tests = any(not arg.startswith("-") and os.path.exists(arg.split("::")[0])
+                      for arg in pytest_args)
     cmd = [str(python), "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={report}",
-           str(ROOT / "tests"), *pytest_args]
+           *([] if names_tests else [str(ROOT / "tests")]), *pytest_args]
     print(f"\n=== Blender {blender}: {' '.join(cmd)}", flush=True)
     started = time.monotonic()
     returncode = subprocess.run(cmd, cwd=ROOT, env=env).returncode

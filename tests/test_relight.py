@@ -101,7 +101,8 @@ def test_relit_scene_matches_truth_under_a_new_light(blender_addon, ground_truth
         scene.camera = scene_camera
 
         made = relight.build_relight_scene(bpy.context, photo, depth, normal, near=near,
-                                           depth_range=far - near, light_rig=False,
+                                           depth_range=far - near, focal_source="SCENE", refine=False,
+                                           light_rig=False,
                                            ambient=ambient, roughness=0.8)
         camera = made["camera"]
         assert scene.camera == camera and camera.data.lens == pytest.approx(gt.lens)

@@ -218,7 +218,7 @@ def test_focal_length_sources(scene25d, tmp_path):
     depth = float_image("s25_exif_depth", np.full((20, 30), 0.5), "disparity")
     _obj, camera = scene25d.build_photo_scene(bpy.context, photo, depth)
     assert camera.data.lens == pytest.approx(24.0)      # 3:2: the 35 mm equivalent is the lens
-    assert camera["lotus_focal_source"] == "35 mm equivalent"
+    assert camera["lotus_focal_source"] == "recorded"
     assert camera.name == "s25_exif_camera"
     # No EXIF: the scene camera's field of view (now the camera just made), then 50 mm.
     camera.data.lens = 70.0
@@ -329,3 +329,30 @@ def test_panel_draws_settings_and_live_controls(scene25d):
     # "Use Normals" only where Set Mesh Normal exists (4.5+).
     live = [path for path in fake.layout.properties if path.startswith('["Socket_') or path == "value"]
     assert len(live) == (6 if blender_env.compat().HAS_SET_MESH_NORMAL else 5)
+
+
+def test_operator_defaults_estimate_camera_and_depth_range(scene25d):
+    """Auto focal, automatic depth range and refinement are the panel's defaults."""
+    import bpy
+    from tests import synthetic_scenes
+    settings = bpy.context.scene.lotus_scene25d
+    assert (settings.focal_source, settings.auto_depth_range, settings.refine) == ('AUTO', True, True)
+    true_depth, normals, _, focal = synthetic_scenes.room(focal_35mm=30.0)
+    photo = _photo("s25_room", 128, 96)
+    disparity = synthetic_scenes.lotus_disparity(true_depth, np.random.default_rng(2))
+    float_image("s25_room_depth", disparity, "disparity")["lotus_source"] = photo.name
+    normal = float_image("s25_room_normal", maps.normals_to_normal_map(normals, "OPENGL"), "normal")
+    normal["lotus_source"] = photo.name
+    bpy.context.scene.camera = None
+    assert bpy.ops.lotus.build_photo_scene(photo=photo.name) == {'FINISHED'}
+    camera = bpy.context.scene.camera
+    assert camera["lotus_focal_source"] == "estimated" and camera["lotus_depth_range_source"] == "estimated"
+    assert "refined with the normals" in camera["lotus_camera_report"]
+    intr = geometry.intrinsics_from_lens(camera.data.lens, camera.data.sensor_width, 128, 96)
+    assert intr.focal_px == pytest.approx(focal, rel=0.1)
+    obj = bpy.context.view_layer.objects.active
+    modifier = obj.modifiers[scene25d.MODIFIER_NAME]
+    used = blender_env.compat().get_modifier_input(
+        modifier, scene25d.geonodes.input_identifier(modifier.node_group, "Depth"))
+    assert obj["lotus_refined"] and used.name == "s25_room_depth_refined" and used.packed_file is not None
+    assert used["lotus_kind"] == "disparity" and "lotus_source" not in used   # not taken for a result

@@ -339,9 +339,9 @@ def configure_cycles(scene, *, ambient=0.05, film_transparent=False):
 
 @atomic_builder
 def build_relight_scene(context, photo, depth=None, normal=None, *, geometry_mode="MESH", albedo="PHOTO",
-                        near=None, depth_range=None, focal_35mm=None, max_vertices=None,
-                        tear_threshold=None, light_rig=True, shadow_catcher=False, ambient=0.05,
-                        roughness=0.8, gap_fill=True):
+                        near=None, depth_range=None, focal_35mm=None, focal_source=None, refine=None,
+                        max_vertices=None, tear_threshold=None, light_rig=True, shadow_catcher=False,
+                        ambient=0.05, roughness=0.8, gap_fill=True):
     """Build the relightable scene for photo. depth/normal: its Lotus results (None: not used).
 
     Returns a dict with "object", "camera", "material", "albedo", "rig", "lights", "ground",
@@ -353,7 +353,8 @@ def build_relight_scene(context, photo, depth=None, normal=None, *, geometry_mod
             raise ValueError(f"No Lotus depth for {photo.name}: predict depth first, or use an image plane")
         obj, camera = scene25d.build_photo_scene(
             context, photo, depth, normal, mode="GEONODES", near=near, depth_range=depth_range,
-            focal_35mm=focal_35mm, max_vertices=max_vertices, tear_threshold=tear_threshold,
+            focal_35mm=focal_35mm, focal_source=focal_source, refine=refine, max_vertices=max_vertices,
+            tear_threshold=tear_threshold,
             material="SHADED")
     else:
         obj, camera = build_image_plane(context, photo, focal_35mm=focal_35mm)

@@ -1,10 +1,10 @@
 """Operator and sidebar sub-panel for the photo -> 2.5D scene builder."""
 
 import bpy
-from bpy.props import EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 from .. import compat
-from . import geonodes, scene25d
+from . import geonodes, scene25d, scene25d_camera
 from .transaction import report_failure
 from ..panels import LotusSubPanel
 
@@ -42,16 +42,22 @@ class LotusScene25DSettings(bpy.types.PropertyGroup):
     material: EnumProperty(name="Material", items=_MATERIAL_ITEMS, default='EMISSION')
     near: FloatProperty(name="Near", default=scene25d.DEFAULT_NEAR, min=0.001, soft_max=100.0, unit='LENGTH',
                         description="Distance from the camera to the nearest point")
+    auto_depth_range: BoolProperty(name="Automatic Depth Range", default=True,
+                                   description="Depth range from the shift estimated with the normal map "
+                                               "(off, or without normals: the Depth Range field)")
     depth_range: FloatProperty(name="Depth Range", default=scene25d.DEFAULT_DEPTH_RANGE, min=0.0, soft_max=1000.0,
                                unit='LENGTH', description="Distance from the nearest to the farthest point")
+    refine: BoolProperty(name="Refine with Normals", default=True,
+                         description="Take the fine detail of the mesh from the normal map (when there is one)")
+    focal_source: EnumProperty(name="Focal Source", items=scene25d_camera.FOCAL_SOURCE_ITEMS, default='AUTO',
+                               description="Where the camera's focal length comes from")
     max_vertices: IntProperty(name="Max Vertices", default=scene25d.DEFAULT_MAX_VERTICES, min=4,
                               soft_max=4096 * 4096, description="Grid resolution (never above one per pixel)")
     tear_threshold: FloatProperty(name="Tear Threshold", default=scene25d.DEFAULT_TEAR_THRESHOLD, min=0.0,
                                   soft_max=1.0, description="Cut where the relative depth jump is larger "
                                                             "(0 = never cut)")
-    focal_35mm: FloatProperty(name="Focal (35 mm)", default=0.0, min=0.0, soft_max=300.0,
-                              description="35 mm-equivalent focal length; 0 = from EXIF, the scene camera "
-                                          "or 50 mm")
+    focal_35mm: FloatProperty(name="Focal (35 mm)", default=50.0, min=1.0, soft_max=300.0,
+                              description="35 mm-equivalent focal length (Focal Source: Manual)")
 
 
 class LOTUS_OT_build_photo_scene(bpy.types.Operator):
@@ -94,7 +100,8 @@ class LOTUS_OT_build_photo_scene(bpy.types.Operator):
         try:
             obj, camera = scene25d.build_photo_scene(
                 context, photo, depth, normal, mode=settings.mode, near=settings.near,
-                depth_range=settings.depth_range, focal_35mm=settings.focal_35mm or None,
+                depth_range=None if settings.auto_depth_range else settings.depth_range,
+                focal_35mm=settings.focal_35mm, focal_source=settings.focal_source, refine=settings.refine,
                 max_vertices=settings.max_vertices, tear_threshold=settings.tear_threshold,
                 material=settings.material)
         except Exception as error:  # noqa: BLE001 - one line for the artist, nothing half-built
@@ -104,10 +111,23 @@ class LOTUS_OT_build_photo_scene(bpy.types.Operator):
         obj.select_set(True)
         context.view_layer.objects.active = obj
         normals = f", normals from {normal.name}" if normal is not None and settings.mode == 'GEONODES' else ""
-        self.report({'INFO'}, f"Built {obj.name} from {depth.name} ({depth.get('lotus_kind', 'disparity')})"
-                              f"{normals}; camera {camera.name} at {camera.data.lens:.1f} mm "
-                              f"(from {camera.get('lotus_focal_source', 'default')})")
+        self.report({'WARNING'} if camera.get("lotus_camera_fallback") else {'INFO'},
+                    f"Built {obj.name} from {depth.name} ({depth.get('lotus_kind', 'disparity')}){normals}; "
+                    f"camera {camera.name} at {camera.data.lens:.1f} mm: {camera.get('lotus_camera_report', '')}")
         return {'FINISHED'}
+
+
+def _draw_camera_origin(layout, camera):
+    """Where the scene camera's focal length and depth range came from, when the builder made it."""
+    if camera is None or "lotus_focal_source" not in camera:
+        return
+    source = camera["lotus_focal_source"]
+    confidence = camera.get("lotus_focal_confidence")
+    text = f"{camera.name}: {source}" + (f" ({confidence:.2f})" if source == "estimated" and confidence is not None
+                                         else "")
+    box = layout.box()
+    box.label(text=f"Focal: {text}", icon='CAMERA_DATA')
+    box.label(text=f"Depth range: {camera.get('lotus_depth_range_source', 'manual')}")
 
 
 class LOTUS_PT_scene25d(LotusSubPanel, bpy.types.Panel):
@@ -129,12 +149,20 @@ class LOTUS_PT_scene25d(LotusSubPanel, bpy.types.Panel):
         col = layout.column()
         col.prop(settings, "mode")
         col.prop(settings, "material")
+        col.prop(settings, "focal_source")
+        row = col.row()
+        row.active = settings.focal_source == 'MANUAL'
+        row.prop(settings, "focal_35mm")
         col.prop(settings, "near")
-        col.prop(settings, "depth_range")
+        col.prop(settings, "auto_depth_range")
+        row = col.row()
+        row.active = not settings.auto_depth_range
+        row.prop(settings, "depth_range")
+        col.prop(settings, "refine")
         col.prop(settings, "max_vertices")
         col.prop(settings, "tear_threshold")
-        col.prop(settings, "focal_35mm")
         layout.operator(LOTUS_OT_build_photo_scene.bl_idname, icon='OUTLINER_OB_MESH')
+        _draw_camera_origin(layout, context.scene.camera)
 
         obj = context.active_object
         modifier = obj.modifiers.get(scene25d.MODIFIER_NAME) if obj is not None else None
