@@ -158,9 +158,9 @@ class ExtensionTool:
 # ----------------------------------------------------------------------------- wheels
 
 def _pip_download(requirements: list[str], dest: Path, platform: str, python: str,
-                  extra_index: str | None, no_deps: bool = False) -> None:
+                  extra_index: str | None, no_deps: bool = False, retries: int | None = None) -> None:
     cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-input",
-           *(["--no-deps"] if no_deps else []),
+           *(["--no-deps"] if no_deps else []), *(["--retries", str(retries)] if retries is not None else []),
            "--only-binary=:all:", "--implementation", "cp", "--python-version", python,
            "--abi", "cp" + python.replace(".", ""), "--abi", "abi3", "--abi", "none", "-d", str(dest)]
     for tag in PLATFORM_TAGS[platform]:
@@ -240,7 +240,10 @@ def _resolve_wheels(target_dir: Path, platform: str, python: str, torch: str,
         cpu_only = torch == "cpu" and platform == "linux-x64"
         wanted_torch = TORCH_REQUIREMENT + "+cpu" if cpu_only else TORCH_REQUIREMENT
         try:
-            _pip_download([wanted_torch], download_dir, platform, python, extra_index, no_deps=True)
+            # Few retries: an unreachable torch index (a proxy, an offline mirror) would otherwise
+            # cost every build ~8 s of pip's back-off before the light fallback.
+            _pip_download([wanted_torch], download_dir, platform, python, extra_index, no_deps=True,
+                          retries=2)
         except BuildError as ex:
             shutil.rmtree(download_dir, ignore_errors=True)
             variant = "CPU build of torch" if torch == "cpu" else f"torch ({torch})"

@@ -24,7 +24,8 @@ Events (worker -> Blender), each a dict with an ``event``:
   result     {"event": "result", "id": JOB_ID, "outputs": [OUTPUT, ...], "info": {...}}
              OUTPUT = {"input": PATH, "path": NPY_PATH, "kind": "disparity"|"depth"|"normal",
                        "width": int, "height": int}
-  error      {"event": "error", "id": JOB_ID or None, "message": short str, "traceback": str}
+  error      {"event": "error", "id": JOB_ID or None, "message": short str, "traceback": str,
+              "missing": [MODULE, ...] only when the worker's Python lacks packages (torch, ...)}
   cancelled  {"event": "cancelled", "id": JOB_ID}
   released   {"event": "released"}
   pong       {"event": "pong"}
@@ -110,8 +111,12 @@ def progress_event(job_id: str, stage: str, fraction: float, item: int = 0, item
             "items": int(items), "message": message}
 
 
-def error_event(job_id: str | None, message: str, traceback_text: str = "") -> dict:
-    return {"event": EV_ERROR, "id": job_id, "message": message, "traceback": traceback_text}
+def error_event(job_id: str | None, message: str, traceback_text: str = "",
+                missing: list[str] | None = None) -> dict:
+    event = {"event": EV_ERROR, "id": job_id, "message": message, "traceback": traceback_text}
+    if missing:
+        event["missing"] = list(missing)
+    return event
 
 
 # The known Lotus checkpoints (Hugging Face repo ids), shared by the worker (to tell what a

@@ -77,8 +77,10 @@ OFFLINE_PIP = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "", "PIP_EXTRA_INDEX_URL":
 
 @pytest.fixture(scope="module")
 def light_build(tmp_path_factory):
+    # The repository's wheel cache, as the default build uses: on a fresh machine (CI) the first
+    # run resolves from the index, every later run (another Blender version) reuses it.
     base = tmp_path_factory.mktemp("build")
-    cache, dist = base / "wheels", base / "dist"
+    cache, dist = ROOT / "wheels", base / "dist"
     proc = run_build("--torch", "none", "--wheel-cache", str(cache), "--output-dir", str(dist))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     zips = sorted(dist.glob("*.zip"))

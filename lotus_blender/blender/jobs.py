@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import bpy
 
 from .. import protocol
-from . import outputs
+from . import outputs, worker_setup
 from .preferences import ADDON_ID, BUNDLED_PREFIX, bundled_models, get_preferences
 from .worker_client import EV_EXITED, WorkerClient
 
@@ -293,7 +293,14 @@ class JobManager:
             self._end(job, DONE, "done")
         elif kind == protocol.EV_ERROR:
             job.traceback = event.get("traceback", "")
-            self._end(job, FAILED, event.get("message") or "the worker reported an error")
+            message = event.get("message") or "the worker reported an error"
+            if event.get("missing"):
+                # The worker's Python cannot run Lotus (a light build, a distro Blender): say how
+                # to fix it rather than pass on "No module named 'torch'".
+                job.traceback = job.traceback or message
+                custom = job.worker.python if job.worker.python != sys.executable else ""
+                message = worker_setup.missing_packages_message(event["missing"], custom)
+            self._end(job, FAILED, message)
         elif kind == protocol.EV_CANCELLED:
             self._end(job, CANCELLED, "cancelled")
 
