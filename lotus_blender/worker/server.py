@@ -168,7 +168,7 @@ class Worker:
                 return
             self.requirements_met = True
         try:
-            from .checkpoint import CheckpointError
+            from .checkpoint import CheckpointError, UnknownKindError
             from .engine import EngineError, JobCancelled, LotusEngine
             from .images import ImageReadError
         except ImportError as ex:
@@ -189,7 +189,9 @@ class Worker:
             self.events.send({"event": protocol.EV_CANCELLED, "id": job_id})
         except (CheckpointError, EngineError, ImageReadError) as ex:
             log.warning("job %s failed: %s", job_id, ex)
-            self.events.send(protocol.error_event(job_id, str(ex), traceback.format_exc()))
+            unknown = ex.source if isinstance(ex, UnknownKindError) else None
+            self.events.send(protocol.error_event(job_id, str(ex), traceback.format_exc(),
+                                                  unknown_kind=unknown))
         except Exception as ex:  # anything else still ends this job, not the worker
             log.exception("job %s crashed", job_id)
             self.events.send(protocol.error_event(job_id, f"{type(ex).__name__}: {ex}",
