@@ -86,7 +86,7 @@ def test_advice_fits_how_the_python_was_chosen(lotus, monkeypatch):
     text = setup.missing_packages_message(["torch", "diffusers"])
     assert "light build" in text and "full build" in text and "Worker Python" in text
     text = setup.missing_packages_message(["torch"], "/opt/py/bin/python3")
-    assert "/opt/py/bin/python3" in text and "full build" in text
+    assert "/opt/py/bin/python3" in text and "install the full Lotus build" in text
     # Full build whose bundled torch was not installed into Blender's Python.
     monkeypatch.setattr(setup, "bundles_torch", lambda: True)
     text = setup.missing_packages_message(["torch"])

@@ -33,7 +33,7 @@ def missing_packages_message(missing: list[str], custom_python: str = "") -> str
                 f"or use a Python of Blender's version, which gets the bundled packages")
     if custom_python:
         fallback = ("or clear it to use the PyTorch bundled with Lotus" if full_build else
-                    "or clear it after installing the full build of Lotus (with PyTorch)")
+                    "or clear it and install the full Lotus build")
         return (f"PyTorch is not installed in the Worker Python {custom_python}: set "
                 f"{PREFERENCE} to a Python with torch, {fallback}")
     if full_build:
