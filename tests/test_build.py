@@ -332,9 +332,14 @@ def test_light_build_runs_a_job_in_blender_with_a_chosen_python(light_build, tin
                          capture_output=True, text=True)
     assert pip.returncode == 0, pip.stderr[-2000:]
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "user"))
-    proc = subprocess.run([sys.executable, "-c", LIGHT_BUILD_JOB, str(zip_path),
-                           str(tiny_checkpoints[("G", "disparity")]), str(python), str(blender_ext())],
-                          capture_output=True, text=True, env=env, timeout=600)
+    try:
+        proc = subprocess.run([sys.executable, "-c", LIGHT_BUILD_JOB, str(zip_path),
+                               str(tiny_checkpoints[("G", "disparity")]), str(python),
+                               str(blender_ext())],
+                              capture_output=True, text=True, env=env, timeout=600)
+    finally:
+        # A venv with torch is over 1 GB: do not leave it to pytest's temp-folder rotation.
+        shutil.rmtree(torch_python, ignore_errors=True)
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("REPORT ")]
     assert proc.returncode == 0 and line, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(line[0][len("REPORT "):])
@@ -419,11 +424,19 @@ def install_and_enable(zip_path: Path, user_dir: Path) -> tuple[dict, str]:
 def test_default_build_installs_and_enables_in_this_blender(default_build, tmp_path):
     """The zip for this Blender's Python installs with Blender's own Install from Disk and is
     enabled, its wheels installed; the other zip is refused with Blender's own reason."""
-    import bpy
     python = this_python()
     if python not in default_build["zips"]:
         pytest.skip(f"no build target for Blender's Python {python} (3.11 and 3.13 only)")
     ours = default_build["zips"][python]
+    try:
+        _install_ours_then_the_other(default_build, python, ours, tmp_path)
+    finally:
+        # An installed torch is over 1 GB: do not leave it to pytest's temp-folder rotation.
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def _install_ours_then_the_other(default_build, python, ours, tmp_path):
+    import bpy
     report, output = install_and_enable(ours, tmp_path / "user")
     assert report["blender"] == "%d.%d.%d" % bpy.app.version and report["python"] == python
     assert "error" not in report and report["status"] == ["FINISHED"], output
