@@ -386,7 +386,8 @@ def build(args) -> list[BuiltZip]:
                     wheels = resolve_wheels(cache, platform, python, torch, args.torch_index)
                 except TorchUnavailable as ex:
                     if args.torch != "auto":
-                        raise
+                        raise TorchUnavailable(f"{ex}; pass --torch-index URL, --torch cuda, or "
+                                               f"--torch auto for a light zip there") from ex
                     print(_torch_fallback_note(ex, python), flush=True)
                     torch = "none"
                     wheels = resolve_wheels(cache, platform, python, torch, args.torch_index)

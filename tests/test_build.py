@@ -211,6 +211,18 @@ def test_no_wheel_for_platform_is_one_clear_error(tmp_path):
     assert not dist.exists()
 
 
+def test_asked_for_cpu_torch_that_cannot_be_had_is_one_clear_error(tmp_path):
+    """`--torch cpu` never falls back to a light zip: no torch wheel reachable is an error."""
+    empty_links = tmp_path / "links"
+    empty_links.mkdir()
+    dist = tmp_path / "dist"
+    proc = run_build("--torch", "cpu", "--python", "3.13", "--wheel-cache", str(tmp_path / "cache"),
+                     "--output-dir", str(dist), env=dict(OFFLINE_PIP, PIP_FIND_LINKS=str(empty_links)))
+    _assert_clean_failure(proc, dist, "no CPU build of torch 2.13.0 for linux-x64 / Python 3.13")
+    assert "--torch auto for a light zip" in proc.stderr
+    assert not dist.exists()
+
+
 def test_pip_failure_is_one_clear_error(tmp_path):
     bad_config = tmp_path / "pip.conf"
     bad_config.write_text("this is [not an ini file\n")
