@@ -96,6 +96,8 @@ def test_advice_fits_how_the_python_was_chosen(lotus, monkeypatch):
     # A chosen Python with torch but without the rest: name them and the pip command.
     text = setup.missing_packages_message(["diffusers", "huggingface_hub"], "/opt/py/bin/python3")
     assert "lacks diffusers, huggingface_hub" in text and "pip install diffusers huggingface-hub" in text
+    text = setup.missing_packages_message(["diffusers"])
+    assert "bundled with Lotus (diffusers) are not installed" in text and "enable Lotus" in text
     for text in (setup.missing_packages_message(m, c) for m in (["torch"], ["diffusers"])
                  for c in ("", "/x/python")):
         assert "\n" not in text and len(text) < 300

@@ -27,10 +27,13 @@ def missing_packages_message(missing: list[str], custom_python: str = "") -> str
     full_build = bundles_torch()
     if "torch" not in missing:
         others = ", ".join(missing)
-        where = f"Worker Python {custom_python}" if custom_python else "Blender's Python"
-        return (f"{where} has PyTorch but lacks {others}: install them into it "
-                f"(pip install {' '.join(m.replace('_', '-') for m in missing)}), "
-                f"or use a Python of Blender's version, which gets the bundled packages")
+        if not custom_python:
+            # Blender's own Python gets them from the extension's wheels, installed on enable.
+            return (f"The packages bundled with Lotus ({others}) are not installed in Blender's "
+                    f"Python: disable and enable Lotus in Preferences > Add-ons to install them")
+        return (f"Worker Python {custom_python} has PyTorch but lacks {others}: install them into "
+                f"it (pip install {' '.join(m.replace('_', '-') for m in missing)}), or use a "
+                f"Python of Blender's version, which gets the bundled packages")
     if custom_python:
         fallback = ("or clear it to use the PyTorch bundled with Lotus" if full_build else
                     "or clear it and install the full Lotus build")
