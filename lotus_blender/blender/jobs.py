@@ -13,6 +13,7 @@ import functools
 import glob
 import itertools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 import bpy
 
 from .. import protocol
-from . import outputs
+from . import outputs, worker_setup
 from .preferences import ADDON_ID, BUNDLED_PREFIX, bundled_models, get_preferences
 from .worker_client import EV_EXITED, WorkerClient
 
@@ -102,11 +103,26 @@ def _downloaded(repo_id: str, cache_dir: str) -> bool:
     return bool(glob.glob(os.path.join(snapshots, "*", "unet", "config.json")))
 
 
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _kind_label(task: str) -> str:
+    """The Model Output choices as the preferences show them: "Disparity or Depth"."""
+    return " or ".join(kind.capitalize() for kind in protocol.kinds_for(task))
+
+
+def unknown_kind_message(task: str, source: str) -> str:
+    return (f"Lotus cannot tell what {source} predicts: set {task.capitalize()} Model Output "
+            f"({_kind_label(task)}) in the Lotus add-on preferences")
+
+
 def model_request(task: str, context=None) -> dict:
     """The protocol MODEL dict for a task, from the preferences; ModelError when unusable."""
     prefs = get_preferences(context)
     choice = getattr(prefs, f"{task}_model")
     cache_dir = models_folder()
+    kind_choice = getattr(prefs, f"{task}_model_kind")
+    kind = None if kind_choice == 'AUTO' else kind_choice.lower()
     if choice == 'LOCAL':
         folder = bpy.path.abspath(getattr(prefs, f"{task}_model_path"))
         if not folder or not os.path.isdir(folder):
@@ -114,8 +130,8 @@ def model_request(task: str, context=None) -> dict:
                              f"Set it in the add-on preferences")
         model = {"source": os.path.normpath(folder), "cache_dir": cache_dir,
                  "allow_network": False}
-        model["kind"] = (protocol.KIND_NORMAL if task == protocol.TASK_NORMAL
-                         else prefs.depth_model_kind.lower())
+        if kind:  # else the worker recognises it (lotus.json, a known repo's folder) or asks
+            model["kind"] = kind
         return model
     if choice.startswith(BUNDLED_PREFIX):
         folder = bundled_models(task).get(choice[len(BUNDLED_PREFIX):])
@@ -124,13 +140,25 @@ def model_request(task: str, context=None) -> dict:
                              f"the extension; choose another model in the preferences")
         # The bundle's lotus.json says what it predicts.
         return {"source": folder, "cache_dir": cache_dir, "allow_network": False}
+    model = {}
+    if choice == 'REPO':
+        choice = getattr(prefs, f"{task}_model_repo").strip()
+        if not _REPO_ID.match(choice):
+            raise ModelError(f"Set the {task} model's Hugging Face repo id (owner/name) in the "
+                             f"Lotus add-on preferences (now '{choice}')")
+        if kind is None and choice not in protocol.KNOWN_CHECKPOINTS:
+            # Asked before any download: never guessed from the task.
+            raise ModelError(unknown_kind_message(task, choice))
+        if kind:
+            model["kind"] = kind
     online = bool(bpy.app.online_access)
     if not online and not _downloaded(choice, cache_dir):
         raise ModelError(
             f"The model {choice} is not downloaded and Blender's online access is off. Enable "
             f"Edit > Preferences > System > Network > Allow Online Access to download it, "
             f"or choose a Local Folder model in the Lotus add-on preferences")
-    return {"source": choice, "cache_dir": cache_dir, "allow_network": online}
+    model.update({"source": choice, "cache_dir": cache_dir, "allow_network": online})
+    return model
 
 
 def worker_options(context=None, **overrides) -> dict:
@@ -293,7 +321,16 @@ class JobManager:
             self._end(job, DONE, "done")
         elif kind == protocol.EV_ERROR:
             job.traceback = event.get("traceback", "")
-            self._end(job, FAILED, event.get("message") or "the worker reported an error")
+            message = event.get("message") or "the worker reported an error"
+            if event.get("missing"):
+                # The worker's Python cannot run Lotus (a light build, a distro Blender): say how
+                # to fix it rather than pass on "No module named 'torch'".
+                job.traceback = job.traceback or message
+                custom = job.worker.python if job.worker.python != sys.executable else ""
+                message = worker_setup.missing_packages_message(event["missing"], custom)
+            elif event.get("unknown_kind"):
+                message = unknown_kind_message(job.task, event["unknown_kind"])
+            self._end(job, FAILED, message)
         elif kind == protocol.EV_CANCELLED:
             self._end(job, CANCELLED, "cancelled")
 
