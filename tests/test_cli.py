@@ -208,3 +208,28 @@ def test_command_registered_with_blender(tmp_path):
     disabled = text.split("PROBE disabled")[1]
     assert 'duplicate command "lotus"' in enabled
     assert "duplicate" not in disabled
+
+
+def test_panel_sequences_are_stabilized_unless_turned_off(lotus, tmp_path):
+    """The add-on's own sequence path (panel / operator) uses the same alignment, on by default."""
+    import bpy
+
+    from lotus_blender.core import temporal
+    from tests.blender_side import remove_images
+    assert bpy.context.window_manager.lotus_panel.stabilize is True
+    plates = write_frames(tmp_path / "plates", "pan", range(1, 5))
+    image = bpy.data.images.load(str(plates / "pan_0001.png"))
+    image.source = 'SEQUENCE'
+    maps = {}
+    for stabilize in (False, True):
+        assert bpy.ops.lotus.predict_image(image=image.name, task='DEPTH', frame_start=1,
+                                           frame_end=4, stabilize=stabilize) == {'FINISHED'}
+        stem = "pan_depth" if not stabilize else "pan_depth_001"  # never overwritten: _001
+        maps[stabilize] = [lotus.outputs.read_map(str(lotus.out / f"{stem}_{f:04d}.exr"))
+                           for f in range(1, 5)]
+    expected, _ = temporal.stabilize_sequence(maps[False])
+    for got, wanted in zip(maps[True], expected):
+        np.testing.assert_allclose(got, wanted, atol=1e-5)
+    assert not np.allclose(maps[True][3], maps[False][3], atol=1e-4)
+    bpy.data.images.remove(image)
+    remove_images("pan")

@@ -331,8 +331,10 @@ class Batch:
                 self._fail(unit, f"cannot write the maps: {ex}")
             else:
                 now = time.perf_counter()
-                self._progress(unit, "computed", now - self.last_end,
-                               float(event.get("info", {}).get("seconds", 0.0)))
+                info = event.get("info", {})
+                # The model's own time (encode + UNet + decode), for comparison with the wall time.
+                compute = sum(info.get("stage_seconds", {}).values()) or info.get("seconds", 0.0)
+                self._progress(unit, "computed", now - self.last_end, float(compute))
                 self.last_end = now
         else:
             self._fail(unit, event.get("message") or kind)
