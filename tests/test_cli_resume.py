@@ -90,6 +90,22 @@ def test_killed_run_resumes_without_rewriting(node, tmp_path):
         assert _identity(out / name) == identity, f"{name} was rewritten"
 
 
+def test_terminated_run_cleans_up(node, tmp_path):
+    """SIGTERM (a farm cancelling a task): claims released, no partial files, status 1."""
+    plates = write_frames(tmp_path / "plates", "term", range(1, 7))
+    out = tmp_path / "maps"
+    run = node("predict", str(plates / "term_####.png"), "-o", str(out))
+    for line in run.stdout:
+        if PROGRESS.match(line):
+            break
+    run.send_signal(signal.SIGTERM)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 1 and "LOTUS stopped" in stderr
+    left = os.listdir(out)
+    assert not [n for n in left if n.startswith(".")], left
+    assert 1 <= len(left) < 6
+
+
 def test_overlapping_ranges_share_the_frames(node, tmp_path):
     plates = write_frames(tmp_path / "plates", "plate", range(1, 11))
     out = tmp_path / "maps"
