@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tests import blender_env
+
 RESOLUTION = (160, 120)
 SAMPLES = 8
 CAMERA_LOCATION = (0.0, -6.0, 2.2)
@@ -199,26 +201,24 @@ class GroundTruthScene:
         """Render the passes with Cycles and read them back as numpy arrays, top row first."""
         import bpy
         scene = self.scene
-        tree = self._keep("node_groups", bpy.data.node_groups.new(scene.name + "_passes", "CompositorNodeTree"))
-        scene.compositing_node_group = tree
+        compat = blender_env.compat()
+        tree, owned, _output = compat.new_compositor(scene, scene.name + "_passes")
+        if owned is not None:
+            self._keep("node_groups", owned)
         layers = tree.nodes.new("CompositorNodeRLayers")
         layers.scene = scene
-        writer = tree.nodes.new("CompositorNodeOutputFile")
-        writer.directory = self._directory
-        writer.file_name = "pass_"
-        writer.format.media_type = 'IMAGE'
-        writer.format.file_format = 'OPEN_EXR'
-        writer.format.color_depth = '32'
-        writer.format.exr_codec = 'ZIP'
         sockets = dict(PASS_SOCKETS, object_index="Object Index")
+        writer = compat.new_file_output(
+            tree, self._directory, "pass_",
+            {socket: 'FLOAT' if socket in ("Depth", "Object Index") else 'RGBA'
+             for socket in sockets.values()})
+        writer.format.exr_codec = 'ZIP'
         for socket in sockets.values():
-            kind = 'FLOAT' if socket in ("Depth", "Object Index") else 'RGBA'
-            writer.file_output_items.new(kind, socket)
-            tree.links.new(layers.outputs[socket], writer.inputs[socket])
+            tree.links.new(compat.render_pass_output(layers, socket), writer.inputs[socket])
         scene.render.filepath = os.path.join(self._directory, "combined_unused")
         bpy.ops.render.render(scene=scene.name, write_still=False)
         scene.view_layers[0].update()  # matrix_world of objects in a scene no window shows
-        planes = {key: self._read_exr(os.path.join(self._directory, f"pass_{socket}.exr"))
+        planes = {key: self._read_exr(compat.output_file_path(self._directory, "pass_", socket))
                   for key, socket in sockets.items()}
         cam = self.camera
         return GroundTruth(

@@ -26,7 +26,9 @@ import numpy as np
 from mathutils import Matrix
 
 from ...core import exif, geometry
+from .. import compat
 from . import geonodes
+from .transaction import atomic_builder
 
 MODES = ("GEONODES", "DISPLACE")
 MATERIALS = ("EMISSION", "SHADED")
@@ -108,9 +110,8 @@ def create_photo_material(name, photo, variant="EMISSION"):
     if variant not in MATERIALS:
         raise ValueError(f"material must be one of {MATERIALS}")
     material = bpy.data.materials.new(name)
-    if material.node_tree is None:  # Blender before 5.0 makes materials without nodes
-        material.use_nodes = True
-    nodes, links = material.node_tree.nodes, material.node_tree.links
+    tree = compat.node_tree(material)
+    nodes, links = tree.nodes, tree.links
     nodes.clear()
     uv = nodes.new("ShaderNodeUVMap")
     uv.uv_map = geonodes.UV_MAP_NAME
@@ -140,7 +141,7 @@ def _drive_from_camera(obj, modifier, input_name, camera, camera_path):
     """Drive a modifier input from a camera property (no Python expression: works without
     auto-run scripts)."""
     key = geonodes.input_identifier(modifier.node_group, input_name)
-    fcurve = obj.driver_add(f'modifiers["{modifier.name}"]["{key}"]')
+    fcurve = obj.driver_add(compat.modifier_input_data_path(modifier, key))
     driver = fcurve.driver
     driver.type = 'AVERAGE'
     variable = driver.variables.new()
@@ -228,6 +229,7 @@ def _build_displace(name, depth, material, kind, near, depth_range, max_vertices
     return obj
 
 
+@atomic_builder
 def build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", near=None, depth_range=None,
                       focal_35mm=None, max_vertices=None, tear_threshold=None, material="EMISSION"):
     """Build the 2.5D mesh and its matching camera (set as the scene camera). Returns (mesh, camera)."""

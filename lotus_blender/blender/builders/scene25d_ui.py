@@ -3,7 +3,9 @@
 import bpy
 from bpy.props import EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
+from .. import compat
 from . import geonodes, scene25d
+from .transaction import report_failure
 from ..panels import LotusSubPanel
 
 _MODE_ITEMS = [
@@ -95,9 +97,8 @@ class LOTUS_OT_build_photo_scene(bpy.types.Operator):
                 depth_range=settings.depth_range, focal_35mm=settings.focal_35mm or None,
                 max_vertices=settings.max_vertices, tear_threshold=settings.tear_threshold,
                 material=settings.material)
-        except ValueError as error:
-            self.report({'ERROR'}, str(error))
-            return {'CANCELLED'}
+        except Exception as error:  # noqa: BLE001 - one line for the artist, nothing half-built
+            return report_failure(self, "Build 2.5D Scene", error)
         for other in context.view_layer.objects:
             other.select_set(False)
         obj.select_set(True)
@@ -123,6 +124,8 @@ class LOTUS_PT_scene25d(LotusSubPanel, bpy.types.Panel):
         col.template_ID(settings, "photo", open="image.open")
         col.prop(settings, "depth")
         col.prop(settings, "normal")
+        if not compat.HAS_SET_MESH_NORMAL:
+            col.label(text="Custom normals: Blender 4.5+", icon='INFO')
         col = layout.column()
         col.prop(settings, "mode")
         col.prop(settings, "material")
@@ -139,8 +142,10 @@ class LOTUS_PT_scene25d(LotusSubPanel, bpy.types.Panel):
             box = layout.box()
             box.label(text=f"Live: {obj.name}", icon='MODIFIER')
             for name in _LIVE_INPUTS:
+                if name == "Use Normals" and not compat.HAS_SET_MESH_NORMAL:
+                    continue  # the group has the input, but nothing behind it before 4.5
                 key = geonodes.input_identifier(modifier.node_group, name)
-                box.prop(modifier, f'["{key}"]', text=name)
+                compat.draw_modifier_input(box, modifier, key, name)
 
 
 _CLASSES = (LotusScene25DSettings, LOTUS_OT_build_photo_scene, LOTUS_PT_scene25d)
