@@ -1,12 +1,12 @@
 """Run the command line in a fresh Blender (the bpy module), as a farm node runs
 ``blender -b -c lotus predict ...``: install the extension, point its preferences at the given
-checkpoints, call cli.main with the remaining arguments and exit with its status.
+checkpoints (and the tests' worker Python), call cli.main with the remaining arguments and exit
+with its status.
 
     python tests/cli_child.py '{"repo": DIR, "depth": DIR, "normal": DIR, "output": DIR}' predict ...
 """
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -23,11 +23,7 @@ def main() -> None:
     configure(name, {("G", "disparity"): config["depth"], ("G", "normal"): config["normal"]},
               config["output"])
     cli = sys.modules[name + ".blender.cli"]
-    code = cli.main(sys.argv[2:])
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # bpy may hang or crash at interpreter exit after an extension registered (notes/blender.md).
-    os._exit(code)
+    blender_env.exit_child(cli.main(sys.argv[2:]))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from tests import blender_env
 from tests.blender_side import gradient
 
 PROGRESS = re.compile(r"^LOTUS +(\d+\.\d)% (\d+)/(\d+) (depth|normal) frame (\S+) "
@@ -146,10 +147,7 @@ def test_movie_frames(cli, tmp_path, capsys):
         camera = bpy.data.objects.new("lotus_cli_movie", bpy.data.cameras.new("lotus_cli_movie"))
         scene.collection.objects.link(camera)
         scene.camera = camera
-        settings = scene.render.image_settings
-        if hasattr(settings, "media_type"):  # Blender 5.0+: set before the file format
-            settings.media_type = 'VIDEO'
-        settings.file_format = 'FFMPEG'
+        blender_env.compat().set_file_format(scene.render.image_settings, 'FFMPEG')
         scene.render.ffmpeg.format = 'MPEG4'
         scene.render.ffmpeg.codec = 'H264'
         scene.frame_start, scene.frame_end = 1, 3
@@ -190,11 +188,11 @@ print("HANDLE", cli._handle is not None, cli.main.__module__ == name + ".blender
 probe("enabled")
 blender_env.disable_extension(name)
 probe("disabled")
-sys.stdout.flush()
-os._exit(0)
+blender_env.exit_child()
 """
 
 
+@pytest.mark.blender
 def test_command_registered_with_blender(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "user"))

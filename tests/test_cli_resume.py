@@ -55,6 +55,7 @@ def _identity(path):
     return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
+@pytest.mark.blender
 def test_killed_run_resumes_without_rewriting(node, tmp_path):
     plates = write_frames(tmp_path / "plates", "shot", range(1, 9))
     out = tmp_path / "maps"
@@ -90,6 +91,7 @@ def test_killed_run_resumes_without_rewriting(node, tmp_path):
         assert _identity(out / name) == identity, f"{name} was rewritten"
 
 
+@pytest.mark.blender
 def test_terminated_run_cleans_up(node, tmp_path):
     """SIGTERM (a farm cancelling a task): claims released, no partial files, status 1."""
     plates = write_frames(tmp_path / "plates", "term", range(1, 7))
@@ -106,6 +108,7 @@ def test_terminated_run_cleans_up(node, tmp_path):
     assert 1 <= len(left) < 6
 
 
+@pytest.mark.blender
 def test_overlapping_ranges_share_the_frames(node, tmp_path):
     plates = write_frames(tmp_path / "plates", "plate", range(1, 11))
     out = tmp_path / "maps"

@@ -69,8 +69,7 @@ def shot_metrics(estimates, true_depth, static):
 
 
 @pytest.fixture(scope="module")
-def shot():
-    import bpy  # noqa: F401  (Blender first: tests/ground_truth.py needs mathutils)
+def shot(blender_addon):
     return _render_shot()
 
 
