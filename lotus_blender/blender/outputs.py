@@ -23,7 +23,7 @@ import bpy
 import numpy as np
 
 from .. import protocol
-from ..core import maps
+from ..core import maps, temporal
 
 SUFFIX_LIMIT = 999
 
@@ -37,6 +37,7 @@ class OutputSettings:
     folder: str                     # absolute folder for files
     temporary: bool                 # True when the .blend is unsaved and the folder is a temp one
     convention: str = "OPENGL"      # normal map PNG convention
+    stabilize: bool = True          # sequences: align each frame's depth to the frames before
     written: list = field(default_factory=list)   # files written, in order
 
 
@@ -345,9 +346,14 @@ def _sequence_result(items, settings, writer, problems):
     width, height = first_prepared.full_width, first_prepared.full_height
     frame_image = bpy.data.images.new("lotus_frame", width, height, alpha=False,
                                       float_buffer=True, is_data=True)
+    # Affine-invariant depth has its own scale and shift in every frame: align them (README
+    # "Sequences and render farms").
+    stabilizer = temporal.TemporalStabilizer() if is_depth and settings.stabilize else None
     try:
         for output, prepared in items:
             values = np.load(output["path"], mmap_mode="r")
+            if stabilizer is not None:
+                values, _ = stabilizer.align(prepared.frame, values)
             encode = _grey if is_depth else _normal_map_encoder("OPENGL")
             _fill_image(frame_image, values, encode)
             path = os.path.join(settings.folder, f"{stem}_{prepared.frame:04d}.exr")
@@ -390,3 +396,53 @@ def pack_results() -> int:
             image.pack()
             count += 1
     return count
+
+
+# -- files of one map at given paths (the command line writes these, then renames them) -----------
+
+def write_map_files(values: np.ndarray, kind: str, width: int, height: int, paths: dict,
+                    convention: str = "OPENGL") -> list[str]:
+    """Write one map's files exactly where ``paths`` says: ``exr`` always; ``preview`` (depth,
+    colour-mapped PNG at the map's own size) and ``png`` (normals, 16-bit in ``convention``) when
+    present. Same encodings as the images the add-on makes. Returns the paths written."""
+    is_depth = kind != protocol.KIND_NORMAL
+    written = []
+    image = bpy.data.images.new("lotus_map_file", width, height, alpha=False, float_buffer=True,
+                                is_data=True)
+    try:
+        with _WriterScene() as writer:
+            _fill_image(image, values, _grey if is_depth else _normal_map_encoder("OPENGL"))
+            written.append(writer.write(image, paths["exr"], 'OPEN_EXR', '32'))
+            if not is_depth and paths.get("png"):
+                if convention == "OPENGL":
+                    written.append(writer.write(image, paths["png"], 'PNG', '16'))
+                else:
+                    _fill_image(image, values, _normal_map_encoder(convention))
+                    written.append(writer.write(image, paths["png"], 'PNG', '16'))
+            if is_depth and paths.get("preview"):
+                preview = bpy.data.images.new("lotus_map_preview", values.shape[1],
+                                              values.shape[0], alpha=False)
+                try:
+                    colours = maps.colorize_depth(np.asarray(values),
+                                                  near_is_high=(kind == protocol.KIND_DISPARITY))
+                    _fill_image(preview, colours, lambda strip: strip)
+                    written.append(writer.write(preview, paths["preview"], 'PNG', '8'))
+                finally:
+                    bpy.data.images.remove(preview)
+    finally:
+        bpy.data.images.remove(image)
+    return written
+
+
+def read_map(path: str) -> np.ndarray:
+    """The first channel of a map file (top row first), as Blender reads it."""
+    image = bpy.data.images.load(path, check_existing=False)
+    try:
+        width, height, channels = image.size[0], image.size[1], image.channels
+        if width == 0 or height == 0:
+            raise OutputError(f"Cannot read {path}")
+        buffer = np.empty(width * height * channels, dtype=np.float32)
+        image.pixels.foreach_get(buffer)
+    finally:
+        bpy.data.images.remove(image)
+    return buffer.reshape(height, width, channels)[::-1, :, 0].copy()
