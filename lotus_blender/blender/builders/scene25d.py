@@ -27,6 +27,7 @@ from mathutils import Matrix
 
 from ...core import exif, geometry
 from . import geonodes
+from .. import naming
 
 MODES = ("GEONODES", "DISPLACE")
 MATERIALS = ("EMISSION", "SHADED")
@@ -40,10 +41,8 @@ DEFAULT_CAMERA_MATRIX = Matrix.Rotation(math.radians(90.0), 4, 'X')
 
 
 def source_name(photo):
-    """Name the objects after the image, without a file extension."""
-    name = photo.name
-    stem, dot, extension = name.rpartition(".")
-    return stem if dot and extension.lower() in {"png", "jpg", "jpeg", "exr", "tif", "tiff", "webp", "bmp"} else name
+    """Name the objects after the image's stem (naming.stem: no file extension, accents kept)."""
+    return naming.stem(photo.name)
 
 
 def depth_kind(depth_image):
