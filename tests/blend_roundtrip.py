@@ -47,6 +47,8 @@ def build_and_save(work: Path, args: dict) -> dict:
     photo_file = args["photo"]
     bpy.ops.lotus.predict_files(task='BOTH', directory=str(work), files=[{"name": photo_file}])
     photo = bpy.data.images[photo_file]
+    # Predictions alone (nothing uses them yet) are saved too, in a copy.
+    bpy.ops.wm.save_as_mainfile(filepath=str(work / "predicted.blend"), copy=True)
     assert bpy.ops.lotus.build_photo_scene(photo=photo.name) == {'FINISHED'}
     assert bpy.ops.lotus.normal_material(photo=photo.name, target='NEW_PLANE',
                                          convention='OPENGL') == {'FINISHED'}
@@ -66,7 +68,7 @@ def reopen(work: Path, args: dict) -> dict:
     """Open the saved .blend in a fresh Blender and read every image back."""
     import bpy
     _install(work, args)
-    bpy.ops.wm.open_mainfile(filepath=str(work / "shot.blend"))
+    bpy.ops.wm.open_mainfile(filepath=str(work / args.get("blend", "shot.blend")))
     images = {image.name: _checksum(image) for image in bpy.data.images
               if image.name not in ("Render Result", "Viewer Node")}
     return {"images": images, "objects": sorted(obj.name for obj in bpy.data.objects)}

@@ -49,6 +49,11 @@ def test_results_and_builder_outputs_survive_save_and_reopen(tiny_checkpoints, t
     saved = _child("build_and_save", tmp_path, args)
     reopened = _child("reopen", tmp_path, args)
     stem = "café photo 01"
+    # Right after predicting, before any builder uses them: the photo and every result.
+    predicted = _child("reopen", tmp_path, dict(args, blend="predicted.blend"))["images"]
+    for name in (photo, f"{stem}_depth", f"{stem}_depth_preview", f"{stem}_normal"):
+        assert predicted.get(name, {}).get("pixels"), (name, sorted(predicted))
+        assert predicted[name]["sum"] == pytest.approx(saved["images"][name]["sum"], rel=1e-4)
     expected = {photo, f"{stem}_depth", f"{stem}_depth_preview", f"{stem}_normal",
                 f"{stem}_normal_opengl", f"{stem}_normal_directx", f"{stem}_height",
                 f"{stem}_albedo", f"{stem}_relight_preview"}
