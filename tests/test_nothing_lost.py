@@ -225,3 +225,37 @@ def test_job_folders_of_failed_and_cancelled_runs_do_not_pile_up(lotus):
     for name in left:
         shutil.rmtree(os.path.join(root, name))
     remove_images("jobsclean")
+
+
+def test_material_maps_that_cannot_be_written_are_packed_and_reported_once(lotus, monkeypatch,
+                                                                          tmp_path):
+    import bpy
+    from lotus_blender.core import maps
+    materials = sys.modules[f"{lotus.name}.blender.builders.materials"]
+    files = lotus.package.blender.files
+    rows, cols = np.mgrid[0:24, 0:32]
+    normals = maps.normalize_vectors(np.dstack([(cols - 16) / 40.0, (12 - rows) / 40.0,
+                                                np.ones((24, 32))]))
+    photo = bpy.data.images.new("nomap_photo", 32, 24)
+    normal = materials.write_float_image("nomap_photo_normal", maps.normals_to_normal_map(normals))
+    normal["lotus_kind"], normal["lotus_source"] = "normal", photo.name
+
+    def refuse(image, path, scene):
+        Path(path).write_bytes(b"\x89PNG\r\n\x1a\n")  # a start, then the disk is full
+        raise RuntimeError(f"Error: Could not write image: No space left on device, '{path}'")
+    monkeypatch.setattr(files, "save_render", refuse)
+    failures = []
+    obj, material, normal_map, height = materials.apply_normal_material(
+        bpy.context, photo, normal, convention='DIRECTX', failures=failures)
+    assert not lotus.out.exists() or os.listdir(lotus.out) == []  # nothing partial
+    assert [os.path.basename(f.path) for f in failures] == ["nomap_photo_height.png",
+                                                            "nomap_photo_normal_directx.png"]
+    message = files.describe_failures(failures, "kept")
+    assert message.startswith("Could not write 2 files in ") and "no space left on device" in message
+    for image in (normal_map, height):
+        assert image.packed_file is not None and image.filepath == ""
+        assert materials.read_pixels(image)[..., :3].std() > 0
+    bpy.data.objects.remove(obj)
+    bpy.data.materials.remove(material)
+    for image in (photo, normal, normal_map, height):
+        bpy.data.images.remove(image)

@@ -110,7 +110,13 @@ def image_display_array(image: bpy.types.Image, processing_resolution: int) -> n
 
 def _write_npy(array: np.ndarray, job_dir: str, stem: str) -> str:
     path = os.path.join(job_dir, f"{stem}.npy")
-    np.save(path, np.ascontiguousarray(array, dtype=np.float32))
+    try:
+        np.save(path, np.ascontiguousarray(array, dtype=np.float32))
+    except OSError as ex:
+        if os.path.exists(path):
+            os.remove(path)
+        raise InputError(f"Cannot write the job's input into {job_dir}: "
+                         f"{(ex.strerror or str(ex)).lower()}") from None
     return path
 
 
@@ -290,6 +296,10 @@ class _TemporaryScene:
 def _load_temporary(path: str, job_dir: str, processing_resolution: int, index: int,
                     name: str, source_image: str, focal_35mm: float = 0.0,
                     frame: int | None = None, source_path: str = "") -> PreparedInput:
+    if not os.path.isfile(path) or (path.endswith(".exr") and
+                                    image_files.exr_complete(path) is False):
+        # Blender could not write it whole (a full disk): never let it read a cut EXR.
+        raise InputError(f"Cannot write a temporary copy of '{source_image}' into {job_dir}")
     temporary = bpy.data.images.load(path, check_existing=False)
     try:
         prepared = prepare_image(temporary, job_dir, processing_resolution, index, name=name,

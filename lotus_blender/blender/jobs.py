@@ -61,11 +61,18 @@ def _folder_pid(name: str) -> int:
     return int(parts[2]) if len(parts) >= 4 and parts[2].isdigit() else 0
 
 
-def _process_alive(pid: int) -> bool:
+# Windows has no harmless signal 0 (os.kill would end the process): there a folder of another
+# process counts as live for this long after it last changed.
+OTHER_PROCESS_GRACE_S = 24 * 3600
+
+
+def _process_alive(pid: int, folder: str) -> bool:
     if pid <= 0:
         return False
     if pid == os.getpid():
         return True
+    if os.name == "nt":
+        return time.time() - os.path.getmtime(folder) < OTHER_PROCESS_GRACE_S
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -91,7 +98,7 @@ def prune_job_folders(keep: int = KEEP_JOB_FOLDERS) -> list[str]:
         if not os.path.isdir(path) or os.path.normpath(path) in active:
             continue
         pid = _folder_pid(name)
-        if pid != os.getpid() and _process_alive(pid):
+        if pid != os.getpid() and _process_alive(pid, path):
             continue
         leftovers.append(path)
     leftovers.sort(key=lambda path: os.path.getmtime(path), reverse=True)
@@ -457,7 +464,7 @@ class JobRunner:
         self.jobs = list(jobs)
         self.report = report if report is not None else (lambda level, text: None)
         self.images: list = []
-        self.problems: list[str] = []
+        self.problems: list[outputs.OutputError] = []
         self.finished: set[str] = set()
         manager.folders_in_use.update(job.job_dir for job in self.jobs)
 

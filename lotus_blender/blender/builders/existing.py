@@ -19,6 +19,13 @@ def _camera_of(obj, scene):
     return None
 
 
+def _tagged_camera(scene, photo):
+    """A camera scene25d made for the photo (it tags them), the scene camera first."""
+    cameras = [obj for obj in scene.objects
+               if obj.type == 'CAMERA' and obj.get("lotus_source") == photo.name]
+    return scene.camera if scene.camera in cameras else (cameras[0] if cameras else None)
+
+
 def photo_scene(context, photo):
     """(mesh, camera) of the photo's 2.5D scene (geometry nodes) in this scene, the scene camera's
     first, or (None, None)."""
@@ -29,7 +36,7 @@ def photo_scene(context, photo):
         if obj.get("lotus_source") != photo.name or obj.get("lotus_gap_fill") \
                 or modifier is None or modifier.type != 'NODES':
             continue
-        camera = _camera_of(obj, scene)
+        camera = _camera_of(obj, scene) or _tagged_camera(scene, photo)
         if camera is not None:
             found.append((camera != scene.camera, obj.name, obj, camera))
     if not found:
@@ -39,10 +46,12 @@ def photo_scene(context, photo):
 
 
 def gap_fill(obj):
+    """The untorn copy relight.build_gap_fill parented to the mesh."""
     return next((child for child in obj.children if child.get("lotus_gap_fill")), None)
 
 
 def light_rig(scene, name):
+    """(rig empty, {role: light}) of relight.build_light_rig for the photo's stem, or (None, {})."""
     for obj in scene.objects:
         if obj.type == 'EMPTY' and obj.get("lotus_source") == name and obj.get("lotus_light_rig"):
             lights = {child["lotus_light_role"]: child for child in obj.children
