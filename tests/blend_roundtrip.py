@@ -71,7 +71,11 @@ def reopen(work: Path, args: dict) -> dict:
     bpy.ops.wm.open_mainfile(filepath=str(work / args.get("blend", "shot.blend")))
     images = {image.name: _checksum(image) for image in bpy.data.images
               if image.name not in ("Render Result", "Viewer Node")}
-    return {"images": images, "objects": sorted(obj.name for obj in bpy.data.objects)}
+    result = {"images": images, "objects": sorted(obj.name for obj in bpy.data.objects)}
+    if args.get("build"):
+        # What the artist does next: Build 2.5D Scene finds the photo's depth again.
+        result["built"] = sorted(bpy.ops.lotus.build_photo_scene(photo=args["photo"]))
+    return result
 
 
 def predict_into(work: Path, args: dict) -> dict:

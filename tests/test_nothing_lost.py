@@ -50,7 +50,9 @@ def test_results_and_builder_outputs_survive_save_and_reopen(tiny_checkpoints, t
     reopened = _child("reopen", tmp_path, args)
     stem = "café photo 01"
     # Right after predicting, before any builder uses them: the photo and every result.
-    predicted = _child("reopen", tmp_path, dict(args, blend="predicted.blend"))["images"]
+    after_predicting = _child("reopen", tmp_path, dict(args, blend="predicted.blend", build=True))
+    assert after_predicting["built"] == ["FINISHED"]
+    predicted = after_predicting["images"]
     for name in (photo, f"{stem}_depth", f"{stem}_depth_preview", f"{stem}_normal"):
         assert predicted.get(name, {}).get("pixels"), (name, sorted(predicted))
         assert predicted[name]["sum"] == pytest.approx(saved["images"][name]["sum"], rel=1e-4)
@@ -243,7 +245,7 @@ def test_material_maps_that_cannot_be_written_are_packed_and_reported_once(lotus
     def refuse(image, path, scene):
         Path(path).write_bytes(b"\x89PNG\r\n\x1a\n")  # a start, then the disk is full
         raise RuntimeError(f"Error: Could not write image: No space left on device, '{path}'")
-    monkeypatch.setattr(files, "save_render", refuse)
+    monkeypatch.setattr(files, "save_as", lambda image, path: refuse(image, path, None))
     failures = []
     obj, material, normal_map, height = materials.apply_normal_material(
         bpy.context, photo, normal, convention='DIRECTX', failures=failures)

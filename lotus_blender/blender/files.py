@@ -35,6 +35,18 @@ def save_render(image, path: str, scene) -> None:
     image.save_render(path, scene=scene)
 
 
+def save_as(image, path: str) -> None:
+    """Blender writes the image's own buffer in its file_format, untouched by any view transform
+    (a float buffer as 16-bit PNG); its file path stays as it is (tests replace this to fail)."""
+    image.save(filepath=path)
+
+
+def write_image_copy(image, path: str, file_format: str = 'PNG') -> str:
+    """The image's pixels as they are into path, atomically (see write_atomically)."""
+    image.file_format = file_format
+    return write_atomically(path, file_format, lambda temporary: save_as(image, temporary))
+
+
 def partial_path(path: str) -> str:
     folder, filename = os.path.split(path)
     stem, extension = os.path.splitext(filename)

@@ -27,7 +27,7 @@ import numpy as np
 from .. import protocol
 from ..core import maps
 from . import naming
-from .files import OutputError, WriterScene, describe_failures, ensure_folder  # noqa: F401
+from .files import OutputError, WriterScene, ensure_folder
 
 SUFFIX_LIMIT = 999
 

@@ -148,17 +148,17 @@ def save_map(image, folder, stem=None):
     run when one holds the same pixels (redo, a second material), else a new one written
     atomically ("<stem>.png", or "<stem>_001.png" when that holds something else)."""
     stem = naming.file_stem(stem or image.name)
-    values = np.clip(read_pixels(image)[..., :3], 0.0, 1.0)
-    values = np.round(values * 65535) / 65535  # what the PNG will hold
+    values = None
     number, path = 0, os.path.join(folder, stem + ".png")
     while os.path.exists(path):
-        if _file_holds(path, values):
+        if values is None:
+            values = np.round(np.clip(read_pixels(image)[..., :3], 0.0, 1.0) * 65535) / 65535
+        if _file_holds(path, values):  # to the PNG's precision
             break
         number += 1
         path = os.path.join(folder, f"{stem}_{number:03d}.png")
     else:
-        with files.WriterScene() as writer:
-            writer.write(image, path, 'PNG', '16')
+        files.write_image_copy(image, path, 'PNG')  # float buffers are written as 16-bit PNG
     outputs.bind_to_file(image, path, 'PNG')
     image.colorspace_settings.name = 'Non-Color'
     return path
@@ -410,7 +410,7 @@ def apply_normal_material(context, photo, normal_image, *, target=None, conventi
     name = source_name(photo)
     height_image, relief = make_height_map(name, normal_image, seamless=seamless)
     # The prediction's own PNG when there is one in this convention, else a map of our own.
-    normal_map = prediction_normal_map(name, normal_image, convention) if save else None
+    normal_map = prediction_normal_map(name, normal_image, convention)
     made = [height_image]
     if normal_map is None:
         normal_map = make_normal_map(name, normal_image, convention=convention)
