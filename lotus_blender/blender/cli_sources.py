@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import bpy
 
-from . import inputs
+from . import inputs, naming
 
 SEQUENCE = "sequence"
 MOVIE = "movie"
@@ -68,7 +68,7 @@ def _is_movie(path: str) -> bool:
 
 def _base_name(prefix: str, suffix: str) -> str:
     """"shot_" + "" -> "shot": the add-on's rule (frame number removed, separators trimmed)."""
-    return inputs._safe_stem((prefix.rstrip("_-. ") + suffix.lstrip("_-. ")) or "frames")
+    return naming.file_stem((prefix.rstrip("_-. ") + suffix.lstrip("_-. ")) or "frames")
 
 
 def _printf_pattern(path: str) -> str | None:
@@ -118,7 +118,7 @@ def _movie(path: str, frames: list[int] | None) -> Source:
         bpy.data.images.remove(image)
         raise inputs.InputError(f"Blender does not read {path} as a movie")
     first, last = inputs.frame_range(image)
-    name = inputs._safe_stem(os.path.splitext(os.path.basename(path))[0])
+    name = naming.file_stem(os.path.splitext(os.path.basename(path))[0])
     return Source(name=name, kind=MOVIE, path=path,
                   frames=list(frames) if frames is not None else list(range(first, last + 1)),
                   _movie=image)
@@ -140,7 +140,7 @@ def _folder(folder: str, frames: list[int] | None) -> list[Source]:
         stem, extension = os.path.splitext(entry)
         match = _TRAILING_NUMBER.match(stem)
         if match is None:
-            singles.append(Source(name=inputs._safe_stem(stem), kind=IMAGE,
+            singles.append(Source(name=naming.file_stem(stem), kind=IMAGE,
                                   path=os.path.abspath(path)))
             continue
         prefix, digits, suffix = match.groups()
@@ -150,7 +150,7 @@ def _folder(folder: str, frames: list[int] | None) -> list[Source]:
     for (prefix, suffix, extension, width), members in groups.items():
         if len(members) == 1:
             path = members[0][1]
-            sources.append(Source(name=inputs._safe_stem(os.path.splitext(os.path.basename(path))[0]),
+            sources.append(Source(name=naming.file_stem(os.path.splitext(os.path.basename(path))[0]),
                                   kind=IMAGE, path=os.path.abspath(path)))
             continue
         pattern = os.path.join(os.path.abspath(folder), f"{prefix}%0{width}d{suffix}{extension}")
@@ -177,7 +177,7 @@ def find_sources(paths: list[str], frames: list[int] | None) -> list[Source]:
                 sources.append(_movie(path, frames))
             else:
                 sources.append(Source(
-                    name=inputs._safe_stem(os.path.splitext(os.path.basename(path))[0]),
+                    name=naming.file_stem(os.path.splitext(os.path.basename(path))[0]),
                     kind=IMAGE, path=os.path.abspath(path)))
         else:
             raise inputs.InputError(f"Not found: {path}")

@@ -24,6 +24,7 @@ import bpy
 
 from .. import protocol
 from . import outputs, worker_setup
+from .files import describe_failures
 from .preferences import ADDON_ID, BUNDLED_PREFIX, bundled_models, get_preferences
 from .worker_client import EV_EXITED, WorkerClient
 
@@ -44,6 +45,69 @@ def user_folder(*parts: str) -> str:
     path = bpy.utils.extension_path_user(ADDON_ID, path=os.path.join(*parts) if parts else "",
                                          create=True)
     return path
+
+
+# Folders of runs whose files could not be written keep their arrays; at most this many are
+# kept, older ones (and any left by a crash or a killed Blender) go when the next run starts.
+KEEP_JOB_FOLDERS = 3
+
+
+def jobs_folder() -> str:
+    return user_folder("jobs")
+
+
+def _folder_pid(name: str) -> int:
+    """Batch folders are named "<date>-<time>-<pid>-<n>" (operators.build_jobs)."""
+    parts = name.split("-")
+    return int(parts[2]) if len(parts) >= 4 and parts[2].isdigit() else 0
+
+
+# Windows has no harmless signal 0 (os.kill would end the process): there a folder of another
+# process counts as live for this long after it last changed.
+OTHER_PROCESS_GRACE_S = 24 * 3600
+
+
+def _process_alive(pid: int, folder: str) -> bool:
+    if pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    if os.name == "nt":
+        return time.time() - os.path.getmtime(folder) < OTHER_PROCESS_GRACE_S
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def prune_job_folders(keep: int = KEEP_JOB_FOLDERS) -> list[str]:
+    """Remove leftover job folders beyond the ``keep`` newest. Folders of this Blender's queued or
+    running jobs, and of other running Blenders, are left alone. Returns the removed paths."""
+    root = jobs_folder()
+    active = {os.path.normpath(job.job_dir) for job in manager.active_jobs()}
+    active |= {os.path.normpath(folder) for folder in manager.folders_in_use}
+    try:
+        entries = [os.path.join(root, name) for name in os.listdir(root)]
+    except OSError:
+        return []
+    leftovers = []
+    for path in entries:
+        name = os.path.basename(path)
+        if not os.path.isdir(path) or os.path.normpath(path) in active:
+            continue
+        pid = _folder_pid(name)
+        if pid != os.getpid() and _process_alive(pid, path):
+            continue
+        leftovers.append(path)
+    leftovers.sort(key=lambda path: os.path.getmtime(path), reverse=True)
+    removed = []
+    for path in leftovers[keep:]:
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
 
 
 def models_folder() -> str:
@@ -224,6 +288,10 @@ class JobManager:
         self.last_activity = time.monotonic()
         self.worker_log = ""
         self.last_error = ""              # shown in the panel next to Open Log
+        self.folders_in_use: set[str] = set()  # job folders whose results are not in Blender yet
+
+    def active_jobs(self) -> list:
+        return ([self.current] if self.current is not None else []) + list(self.queue)
 
     # state for the panel
     @property
@@ -433,8 +501,9 @@ class JobRunner:
         self.jobs = list(jobs)
         self.report = report if report is not None else (lambda level, text: None)
         self.images: list = []
-        self.problems: list[str] = []
+        self.problems: list[outputs.OutputError] = []
         self.finished: set[str] = set()
+        manager.folders_in_use.update(job.job_dir for job in self.jobs)
 
     @property
     def ended(self) -> bool:
@@ -458,9 +527,16 @@ class JobRunner:
                 self._conclude(job)
         if not self.ended:
             return {'RUNNING_MODAL'}
-        if not self.problems and all(job.state == DONE for job in self.jobs):
-            # Everything is in Blender and on disk: the input and output arrays can go.
-            for folder in {job.job_dir for job in self.jobs}:
+        folders = sorted({job.job_dir for job in self.jobs})
+        manager.folders_in_use.difference_update(folders)
+        if self.problems:
+            # Files are missing: the raw arrays stay (prune_job_folders bounds how many).
+            self.report({'ERROR'}, describe_failures(self.problems, (
+                f"The maps are kept in Blender, packed into the .blend; the raw arrays are in "
+                f"{', '.join(folders)}")))
+        else:
+            # Done, failed or cancelled: the arrays are in Blender and on disk, or of no use.
+            for folder in folders:
                 shutil.rmtree(folder, ignore_errors=True)
         if self.images:
             return {'FINISHED'}
@@ -480,9 +556,6 @@ class JobRunner:
             self.images += images
             self.problems += problems
             names = ", ".join(image.name for image in images if "preview" not in image.name)
-            for problem in problems:
-                self.report({'ERROR'}, f"{problem}. The maps are kept in Blender (unsaved) and "
-                                       f"the arrays in {job.job_dir}")
             if images:
                 self.report({'INFO'}, f"Lotus {job.task}: {names}")
             for note in job.info.get("notes", []):

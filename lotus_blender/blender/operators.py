@@ -45,11 +45,15 @@ def build_jobs(context, task_choice: str, gather, report, tiled: bool = False,
     prefs = get_preferences(context)
     tasks = _tasks(task_choice)
     models = {task: jobs.model_request(task, context) for task in tasks}
+    jobs.prune_job_folders()
     batch_dir = jobs.user_folder("jobs", time.strftime("%Y%m%d-%H%M%S")
                                  + f"-{os.getpid()}-{next(_batch_numbers)}")
     prepared, problems = gather(context, batch_dir, 0 if tiled else prefs.processing_resolution)
     for problem in problems:
         report({'ERROR'}, problem)
+    for item in prepared:
+        for note in item.notes:
+            report({'WARNING'}, note)
     if not prepared:
         shutil.rmtree(batch_dir, ignore_errors=True)
         return []
