@@ -55,6 +55,7 @@ def rna_values(struct):
 
 
 def scene_state(scene):
+    scene.view_layers[0].update()  # drivers (the gap fill follows the mesh) are evaluated lazily
     state = {"render": rna_values(scene.render), "cycles": rna_values(scene.cycles),
              "image_settings": rna_values(scene.render.image_settings)}
     for obj in scene.objects:
@@ -89,7 +90,8 @@ def render_watch():
                      "adaptive": cycles.use_adaptive_sampling, "max_bounces": cycles.max_bounces,
                      "diffuse_bounces": cycles.diffuse_bounces, "compositing": render.use_compositing,
                      "single_layer": render.use_single_layer, "persistent": render.use_persistent_data,
-                     "percentage": render.resolution_percentage, "border": render.use_border})
+                     "size": (render.resolution_x, render.resolution_y, render.resolution_percentage),
+                     "border": render.use_border})
     bpy.app.handlers.render_pre.append(record)
     yield seen
     bpy.app.handlers.render_pre.remove(record)
@@ -108,12 +110,12 @@ def test_fast_preview_size_pixels_and_settings_then_the_scene_is_untouched(
     assert tuple(image.size) == (40, 30)
     pixels = materials.read_pixels(image)[..., :3]
     assert np.isfinite(pixels).all() and pixels.max() > 0.05 and pixels.std() > 0.01
-    assert len(render_watch) == preview.math.ceil(30 / preview.BAND_ROWS)
+    assert len(render_watch) == preview.math.ceil(30 / preview.BAND_ROWS['FAST'])
     for seen in render_watch:
         assert seen["samples"] == preview.FAST_SAMPLES and seen["adaptive"] and not seen["denoising"]
         assert seen["max_bounces"] <= 2 and seen["diffuse_bounces"] <= 1
         assert not seen["compositing"] and seen["single_layer"] and seen["persistent"]
-        assert seen["percentage"] == 10 and seen["border"]
+        assert seen["size"] == (40, 30, 100) and seen["border"]
     assert changes(before, scene_state(scene)) == {}
 
 
@@ -129,7 +131,7 @@ def test_bands_assemble_into_the_single_render(blender_addon, fresh_data, monkey
     with bpy.context.temp_override(scene=scene):
         whole = materials.read_pixels(preview.render_preview(
             bpy.context, "band_whole", max_size=48, samples=4, quality='FULL'))
-        monkeypatch.setattr(preview, "BAND_ROWS", 7)  # 36 rows: six uneven bands
+        monkeypatch.setitem(preview.BAND_ROWS, 'FULL', 7)  # 36 rows: six uneven bands
         banded = materials.read_pixels(preview.render_preview(
             bpy.context, "band_bands", max_size=48, samples=4, quality='FULL'))
     assert banded.shape == whole.shape == (36, 48, 4)
@@ -145,7 +147,7 @@ def test_full_quality_keeps_the_scene_sampling_and_denoises_bands_with_margins(
     scene = relit_scene(blender_addon, "fullprev")
     scene.cycles.samples = 6
     assert scene.cycles.use_denoising  # the relight setup turns it on
-    monkeypatch.setattr(preview, "BAND_ROWS", 12)
+    monkeypatch.setitem(preview.BAND_ROWS, 'FULL', 12)
     with bpy.context.temp_override(scene=scene):
         image = preview.render_preview(bpy.context, "fullprev_preview", max_size=24, quality='FULL')
     assert tuple(image.size) == (24, 18)
@@ -161,7 +163,7 @@ def test_cancel_midway_puts_everything_back(blender_addon, fresh_data, monkeypat
     scene = relit_scene(blender_addon, "cancelprev")
     scene.cycles.samples = 2
     before = scene_state(scene)
-    monkeypatch.setattr(preview, "BAND_ROWS", 10)
+    monkeypatch.setitem(preview.BAND_ROWS, 'FAST', 10)
     with bpy.context.temp_override(scene=scene):
         job = preview.PreviewRender(bpy.context, "cancelprev_preview", max_size=40)
         job.start()
@@ -198,5 +200,20 @@ def test_operator_uses_the_panel_quality_in_background(blender_addon, fresh_data
     with bpy.context.temp_override(scene=scene):
         assert bpy.ops.lotus.preview_relight('INVOKE_DEFAULT') == {'FINISHED'}
     image = bpy.data.images["opprev_photo_relight_preview"]
-    assert tuple(image.size) == (31, 23) and image["lotus_kind"] == "relight_preview"
+    assert tuple(image.size) == (32, 24) and image["lotus_kind"] == "relight_preview"
     assert render_watch and all(seen["samples"] == 3 for seen in render_watch)
+
+
+def test_a_build_without_a_denoiser_previews_without_denoising(blender_addon, fresh_data, render_watch,
+                                                               monkeypatch):
+    import bpy
+    preview = module(blender_addon, "relight_preview")
+    scene = relit_scene(blender_addon, "nodenoise")
+    scene.cycles.samples = 2
+    monkeypatch.setattr(preview, "can_denoise", lambda scene: False)  # as Debian's Blender 4.3
+    with bpy.context.temp_override(scene=scene):
+        job = preview.PreviewRender(bpy.context, "nodenoise_preview", max_size=20, quality='FULL')
+        preview.run_blocking(job)
+    assert render_watch and not any(seen["denoising"] for seen in render_watch)
+    assert job.notes == ["this Blender cannot denoise: the preview is not denoised"]
+    assert scene.cycles.use_denoising

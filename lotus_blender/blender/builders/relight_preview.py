@@ -35,7 +35,9 @@ FAST_ADAPTIVE_THRESHOLD = 0.05
 # photo shows; deeper paths only add noise that a few samples cannot resolve.
 FAST_BOUNCES = {"max_bounces": 2, "diffuse_bounces": 1, "glossy_bounces": 1,
                 "transmission_bounces": 2, "volume_bounces": 0, "transparent_max_bounces": 4}
-BAND_ROWS = 64           # rows per band: a fraction of a second each for a fast preview
+# Rows per band: each band costs a little (about 0.1-0.2 s on 2 busy cores, measured by
+# benchmarks/bench_preview.py), so a fast preview takes few bands, a slow full one many.
+BAND_ROWS = {'FAST': 96, 'FULL': 32}
 DENOISE_MARGIN_ROWS = 16  # extra rows around a denoised band, so the denoiser sees across its edges
 
 
@@ -84,14 +86,13 @@ class FormatSettings:
         self._saved.clear()
 
 
-def fast_settings(scene, samples):
-    """(owner, property, value) of a fast preview, by what each buys."""
+def fast_settings(scene):
+    """(owner, property, value) of a fast preview (besides its few samples), by what each buys."""
     cycles = scene.cycles
     return {
-        "samples": [(cycles, "samples", samples),
-                    (cycles, "use_adaptive_sampling", True),
-                    (cycles, "adaptive_threshold", max(cycles.adaptive_threshold, FAST_ADAPTIVE_THRESHOLD)),
-                    (cycles, "adaptive_min_samples", 0)],
+        "adaptive": [(cycles, "use_adaptive_sampling", True),
+                     (cycles, "adaptive_threshold", max(cycles.adaptive_threshold, FAST_ADAPTIVE_THRESHOLD)),
+                     (cycles, "adaptive_min_samples", 0)],
         "no_denoising": [(cycles, "use_denoising", False)],
         "light_paths": [(cycles, name, min(getattr(cycles, name), value))
                         for name, value in FAST_BOUNCES.items()]
@@ -116,6 +117,19 @@ def lower_mesh_resolution(scene, vertex_budget):
     return lowered
 
 
+def can_denoise(scene):
+    """False where Cycles' chosen denoiser is missing from the build (Debian's Blender 4.3 has no
+    OpenImageDenoise: there every denoised render fails)."""
+    try:
+        import _cycles
+    except ImportError:
+        return True
+    # Without OpenImageDenoise its enum item is gone and the denoiser reads as ''.
+    if getattr(scene.cycles, "denoiser", '') == 'OPTIX':
+        return True
+    return bool(getattr(_cycles, "with_openimagedenoise", True))
+
+
 class PreviewRender:
     """One preview render, band by band: start(), step() until it returns True, then finish();
     cancel() instead stops it. Both put every setting back."""
@@ -129,7 +143,6 @@ class PreviewRender:
         self.knobs = knobs  # names from fast_settings() to apply (None: all); for benchmarks
         self.settings = Settings()
         self.format_settings = FormatSettings()
-        self.view_layer = context.view_layer
         self.lowered = []
         self.border_y = None
         self.folder = None
@@ -138,6 +151,7 @@ class PreviewRender:
         self.pixels = None
         self.width = self.height = 0
         self.cancel_requested = False  # set by the Cancel button, seen by the modal operator
+        self.notes = []
 
     @property
     def fraction(self):
@@ -145,22 +159,28 @@ class PreviewRender:
 
     def start(self):
         scene, render = self.scene, self.scene.render
-        longest = max(render.resolution_x, render.resolution_y) * render.resolution_percentage / 100.0
+        percentage = render.resolution_percentage / 100.0
+        self.width = max(1, int(render.resolution_x * percentage))
+        self.height = max(1, int(render.resolution_y * percentage))
         try:
+            longest = max(self.width, self.height)
             if longest > self.max_size:
-                self.settings.set(render, "resolution_percentage",
-                                  max(1, int(render.resolution_percentage * self.max_size / longest)))
-            scale = render.resolution_percentage / 100.0
-            self.width = max(1, int(render.resolution_x * scale))
-            self.height = max(1, int(render.resolution_y * scale))
+                # The exact size asked for (a whole percentage would round 4032 px to 282, not 320).
+                self.width = max(1, round(self.width * self.max_size / longest))
+                self.height = max(1, round(self.height * self.max_size / longest))
+                self.settings.set(render, "resolution_x", self.width)
+                self.settings.set(render, "resolution_y", self.height)
+                self.settings.set(render, "resolution_percentage", 100)
             self.lowered = lower_mesh_resolution(scene, max(4, self.width * self.height))
+            self.settings.set(scene.cycles, "samples", self.samples)
+            if scene.cycles.use_denoising and not can_denoise(scene):
+                self.settings.set(scene.cycles, "use_denoising", False)
+                self.notes.append("this Blender cannot denoise: the preview is not denoised")
             if self.quality == 'FAST':
-                for knob, values in fast_settings(scene, self.samples).items():
+                for knob, values in fast_settings(scene).items():
                     if self.knobs is None or knob in self.knobs:
                         for owner, name, value in values:
                             self.settings.set(owner, name, value)
-            else:
-                self.settings.set(scene.cycles, "samples", self.samples)
             for name, value in (("use_compositing", False), ("use_sequencer", False),
                                 ("use_single_layer", True), ("use_persistent_data", True),
                                 ("use_border", True), ("use_crop_to_border", True),
@@ -169,16 +189,19 @@ class PreviewRender:
             self._set_exr_output(render.image_settings)
             self.border_y = (render.border_min_y, render.border_max_y)  # step() moves them
             self.folder = tempfile.mkdtemp(prefix="lotus-relight-")
-            margin = DENOISE_MARGIN_ROWS if scene.cycles.use_denoising else 0
-            count = max(1, math.ceil(self.height / BAND_ROWS))
-            edges = [round(i * self.height / count) for i in range(count + 1)]
-            # Rows counted from the bottom, as Cycles' border; (rendered rows, kept rows).
-            self.bands = [((max(0, a - margin), min(self.height, b + margin)), (a, b))
-                          for a, b in zip(edges, edges[1:])]
+            self._plan_bands()
             self.pixels = np.zeros((self.height, self.width, 4), dtype=np.float32)
         except BaseException:
             self._clean_up()
             raise
+
+    def _plan_bands(self):
+        margin = DENOISE_MARGIN_ROWS if self.scene.cycles.use_denoising else 0
+        count = max(1, math.ceil(self.height / BAND_ROWS[self.quality]))
+        edges = [round(i * self.height / count) for i in range(count + 1)]
+        # Rows counted from the bottom, as Cycles' border; (rendered rows, kept rows).
+        self.bands = [((max(0, a - margin), min(self.height, b + margin)), (a, b))
+                      for a, b in zip(edges, edges[1:])]
 
     def _set_exr_output(self, image_settings):
         # media_type (Blender 5.0+, skipped where absent) must come before the file format.
@@ -193,7 +216,18 @@ class PreviewRender:
         # Cycles truncates border * height to whole rows: a quarter row up keeps exact edges.
         render.border_min_y = (low + 0.25) / self.height if low else 0.0
         render.border_max_y = (high + 0.25) / self.height if high < self.height else 1.0
-        bpy.ops.render.render(write_still=False)
+        try:
+            # In the interface a failed render only reports; in background mode it raises.
+            if bpy.ops.render.render(write_still=False) != {'FINISHED'}:
+                raise RuntimeError("the render did not finish (its message is in the Info editor)")
+        except RuntimeError as error:
+            # Builds without OpenImageDenoise (Debian's Blender 4.3) fail every denoised render.
+            if "denois" not in str(error).lower() or not self.scene.cycles.use_denoising:
+                raise
+            self.settings.set(self.scene.cycles, "use_denoising", False)
+            self.notes.append("this Blender cannot denoise: the preview is not denoised")
+            self._plan_bands()
+            return self.step()
         band = self._read_render_result()
         rows = band.shape[0]
         if rows != high - low or band.shape[1] != self.width:
@@ -233,9 +267,9 @@ class PreviewRender:
         for obj, modifier, key, value in self.lowered:
             modifier[key] = value
             obj.update_tag()
-        if self.lowered:
-            self.lowered = []
-            self.view_layer.update()  # the gap fills' drivers follow the restored resolution
+        # Blender re-evaluates the meshes (and the gap fills' drivers) at full resolution when
+        # next asked: that is not the preview's to wait for.
+        self.lowered = []
         if self.border_y is not None:
             self.scene.render.border_min_y, self.scene.render.border_max_y = self.border_y
             self.border_y = None
@@ -249,7 +283,11 @@ class PreviewRender:
 def render_preview(context, name, max_size=320, samples=0, quality='FAST'):
     """Render the scene camera small (longest edge at most max_size) into the float image name,
     blocking. samples 0: the quality's default. Returns the image (linear, scene-referred)."""
-    job = PreviewRender(context, name, max_size=max_size, quality=quality, samples=samples)
+    return run_blocking(PreviewRender(context, name, max_size=max_size, quality=quality,
+                                      samples=samples))
+
+
+def run_blocking(job):
     job.start()
     try:
         while not job.step():
@@ -331,15 +369,14 @@ class LOTUS_OT_preview_relight(bpy.types.Operator):
     def execute(self, context):
         if not self._check(context):
             return {'CANCELLED'}
-        self._from_panel(context)
+        job = self._new_job(context)
         try:
-            image = render_preview(context, preview_name(context.scene), max_size=self.max_size,
-                                   samples=self.samples, quality=self.quality)
+            image = run_blocking(job)
         except RuntimeError as error:
             self.report({'ERROR'}, f"Preview render failed: {error}")
             return {'CANCELLED'}
         _show(context, image)
-        self.report({'INFO'}, f"Relight preview in image {image.name} ({image.size[0]}x{image.size[1]})")
+        self._report_done(image, job.notes)
         return {'FINISHED'}
 
     def invoke(self, context, event):
@@ -397,8 +434,13 @@ class LOTUS_OT_preview_relight(bpy.types.Operator):
         image = job.finish()
         self._end(context)
         _show(context, image)
-        self.report({'INFO'}, f"Relight preview in image {image.name} ({image.size[0]}x{image.size[1]})")
+        self._report_done(image, job.notes)
         return {'FINISHED'}
+
+    def _report_done(self, image, notes):
+        self.report({'WARNING'} if notes else {'INFO'},
+                    f"Relight preview in image {image.name} ({image.size[0]}x{image.size[1]})"
+                    + "".join(f"; {note}" for note in notes))
 
 
 class LOTUS_OT_cancel_preview_relight(bpy.types.Operator):
