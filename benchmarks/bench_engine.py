@@ -106,7 +106,9 @@ def test_image(size: int) -> np.ndarray:
 
 class Worker:
     def __init__(self, log_path: Path):
-        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+        # The caller's PYTHONPATH stays (packages beside the interpreter's own, e.g. on a GPU box).
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "lotus_blender.worker", "--log", str(log_path)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)

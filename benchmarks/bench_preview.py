@@ -9,7 +9,7 @@ photo at a camera's size; then, best of --repeat, seconds per preview:
 - "fast_without_bands": Fast quality in one render (what the bands cost);
 - "only_<knob>": the old preview with one fast setting alone (fewer samples, adaptive sampling,
   no denoising, short light paths);
-- "full": Full quality (the scene's 128 samples, denoising), in bands.
+- "full" / "full_without_bands": Full quality (the scene's 128 samples, denoising), run once.
 The very first render of the process (Cycles kernels, denoiser loading) is reported apart.
 Prints one JSON object.
 """
@@ -87,13 +87,14 @@ def main():
         "only_no_denoising": dict(samples=16, knobs={"no_denoising"}, bands=False),
         "only_light_paths": dict(samples=16, knobs={"light_paths"}, bands=False),
         "full": dict(quality='FULL'),
+        "full_without_bands": dict(quality='FULL', bands=False),
         "fast_160": dict(size=160),
     }
     first, _size, _bands = render(**cases["before"])
     results = {}
     for name, case in cases.items():
         times = []
-        for _ in range(args.repeat):
+        for _ in range(1 if name.startswith("full") else args.repeat):  # full: ~60 s each
             seconds, size, bands = render(**case)
             times.append(seconds)
         results[name] = {"seconds": round(min(times), 3), "all_seconds": [round(t, 3) for t in times],

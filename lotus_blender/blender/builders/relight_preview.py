@@ -36,9 +36,11 @@ FAST_ADAPTIVE_THRESHOLD = 0.05
 FAST_BOUNCES = {"max_bounces": 2, "diffuse_bounces": 1, "glossy_bounces": 1,
                 "transmission_bounces": 2, "volume_bounces": 0, "transparent_max_bounces": 4}
 # Rows per band: each band costs a little (about 0.1-0.2 s on 2 busy cores, measured by
-# benchmarks/bench_preview.py), so a fast preview takes few bands, a slow full one many.
-BAND_ROWS = {'FAST': 96, 'FULL': 32}
-DENOISE_MARGIN_ROWS = 16  # extra rows around a denoised band, so the denoiser sees across its edges
+# benchmarks/bench_preview.py), so a fast preview takes few bands, a slow full one more.
+BAND_ROWS = {'FAST': 96, 'FULL': 64}
+# Extra rows rendered around a denoised band so that the denoiser sees across its edges (no seams);
+# they cost DENOISE_MARGIN_ROWS / band rows of extra render time per side.
+DENOISE_MARGIN_ROWS = 8
 
 
 class Settings:
