@@ -56,6 +56,10 @@ def main():
     args = parser.parse_args()
     width, height = (int(v) for v in args.photo.lower().split("x"))
 
+    # Blender prints render progress on stdout: keep it for the JSON alone.
+    sys.stdout.flush()
+    json_stdout = os.dup(1)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
     import bpy
     scene = build_scene(width, height)
     from lotus_blender.blender.builders import relight_preview as preview
@@ -91,15 +95,22 @@ def main():
         "fast_160": dict(size=160),
     }
     first, _size, _bands = render(**cases["before"])
-    results = {}
-    for name, case in cases.items():
-        times = []
-        for _ in range(1 if name.startswith("full") else args.repeat):  # full: ~60 s each
+    # Round robin (every case once per round), so that a busy machine slows all cases alike.
+    times = {name: [] for name in cases}
+    shapes = {}
+    for round_index in range(args.repeat):
+        for name, case in cases.items():
+            if name.startswith("full") and round_index:  # about a minute each: once is enough
+                continue
             seconds, size, bands = render(**case)
-            times.append(seconds)
-        results[name] = {"seconds": round(min(times), 3), "all_seconds": [round(t, 3) for t in times],
-                         "size": list(size), "bands": bands}
+            times[name].append(seconds)
+            shapes[name] = (size, bands)
+    results = {name: {"seconds": round(min(values), 3), "all_seconds": [round(t, 3) for t in values],
+                      "size": list(shapes[name][0]), "bands": shapes[name][1]}
+               for name, values in times.items()}
     before, fast = results["before"]["seconds"], results["fast"]["seconds"]
+    sys.stdout.flush()
+    os.dup2(json_stdout, 1)
     print(json.dumps({
         "benchmark": "relight_preview", "machine": platform.machine(), "cpu_count": os.cpu_count(),
         "blender": bpy.app.version_string, "photo": [width, height], "preview_size": args.size,

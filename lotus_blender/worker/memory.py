@@ -141,24 +141,27 @@ def _linux_meminfo_available() -> int | None:
 
 
 def _cgroup_free() -> int | None:
-    """Free memory under this process's cgroup v2 limit (containers), None without a limit.
+    """Free memory under this process's cgroup limit (containers), None without a limit.
     Reclaimable page cache (the checkpoint files just read) does not count as used."""
     line = next((ln for ln in Path("/proc/self/cgroup").read_text().splitlines()
                  if ln.startswith("0::")), None)
-    if line is None:
-        return None
-    folder = Path("/sys/fs/cgroup") / line[3:].lstrip("/")
-    try:
-        limit = (folder / "memory.max").read_text().strip()
-        current = int((folder / "memory.current").read_text())
-        stat = (folder / "memory.stat").read_text()
-    except OSError:
-        return None
-    if limit == "max":
-        return None
-    match = re.search(r"^inactive_file (\d+)$", stat, re.MULTILINE)
-    used = current - (int(match.group(1)) if match else 0)
-    return max(0, int(limit) - used)
+    v2 = Path("/sys/fs/cgroup") / line[3:].lstrip("/") if line else None
+    v1 = Path("/sys/fs/cgroup/memory")  # a container sees its own cgroup at the root
+    for folder, names, inactive in (
+            (v2, ("memory.max", "memory.current"), "inactive_file"),
+            (v1, ("memory.limit_in_bytes", "memory.usage_in_bytes"), "total_inactive_file")):
+        try:
+            limit = (folder / names[0]).read_text().strip()
+            current = int((folder / names[1]).read_text())
+            stat = (folder / "memory.stat").read_text()
+        except (OSError, TypeError, ValueError):
+            continue
+        if limit == "max" or int(limit) >= 2**60:  # no limit (v1 writes a huge number)
+            return None
+        match = re.search(rf"^{inactive} (\d+)$", stat, re.MULTILINE)
+        used = current - (int(match.group(1)) if match else 0)
+        return max(0, int(limit) - used)
+    return None
 
 
 def _windows_available() -> int | None:

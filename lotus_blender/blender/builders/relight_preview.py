@@ -228,7 +228,8 @@ class PreviewRender:
                 raise
             self.settings.set(self.scene.cycles, "use_denoising", False)
             self.notes.append("this Blender cannot denoise: the preview is not denoised")
-            self._plan_bands()
+            if self.done == 0:
+                self._plan_bands()  # no denoising margins needed any more
             return self.step()
         band = self._read_render_result()
         rows = band.shape[0]
@@ -346,6 +347,7 @@ class LOTUS_OT_preview_relight(bpy.types.Operator):
 
     _timer = None
     _job = None
+    _key = ""
 
     @classmethod
     def poll(cls, context):
@@ -392,7 +394,8 @@ class LOTUS_OT_preview_relight(bpy.types.Operator):
         except RuntimeError as error:
             self.report({'ERROR'}, f"Preview render failed: {error}")
             return {'CANCELLED'}
-        _running[context.scene.name] = self._job
+        self._key = context.scene.name
+        _running[self._key] = self._job
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.02, window=context.window)
         wm.modal_handler_add(self)
@@ -410,7 +413,7 @@ class LOTUS_OT_preview_relight(bpy.types.Operator):
         context.window_manager.event_timer_remove(self._timer)
         if context.workspace is not None:
             context.workspace.status_text_set(None)
-        _running.pop(context.scene.name, None)
+        _running.pop(self._key, None)
         _redraw_sidebars(context)
 
     def modal(self, context, event):
@@ -424,8 +427,11 @@ class LOTUS_OT_preview_relight(bpy.types.Operator):
             return {'PASS_THROUGH'}
         try:
             done = job.step()
-        except RuntimeError as error:
-            job.cancel()
+        except (RuntimeError, ReferenceError) as error:  # ReferenceError: the scene was deleted
+            try:
+                job.cancel()
+            except ReferenceError:
+                pass
             self._end(context)
             self.report({'ERROR'}, f"Preview render failed: {error}")
             return {'CANCELLED'}
