@@ -8,7 +8,7 @@ photo at a camera's size; then, best of --repeat, seconds per preview:
 - "fast": the new default (Fast quality, in bands);
 - "fast_without_bands": Fast quality in one render (what the bands cost);
 - "only_<knob>": the old preview with one fast setting alone (fewer samples, adaptive sampling,
-  no denoising, short light paths);
+  no denoising);
 - "full" / "full_without_bands": Full quality (the scene's 128 samples, denoising), run once.
 The very first render of the process (Cycles kernels, denoiser loading) is reported apart.
 Prints one JSON object.
@@ -89,7 +89,6 @@ def main():
         "only_fewer_samples": dict(samples=preview.FAST_SAMPLES, knobs=set(), bands=False),
         "only_adaptive": dict(samples=16, knobs={"adaptive"}, bands=False),
         "only_no_denoising": dict(samples=16, knobs={"no_denoising"}, bands=False),
-        "only_light_paths": dict(samples=16, knobs={"light_paths"}, bands=False),
         "full": dict(quality='FULL'),
         "full_without_bands": dict(quality='FULL', bands=False),
         "fast_160": dict(size=160),
