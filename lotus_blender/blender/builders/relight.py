@@ -24,7 +24,7 @@ from mathutils import Matrix, Vector
 
 from ...core import geometry, maps, shading
 from . import materials, scene25d
-from ..panels import LotusSubPanel
+from ..panels import LotusSubPanel, draw_wrapped
 
 ALBEDO_ITEMS = [
     ('PHOTO', "Photo", "Use the photo's colours as they are (its lighting stays baked in)"),
@@ -568,6 +568,7 @@ class LOTUS_OT_preview_relight(bpy.types.Operator):
 class LOTUS_PT_relight(LotusSubPanel, bpy.types.Panel):
     bl_idname = "LOTUS_PT_relight"
     bl_label = "Relight"
+    bl_options = set()  # open: short, its settings are in the collapsed Options
 
     def draw(self, context):
         layout = self.layout
@@ -577,12 +578,11 @@ class LOTUS_PT_relight(LotusSubPanel, bpy.types.Panel):
         if photo is not None:
             if settings.geometry_mode == 'MESH' and \
                     materials.find_result(photo.name, ("disparity", "depth")) is None:
-                layout.label(text="Predict depth first (or use an image plane)", icon='INFO')
+                draw_wrapped(layout, context, "Predict depth first (or use an image plane)",
+                             icon='INFO')
             if materials.find_result(photo.name, "normal") is None:
-                layout.label(text="Predict normals for per-pixel shading", icon='INFO')
-        layout.prop(settings, "geometry_mode")
-        layout.prop(settings, "albedo")
-        layout.prop(settings, "shadow_catcher")
+                draw_wrapped(layout, context, "Predict normals for per-pixel shading",
+                             icon='INFO')
         row = layout.row()
         row.enabled = photo is not None
         op = row.operator(LOTUS_OT_relight_setup.bl_idname, icon='LIGHT_AREA')
@@ -596,7 +596,21 @@ class LOTUS_PT_relight(LotusSubPanel, bpy.types.Panel):
             settings.preview_size
 
 
-_CLASSES = (LotusRelightSettings, LOTUS_OT_relight_setup, LOTUS_OT_preview_relight, LOTUS_PT_relight)
+class LOTUS_PT_relight_options(LotusSubPanel, bpy.types.Panel):
+    bl_idname = "LOTUS_PT_relight_options"
+    bl_label = "Options"
+    bl_parent_id = "LOTUS_PT_relight"
+
+    def draw(self, context):
+        settings = context.scene.lotus_relight
+        layout = self.layout
+        layout.prop(settings, "geometry_mode")
+        layout.prop(settings, "albedo")
+        layout.prop(settings, "shadow_catcher")
+
+
+_CLASSES = (LotusRelightSettings, LOTUS_OT_relight_setup, LOTUS_OT_preview_relight, LOTUS_PT_relight,
+            LOTUS_PT_relight_options)
 
 
 def register():

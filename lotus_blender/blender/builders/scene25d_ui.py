@@ -4,7 +4,7 @@ import bpy
 from bpy.props import EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 from . import geonodes, scene25d
-from ..panels import LotusSubPanel
+from ..panels import LotusSubPanel, draw_wrapped
 
 _MODE_ITEMS = [
     ('GEONODES', "Geometry Nodes", "Live mesh: change near, depth range, resolution and tearing afterwards"),
@@ -116,14 +116,28 @@ class LOTUS_PT_scene25d(LotusSubPanel, bpy.types.Panel):
 
     def draw(self, context):
         layout = self.layout
+        settings = context.scene.lotus_scene25d
+        layout.template_ID(settings, "photo", open="image.open")
+        photo = settings.photo
+        if photo is not None and settings.depth is None and _results_for(photo)[0] is None:
+            draw_wrapped(layout, context, "Predict depth for this photo first", icon='INFO')
+        layout.operator(LOTUS_OT_build_photo_scene.bl_idname, icon='OUTLINER_OB_MESH')
+
+
+class LOTUS_PT_scene25d_options(LotusSubPanel, bpy.types.Panel):
+    """The build settings, collapsed: the defaults suit most photos."""
+    bl_label = "Options"
+    bl_idname = "LOTUS_PT_scene25d_options"
+    bl_parent_id = "LOTUS_PT_scene25d"
+
+    def draw(self, context):
+        layout = self.layout
         layout.use_property_split = True
         layout.use_property_decorate = False
         settings = context.scene.lotus_scene25d
         col = layout.column()
-        col.template_ID(settings, "photo", open="image.open")
         col.prop(settings, "depth")
         col.prop(settings, "normal")
-        col = layout.column()
         col.prop(settings, "mode")
         col.prop(settings, "material")
         col.prop(settings, "near")
@@ -131,19 +145,39 @@ class LOTUS_PT_scene25d(LotusSubPanel, bpy.types.Panel):
         col.prop(settings, "max_vertices")
         col.prop(settings, "tear_threshold")
         col.prop(settings, "focal_35mm")
-        layout.operator(LOTUS_OT_build_photo_scene.bl_idname, icon='OUTLINER_OB_MESH')
-
-        obj = context.active_object
-        modifier = obj.modifiers.get(scene25d.MODIFIER_NAME) if obj is not None else None
-        if modifier is not None and modifier.type == 'NODES' and modifier.node_group is not None:
-            box = layout.box()
-            box.label(text=f"Live: {obj.name}", icon='MODIFIER')
-            for name in _LIVE_INPUTS:
-                key = geonodes.input_identifier(modifier.node_group, name)
-                box.prop(modifier, f'["{key}"]', text=name)
 
 
-_CLASSES = (LotusScene25DSettings, LOTUS_OT_build_photo_scene, LOTUS_PT_scene25d)
+def _live_modifier(context):
+    obj = context.active_object
+    modifier = obj.modifiers.get(scene25d.MODIFIER_NAME) if obj is not None else None
+    if modifier is not None and modifier.type == 'NODES' and modifier.node_group is not None:
+        return modifier
+    return None
+
+
+class LOTUS_PT_scene25d_live(LotusSubPanel, bpy.types.Panel):
+    """Live controls of the active 2.5D object (its geometry-nodes inputs)."""
+    bl_label = "Live Mesh"
+    bl_idname = "LOTUS_PT_scene25d_live"
+    bl_parent_id = "LOTUS_PT_scene25d"
+    bl_options = set()
+
+    @classmethod
+    def poll(cls, context):
+        return _live_modifier(context) is not None
+
+    def draw(self, context):
+        layout = self.layout
+        modifier = _live_modifier(context)
+        layout.label(text=context.active_object.name, icon='MODIFIER')
+        col = layout.column(align=True)
+        for name in _LIVE_INPUTS:
+            key = geonodes.input_identifier(modifier.node_group, name)
+            col.prop(modifier, f'["{key}"]', text=name)
+
+
+_CLASSES = (LotusScene25DSettings, LOTUS_OT_build_photo_scene, LOTUS_PT_scene25d,
+            LOTUS_PT_scene25d_options, LOTUS_PT_scene25d_live)
 
 
 def register():
