@@ -288,3 +288,20 @@ def test_render_result_and_viewer_buttons_only_with_pixels(lotus, fresh_data):
         scene.render.resolution_x, scene.render.resolution_y = size
     assert panels._render_finished in bpy.app.handlers.render_complete
     assert panels._file_loaded in bpy.app.handlers.load_post
+
+
+def test_status_bar_keeps_its_percentage(lotus, tmp_path):
+    """The status bar's bar is short: it says "Lotus 58%" (the details are in the status text)."""
+    manager = lotus.jobs.manager
+    job = _fake_job(lotus, tmp_path, state=lotus.jobs.RUNNING, stage="image 1/4: decoding",
+                    fraction=0.16, run_parts=2, run_part=1)
+    manager.current = job
+    try:
+        log = []
+        lotus.panels.draw_status_bar(SimpleNamespace(layout=_StrictLayout(log)), _sidebar_context())
+        job.cancel_sent_at = 1.0
+        lotus.panels.draw_status_bar(SimpleNamespace(layout=_StrictLayout(log)), _sidebar_context())
+    finally:
+        manager.current = None
+    assert _texts(log, "progress") == ["Lotus 58%", "Lotus: Cancelling..."]
+    assert job.status_text() == "Depth photo: cancelling..."

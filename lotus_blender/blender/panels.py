@@ -317,11 +317,18 @@ class LOTUS_PT_image_editor_options(_LotusOptionsPanel, bpy.types.Panel):
     bl_parent_id = "LOTUS_PT_image_editor"
 
 
+STATUS_BAR_UNITS = 8
+
+
 def draw_status_bar(self, context):
-    """Status bar: the running run's progress next to Blender's own."""
+    """Status bar: the running run's progress next to Blender's own. The details are in the
+    status text on the left (the operator sets it); the short bar keeps its percentage."""
     job = jobs.manager.current
     if job is not None:
-        self.layout.progress(factor=job.run_fraction, type='BAR', text=job.status_text())
+        row = self.layout.row()
+        row.ui_units_x = STATUS_BAR_UNITS
+        text = "Lotus: Cancelling..." if job.cancelling else f"Lotus {job.percent}%"
+        row.progress(factor=job.run_fraction, type='BAR', text=text)
 
 
 _CLASSES = (LotusPanelSettings, LOTUS_PT_view3d, LOTUS_PT_image_editor, LOTUS_PT_view3d_options,

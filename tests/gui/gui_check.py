@@ -37,6 +37,7 @@ def parse_args():
                         help="folder with tiny-depth/ and tiny-normal/ (tests/tiny_lotus.py)")
     parser.add_argument("--worker-python", required=True,
                         help="a Python with torch and diffusers for the worker")
+    parser.add_argument("--readme", help="also write the README's screenshots into this folder")
     parser.add_argument("--keep-open", action="store_true", help="do not quit at the end")
     return parser.parse_args(argv)
 
@@ -142,6 +143,13 @@ def image_state(name):
 
 # -- screenshots and checks -------------------------------------------------------------------
 
+def area_box():
+    """The 3D View area's rectangle in screen pixels, top-left origin."""
+    window, area, _sidebar, _main = window_parts()
+    return {"x": area.x, "y": window.height - (area.y + area.height), "width": area.width,
+            "height": area.height}
+
+
 def sidebar_box():
     """The sidebar's rectangle in screen pixels, top-left origin (for cropping)."""
     window, _area, sidebar, _main = window_parts()
@@ -159,7 +167,7 @@ def screenshot(name, note=""):
                     f"{box['width']}x{box['height']}+{box['x']}+{box['y']}", "+repage",
                     str(crop)], check=True)
     REPORT["steps"].append({"screenshot": path.name, "note": note, "panel": panel_state(),
-                            "sidebar": box})
+                            "sidebar": box, "area": area_box()})
     log(f"screenshot {path.name}: {note}")
 
 
@@ -316,7 +324,7 @@ def steps():
                                     files=[{"name": "studio.png"}])
     yield from wait_until(lambda: jobs.manager.current is not None)
     check(not jobs.manager.last_error, "the last error stayed while the next job runs")
-    yield from settle(0.3)
+    yield from settle(1.0)
     screenshot("08_error_cleared", "the next job runs: the old error is gone")
     yield from wait_until(lambda: not jobs.manager.busy)
 
@@ -369,9 +377,42 @@ def build(idname, shot, shading, camera_view, wait=3.0):
     screenshot(shot, f"{idname}: {result}, new objects {new}")
 
 
+# -- README images ------------------------------------------------------------------------------
+
+def convert(*args):
+    subprocess.run(["convert", *map(str, args)], check=True)
+
+
+def readme_images(folder):
+    """Small PNGs for the README: the panel, a run (progress, cancelling, an error) and each
+    builder's result (the 3D View with the sidebar, scaled down)."""
+    folder = REPO_ROOT / folder  # a relative folder is the checkout's (Blender runs in /)
+    folder.mkdir(parents=True, exist_ok=True)
+    steps = {Path(step["screenshot"]).stem: step for step in REPORT["steps"]}
+    convert(OUT / "09_builders_sidebar.png", "-crop", "x600+0+0", "+repage",
+            folder / "panel.png")
+    parts = [OUT / f"{name}_sidebar.png" for name in ("03_running_normal", "05_cancelling",
+                                                      "07_error")]
+    convert(*parts, "-crop", "x330+0+0", "+repage", "-bordercolor", "#1d1d1d", "-border", "4",
+            "+append", folder / "running.png")
+    for name, shot in (("scene25d", "10_scene25d"), ("material", "11_material"),
+                       ("relight", "12_relight")):
+        if shot not in steps:
+            continue
+        box = steps[shot]["area"]
+        convert(OUT / f"{shot}.png", "-crop", f"{box['width']}x{box['height']}+{box['x']}+{box['y']}",
+                "+repage", "-resize", "960x", "-colors", "256", folder / f"{name}.png")
+    log(f"README images in {folder}")
+
+
 # -- driver -----------------------------------------------------------------------------------
 
 def finish():
+    if ARGS.readme:
+        try:
+            readme_images(ARGS.readme)
+        except Exception:  # noqa: BLE001 - a missing screenshot is a failure like any other
+            REPORT["failures"].append(traceback.format_exc())
     (OUT / "report.json").write_text(json.dumps(REPORT, indent=2, default=str))
     log(f"done: {len(REPORT['failures'])} failure(s); report in {OUT / 'report.json'}")
     if not ARGS.keep_open:

@@ -2,6 +2,7 @@
 # Runs tests/gui/gui_check.py in a real Blender window under Xvfb (1920x1080, default UI scale),
 # inside the chroot made by tests/gui/setup_chroot.sh. Screenshots and report.json go to OUT.
 #   sudo tests/gui/run_gui_check.sh [CHROOT] [OUT]     (defaults /work/gui-chroot, /tmp/lotus-gui)
+# Exit status 0 when every step passed; look at the screenshots too (report.json lists them).
 # WORKER_PYTHON: a Python 3.11 with torch + diffusers for the worker (default: the repo's .venv);
 # it must live under /work or /root/.pyenv (mounted into the chroot; see mount_chroot.sh).
 set -eu
@@ -12,6 +13,8 @@ OUT=${2:-/tmp/lotus-gui}
 WORKER_PYTHON=${WORKER_PYTHON:-$REPO/.venv/bin/python}
 CHECKPOINTS=${CHECKPOINTS:-/tmp/lotus-gui-checkpoints}
 DISPLAY_NUMBER=${DISPLAY_NUMBER:-97}
+# GUI_ARGS: more gui_check.py options, e.g. "--readme $REPO/docs/screenshots".
+GUI_ARGS=${GUI_ARGS:-}
 
 "$HERE/mount_chroot.sh" "$CHROOT"
 # Tiny random-weight checkpoints, built once by the worker Python (it has torch).
@@ -43,7 +46,7 @@ chroot "$CHROOT" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/tmp/lotus-gui-home \
     XVFB=\$!
     sleep 2
     DISPLAY=:$DISPLAY_NUMBER timeout ${GUI_TIMEOUT_S:-900} blender '$OUT/scene.blend' --python '$REPO/tests/gui/gui_check.py' \
-        -- --out '$OUT' --checkpoints '$CHECKPOINTS' --worker-python '$WORKER_PYTHON' \
+        -- --out '$OUT' --checkpoints '$CHECKPOINTS' --worker-python '$WORKER_PYTHON' $GUI_ARGS \
         >'$OUT/blender.log' 2>&1
     STATUS=\$?
     kill \$XVFB
