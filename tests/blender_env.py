@@ -1,11 +1,22 @@
 """Install the extension into the bpy module the way Blender itself does."""
 
+import os
 import shutil
+import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_ID = "lotus_blender"
 TEST_REPO_MODULE = "lotus_test"
+
+
+def worker_python_preference() -> str:
+    """The Worker Python preference for tests: empty (Blender's own Python) when it has the
+    worker's packages, else the worker environment's Python that tests/run.py names."""
+    worker = os.environ.get("LOTUS_TEST_WORKER_PYTHON", "")
+    if not worker or os.path.abspath(worker) == os.path.abspath(sys.executable):
+        return ""
+    return worker
 
 
 def stage_extension(dest: Path) -> Path:
@@ -64,3 +75,19 @@ def worker_processes() -> list[int]:
         if int(fields[1]) == os.getpid() and fields[0] != "Z" and "lotus_blender.worker" in cmdline:
             pids.append(int(entry.name))
     return pids
+
+
+def compat():
+    """The installed add-on's compatibility module (Blender API differences 4.2 .. 5.2), which
+    the tests use too for what differs between the Blender versions they run on."""
+    import importlib
+    return importlib.import_module(f"bl_ext.{TEST_REPO_MODULE}.{PACKAGE_ID}.blender.compat")
+
+
+def exit_child(code: int = 0) -> None:
+    """End a child Blender process once it has printed its report, skipping the bpy module's own
+    shutdown: PyPI bpy 4.2.x can segfault there once an extension registered, and 4.5.x hangs
+    after load_scripts(reload_scripts=True). The parent judges what the child reported."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -9,6 +9,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from tests.blender_env import worker_python_preference
+
 # Small and quick: the tiny checkpoints at a 64 px processing resolution.
 PROCESSING_RESOLUTION = 64
 
@@ -33,7 +35,7 @@ def configure(module_name: str, checkpoints: dict, output_dir: str, **overrides)
     prefs.processing_resolution = PROCESSING_RESOLUTION
     prefs.device = 'CPU'
     prefs.precision = 'FP32'
-    prefs.python_path = ""
+    prefs.python_path = worker_python_preference()
     prefs.idle_release_minutes = 10.0
     prefs.output_dir = str(output_dir)
     prefs.normal_convention = 'OPENGL'

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tests import blender_env
+
 RESOLUTION = (160, 120)
 SAMPLES = 8
 CAMERA_LOCATION = (0.0, -6.0, 2.2)
@@ -76,16 +78,21 @@ def _look_at_matrix(location, target):
 class GroundTruthScene:
     """Builds the known scene in a new bpy scene and removes every datablock it made."""
 
-    def __init__(self, name: str = "lotus_ground_truth"):
+    def __init__(self, name: str = "lotus_ground_truth", *, objects=None, camera_location=CAMERA_LOCATION,
+                 camera_target=CAMERA_TARGET, lens=CAMERA_LENS_MM, resolution=RESOLUTION, samples=SAMPLES):
+        """objects: name -> (kind, location, size, colour[, rotation in degrees XYZ]) like OBJECTS
+        (the default); the object index pass numbers them from 1 in this order."""
         import bpy
         self._made = []  # (collection name in bpy.data, datablock)
         self.scene = bpy.data.scenes.new(name)
         self._made.append(("scenes", self.scene))
         self._setup_render()
+        self.scene.render.resolution_x, self.scene.render.resolution_y = resolution
+        self.scene.cycles.samples = samples
         self._setup_world()
-        self.camera = self._add_camera()
+        self.camera = self._add_camera(camera_location, camera_target, lens)
         self.objects = {}
-        for index, (obj_name, spec) in enumerate(OBJECTS.items()):
+        for index, (obj_name, spec) in enumerate((OBJECTS if objects is None else objects).items()):
             self.objects[obj_name] = self._add_object(obj_name, index + 1, *spec)
         self.sun = self._add_sun()
         self._directory = tempfile.mkdtemp(prefix="lotus-gt-")
@@ -136,17 +143,17 @@ class GroundTruthScene:
             world.color = (0.05, 0.05, 0.06)
         self.scene.world = world
 
-    def _add_camera(self):
+    def _add_camera(self, location, target, lens):
         import bpy
         data = self._keep("cameras", bpy.data.cameras.new("gt_camera"))
-        data.lens = CAMERA_LENS_MM
+        data.lens = lens
         data.sensor_width = CAMERA_SENSOR_MM
         data.sensor_fit = 'AUTO'
         data.clip_start = 0.1
         data.clip_end = 100.0
         obj = self._keep("objects", bpy.data.objects.new("gt_camera", data))
-        obj.location = CAMERA_LOCATION
-        obj.rotation_euler = _look_at_matrix(CAMERA_LOCATION, CAMERA_TARGET).to_euler()
+        obj.location = location
+        obj.rotation_euler = _look_at_matrix(location, target).to_euler()
         self.scene.collection.objects.link(obj)
         self.scene.camera = obj
         return obj
@@ -161,7 +168,7 @@ class GroundTruthScene:
         self.scene.collection.objects.link(obj)
         return obj
 
-    def _add_object(self, name, pass_index, kind, location, size, colour):
+    def _add_object(self, name, pass_index, kind, location, size, colour, rotation=None):
         import bmesh
         import bpy
         from mathutils import Matrix
@@ -189,7 +196,9 @@ class GroundTruthScene:
         mesh.materials.append(material)
         obj = self._keep("objects", bpy.data.objects.new(name, mesh))
         obj.location = location
-        if kind == "BOX":
+        if rotation is not None:
+            obj.rotation_euler = tuple(math.radians(angle) for angle in rotation)
+        elif kind == "BOX":
             obj.rotation_euler = (0.0, 0.0, math.radians(30.0))
         obj.pass_index = pass_index
         self.scene.collection.objects.link(obj)
@@ -199,26 +208,24 @@ class GroundTruthScene:
         """Render the passes with Cycles and read them back as numpy arrays, top row first."""
         import bpy
         scene = self.scene
-        tree = self._keep("node_groups", bpy.data.node_groups.new(scene.name + "_passes", "CompositorNodeTree"))
-        scene.compositing_node_group = tree
+        compat = blender_env.compat()
+        tree, owned, _output = compat.new_compositor(scene, scene.name + "_passes")
+        if owned is not None:
+            self._keep("node_groups", owned)
         layers = tree.nodes.new("CompositorNodeRLayers")
         layers.scene = scene
-        writer = tree.nodes.new("CompositorNodeOutputFile")
-        writer.directory = self._directory
-        writer.file_name = "pass_"
-        writer.format.media_type = 'IMAGE'
-        writer.format.file_format = 'OPEN_EXR'
-        writer.format.color_depth = '32'
-        writer.format.exr_codec = 'ZIP'
         sockets = dict(PASS_SOCKETS, object_index="Object Index")
+        writer = compat.new_file_output(
+            tree, self._directory, "pass_",
+            {socket: 'FLOAT' if socket in ("Depth", "Object Index") else 'RGBA'
+             for socket in sockets.values()})
+        writer.format.exr_codec = 'ZIP'
         for socket in sockets.values():
-            kind = 'FLOAT' if socket in ("Depth", "Object Index") else 'RGBA'
-            writer.file_output_items.new(kind, socket)
-            tree.links.new(layers.outputs[socket], writer.inputs[socket])
+            tree.links.new(compat.render_pass_output(layers, socket), writer.inputs[socket])
         scene.render.filepath = os.path.join(self._directory, "combined_unused")
         bpy.ops.render.render(scene=scene.name, write_still=False)
         scene.view_layers[0].update()  # matrix_world of objects in a scene no window shows
-        planes = {key: self._read_exr(os.path.join(self._directory, f"pass_{socket}.exr"))
+        planes = {key: self._read_exr(compat.output_file_path(self._directory, "pass_", socket))
                   for key, socket in sockets.items()}
         cam = self.camera
         return GroundTruth(

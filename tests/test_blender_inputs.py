@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from tests import blender_env
 from tests.blender_side import Reports, drive, gradient, image_pixels, new_image, remove_images
 
 
@@ -289,7 +290,7 @@ def test_render_result(lotus, tiny_render_scene):
 def test_multilayer_exr_pass(lotus, tiny_render_scene, tmp_path):
     import bpy
     settings = tiny_render_scene.render.image_settings
-    settings.media_type = 'MULTI_LAYER_IMAGE'
+    blender_env.compat().set_file_format(settings, 'OPEN_EXR_MULTILAYER')
     settings.color_depth = '32'
     tiny_render_scene.render.filepath = str(tmp_path / "layers.exr")
     bpy.ops.render.render(scene=tiny_render_scene.name, write_still=True)
@@ -341,8 +342,7 @@ def test_movie_one_result_per_frame(lotus, tiny_render_scene, tmp_path):
     if not bpy.app.build_options.codec_ffmpeg:
         pytest.skip("this Blender build has no FFmpeg")
     settings = tiny_render_scene.render.image_settings
-    settings.media_type = 'VIDEO'
-    settings.file_format = 'FFMPEG'
+    blender_env.compat().set_file_format(settings, 'FFMPEG')
     tiny_render_scene.render.ffmpeg.format = 'MPEG4'
     tiny_render_scene.render.ffmpeg.codec = 'H264'
     tiny_render_scene.frame_start, tiny_render_scene.frame_end = 1, 3
@@ -438,6 +438,7 @@ name = blender_env.install_extension(work / "repo")
 prefs = bpy.context.preferences.addons[name].preferences
 prefs.depth_model, prefs.depth_model_path = 'LOCAL', depth_model
 prefs.processing_resolution, prefs.device, prefs.precision = 64, 'CPU', 'FP32'
+prefs.python_path = blender_env.worker_python_preference()
 assert prefs.output_dir == "//lotus/"
 bpy.ops.wm.save_as_mainfile(filepath=str(work / "shot.blend"))
 bpy.ops.lotus.predict_files(task='DEPTH', directory=str(work), files=[{"name": "photo.png"}])
@@ -445,9 +446,11 @@ image = bpy.data.images["photo_depth"]
 print("RESULT" + json.dumps({"filepath": image.filepath,
                              "files": sorted(os.listdir(work / "lotus"))}))
 blender_env.disable_extension(name)
+blender_env.exit_child()
 '''
 
 
+@pytest.mark.blender
 def test_saved_blend_writes_next_to_it_with_relative_paths(tiny_checkpoints, tmp_path):
     """The default output folder //lotus/ with a saved .blend (in a fresh Blender process, so
     this session's .blend stays unsaved)."""

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from tests.blender_env import worker_python_preference
 from tests.blender_side import (Reports, configure, drive, gradient, image_pixels, live,
                                 new_image, remove_images)
 
@@ -279,7 +280,7 @@ def test_worker_errors_reach_the_artist_and_the_next_job_works(lotus, tmp_path):
     assert drive(lotus.jobs.JobRunner(built, reports)) == {'CANCELLED'}
     assert "Cannot start the worker" in built[0].message
 
-    prefs.python_path = ""
+    prefs.python_path = worker_python_preference()
     reports = Reports()
     built = lotus.operators.build_jobs(bpy.context, 'NORMAL', _gather_many(lotus, count=1), reports)
     lotus.jobs.manager.submit(built[0])

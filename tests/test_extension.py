@@ -66,6 +66,7 @@ report["reload"] = dict(snapshot(name), fresh=bpy.types.LOTUS_PT_view3d is not o
 blender_env.disable_extension(name)
 report["final_off"] = snapshot(name)
 print("REPORT " + json.dumps(report))
+blender_env.exit_child()
 """
 
 ALL = ["LOTUS_PT_image_editor", "LOTUS_PT_view3d", "LotusPreferences"]
@@ -90,6 +91,7 @@ def cycles_report(tmp_path_factory):
     return _cycles_report(tmp_path_factory.mktemp("cycles"))
 
 
+@pytest.mark.blender
 def test_disable_enable_cycles_leave_nothing_behind(cycles_report):
     assert len(cycles_report["cycles"]) == 3
     for cycle in cycles_report["cycles"]:
@@ -99,6 +101,7 @@ def test_disable_enable_cycles_leave_nothing_behind(cycles_report):
     assert cycles_report["final_off"]["workers"] == []
 
 
+@pytest.mark.blender
 def test_reload_scripts_registers_fresh_code_once(cycles_report):
     reload = cycles_report["reload"]
     assert reload["registered"] == ALL and reload["enabled"]

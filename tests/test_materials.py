@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from lotus_blender.core import heightmap, maps
+from tests import blender_env
 
 DOME_RADIUS_PX = 12.0
 WIDTH, HEIGHT = 48, 32
@@ -45,10 +46,19 @@ def links_into(material, node_name, socket_name):
             if link.to_node == node and link.to_socket.name == socket_name]
 
 
+def absolute_x(node):
+    """A node's x in the editor: its location plus its frames' (``location_absolute`` is 4.4+)."""
+    x = 0.0
+    while node is not None:
+        x += node.location.x
+        node = node.parent
+    return x
+
+
 def assert_tidy(material):
     """Every link runs left to right (nodes in columns); textures sit in labelled frames."""
     for link in material.node_tree.links:
-        assert link.from_node.location_absolute.x < link.to_node.location_absolute.x, link
+        assert absolute_x(link.from_node) < absolute_x(link.to_node), link
     for texture in (n for n in material.node_tree.nodes if n.type == 'TEX_IMAGE'):
         assert texture.parent is not None and texture.parent.label
 
@@ -160,7 +170,7 @@ def test_displacement_only_on_request(blender_addon, fresh_data):
     assert "Lotus Bump" not in material.node_tree.nodes
     subdivision = obj.modifiers["Lotus Displacement"]
     assert subdivision.type == 'SUBSURF' and subdivision.subdivision_type == 'SIMPLE'
-    assert subdivision.use_adaptive_subdivision
+    assert blender_env.compat().adaptive_subdivision_enabled(obj, subdivision)
     assert_tidy(material)
 
 
@@ -170,27 +180,23 @@ def _render_normal_pass(scene):
 
     import bpy
     folder = tempfile.mkdtemp(prefix="lotus-material-")
-    tree = bpy.data.node_groups.new("lotus_material_passes", "CompositorNodeTree")
+    compat = blender_env.compat()
+    tree, owned, _output = compat.new_compositor(scene, "lotus_material_passes")
     try:
-        scene.compositing_node_group = tree
         layers = tree.nodes.new("CompositorNodeRLayers")
         layers.scene = scene
-        writer = tree.nodes.new("CompositorNodeOutputFile")
-        writer.directory = folder
-        writer.file_name = "pass_"
-        writer.format.media_type = 'IMAGE'
-        writer.format.file_format = 'OPEN_EXR'
-        writer.format.color_depth = '32'
-        writer.file_output_items.new('RGBA', "Normal")
-        tree.links.new(layers.outputs["Normal"], writer.inputs["Normal"])
+        writer = compat.new_file_output(tree, folder, "pass_", {"Normal": 'RGBA'})
+        tree.links.new(compat.render_pass_output(layers, "Normal"), writer.inputs["Normal"])
         bpy.ops.render.render(scene=scene.name, write_still=False)
-        image = bpy.data.images.load(os.path.join(folder, "pass_Normal.exr"), check_existing=False)
+        image = bpy.data.images.load(compat.output_file_path(folder, "pass_", "Normal"),
+                                     check_existing=False)
         width, height = image.size
         buffer = np.empty(width * height * 4, dtype=np.float32)
         image.pixels.foreach_get(buffer)
         bpy.data.images.remove(image)
     finally:
-        bpy.data.node_groups.remove(tree)
+        if owned is not None:
+            bpy.data.node_groups.remove(owned)
     return buffer.reshape(height, width, 4)[::-1, :, :3]
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lotus_blender.core import maps
-from tests import ground_truth
+from tests import blender_env, ground_truth
 
 # Where the new sun shines from: upper left, in front of the subject (world direction it shines in).
 NEW_SUN_DIRECTION = (0.45, 0.55, -0.7)
@@ -101,7 +101,8 @@ def test_relit_scene_matches_truth_under_a_new_light(blender_addon, ground_truth
         scene.camera = scene_camera
 
         made = relight.build_relight_scene(bpy.context, photo, depth, normal, near=near,
-                                           depth_range=far - near, light_rig=False,
+                                           depth_range=far - near, focal_source="SCENE", refine=False,
+                                           light_rig=False,
                                            ambient=ambient, roughness=0.8)
         camera = made["camera"]
         assert scene.camera == camera and camera.data.lens == pytest.approx(gt.lens)
@@ -164,7 +165,9 @@ def test_relight_setup_operator_builds_rig_ground_and_preview(blender_addon, fre
         modifier = mesh.modifiers["Lotus 2.5D"]
         key = next(item.identifier for item in modifier.node_group.interface.items_tree
                    if item.item_type == 'SOCKET' and item.name == "Material")
-        assert modifier[key] == material and material.name == "rig_photo_relight"
+        compat = blender_env.compat()
+        assert compat.get_modifier_input(modifier, key) == material
+        assert material.name == "rig_photo_relight"
         normal_map = material.node_tree.nodes["Lotus Normal Map"]
         assert normal_map.space == 'OBJECT'
         assert material.node_tree.nodes["Lotus Albedo"].image == photo
@@ -174,14 +177,14 @@ def test_relight_setup_operator_builds_rig_ground_and_preview(blender_addon, fre
 
         max_vertices = next(item.identifier for item in modifier.node_group.interface.items_tree
                             if item.item_type == 'SOCKET' and item.name == "Max Vertices")
-        full_resolution = modifier[max_vertices]
+        full_resolution = compat.get_modifier_input(modifier, max_vertices)
         assert bpy.ops.lotus.preview_relight(max_size=16, samples=1) == {'FINISHED'}
         preview = bpy.data.images["rig_photo_relight_preview"]
         assert max(preview.size) <= 16
         assert materials.read_pixels(preview)[..., :3].max() > 0.0
         # The preview put the settings and the mesh resolution back.
         assert scene.render.resolution_percentage == 100
-        assert modifier[max_vertices] == full_resolution
+        assert compat.get_modifier_input(modifier, max_vertices) == full_resolution
 
 
 def test_image_plane_fills_the_camera_view(blender_addon, fresh_data):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lotus_blender.core import exif, geometry, maps
+from tests import blender_env
 
 
 # ---- helpers (also used by test_scene25d_ground_truth.py) ----
@@ -184,6 +185,8 @@ def test_tearing_and_resolution_are_live(scene25d):
 
 def test_custom_normals_from_normal_image(scene25d):
     import bpy
+    if not blender_env.compat().HAS_SET_MESH_NORMAL:
+        pytest.skip("custom normals on the 2.5D mesh need the Set Mesh Normal node (Blender 4.5+)")
     height, width = 12, 16
     tilt = math.radians(30.0)
     normal_cam = np.zeros((height, width, 3), dtype=np.float32)
@@ -215,7 +218,7 @@ def test_focal_length_sources(scene25d, tmp_path):
     depth = float_image("s25_exif_depth", np.full((20, 30), 0.5), "disparity")
     _obj, camera = scene25d.build_photo_scene(bpy.context, photo, depth)
     assert camera.data.lens == pytest.approx(24.0)      # 3:2: the 35 mm equivalent is the lens
-    assert camera["lotus_focal_source"] == "35 mm equivalent"
+    assert camera["lotus_focal_source"] == "recorded"
     assert camera.name == "s25_exif_camera"
     # No EXIF: the scene camera's field of view (now the camera just made), then 50 mm.
     camera.data.lens = 70.0
@@ -325,5 +328,34 @@ def test_panel_draws_settings_and_live_controls(scene25d):
         getattr(bpy.types, panel).draw(fake, bpy.context)
     assert fake.layout.operators == ["lotus.build_photo_scene"]
     assert {"photo", "depth", "normal", "near", "depth_range", "tear_threshold"} <= set(fake.layout.properties)
-    live = [path for path in fake.layout.properties if path.startswith('["Socket_')]
-    assert len(live) == 6
+    # Live modifier inputs: ID properties before Blender 5.2, input structs' "value" from 5.2;
+    # "Use Normals" only where Set Mesh Normal exists (4.5+).
+    live = [path for path in fake.layout.properties if path.startswith('["Socket_') or path == "value"]
+    assert len(live) == (6 if blender_env.compat().HAS_SET_MESH_NORMAL else 5)
+
+
+def test_operator_defaults_estimate_camera_and_depth_range(scene25d):
+    """Auto focal, automatic depth range and refinement are the panel's defaults."""
+    import bpy
+    from tests import synthetic_scenes
+    settings = bpy.context.scene.lotus_scene25d
+    assert (settings.focal_source, settings.auto_depth_range, settings.refine) == ('AUTO', True, True)
+    true_depth, normals, _, focal = synthetic_scenes.room(focal_35mm=30.0)
+    photo = _photo("s25_room", 128, 96)
+    disparity = synthetic_scenes.lotus_disparity(true_depth, np.random.default_rng(2))
+    float_image("s25_room_depth", disparity, "disparity")["lotus_source"] = photo.name
+    normal = float_image("s25_room_normal", maps.normals_to_normal_map(normals, "OPENGL"), "normal")
+    normal["lotus_source"] = photo.name
+    bpy.context.scene.camera = None
+    assert bpy.ops.lotus.build_photo_scene(photo=photo.name) == {'FINISHED'}
+    camera = bpy.context.scene.camera
+    assert camera["lotus_focal_source"] == "estimated" and camera["lotus_depth_range_source"] == "estimated"
+    assert "refined with the normals" in camera["lotus_camera_report"]
+    intr = geometry.intrinsics_from_lens(camera.data.lens, camera.data.sensor_width, 128, 96)
+    assert intr.focal_px == pytest.approx(focal, rel=0.1)
+    obj = bpy.context.view_layer.objects.active
+    modifier = obj.modifiers[scene25d.MODIFIER_NAME]
+    used = blender_env.compat().get_modifier_input(
+        modifier, scene25d.geonodes.input_identifier(modifier.node_group, "Depth"))
+    assert obj["lotus_refined"] and used.name == "s25_room_depth_refined" and used.packed_file is not None
+    assert used["lotus_kind"] == "disparity" and "lotus_source" not in used   # not taken for a result

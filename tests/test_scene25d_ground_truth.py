@@ -51,7 +51,8 @@ def built_from_ground_truth(blender_addon, ground_truth_scene, tracked_datablock
     true_camera = bpy.data.objects.new("gt_true_camera", camera_data)
     true_camera.matrix_world = gt.matrix_world.T.tolist()
     bpy.context.scene.camera = true_camera
-    obj, camera = scene25d.build_photo_scene(bpy.context, photo, depth, normal, near=near, depth_range=far - near)
+    obj, camera = scene25d.build_photo_scene(bpy.context, photo, depth, normal, near=near, depth_range=far - near,
+                                             focal_source="SCENE", refine=False)
     return gt, obj, camera, evaluated_mesh_arrays(obj)
 
 

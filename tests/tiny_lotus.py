@@ -126,3 +126,29 @@ def make_tiny_checkpoint(root: Path, variant: str = "G", kind: str = "disparity"
     if record_kind:
         (folder / "lotus.json").write_text(json.dumps({"kind": kind}), encoding="utf-8")
     return folder
+
+
+def make_tiny_checkpoints(root: Path, wanted: list[tuple[str, str]]) -> dict:
+    """{(variant, kind): folder} for each wanted checkpoint. Built in this interpreter when it
+    has torch, else by the worker Python (tests/run.py: LOTUS_TEST_WORKER_PYTHON)."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+    if importlib.util.find_spec("torch") is not None:
+        return {key: make_tiny_checkpoint(root, variant=key[0], kind=key[1]) for key in wanted}
+    worker_python = os.environ.get("LOTUS_TEST_WORKER_PYTHON")
+    if not worker_python:
+        raise RuntimeError("no torch here: set LOTUS_TEST_WORKER_PYTHON to a Python with torch")
+    repo = str(Path(__file__).resolve().parent.parent)
+    spec = ",".join(f"{variant}:{kind}" for variant, kind in wanted)
+    subprocess.run([worker_python, "-m", "tests.tiny_lotus", str(root), spec], cwd=repo,
+                   check=True, env=dict(os.environ, PYTHONPATH=repo))
+    return {key: Path(root) / f"tiny-lotus-{key[0].lower()}-{key[1]}-seed0" for key in wanted}
+
+
+if __name__ == "__main__":
+    import sys
+    for item in sys.argv[2].split(","):
+        variant, kind = item.split(":")
+        make_tiny_checkpoint(Path(sys.argv[1]), variant=variant, kind=kind)

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..core import geometry
 from ..core.shading import linear_to_srgb
+from . import compat
 
 # The worker never needs more than this many pixels per processing-resolution pixel of edge.
 OVERSAMPLE = 2
@@ -278,22 +279,15 @@ def prepare_render_like(image: bpy.types.Image, scene: bpy.types.Scene, job_dir:
     image settings are borrowed for the moment and restored."""
     path = os.path.join(job_dir, f"{index:04d}_render.png")
     settings = scene.render.image_settings
-    saved = {key: getattr(settings, key)
-             for key in ("media_type", "file_format", "color_depth", "color_mode")
-             if hasattr(settings, key)}
+    saved = compat.image_format_state(settings)
     try:
-        if "media_type" in saved:
-            settings.media_type = 'IMAGE'
-        settings.file_format = 'PNG'
-        settings.color_depth = '16'
-        settings.color_mode = 'RGB'
+        compat.set_image_format(settings, 'PNG', 'RGB', '16')
         image.save_render(path, scene=scene)
     except RuntimeError:
         raise InputError(f"'{image.name}' is empty: render (or run the compositor) "
                          f"first") from None
     finally:
-        for key, value in saved.items():
-            setattr(settings, key, value)
+        compat.restore_image_format(settings, saved)
     name = f"{scene.name}_render" if image.type == 'RENDER_RESULT' else "viewer"
     return _load_temporary(path, job_dir, processing_resolution, index, _safe_stem(name),
                            image.name, focal_35mm=camera_focal_35mm(scene))
@@ -350,20 +344,10 @@ def multilayer_passes(image: bpy.types.Image) -> list[tuple[str, str]]:
 
 
 def _compositor_for(guard: _TemporaryScene, scene: bpy.types.Scene):
-    """An Image node and the socket that becomes the render: a compositor node group on
-    Blender 5.0+, the scene's own compositing tree before."""
-    if hasattr(scene, "compositing_node_group"):
-        group = guard.node_group = bpy.data.node_groups.new("lotus_extract_pass",
-                                                            "CompositorNodeTree")
-        scene.compositing_node_group = group
-        group.interface.new_socket("Image", in_out='OUTPUT', socket_type='NodeSocketColor')
-        output = group.nodes.new("NodeGroupOutput")
-    else:
-        scene.use_nodes = True
-        group = scene.node_tree
-        group.nodes.clear()
-        output = group.nodes.new("CompositorNodeComposite")
-    return group.nodes.new("CompositorNodeImage"), output.inputs[0]
+    """An Image node and the socket that becomes the render (compat.new_compositor)."""
+    group, owned, output_socket = compat.new_compositor(scene, "lotus_extract_pass")
+    guard.node_group = owned
+    return group.nodes.new("CompositorNodeImage"), output_socket
 
 
 def prepare_multilayer_pass(image: bpy.types.Image, layer: str, pass_name: str, job_dir: str,
@@ -480,8 +464,7 @@ def prepare_frames(image: bpy.types.Image, first: int, last: int, job_dir: str,
         temporary.view_settings.view_transform = 'Standard'
         editor = temporary.sequence_editor_create()
         # The collection was called "sequences" before Blender 4.4.
-        strips = editor.strips if hasattr(editor, "strips") else editor.sequences
-        strips.new_movie("lotus_movie", movie_path, 1, 1)
+        compat.sequencer_strips(editor).new_movie("lotus_movie", movie_path, 1, 1)
         settings = temporary.render.image_settings
         settings.file_format = 'PNG'
         settings.color_depth = '16'

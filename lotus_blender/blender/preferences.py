@@ -7,9 +7,7 @@ import bpy
 from bpy.props import EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from .. import protocol
-
-# A "//" path in preferences means "next to the .blend"; Blender 4.5+ warns unless told so.
-_BLEND_RELATIVE = {'PATH_SUPPORTS_BLEND_RELATIVE'} if bpy.app.version >= (4, 5, 0) else set()
+from . import compat
 
 ADDON_ID = __package__.rpartition(".")[0]  # the extension's package, e.g. bl_ext.user_default.lotus_blender
 
@@ -99,7 +97,7 @@ class LotusPreferences(bpy.types.AddonPreferences):
         description="Free the model's memory after this many idle minutes (0 = never)")
     output_dir: StringProperty(
         name="Output Folder", default="//lotus/", subtype='DIR_PATH',
-        options=_BLEND_RELATIVE,
+        options=compat.BLEND_RELATIVE_PATH_OPTIONS,  # "//" = next to the .blend
         description="Where maps are saved; relative to the .blend file when it starts with //")
     normal_convention: EnumProperty(
         name="Normal Map Convention", default='OPENGL',

@@ -19,6 +19,8 @@ transform), so the mesh looks down -Z like the camera.
 
 import bpy
 
+from .. import compat
+
 GROUP_NAME = "Lotus 2.5D Mesh"
 GROUP_VERSION = 5
 UV_MAP_NAME = "UVMap"
@@ -134,8 +136,10 @@ def _custom_normals(graph, geometry, inp, uv):
     decoded = graph.node("ShaderNodeVectorMath", {0: normal_texture.outputs["Color"], 1: (2.0, 2.0, 2.0),
                                                   2: (-1.0, -1.0, -1.0)}, operation='MULTIPLY_ADD')
     unit = graph.node("ShaderNodeVectorMath", {0: decoded.outputs[0]}, operation='NORMALIZE')
-    with_normals = graph.node("GeometryNodeSetMeshNormal", {"Mesh": geometry, "Custom Normal": unit.outputs[0]},
-                              mode='FREE', domain='POINT').outputs[0]
+    set_normal = graph.node("GeometryNodeSetMeshNormal", {"Custom Normal": unit.outputs[0]},
+                            mode='FREE', domain='POINT')
+    graph.tree.links.new(geometry, compat.geometry_input(set_normal))
+    with_normals = set_normal.outputs[0]
     normal_info = graph.node("GeometryNodeImageInfo", {"Image": inp["Normal"]})
     has_normal_image = graph.math('GREATER_THAN', normal_info.outputs["Width"], 0.0)
     use_normals = graph.node("FunctionNodeBooleanMath", {0: inp["Use Normals"], 1: has_normal_image},
@@ -179,7 +183,7 @@ def _build(tree):
                           {"Geometry": geometry, "Name": UV_MAP_NAME, "Value": uv},
                           data_type='FLOAT2', domain='CORNER').outputs[0]
 
-    if hasattr(bpy.types, "GeometryNodeSetMeshNormal"):  # Blender 4.5+; before, smooth geometric normals
+    if compat.HAS_SET_MESH_NORMAL:  # before, smooth geometric normals
         geometry = _custom_normals(graph, geometry, inp, uv)
 
     # Metric planar depth, the same mapping as core.maps (values clamped to [0, 1]).
@@ -218,23 +222,31 @@ def _build(tree):
                           domain='EDGE', mode='EDGE_FACE').outputs[0]  # vertices stay
 
     geometry = graph.node("GeometryNodeRemoveAttribute", {"Geometry": geometry, "Name": _POINT_UV}).outputs[0]
-    geometry = graph.node("GeometryNodeSetShadeSmooth", {"Mesh": geometry, "Shade Smooth": True},
-                          domain='FACE').outputs[0]
+    smooth = graph.node("GeometryNodeSetShadeSmooth", {"Shade Smooth": True}, domain='FACE')
+    tree.links.new(geometry, compat.geometry_input(smooth))
+    geometry = smooth.outputs[0]
     geometry = graph.node("GeometryNodeSetMaterial", {"Geometry": geometry, "Material": inp["Material"]}).outputs[0]
     group_out = graph.node("NodeGroupOutput")
     tree.links.new(geometry, group_out.inputs[0])
 
 
 def get_node_group():
-    """The shared node group, built once per file (rebuilt when this code's version is newer)."""
+    """The shared node group, built once per file (rebuilt when this code's version is newer).
+
+    The version stamp is written only once the group is complete, and a build that fails removes
+    its half-built group, so a failure never leaves a group that later builds take as current."""
     tree = bpy.data.node_groups.get(GROUP_NAME)
     if tree is not None and tree.bl_idname == "GeometryNodeTree" and tree.get("lotus_version") == GROUP_VERSION:
         return tree
     if tree is not None:
         tree.name = GROUP_NAME + " (old)"
     tree = bpy.data.node_groups.new(GROUP_NAME, "GeometryNodeTree")
+    try:
+        _build(tree)
+    except BaseException:
+        bpy.data.node_groups.remove(tree)
+        raise
     tree["lotus_version"] = GROUP_VERSION
-    _build(tree)
     return tree
 
 
@@ -250,5 +262,4 @@ def set_inputs(modifier, **values):
     """Set modifier inputs by their names as in INPUTS, with spaces as underscores."""
     tree = modifier.node_group
     for key, value in values.items():
-        modifier[input_identifier(tree, key.replace("_", " "))] = value
-    modifier.id_data.update_tag()  # setting ID properties from Python does not re-evaluate by itself
+        compat.set_modifier_input(modifier, input_identifier(tree, key.replace("_", " ")), value)

@@ -16,8 +16,9 @@ import numpy as np
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, PointerProperty
 
 from ...core import heightmap, maps
-from .. import outputs, preferences
+from .. import compat, outputs, preferences
 from ..panels import LotusSubPanel, draw_wrapped
+from .transaction import atomic_builder, report_failure
 
 CONVENTION_ITEMS = [
     ('OPENGL', "OpenGL", "Green channel up (+Y), what Blender, Unity and glTF expect"),
@@ -182,8 +183,7 @@ def _add_displacement_subdivision(obj, levels):
     modifier.subdivision_type = 'SIMPLE'
     modifier.levels = levels
     modifier.render_levels = levels + 2
-    if hasattr(modifier, "use_adaptive_subdivision"):
-        modifier.use_adaptive_subdivision = True
+    compat.enable_adaptive_subdivision(obj, modifier)
     return modifier
 
 
@@ -194,11 +194,7 @@ def _new_node(tree, kind, column, y, *, label=None, parent=None):
     node = tree.nodes.new(kind)
     if parent is not None:
         node.parent = parent
-    x = COLUMN_X[column]
-    if hasattr(node, "location_absolute"):
-        node.location_absolute = (x, y)
-    else:
-        node.location = (x, y)
+    compat.set_node_location(node, COLUMN_X[column], y)
     if label:
         node.label = label
     return node
@@ -221,9 +217,7 @@ def build_normal_material(photo, normal_map, height_image, *, uv_map=UV_MAP_NAME
     height_scale: metres between height 0 and 1 (Bump Distance, or Displacement Scale).
     """
     material = bpy.data.materials.new(name or f"{source_name(photo)}_lotus_material")
-    if material.node_tree is None:
-        material.use_nodes = True  # Blender < 5.0
-    tree = material.node_tree
+    tree = compat.node_tree(material)
     tree.nodes.clear()
     links = tree.links
 
@@ -314,6 +308,7 @@ def assign_material(obj, material):
         obj.data.materials.append(material)
 
 
+@atomic_builder
 def apply_normal_material(context, photo, normal_image, *, target=None, convention="OPENGL",
                           normal_strength=1.0, bump_strength=1.0, relief_scale=1.0,
                           use_displacement=False, seamless=False, save=True):
@@ -430,9 +425,8 @@ class LOTUS_OT_normal_material(bpy.types.Operator):
                 relief_scale=self.relief_scale, use_displacement=self.use_displacement,
                 seamless=self.seamless,
                 save=self.save_maps)
-        except ValueError as error:
-            self.report({'ERROR'}, str(error))
-            return {'CANCELLED'}
+        except Exception as error:  # noqa: BLE001 - one line for the artist, nothing half-built
+            return report_failure(self, "Normal-Mapped Material", error)
         if target is None:
             for other in context.selected_objects:
                 other.select_set(False)

@@ -23,8 +23,10 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, Po
 from mathutils import Matrix, Vector
 
 from ...core import geometry, maps, shading
+from .. import compat
 from . import materials, scene25d
 from ..panels import LotusSubPanel, draw_wrapped
+from .transaction import atomic_builder, report_failure
 
 ALBEDO_ITEMS = [
     ('PHOTO', "Photo", "Use the photo's colours as they are (its lighting stays baked in)"),
@@ -99,9 +101,7 @@ def build_relight_material(name, albedo_image, normal_image=None, *, roughness=0
                            normal_strength=1.0):
     """Principled BSDF: albedo -> Base Color, object-space normals -> Normal Map (Object) -> Normal."""
     material = bpy.data.materials.new(name)
-    if material.node_tree is None:
-        material.use_nodes = True  # Blender < 5.0
-    tree = material.node_tree
+    tree = compat.node_tree(material)
     tree.nodes.clear()
     links = tree.links
     uv = tree.nodes.new("ShaderNodeUVMap")
@@ -177,15 +177,16 @@ def build_gap_fill(context, obj):
     tree = modifier.node_group
     for input_name in GAP_FILL_FOLLOWS:
         key = scene25d.geonodes.input_identifier(tree, input_name)
-        if isinstance(modifier[key], bpy.types.ID) or modifier[key] is None:
+        value = compat.get_modifier_input(modifier, key)
+        if isinstance(value, bpy.types.ID) or value is None:
             continue  # images are not animatable: the copy already holds the same ones
-        driver = fill.driver_add(f'modifiers["{fill_modifier.name}"]["{key}"]').driver
+        driver = fill.driver_add(compat.modifier_input_data_path(fill_modifier, key)).driver
         driver.type = 'AVERAGE'
         variable = driver.variables.new()
         variable.type = 'SINGLE_PROP'
         variable.targets[0].id_type = 'OBJECT'
         variable.targets[0].id = obj
-        variable.targets[0].data_path = f'modifiers["{modifier.name}"]["{key}"]'
+        variable.targets[0].data_path = compat.modifier_input_data_path(modifier, key)
     for ray in ("visible_diffuse", "visible_glossy", "visible_transmission", "visible_volume_scatter",
                 "visible_shadow"):
         setattr(fill, ray, False)
@@ -319,8 +320,7 @@ def configure_cycles(scene, *, ambient=0.05, film_transparent=False):
     scene.view_settings.look = 'None'
     scene.render.film_transparent = film_transparent
     world = bpy.data.worlds.get("Lotus Relight World") or bpy.data.worlds.new("Lotus Relight World")
-    if world.node_tree is None:
-        world.use_nodes = True  # Blender < 5.0
+    compat.node_tree(world)
     background = next((n for n in world.node_tree.nodes if n.type == 'BACKGROUND'), None)
     if background is None:
         background = world.node_tree.nodes.new("ShaderNodeBackground")
@@ -337,10 +337,11 @@ def configure_cycles(scene, *, ambient=0.05, film_transparent=False):
 # ---------------------------------------------------------------------------------------------
 # The whole setup.
 
+@atomic_builder
 def build_relight_scene(context, photo, depth=None, normal=None, *, geometry_mode="MESH", albedo="PHOTO",
-                        near=None, depth_range=None, focal_35mm=None, max_vertices=None,
-                        tear_threshold=None, light_rig=True, shadow_catcher=False, ambient=0.05,
-                        roughness=0.8, gap_fill=True):
+                        near=None, depth_range=None, focal_35mm=None, focal_source=None, refine=None,
+                        max_vertices=None, tear_threshold=None, light_rig=True, shadow_catcher=False,
+                        ambient=0.05, roughness=0.8, gap_fill=True):
     """Build the relightable scene for photo. depth/normal: its Lotus results (None: not used).
 
     Returns a dict with "object", "camera", "material", "albedo", "rig", "lights", "ground",
@@ -352,7 +353,8 @@ def build_relight_scene(context, photo, depth=None, normal=None, *, geometry_mod
             raise ValueError(f"No Lotus depth for {photo.name}: predict depth first, or use an image plane")
         obj, camera = scene25d.build_photo_scene(
             context, photo, depth, normal, mode="GEONODES", near=near, depth_range=depth_range,
-            focal_35mm=focal_35mm, max_vertices=max_vertices, tear_threshold=tear_threshold,
+            focal_35mm=focal_35mm, focal_source=focal_source, refine=refine, max_vertices=max_vertices,
+            tear_threshold=tear_threshold,
             material="SHADED")
     else:
         obj, camera = build_image_plane(context, photo, focal_35mm=focal_35mm)
@@ -400,9 +402,10 @@ def _lower_mesh_resolution(scene, vertex_budget):
                 or obj.get("lotus_gap_fill"):
             continue
         key = scene25d.geonodes.input_identifier(modifier.node_group, "Max Vertices")
-        if modifier[key] > vertex_budget:
-            lowered.append((obj, modifier, key, modifier[key]))
-            modifier[key] = vertex_budget
+        value = compat.get_modifier_input(modifier, key)
+        if value > vertex_budget:
+            lowered.append((obj, modifier, key, value))
+            compat.set_modifier_input(modifier, key, vertex_budget)
             obj.update_tag()
     return lowered
 
@@ -418,8 +421,7 @@ def render_preview(context, name, max_size=320, samples=PREVIEW_SAMPLES):
     settings = render.image_settings
     saved = {
         "percentage": render.resolution_percentage, "samples": scene.cycles.samples,
-        "format": (settings.media_type, settings.file_format, settings.color_mode,
-                   settings.color_depth),
+        "format": compat.image_format_state(settings),
     }
     longest = max(render.resolution_x, render.resolution_y) * render.resolution_percentage / 100.0
     folder = tempfile.mkdtemp(prefix="lotus-relight-")
@@ -433,10 +435,7 @@ def render_preview(context, name, max_size=320, samples=PREVIEW_SAMPLES):
         lowered = _lower_mesh_resolution(scene, pixels)
         scene.cycles.samples = samples
         bpy.ops.render.render(write_still=False)
-        settings.media_type = 'IMAGE'
-        settings.file_format = 'OPEN_EXR'
-        settings.color_mode = 'RGBA'
-        settings.color_depth = '32'
+        compat.set_image_format(settings, 'OPEN_EXR', 'RGBA', '32')
         bpy.data.images["Render Result"].save_render(path, scene=scene)
         rendered = bpy.data.images.load(path, check_existing=False)
         try:
@@ -445,12 +444,11 @@ def render_preview(context, name, max_size=320, samples=PREVIEW_SAMPLES):
             bpy.data.images.remove(rendered)
     finally:
         for obj, modifier, key, value in lowered:
-            modifier[key] = value
+            compat.set_modifier_input(modifier, key, value)
             obj.update_tag()
         render.resolution_percentage = saved["percentage"]
         scene.cycles.samples = saved["samples"]
-        (settings.media_type, settings.file_format, settings.color_mode,
-         settings.color_depth) = saved["format"]
+        compat.restore_image_format(settings, saved["format"])
         if os.path.exists(path):
             os.remove(path)
         os.rmdir(folder)
@@ -513,9 +511,8 @@ class LOTUS_OT_relight_setup(bpy.types.Operator):
                                        albedo=self.albedo, light_rig=self.light_rig,
                                        shadow_catcher=self.shadow_catcher, ambient=self.ambient,
                                        roughness=self.roughness)
-        except ValueError as error:
-            self.report({'ERROR'}, str(error))
-            return {'CANCELLED'}
+        except Exception as error:  # noqa: BLE001 - one line for the artist, nothing half-built
+            return report_failure(self, "Relight Setup", error)
         for other in context.selected_objects:
             other.select_set(False)
         selected = made["rig"] or made["object"]

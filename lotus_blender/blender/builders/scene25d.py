@@ -3,8 +3,13 @@
 API (also used by the normal-mapped material and relighting builders):
 
     build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", near=None,
-                      depth_range=None, focal_35mm=None, max_vertices=None,
-                      tear_threshold=None, material="EMISSION") -> (mesh_object, camera_object)
+                      depth_range=None, focal_35mm=None, focal_source=None, refine=None,
+                      max_vertices=None, tear_threshold=None, material="EMISSION")
+        -> (mesh_object, camera_object)
+
+By default the focal length is the one recorded with the result, else estimated from depth +
+normals, else the scene camera's; the depth range follows from the estimated depth shift; with a
+normal image the mesh uses the depth refined with the normals (scene25d_camera, core.camera_estimate).
 
 photo/depth/normal are bpy Images. The depth image's meaning comes from its "lotus_kind" custom
 property: "disparity" (near = 1; the default when absent) or "depth" (relative, near = 0). The
@@ -25,8 +30,10 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from ...core import exif, geometry
-from . import geonodes
+from ...core import geometry
+from .. import compat
+from . import geonodes, scene25d_camera
+from .transaction import atomic_builder
 
 MODES = ("GEONODES", "DISPLACE")
 MATERIALS = ("EMISSION", "SHADED")
@@ -53,36 +60,18 @@ def depth_kind(depth_image):
     return kind
 
 
-def _focal_35mm_of(*images):
-    for image in images:
-        if image is not None and image.get("lotus_focal_35mm"):
-            return float(image["lotus_focal_35mm"])
-    for image in images:
-        path = image.get("lotus_source_path") if image is not None else None
-        if not path and image is not None and image.filepath:
-            path = bpy.path.abspath(image.filepath)
-        if path:
-            focal = exif.focal_35mm_from_file(path)
-            if focal:
-                return focal
-    return None
-
-
 def camera_lens_for(context, width, height, focal_35mm=None):
     """(lens mm, sensor mm, where it came from) for a camera with 'AUTO' sensor fit.
 
-    Order: the 35 mm-equivalent focal (argument, image property or EXIF), the scene camera's
-    field of view, Blender's default 50 mm on 36 mm.
+    Order: the 35 mm-equivalent focal (argument), the scene camera's field of view, Blender's
+    default 50 mm on 36 mm. (The 2.5D builder itself chooses with scene25d_camera.choose_camera.)
     """
     sensor = geometry.FULL_FRAME_WIDTH_MM
     if focal_35mm:
         return geometry.lens_from_35mm(focal_35mm, width, height, sensor), sensor, "35 mm equivalent"
-    camera = context.scene.camera
-    if camera is not None and camera.type == 'CAMERA':
-        data = camera.data
-        intr = geometry.intrinsics_from_lens(data.lens, data.sensor_width, width, height, data.sensor_fit)
-        lens = intr.focal_px * data.sensor_width / max(width, height)
-        return lens, data.sensor_width, "scene camera"
+    scene_lens = scene25d_camera.scene_camera_lens(context, width, height)
+    if scene_lens is not None:
+        return scene_lens[0], scene_lens[1], "scene camera"
     return geometry.DEFAULT_LENS_MM, sensor, "default"
 
 
@@ -108,9 +97,8 @@ def create_photo_material(name, photo, variant="EMISSION"):
     if variant not in MATERIALS:
         raise ValueError(f"material must be one of {MATERIALS}")
     material = bpy.data.materials.new(name)
-    if material.node_tree is None:  # Blender before 5.0 makes materials without nodes
-        material.use_nodes = True
-    nodes, links = material.node_tree.nodes, material.node_tree.links
+    tree = compat.node_tree(material)
+    nodes, links = tree.nodes, tree.links
     nodes.clear()
     uv = nodes.new("ShaderNodeUVMap")
     uv.uv_map = geonodes.UV_MAP_NAME
@@ -140,7 +128,7 @@ def _drive_from_camera(obj, modifier, input_name, camera, camera_path):
     """Drive a modifier input from a camera property (no Python expression: works without
     auto-run scripts)."""
     key = geonodes.input_identifier(modifier.node_group, input_name)
-    fcurve = obj.driver_add(f'modifiers["{modifier.name}"]["{key}"]')
+    fcurve = obj.driver_add(compat.modifier_input_data_path(modifier, key))
     driver = fcurve.driver
     driver.type = 'AVERAGE'
     variable = driver.variables.new()
@@ -228,39 +216,61 @@ def _build_displace(name, depth, material, kind, near, depth_range, max_vertices
     return obj
 
 
+@atomic_builder
 def build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", near=None, depth_range=None,
-                      focal_35mm=None, max_vertices=None, tear_threshold=None, material="EMISSION"):
-    """Build the 2.5D mesh and its matching camera (set as the scene camera). Returns (mesh, camera)."""
+                      focal_35mm=None, focal_source=None, refine=None, max_vertices=None, tear_threshold=None,
+                      material="EMISSION"):
+    """Build the 2.5D mesh and its matching camera (set as the scene camera). Returns (mesh, camera).
+
+    focal_source: one of scene25d_camera.FOCAL_SOURCE_ITEMS (default: 'MANUAL' when focal_35mm is
+    given, else 'AUTO'). depth_range None: automatic (from the shift estimated with the normals,
+    else DEFAULT_DEPTH_RANGE). refine (default: when there is a normal image, geometry-nodes mode):
+    the mesh uses the depth refined with the normals. The camera records where its focal length
+    and the depth range came from (custom properties, "lotus_camera_report" in one line).
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
     if depth is None or depth.size[0] < 2 or depth.size[1] < 2:
         raise ValueError("a depth image of at least 2x2 pixels is needed")
     kind = depth_kind(depth)
     near = DEFAULT_NEAR if near is None else float(near)
-    depth_range = DEFAULT_DEPTH_RANGE if depth_range is None else float(depth_range)
-    if near <= 0 or depth_range < 0:
+    if near <= 0 or (depth_range is not None and depth_range < 0):
         raise ValueError("near must be positive and the depth range not negative")
     max_vertices = DEFAULT_MAX_VERTICES if max_vertices is None else int(max_vertices)
     tear_threshold = DEFAULT_TEAR_THRESHOLD if tear_threshold is None else float(tear_threshold)
+    focal_source = focal_source or ("MANUAL" if focal_35mm else "AUTO")
+    refine = (normal is not None and mode == "GEONODES") if refine is None else bool(refine and normal is not None)
     photo = photo if photo is not None else depth
     # The camera renders at the photo's size; the depth map (same aspect) may be smaller.
     width, height = photo.size if photo.size[0] > 1 and photo.size[1] > 1 else depth.size
     name = source_name(photo)
 
-    focal_35mm = focal_35mm or _focal_35mm_of(photo, depth)
-    lens, sensor, focal_source = camera_lens_for(context, width, height, focal_35mm)
-    camera = _create_camera(context, name + "_camera", width, height, lens, sensor)
-    camera["lotus_focal_source"] = focal_source
+    choice, values, normals = scene25d_camera.choose_camera(
+        context, photo, depth, normal, kind, focal_source=focal_source, focal_35mm=focal_35mm, near=near,
+        depth_range=None if depth_range is None else float(depth_range), default_depth_range=DEFAULT_DEPTH_RANGE,
+        width=width, height=height)
+    camera = _create_camera(context, name + "_camera", width, height, choice.lens, choice.sensor)
+    mesh_depth, mesh_range = depth, choice.depth_range
+    if refine and mode == "GEONODES":
+        if values is None:
+            values = scene25d_camera.image_values(depth)[..., 0]
+            normals = scene25d_camera.camera_normals(normal, values.shape)
+        mesh_depth, mesh_range = scene25d_camera.refined_depth_image(
+            name + "_depth_refined", depth, values, normals, kind, choice.lens, choice.sensor, near,
+            choice.depth_range, tear_threshold=tear_threshold, max_vertices=max_vertices)
+        choice.extras.append("refined with the normals")
+    choice.record(camera)
     material_block = create_photo_material(name + "_2.5D", photo, material)
     if mode == "GEONODES":
-        obj = _build_geonodes(name, depth, normal, material_block, kind, near, depth_range, max_vertices,
+        obj = _build_geonodes(name, mesh_depth, normal, material_block, kind, near, mesh_range, max_vertices,
                               tear_threshold, camera)
     else:
-        obj = _build_displace(name, depth, material_block, kind, near, depth_range, max_vertices, camera,
+        obj = _build_displace(name, depth, material_block, kind, near, mesh_range, max_vertices, camera,
                               *depth.size)
     obj.matrix_world = camera.matrix_world.copy()
     context.collection.objects.link(obj)
     obj["lotus_source"] = photo.name
     obj["lotus_mode"] = mode
+    obj["lotus_refined"] = mesh_depth is not depth
     camera["lotus_source"] = photo.name
     return obj, camera

@@ -1,9 +1,11 @@
 """Operator and sidebar sub-panel for the photo -> 2.5D scene builder."""
 
 import bpy
-from bpy.props import EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from . import geonodes, scene25d
+from .. import compat
+from . import geonodes, scene25d, scene25d_camera
+from .transaction import report_failure
 from ..panels import LotusSubPanel, draw_wrapped
 
 _MODE_ITEMS = [
@@ -40,16 +42,22 @@ class LotusScene25DSettings(bpy.types.PropertyGroup):
     material: EnumProperty(name="Material", items=_MATERIAL_ITEMS, default='EMISSION')
     near: FloatProperty(name="Near", default=scene25d.DEFAULT_NEAR, min=0.001, soft_max=100.0, unit='LENGTH',
                         description="Distance from the camera to the nearest point")
+    auto_depth_range: BoolProperty(name="Automatic Depth Range", default=True,
+                                   description="Depth range from the shift estimated with the normal map "
+                                               "(off, or without normals: the Depth Range field)")
     depth_range: FloatProperty(name="Depth Range", default=scene25d.DEFAULT_DEPTH_RANGE, min=0.0, soft_max=1000.0,
                                unit='LENGTH', description="Distance from the nearest to the farthest point")
+    refine: BoolProperty(name="Refine with Normals", default=True,
+                         description="Take the fine detail of the mesh from the normal map (when there is one)")
+    focal_source: EnumProperty(name="Focal Source", items=scene25d_camera.FOCAL_SOURCE_ITEMS, default='AUTO',
+                               description="Where the camera's focal length comes from")
     max_vertices: IntProperty(name="Max Vertices", default=scene25d.DEFAULT_MAX_VERTICES, min=4,
                               soft_max=4096 * 4096, description="Grid resolution (never above one per pixel)")
     tear_threshold: FloatProperty(name="Tear Threshold", default=scene25d.DEFAULT_TEAR_THRESHOLD, min=0.0,
                                   soft_max=1.0, description="Cut where the relative depth jump is larger "
                                                             "(0 = never cut)")
-    focal_35mm: FloatProperty(name="Focal (35 mm)", default=0.0, min=0.0, soft_max=300.0,
-                              description="35 mm-equivalent focal length; 0 = from EXIF, the scene camera "
-                                          "or 50 mm")
+    focal_35mm: FloatProperty(name="Focal (35 mm)", default=50.0, min=1.0, soft_max=300.0,
+                              description="35 mm-equivalent focal length (Focal Source: Manual)")
 
 
 class LOTUS_OT_build_photo_scene(bpy.types.Operator):
@@ -92,21 +100,35 @@ class LOTUS_OT_build_photo_scene(bpy.types.Operator):
         try:
             obj, camera = scene25d.build_photo_scene(
                 context, photo, depth, normal, mode=settings.mode, near=settings.near,
-                depth_range=settings.depth_range, focal_35mm=settings.focal_35mm or None,
+                depth_range=None if settings.auto_depth_range else settings.depth_range,
+                focal_35mm=settings.focal_35mm, focal_source=settings.focal_source, refine=settings.refine,
                 max_vertices=settings.max_vertices, tear_threshold=settings.tear_threshold,
                 material=settings.material)
-        except ValueError as error:
-            self.report({'ERROR'}, str(error))
-            return {'CANCELLED'}
+        except Exception as error:  # noqa: BLE001 - one line for the artist, nothing half-built
+            return report_failure(self, "Build 2.5D Scene", error)
         for other in context.view_layer.objects:
             other.select_set(False)
         obj.select_set(True)
         context.view_layer.objects.active = obj
         normals = f", normals from {normal.name}" if normal is not None and settings.mode == 'GEONODES' else ""
-        self.report({'INFO'}, f"Built {obj.name} from {depth.name} ({depth.get('lotus_kind', 'disparity')})"
-                              f"{normals}; camera {camera.name} at {camera.data.lens:.1f} mm "
-                              f"(from {camera.get('lotus_focal_source', 'default')})")
+        self.report({'WARNING'} if camera.get("lotus_camera_fallback") else {'INFO'},
+                    f"Built {obj.name} from {depth.name} ({depth.get('lotus_kind', 'disparity')}){normals}; "
+                    f"camera {camera.name} at {camera.data.lens:.1f} mm: {camera.get('lotus_camera_report', '')}")
         return {'FINISHED'}
+
+
+def _draw_camera_origin(layout, context, camera):
+    """Where the scene camera's focal length and depth range came from, when the builder made it."""
+    if camera is None or "lotus_focal_source" not in camera:
+        return
+    source = camera["lotus_focal_source"]
+    confidence = camera.get("lotus_focal_confidence")
+    text = f"{camera.name}: {source}" + (f" ({confidence:.2f})" if source == "estimated" and confidence is not None
+                                         else "")
+    box = layout.box()
+    draw_wrapped(box, context, f"Focal: {text}", icon='CAMERA_DATA', in_box=True)
+    draw_wrapped(box, context, f"Depth range: {camera.get('lotus_depth_range_source', 'manual')}",
+                 icon='BLANK1', in_box=True)
 
 
 class LOTUS_PT_scene25d(LotusSubPanel, bpy.types.Panel):
@@ -138,13 +160,23 @@ class LOTUS_PT_scene25d_options(LotusSubPanel, bpy.types.Panel):
         col = layout.column()
         col.prop(settings, "depth")
         col.prop(settings, "normal")
+        if not compat.HAS_SET_MESH_NORMAL:
+            draw_wrapped(col, context, "Custom normals: Blender 4.5+", icon='INFO')
+        col = layout.column()
         col.prop(settings, "mode")
         col.prop(settings, "material")
+        col.prop(settings, "focal_source")
+        row = col.row()
+        row.active = settings.focal_source == 'MANUAL'
+        row.prop(settings, "focal_35mm")
         col.prop(settings, "near")
-        col.prop(settings, "depth_range")
+        col.prop(settings, "auto_depth_range")
+        row = col.row()
+        row.active = not settings.auto_depth_range
+        row.prop(settings, "depth_range")
+        col.prop(settings, "refine")
         col.prop(settings, "max_vertices")
         col.prop(settings, "tear_threshold")
-        col.prop(settings, "focal_35mm")
 
 
 def _live_modifier(context):
@@ -156,7 +188,7 @@ def _live_modifier(context):
 
 
 class LOTUS_PT_scene25d_live(LotusSubPanel, bpy.types.Panel):
-    """Live controls of the active 2.5D object (its geometry-nodes inputs)."""
+    """The active 2.5D object: its live geometry-nodes inputs and where its camera came from."""
     bl_label = "Live Mesh"
     bl_idname = "LOTUS_PT_scene25d_live"
     bl_parent_id = "LOTUS_PT_scene25d"
@@ -172,8 +204,11 @@ class LOTUS_PT_scene25d_live(LotusSubPanel, bpy.types.Panel):
         layout.label(text=context.active_object.name, icon='MODIFIER')
         col = layout.column(align=True)
         for name in _LIVE_INPUTS:
+            if name == "Use Normals" and not compat.HAS_SET_MESH_NORMAL:
+                continue  # the group has the input, but nothing behind it before 4.5
             key = geonodes.input_identifier(modifier.node_group, name)
-            col.prop(modifier, f'["{key}"]', text=name)
+            compat.draw_modifier_input(col, modifier, key, name)
+        _draw_camera_origin(layout, context, context.scene.camera)
 
 
 _CLASSES = (LotusScene25DSettings, LOTUS_OT_build_photo_scene, LOTUS_PT_scene25d,

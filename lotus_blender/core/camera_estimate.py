@@ -1,0 +1,460 @@
+"""Focal length and depth shift from Lotus depth + normals (numpy only).
+
+Lotus depth is affine-invariant: a disparity map v (near = 1) is inverse depth up to a scale and a
+shift, 1/z = a (v + s); a relative depth map v (near = 0) is depth up to both, z = a (v + s). The
+scale a is the one thing the maps cannot know (the artist sets Near). The shift s and the focal
+length f can be found, because the normals are a second measurement of the same surfaces.
+
+A point at planar depth z behind pixel (X right, Y up, pixels from the centre) is z (X/f, Y/f, -1).
+Its surface is perpendicular to n (Blender camera space) exactly when
+
+    d(log z)/dX = n_x / D,   d(log z)/dY = n_y / D,   D = f n_z - n_x X - n_y Y.
+
+Conversely a log-depth gradient g implies the normal m ~ (f g_X, f g_Y, 1 + g_X X + g_Y Y). With
+g = -grad(v) / (v + s) (disparity) or +grad(v) / (v + s) (depth), the right (f, s) make m agree with
+the predicted normals. Per pixel the condition is linear in (f, s):
+
+    f (sigma v_X n_z) - s n_x = n_x v + sigma v_X (n_x X + n_y Y)     (and the same with Y),
+
+sigma = -1 for disparity, +1 for depth. The estimate: the maps averaged down, smoothed a little and
+differentiated, leaving out tears, creases and grazing pixels; a coarse grid over (f, near/far ratio)
+under a robust angular cost (outliers and clipped plateaus stop mattering); iteratively reweighted
+least squares on the linear conditions, each scaled to an angle; then the focal settled on the
+profile of the truncated squared angle (the shift re-fitted for each focal). One plane fixes only
+one combination of f and s; two differently turned surfaces (or a curved one) fix both.
+
+Confidence (0..1): the systematic angle (beyond the noise, which every candidate shares) that the
+nearest alternative adds, f moved by 25 % with the shift re-fitted, or the near/far ratio moved by
+0.1 with f kept; RISE_HALF_DEG of it gives 0.5. It is measured on the pixels whose normals are turned
+away from the camera axis (a fronto-parallel wall tells nothing about either) and lowered when few
+pixels are turned or the best fit is poor. Below CONFIDENT the builder falls back.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import depth_refine
+from .geometry import FULL_FRAME_DIAGONAL_MM
+
+KINDS = ("disparity", "depth")
+CONFIDENT = 0.5
+FOCAL_35MM_RANGE = (10.0, 300.0)
+ESTIMATION_SIZE = 256            # longest edge the maps are averaged down to
+MAX_SAMPLES = 6000
+ROBUST_ANGLE_DEG = 10.0          # angular errors well above this count as outliers
+SLANT_MIN = math.sin(math.radians(8.0))   # normals turned at least this far tell something
+MAX_RANGE_RATIO = 1000.0         # depth range / near when the far end is (nearly) at infinity
+_RATIO_GRID = np.linspace(0.01, 0.98, 50)   # near/far candidates
+_FOCAL_GRID = np.geomspace(*FOCAL_35MM_RANGE, 48)
+_FOCAL_STEP = 1.25
+_RATIO_STEP = 0.1
+TRUNCATE_DEG = 20.0              # each pixel's angle is capped at this in the squared error
+RISE_HALF_DEG = 0.3              # systematic angle an alternative adds for confidence 0.5
+POOR_FIT_DEG = 10.0              # an RMS angle at the best fit that halves the confidence
+
+
+def focal_35mm_from_px(focal_px, width, height):
+    """35 mm-equivalent focal (on the diagonal, as EXIF and core.geometry.lens_from_35mm) of a focal
+    length in pixels of a width x height image."""
+    return float(focal_px) * FULL_FRAME_DIAGONAL_MM / math.hypot(width, height)
+
+
+def focal_px_from_35mm(focal_35mm, width, height):
+    """The inverse of focal_35mm_from_px (scalars or arrays)."""
+    return np.asarray(focal_35mm, dtype=np.float64) * math.hypot(width, height) / FULL_FRAME_DIAGONAL_MM
+
+
+@dataclass(frozen=True)
+class CameraEstimate:
+    """What the maps say about the camera. shift is in the map's own units (see the module text);
+    shift_confidence judges it for this focal (estimate again with focal_px= for another one)."""
+    kind: str
+    width: int
+    height: int
+    focal_px: float
+    shift: float
+    focal_confidence: float
+    shift_confidence: float
+    error_deg: float          # median angle between implied and given normals (turned pixels)
+    focal_given: bool = False
+
+    @property
+    def focal_35mm(self) -> float:
+        return focal_35mm_from_px(self.focal_px, self.width, self.height)
+
+    @property
+    def focal_is_confident(self) -> bool:
+        return self.focal_given or self.focal_confidence >= CONFIDENT
+
+    @property
+    def shift_is_confident(self) -> bool:
+        return self.shift_confidence >= CONFIDENT
+
+    def depth(self, values, near=1.0) -> np.ndarray:
+        """Planar depth of the map, its near end (disparity 1, relative depth 0) at `near`."""
+        return map_to_depth(values, self.kind, self.shift, near)
+
+
+def depth_range_for_shift(shift, near=1.0):
+    """With 1/z ~ v + s (or z ~ v + s) and the near end at `near`, the far end is near / s farther."""
+    return float(near) / max(float(shift), 1.0 / MAX_RANGE_RATIO)
+
+
+def map_to_depth(values, kind, shift, near=1.0):
+    """Planar depth from a Lotus map (values clipped to [0, 1] as the builder does) and a shift."""
+    v = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
+    s = max(float(shift), 1.0 / MAX_RANGE_RATIO)
+    if kind == "disparity":
+        return float(near) * (1.0 + s) / (v + s)
+    if kind == "depth":
+        return float(near) * (v + s) / s
+    raise ValueError(f"kind must be one of {KINDS}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Samples: the maps averaged down, differentiated, with the untrustworthy pixels left out.
+
+@dataclass
+class _Samples:
+    x: np.ndarray         # pixels right of the image centre (full-size pixel units)
+    y: np.ndarray         # pixels above the centre
+    v: np.ndarray
+    v_x: np.ndarray       # map gradient per full-size pixel, X right
+    v_y: np.ndarray       # Y up
+    n: np.ndarray         # (N, 3) unit normals, Blender camera space
+    slanted: np.ndarray   # bool: normal turned away from the axis
+    sign: float           # -1 disparity, +1 depth
+    v_low: float
+    v_high: float
+
+
+def _block_mean(array, factor):
+    if factor == 1:
+        return array
+    rows, cols = array.shape[0] // factor, array.shape[1] // factor
+    trimmed = array[:rows * factor, :cols * factor]
+    return trimmed.reshape(rows, factor, cols, factor, *array.shape[2:]).mean(axis=(1, 3))
+
+
+def _smooth121(array):
+    out = array.copy()
+    out[1:-1] = 0.25 * array[:-2] + 0.5 * array[1:-1] + 0.25 * array[2:]
+    smoothed = out.copy()
+    smoothed[:, 1:-1] = 0.25 * out[:, :-2] + 0.5 * out[:, 1:-1] + 0.25 * out[:, 2:]
+    return smoothed
+
+
+def _median3x3(array):
+    if min(array.shape) < 3:
+        return array
+    padded = np.pad(array, 1, mode="edge")
+    rows, cols = array.shape
+    stack = np.stack([padded[r:r + rows, c:c + cols] for r in range(3) for c in range(3)])
+    return np.median(stack, axis=0)
+
+
+def _erode(mask, steps):
+    for _ in range(steps):
+        inner = mask.copy()
+        inner[1:, :] &= mask[:-1, :]
+        inner[:-1, :] &= mask[1:, :]
+        inner[:, 1:] &= mask[:, :-1]
+        inner[:, :-1] &= mask[:, 1:]
+        mask = inner
+    return mask
+
+
+def _normal_steady(normals, min_cosine):
+    """Pixels whose normal agrees with its four neighbours two pixels away (no crease near)."""
+    steady = np.zeros(normals.shape[:2], bool)
+    centre = normals[2:-2, 2:-2]
+    agree = np.ones(centre.shape[:2], bool)
+    for rows, cols in ((slice(2, -2), slice(None, -4)), (slice(2, -2), slice(4, None)),
+                       (slice(None, -4), slice(2, -2)), (slice(4, None), slice(2, -2))):
+        agree &= np.sum(centre * normals[rows, cols], axis=-1) >= min_cosine
+    steady[2:-2, 2:-2] = agree
+    return steady
+
+
+def _samples(values, normals, kind, valid, max_size):
+    values = np.asarray(values, dtype=np.float64)
+    normals = np.asarray(normals, dtype=np.float64)
+    if values.ndim != 2 or normals.shape != values.shape + (3,):
+        raise ValueError("values (H, W) and normals (H, W, 3) must have the same size")
+    height, width = values.shape
+    ok = np.isfinite(values) & np.isfinite(normals).all(axis=-1)
+    if valid is not None:
+        ok &= np.asarray(valid, dtype=bool)
+    factor = max(1, math.ceil(max(height, width) / max_size))
+    # Invalid pixels spoil their block (its mean would mix in garbage).
+    v = _block_mean(np.where(ok, values, 0.0), factor)
+    n = _block_mean(np.where(ok[..., None], normals, 0.0), factor)
+    good = _block_mean(ok.astype(np.float64), factor) > 0.999
+    rows, cols = v.shape
+    # Block centres in full-size pixels from the image centre: the principal point stays put.
+    x = (np.arange(cols) + 0.5) * factor - width / 2.0
+    y = height / 2.0 - (np.arange(rows) + 0.5) * factor
+    length = np.linalg.norm(n, axis=-1)
+    good &= length > 0.5
+    n = n / np.maximum(length, 1e-9)[..., None]
+
+    # Isolated outliers (spikes) go first: a 3x3 median leaves planes (linear in the pixel position)
+    # as they are.
+    v = _median3x3(v)
+    # Tears and creases: the two one-sided steps disagree, or the normal turns within two pixels.
+    left, right = v[1:-1, 1:-1] - v[1:-1, :-2], v[1:-1, 2:] - v[1:-1, 1:-1]
+    up, down = v[1:-1, 1:-1] - v[:-2, 1:-1], v[2:, 1:-1] - v[1:-1, 1:-1]
+    inner = good[1:-1, 1:-1] & good[1:-1, :-2] & good[1:-1, 2:] & good[:-2, 1:-1] & good[2:, 1:-1]
+    bend_x, bend_y = np.abs(right - left), np.abs(down - up)
+    noise = 1.4826 * np.median(np.concatenate([bend_x[inner], bend_y[inner]])) if inner.any() else 0.0
+    steady = np.zeros(v.shape, bool)
+    steady[1:-1, 1:-1] = inner & (bend_x <= 0.25 * (np.abs(left) + np.abs(right)) + 3.0 * noise) \
+        & (bend_y <= 0.25 * (np.abs(up) + np.abs(down)) + 3.0 * noise)
+    steady &= _normal_steady(n, math.cos(math.radians(10.0)))
+    steady = _erode(steady, 2)      # what the smoothing below reaches
+    # Smoothing against noise ([1 2 1] twice): inverse depth on a plane is linear in the pixel
+    # position, so it does not bend planes.
+    v = _smooth121(_smooth121(v))
+    v_x = (v[1:-1, 2:] - v[1:-1, :-2]) / (2.0 * factor)
+    v_y = (v[:-2, 1:-1] - v[2:, 1:-1]) / (2.0 * factor)      # rows go down, Y goes up
+    n_in = n[1:-1, 1:-1]
+    xx = np.broadcast_to(x[None, 1:-1], v_x.shape)
+    yy = np.broadcast_to(y[1:-1, None], v_x.shape)
+    # Facing the camera: -n . ray > 0 (ray = (x / f, y / f, -1) for any reasonable f: n_z dominates).
+    keep = steady[1:-1, 1:-1] & (n_in[..., 2] > 0.05)
+    index = np.flatnonzero(keep)
+    if index.size > MAX_SAMPLES:
+        index = index[np.linspace(0, index.size - 1, MAX_SAMPLES).astype(np.int64)]
+    pick = lambda a: a.reshape(-1, *a.shape[2:])[index]   # noqa: E731
+    v_in = v[1:-1, 1:-1]
+    chosen_n = pick(n_in)
+    chosen_v = pick(v_in)
+    return _Samples(x=pick(xx), y=pick(yy), v=chosen_v, v_x=pick(v_x), v_y=pick(v_y), n=chosen_n,
+                    slanted=np.hypot(chosen_n[:, 0], chosen_n[:, 1]) > SLANT_MIN,
+                    sign=-1.0 if kind == "disparity" else 1.0,
+                    v_low=float(chosen_v.min()) if chosen_v.size else 0.0,
+                    v_high=float(chosen_v.max()) if chosen_v.size else 1.0)
+
+
+def _shift_for_ratio(samples, ratio):
+    """Shift making the nearest/farthest sample depth ratio equal `ratio` (both kinds)."""
+    ratio = np.asarray(ratio, dtype=np.float64)
+    return (ratio * samples.v_high - samples.v_low) / (1.0 - ratio)
+
+
+def _ratio_for_shift(samples, shift):
+    return (samples.v_low + shift) / (samples.v_high + shift)
+
+
+# ---------------------------------------------------------------------------------------------
+# Costs and fits.
+
+_ROBUST = 1.0 - math.cos(math.radians(ROBUST_ANGLE_DEG))
+
+
+def _cosines(samples, focal, shift):
+    """cos(angle) between implied and given normals; focal (F,) x shift scalar -> (F, N)."""
+    q = samples.v + shift
+    q = np.where(q > 1e-9, q, 1e-9)
+    g_x, g_y = samples.sign * samples.v_x / q, samples.sign * samples.v_y / q
+    n = samples.n
+    along = g_x * n[:, 0] + g_y * n[:, 1]
+    base = 1.0 + g_x * samples.x + g_y * samples.y
+    focal = np.atleast_1d(np.asarray(focal, dtype=np.float64))[:, None]
+    return (focal * along + base * n[:, 2]) / np.sqrt(focal ** 2 * (g_x * g_x + g_y * g_y) + base * base)
+
+
+def _cost(samples, focal, shift, mask=None):
+    """Robust mean of 1 - cos over the samples (or the masked ones); one value per focal."""
+    error = 1.0 - _cosines(samples, focal, shift)
+    rho = error / (error + _ROBUST)
+    if mask is not None:
+        rho = rho[:, mask]
+    return rho.mean(axis=1) if rho.shape[1] else np.zeros(rho.shape[0])
+
+
+def _refit(samples, focal, shift, fit_focal, iterations=12):
+    """Iteratively reweighted least squares on the linear conditions, each scaled to an angle."""
+    n, sign = samples.n, samples.sign
+    pn = n[:, 0] * samples.x + n[:, 1] * samples.y
+    coefficient_f = np.concatenate([sign * samples.v_x * n[:, 2], sign * samples.v_y * n[:, 2]])
+    coefficient_s = np.concatenate([-n[:, 0], -n[:, 1]])
+    rhs = np.concatenate([n[:, 0] * samples.v + sign * samples.v_x * pn,
+                          n[:, 1] * samples.v + sign * samples.v_y * pn])
+    shift_low, shift_high = _shift_for_ratio(samples, _RATIO_GRID[[0, -1]])
+    focal_scale = math.hypot(np.abs(samples.x).max(), np.abs(samples.y).max()) or 1.0
+    robust_slope = math.tan(math.radians(ROBUST_ANGLE_DEG))
+    for _ in range(iterations):
+        # Each condition divided by (v + s) D / f is a difference of slopes, about an angle; Geman-McClure
+        # weights on it bound what any one pixel (a tear, a clipped plateau) can pull.
+        scale = np.tile(focal / np.maximum(np.abs((samples.v + shift) * (focal * n[:, 2] - pn)), 1e-9), 2)
+        residual = (coefficient_f * focal + coefficient_s * shift - rhs) * scale
+        row_weight = scale / (1.0 + (residual / robust_slope) ** 2)
+        if fit_focal:
+            matrix = np.stack([coefficient_f * focal_scale, coefficient_s], axis=1) * row_weight[:, None]
+            solution, *_ = np.linalg.lstsq(matrix, rhs * row_weight, rcond=None)
+            focal = float(solution[0] * focal_scale)
+            shift = float(solution[1])
+        else:
+            a = coefficient_s * row_weight
+            b = (rhs - coefficient_f * focal) * row_weight
+            shift = float(a @ b / max(a @ a, 1e-300))
+        if not (math.isfinite(focal) and math.isfinite(shift)):
+            break
+        shift = min(max(shift, shift_low), shift_high)
+    return focal, shift
+
+
+def _best_shift(samples, focal):
+    """Grid over near/far ratios then refit, for a fixed focal."""
+    shifts = _shift_for_ratio(samples, _RATIO_GRID)
+    costs = np.array([_cost(samples, focal, s)[0] for s in shifts])
+    _, shift = _refit(samples, focal, float(shifts[int(np.argmin(costs))]), fit_focal=False)
+    return shift
+
+
+def _profile_focal(samples, focal, mask, reach=1.4, steps=13):
+    """Settle the focal on the profile of the truncated squared error (shift re-fitted per focal):
+    the reweighted fit and that error need not share their minimum, and the confidence uses it."""
+    factors = np.geomspace(1.0 / reach, reach, steps)
+    shifts = [_best_shift(samples, focal * k) for k in factors]
+    errors = np.array([_square_error(samples, focal * k, s, mask) for k, s in zip(factors, shifts)])
+    i = int(np.argmin(errors))
+    if 0 < i < steps - 1:
+        # Parabola through the three points around the minimum, in log focal.
+        left, centre, right = errors[i - 1:i + 2]
+        curvature = left - 2.0 * centre + right
+        offset = 0.5 * (left - right) / curvature if curvature > 0 else 0.0
+        step = math.log(factors[1] / factors[0])
+        better = focal * factors[i] * math.exp(float(np.clip(offset, -0.5, 0.5)) * step)
+        return better, _best_shift(samples, better)
+    return focal * factors[i], shifts[i]
+
+
+def _square_error(samples, focal, shift, mask):
+    """Mean squared angle (degrees^2), each pixel's angle capped at TRUNCATE_DEG."""
+    cosine = _cosines(samples, focal, shift)[0][mask]
+    angle = np.minimum(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))), TRUNCATE_DEG)
+    return float(np.mean(angle * angle))
+
+
+def _confidence(best, alternatives):
+    """From the systematic angle (beyond the noise, which both share) that the nearest alternative
+    adds: RISE_HALF_DEG gives 0.5. A poor best fit (normals and depth disagree) lowers it."""
+    if not alternatives:
+        return 0.0
+    rise = max(min(alternatives) - best, 0.0)
+    fit = 1.0 / (1.0 + best / POOR_FIT_DEG ** 2)
+    return float(rise / (rise + RISE_HALF_DEG ** 2) * fit)
+
+
+def estimate_camera(values, normals, kind="disparity", *, focal_px=None, valid=None,
+                    max_size=ESTIMATION_SIZE) -> CameraEstimate:
+    """Focal length (unless given, in pixels of the map) and shift from a Lotus map and normals.
+
+    values: (H, W) disparity (near = 1) or relative depth (near = 0); normals: (H, W, 3) unit
+    camera-space normals in Blender's convention (Lotus normals with X negated); valid: optional
+    (H, W) bool mask.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}")
+    height, width = np.shape(values)
+    samples = _samples(values, normals, kind, valid, max_size)
+    focal_given = focal_px is not None
+    fallback_focal = float(focal_px) if focal_given else float(focal_px_from_35mm(50.0, width, height))
+    slanted = samples.slanted
+    if samples.v.size < 50 or slanted.sum() < 30 or samples.v_high <= samples.v_low:
+        return CameraEstimate(kind, width, height, fallback_focal, 1.0 / 4.0, 0.0, 0.0, float("nan"), focal_given)
+
+    focal_grid = np.array([fallback_focal]) if focal_given else focal_px_from_35mm(_FOCAL_GRID, width, height)
+    shifts = _shift_for_ratio(samples, _RATIO_GRID)
+    table = np.stack([_cost(samples, focal_grid, s) for s in shifts], axis=1)   # (focals, shifts)
+    best_f, best_s = np.unravel_index(int(np.argmin(table)), table.shape)
+    focal, shift = _refit(samples, float(focal_grid[best_f]), float(shifts[best_s]), fit_focal=not focal_given)
+    low, high = focal_px_from_35mm(np.array(FOCAL_35MM_RANGE), width, height)
+    if not (math.isfinite(focal) and low <= focal <= high):
+        focal, shift = float(focal_grid[best_f]), float(shifts[best_s])
+    if not focal_given:
+        focal, shift = _profile_focal(samples, focal, slanted)
+    best = _square_error(samples, focal, shift, slanted)
+
+    if focal_given:
+        focal_confidence = 1.0
+    elif not (low * 1.02 < focal < high / 1.02):
+        focal_confidence = 0.0      # the optimum runs off the plausible lenses
+    else:
+        alternatives = [_square_error(samples, f, _best_shift(samples, f), slanted)
+                        for f in (focal * _FOCAL_STEP, focal / _FOCAL_STEP)]
+        focal_confidence = _confidence(best, alternatives)
+    ratio = float(_ratio_for_shift(samples, shift))
+    alternatives = []
+    for other in (ratio - _RATIO_STEP, ratio + _RATIO_STEP):
+        other = float(np.clip(other, _RATIO_GRID[0], _RATIO_GRID[-1]))
+        if abs(other - ratio) > 1e-3:
+            alternatives.append(_square_error(samples, focal, float(_shift_for_ratio(samples, other)), slanted))
+    shift_confidence = _confidence(best, alternatives)
+    coverage = min(1.0, slanted.sum() / (0.05 * samples.v.size))
+    median_angle = float(np.degrees(np.arccos(np.clip(np.median(_cosines(samples, focal, shift)[0][slanted]),
+                                                      -1.0, 1.0))))
+    return CameraEstimate(kind, width, height, float(focal), float(shift),
+                          focal_confidence * (1.0 if focal_given else coverage), shift_confidence * coverage,
+                          median_angle, focal_given)
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the builder's focal length comes from.
+
+FOCAL_SOURCES = ("AUTO", "RECORDED", "ESTIMATED", "SCENE", "MANUAL")
+_FALLBACKS = {
+    "AUTO": ("recorded", "estimated", "scene camera", "default"),
+    "RECORDED": ("recorded", "scene camera", "default"),
+    "ESTIMATED": ("estimated", "recorded", "scene camera", "default"),
+    "SCENE": ("scene camera", "default"),
+    "MANUAL": ("manual", "default"),
+}
+
+
+def focal_origin(source, available):
+    """(origin, fell_back) for a focal source: the first of its candidates in `available`.
+
+    available: the origins at hand among "recorded" (EXIF or the rendering camera), "estimated"
+    (a confident estimate), "scene camera", "manual"; "default" (50 mm) always is.
+    """
+    if source not in _FALLBACKS:
+        raise ValueError(f"focal source must be one of {FOCAL_SOURCES}")
+    order = _FALLBACKS[source]
+    for origin in order:
+        if origin == "default" or origin in available:
+            return origin, origin != order[0] and not (source == "AUTO" and origin == "estimated")
+    return "default", True
+
+
+# ---------------------------------------------------------------------------------------------
+# The map refined with the normals, re-encoded for the builder.
+
+def refine_map(values, normals, kind, focal_px, shift, *, tear_threshold=depth_refine.DEFAULT_TEAR_THRESHOLD,
+               pixel_size=1.0):
+    """A Lotus map refined with the normals -> (map of the same kind in [0, 1], depth range / near).
+
+    The refined depth is re-encoded with its nearest point at value 1 (disparity) or 0 (depth) and
+    its farthest at the other end, so the builder's Near is the nearest point's distance and
+    Depth Range = near * the returned ratio reproduces the refined shape.
+    """
+    depth = map_to_depth(values, kind, shift, 1.0)
+    refined = depth_refine.refine_depth(depth, normals, focal_px, tear_threshold=tear_threshold,
+                                        pixel_size=pixel_size).astype(np.float64)
+    finite = np.isfinite(refined) & (refined > 0)
+    nearest, farthest = float(refined[finite].min()), float(refined[finite].max())
+    refined = np.where(finite, refined, farthest) / nearest
+    farthest /= nearest
+    if farthest <= 1.0 + 1e-9:
+        return np.full(refined.shape, 1.0 if kind == "disparity" else 0.0, np.float32), 0.0
+    if kind == "disparity":
+        encoded = (1.0 / refined - 1.0 / farthest) / (1.0 - 1.0 / farthest)
+    else:
+        encoded = (refined - 1.0) / (farthest - 1.0)
+    return np.clip(encoded, 0.0, 1.0).astype(np.float32), farthest - 1.0

@@ -1,0 +1,180 @@
+"""Focal length, depth shift and refinement from depth + normals, on analytic scenes (numpy only)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from lotus_blender.core import camera_estimate, depth_refine, geometry, maps
+from tests import synthetic_scenes as scenes
+
+
+@pytest.mark.parametrize("lens", [24.0, 35.0, 50.0, 85.0])
+def test_focal_and_shift_from_a_room(lens):
+    depth, normals, labels, focal = scenes.room(focal_35mm=lens)
+    disparity = scenes.lotus_disparity(depth, np.random.default_rng(int(lens)))
+    estimate = camera_estimate.estimate_camera(disparity, normals, "disparity")
+    assert estimate.focal_35mm == pytest.approx(lens, rel=0.10)
+    assert estimate.focal_is_confident and estimate.shift_is_confident and estimate.error_deg < 1.0
+    # The shift makes the unprojected planes meet at the right angles (the scale is free).
+    intrinsics = geometry.Intrinsics(128, 96, estimate.focal_px)
+    points = geometry.unproject(estimate.depth(disparity, near=2.0), intrinsics)
+    errors = scenes.plane_angle_errors(points, normals, scenes.unclipped_labels(depth, labels))
+    assert len(errors) >= 3 and max(errors) <= 3.0
+    # Without the shift (far at infinity, as a raw disparity map suggests) the planes bend.
+    unshifted = geometry.unproject(camera_estimate.map_to_depth(disparity, "disparity", 1e-3), intrinsics)
+    assert max(scenes.plane_angle_errors(unshifted, normals, labels)) > 10.0
+
+
+@pytest.mark.parametrize("lens", [24.0, 85.0])
+def test_outliers_in_both_maps(lens):
+    depth, normals, labels, _ = scenes.room(focal_35mm=lens)
+    rng = np.random.default_rng(int(lens))
+    disparity = scenes.lotus_disparity(depth, rng)
+    wrong = rng.random(depth.shape) < 0.10          # normals pointing anywhere (toward the camera)
+    normals = normals.copy()
+    normals[wrong] = maps.normalize_vectors(rng.normal(size=(int(wrong.sum()), 3)) + (0.0, 0.0, 1.5))
+    spikes = rng.random(depth.shape) < 0.03         # depth pixels with any value
+    disparity[spikes] = rng.random(int(spikes.sum()))
+    estimate = camera_estimate.estimate_camera(disparity, normals)
+    assert estimate.focal_35mm == pytest.approx(lens, rel=0.10)
+    points = geometry.unproject(estimate.depth(disparity), geometry.Intrinsics(128, 96, estimate.focal_px))
+    labels = np.where(spikes | wrong, 0, scenes.unclipped_labels(depth, labels))
+    true_normals = scenes.room(focal_35mm=lens)[1]
+    assert max(scenes.plane_angle_errors(points, true_normals, labels)) <= 3.0
+
+
+def test_relative_depth_maps_too():
+    depth, normals, labels, _ = scenes.room(focal_35mm=28.0, yaw=-25.0)
+    relative = scenes.lotus_relative_depth(depth, np.random.default_rng(5))
+    estimate = camera_estimate.estimate_camera(relative, normals, "depth")
+    assert estimate.focal_35mm == pytest.approx(28.0, rel=0.10) and estimate.focal_is_confident
+    points = geometry.unproject(estimate.depth(relative), geometry.Intrinsics(128, 96, estimate.focal_px))
+    labels = scenes.unclipped_labels(depth, labels, inverse=False)
+    assert max(scenes.plane_angle_errors(points, normals, labels)) <= 3.0
+
+
+def test_known_focal_gives_the_shift():
+    depth, normals, labels, focal = scenes.room(focal_35mm=50.0, pitch=-5.0, yaw=35.0)
+    disparity = scenes.lotus_disparity(depth, np.random.default_rng(7))
+    estimate = camera_estimate.estimate_camera(disparity, normals, "disparity", focal_px=focal)
+    assert estimate.focal_given and estimate.focal_px == focal and estimate.shift_is_confident
+    points = geometry.unproject(estimate.depth(disparity), geometry.Intrinsics(128, 96, focal))
+    assert max(scenes.plane_angle_errors(points, normals, scenes.unclipped_labels(depth, labels))) <= 3.0
+
+
+def test_fronto_parallel_wall_is_not_trusted():
+    depth, normals, _, _ = scenes.wall()
+    rng = np.random.default_rng(3)
+    # A flat texture: the depth map is the quantile-normalised float noise of a constant depth.
+    disparity = scenes.lotus_disparity(depth * (1.0 + rng.normal(0.0, 1e-6, depth.shape)), rng)
+    lotus_normals = normals + rng.normal(0.0, 0.01, normals.shape)
+    estimate = camera_estimate.estimate_camera(disparity, maps.normalize_vectors(lotus_normals))
+    assert not estimate.focal_is_confident and not estimate.shift_is_confident
+
+
+def test_one_turned_plane_leaves_the_focal_open():
+    depth, normals, _, focal = scenes.ray_cast(128, 96, 35.0, scenes.turned(0.0, 35.0), [((0, 0, 1), -6.0)])
+    disparity = scenes.lotus_disparity(depth, np.random.default_rng(4))
+    assert not camera_estimate.estimate_camera(disparity, normals).focal_is_confident
+    # ... but with the focal known, the plane fixes the shift.
+    known = camera_estimate.estimate_camera(disparity, normals, focal_px=focal)
+    assert known.shift_is_confident
+
+
+def test_depth_range_follows_from_the_shift():
+    values = np.linspace(0.0, 1.0, 11)
+    shift, near = 0.25, 2.0
+    depth = camera_estimate.map_to_depth(values, "disparity", shift, near)
+    far = near + camera_estimate.depth_range_for_shift(shift, near)
+    assert np.allclose(depth, maps.disparity_to_depth(values, near, far), rtol=1e-5)
+    relative = camera_estimate.map_to_depth(values, "depth", shift, near)
+    assert np.allclose(relative, maps.relative_depth_to_depth(values, near, far), rtol=1e-5)
+    assert camera_estimate.depth_range_for_shift(-0.1, 1.0) == camera_estimate.MAX_RANGE_RATIO
+
+
+def test_35mm_equivalent_is_on_the_diagonal():
+    focal_px = camera_estimate.focal_px_from_35mm(50.0, 3000, 2000)
+    lens = geometry.lens_from_35mm(50.0, 3000, 2000)
+    assert focal_px == pytest.approx(lens / 36.0 * 3000)
+    assert camera_estimate.focal_35mm_from_px(focal_px, 3000, 2000) == pytest.approx(50.0)
+
+
+@pytest.mark.parametrize("source, available, expected", [
+    ("AUTO", {"recorded", "estimated", "scene camera"}, ("recorded", False)),
+    ("AUTO", {"estimated", "scene camera"}, ("estimated", False)),
+    ("AUTO", {"scene camera"}, ("scene camera", True)),
+    ("AUTO", set(), ("default", True)),
+    ("ESTIMATED", {"recorded", "scene camera"}, ("recorded", True)),
+    ("RECORDED", {"estimated", "scene camera"}, ("scene camera", True)),
+    ("SCENE", {"recorded"}, ("default", True)),
+    ("MANUAL", {"manual", "recorded"}, ("manual", False)),
+])
+def test_focal_sources_fall_back_in_order(source, available, expected):
+    assert camera_estimate.focal_origin(source, available) == expected
+
+
+# ---- refinement ----
+
+def test_cosine_transform_solve_matches_a_dense_solve():
+    rng = np.random.default_rng(0)
+    height, width, prior = 5, 7, 0.3
+    target = rng.normal(size=(height, width))
+    steps_x, steps_down = rng.normal(size=(height, width - 1)), rng.normal(size=(height - 1, width))
+    solution = depth_refine.screened_poisson(target, steps_x, steps_down, prior)
+    # The same least-squares problem written out densely.
+    count = height * width
+    index = np.arange(count).reshape(height, width)
+    rows, wanted = [], []
+    for (a, b), step in [((index[:, :-1], index[:, 1:]), steps_x), ((index[:-1], index[1:]), steps_down)]:
+        for p, q, t in zip(a.ravel(), b.ravel(), step.ravel()):
+            row = np.zeros(count)
+            row[q], row[p] = 1.0, -1.0
+            rows.append(row)
+            wanted.append(t)
+    matrix = np.vstack(rows + [math.sqrt(prior) * np.eye(count)])
+    rhs = np.concatenate([wanted, math.sqrt(prior) * target.ravel()])
+    dense = np.linalg.lstsq(matrix, rhs, rcond=None)[0].reshape(height, width)
+    assert np.abs(solution - dense).max() < 1e-10
+
+
+def test_true_depth_and_normals_stay_put():
+    depth, normals, _, focal = scenes.room()
+    refined = depth_refine.refine_depth(depth, normals, focal)
+    assert np.median(np.abs(refined / depth - 1.0)) < 1e-4
+
+
+@pytest.mark.parametrize("lens", [24.0, 50.0])
+def test_refinement_takes_the_detail_from_the_normals(lens):
+    depth, normals, labels, focal = scenes.balls(focal_35mm=lens)
+    rng = np.random.default_rng(11)
+    disparity = scenes.gaussian_blur(scenes.lotus_disparity(depth, rng), 3.0)
+    estimate = camera_estimate.estimate_camera(disparity, normals, focal_px=focal)
+    smooth = estimate.depth(disparity)
+    refined = depth_refine.refine_depth(smooth, normals, focal)
+    # Same scale for both before comparing with the truth (the maps have none).
+    smooth *= np.median(depth / smooth)
+    refined *= np.median(depth / refined)
+    intrinsics = geometry.Intrinsics(128, 96, focal)
+    before_normal, before_3d = scenes.mesh_errors(smooth, depth, intrinsics)
+    after_normal, after_3d = scenes.mesh_errors(refined, depth, intrinsics)
+    assert after_normal <= 0.5 * before_normal
+    assert after_3d <= before_3d
+    # Occlusions stay torn: a ball in front of the wall is still cut from it.
+    assert geometry.torn_faces(refined, 0.05)[labels[:-1, :-1] == scenes.SPHERE_LABEL + 2].any()
+
+
+def test_refined_map_round_trip():
+    depth, normals, _, focal = scenes.room(focal_35mm=35.0)
+    disparity, near, far = maps.depth_to_disparity(depth)
+    shift = 1.0 / (far / near - 1.0)       # 1/z ~ d + s exactly for this normalisation
+    refined, range_ratio = camera_estimate.refine_map(disparity, normals, "disparity", focal, shift)
+    assert refined.min() == pytest.approx(0.0, abs=1e-6) and refined.max() == pytest.approx(1.0)
+    rebuilt = maps.disparity_to_depth(refined, near, near * (1.0 + range_ratio))
+    assert np.median(np.abs(rebuilt / depth - 1.0)) < 1e-3
+    # Relative depth (near = 0): z ~ v + s with v = (z - near) / (far - near), s = near / (far - near).
+    relative = (depth - near) / (far - near)
+    refined, range_ratio = camera_estimate.refine_map(relative, normals, "depth", focal, near / (far - near))
+    assert refined.min() == pytest.approx(0.0, abs=1e-6) and refined.max() == pytest.approx(1.0)
+    rebuilt = maps.relative_depth_to_depth(refined, near, near * (1.0 + range_ratio))
+    assert np.median(np.abs(rebuilt / depth - 1.0)) < 1e-3
