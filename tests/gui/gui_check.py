@@ -38,6 +38,10 @@ def parse_args():
     parser.add_argument("--worker-python", required=True,
                         help="a Python with torch and diffusers for the worker")
     parser.add_argument("--readme", help="also write the README's screenshots into this folder")
+    parser.add_argument("--exact-maps", action="store_true",
+                        help="build from the photo scene's exact depth and normals (ray cast) "
+                             "instead of the tiny model's noise: builder results that look like "
+                             "something (the README's screenshots)")
     parser.add_argument("--keep-open", action="store_true", help="do not quit at the end")
     return parser.parse_args(argv)
 
@@ -122,7 +126,7 @@ def make_photo_scene():
     camera.rotation_euler = (1.13, 0.0, 0.0)
     scene.render.engine = 'CYCLES'
     scene.cycles.samples = 8
-    scene.cycles.preview_samples = 8
+    scene.cycles.preview_samples = 16
     scene.cycles.use_denoising = False
     scene.render.resolution_x, scene.render.resolution_y = 480, 320
     scene.render.resolution_percentage = 100
@@ -332,17 +336,66 @@ def steps():
     photo = bpy.data.images.get("studio") or bpy.data.images.load(str(photo_path),
                                                                    check_existing=True)
     REPORT["photo"] = photo.name
+    if ARGS.exact_maps:
+        write_exact_maps(bpy.data.images["studio_depth"], bpy.data.images["studio_normal"])
     scene = bpy.context.scene
     for name in ("lotus_scene25d", "lotus_materials", "lotus_relight"):
         getattr(scene, name).photo = photo
     yield from settle()
     screenshot("09_builders", "the three builders with a photo chosen")
-    yield from build("lotus.build_photo_scene", "10_scene25d", 'MATERIAL', camera_view=True)
+    yield from build("lotus.build_photo_scene", "10_scene25d", 'MATERIAL', camera_view=True,
+                     wait=10.0)
     # Material Preview compiles its shaders on the CPU here (llvmpipe): give it time.
     yield from build("lotus.normal_material", "11_material", 'MATERIAL', camera_view=False,
                      wait=15.0)
     yield from build("lotus.relight_setup", "12_relight", 'RENDERED', camera_view=True,
-                     wait=15.0)
+                     wait=45.0)
+
+
+def write_exact_maps(depth_image, normal_image):
+    """Overwrite the predicted maps with the render's exact ones, in the add-on's conventions:
+    disparity in [0, 1] (near = 1) and camera-space normals as an OpenGL normal map. Ray cast
+    through each pixel centre from the scene camera."""
+    import numpy as np
+    from mathutils import Vector
+    scene = bpy.context.scene
+    camera = scene.camera
+    width, height = depth_image.size
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    top_right, _bottom_right, bottom_left, top_left = camera.data.view_frame(scene=scene)
+    to_world = camera.matrix_world
+    rotation = to_world.to_3x3()
+    origin = to_world.translation
+    to_camera = to_world.inverted()
+    depth = np.zeros((height, width), np.float64)
+    normals = np.zeros((height, width, 3), np.float64)
+    normals[..., 2] = 1.0
+    for row in range(height):
+        v = (row + 0.5) / height
+        for column in range(width):
+            u = (column + 0.5) / width
+            point = top_left + (top_right - top_left) * u + (bottom_left - top_left) * v
+            direction = (rotation @ Vector(point)).normalized()
+            hit, location, normal, *_rest = scene.ray_cast(depsgraph, origin, direction)
+            if not hit:
+                continue
+            depth[row, column] = -(to_camera @ location).z
+            normal_camera = (rotation.transposed() @ normal).normalized()
+            if normal_camera.dot(Vector(point)) > 0:  # seen from behind: face the camera
+                normal_camera = -normal_camera
+            normals[row, column] = normal_camera
+    far = depth.max() if depth.max() > 0 else 1.0
+    depth[depth <= 0] = far
+    disparity = 1.0 / depth
+    disparity = (disparity - disparity.min()) / max(disparity.max() - disparity.min(), 1e-9)
+    rgba = np.ones((height, width, 4), np.float32)
+    rgba[..., :3] = disparity[..., None]
+    depth_image.pixels.foreach_set(rgba[::-1].ravel())
+    rgba[..., :3] = normals * 0.5 + 0.5
+    normal_image.pixels.foreach_set(rgba[::-1].ravel())
+    for image in (depth_image, normal_image):
+        image.update()
+    REPORT["exact_maps"] = {"size": [width, height], "depth_range": [float(depth.min()), float(far)]}
 
 
 def build(idname, shot, shading, camera_view, wait=3.0):
@@ -364,6 +417,7 @@ def build(idname, shot, shading, camera_view, wait=3.0):
     check(result == {'FINISHED'}, f"{idname} returned {result}")
     for obj in bpy.context.view_layer.objects:
         obj.hide_set(obj.name not in new)
+        obj.select_set(obj.name in new)
     space = area.spaces.active
     space.shading.type = shading
     if camera_view:
@@ -373,7 +427,13 @@ def build(idname, shot, shading, camera_view, wait=3.0):
         with override():
             bpy.ops.view3d.view_axis(type='FRONT')
             bpy.ops.view3d.view_selected()
+    for obj in bpy.context.view_layer.objects:
+        obj.select_set(False)  # no selection outline over the result (the active object stays)
     yield from settle(wait)
+    _window, _area, sidebar, _main = window_parts()
+    with bpy.context.temp_override(window=window, area=area, region=sidebar):
+        REPORT[shot]["live_mesh_panel"] = bpy.types.LOTUS_PT_scene25d_live.poll(bpy.context)
+        REPORT[shot]["active"] = getattr(bpy.context.active_object, "name", None)
     screenshot(shot, f"{idname}: {result}, new objects {new}")
 
 
