@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Build the Lotus for Blender extension.
 
-    python build.py                      # extension zip for this platform into dist/
-    python build.py --torch none         # light build: no torch, the worker runs in a Python you choose
-    python build.py --platform all --python 3.11,3.13 --torch cpu
+    python build.py                      # this platform's zips, one per Blender Python, into dist/
+    python build.py --torch none         # light builds: no torch, the worker runs in a Python you choose
+    python build.py --platform all --torch cpu
     python build.py repo DIR [options]   # a static extension repository a studio can host
     python build.py --bundle-model SOURCE  # ship a compact fp16 Lotus checkpoint inside the zip
 
-Wheels are resolved per target platform and Python with ``pip download --only-binary`` and cached
+One zip per platform and Blender Python (cp311: Blender 4.2-5.0, cp313: Blender 5.1+), each
+holding only its own wheels: Blender picks the one matching its Python from a repository and
+refuses the other. Wheels are resolved per target platform and Python with ``pip download --only-binary`` and cached
 under wheels/, so a second build downloads nothing. numpy is never bundled (Blender ships its own).
 The zip is built and validated by Blender's own extension tool (blender_ext.py from the installed
 ``bpy`` package, or ``blender --command extension`` with --blender).
@@ -16,6 +18,7 @@ The zip is built and validated by Blender's own extension tool (blender_ext.py f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -27,6 +30,7 @@ import sys
 import sysconfig
 import tempfile
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -54,8 +58,15 @@ PLATFORM_TAGS = {
     "macos-arm64": ["macosx_14_0_arm64", "macosx_13_0_arm64", "macosx_12_0_arm64",
                     "macosx_11_0_arm64", "macosx_10_9_universal2"],
 }
-# Blender's Python per release line: cp311 for 4.2-5.0, cp313 for 5.1+.
-PYTHON_BLENDER_RANGE = {"3.11": ("4.2.0", "5.1.0"), "3.13": ("5.1.0", None)}
+# Blender's Python per release line: official builds run CPython 3.11 up to 5.0 and 3.13 from
+# 5.1. Linux distributions build Blender 4.x on their system Python too (3.13 in some), so only
+# the cp311 zip gets a maximum version: official 5.1+ then refuse it at install time instead of
+# after; Blender itself refuses a zip whose wheels are for another Python (python_versions).
+PYTHON_BLENDER_RANGE = {"3.11": ("4.2.0", "5.1.0"), "3.13": ("4.2.0", None)}
+# What to tell the user a zip installs on.
+PYTHON_BLENDERS = {"3.11": "Blender 4.2 to 5.0 (Python 3.11)",
+                   "3.13": "Blender 5.1 and newer, and 4.2+ builds on Python 3.13"}
+DEFAULT_PYTHONS = "3.11,3.13"
 # Where CPU-only torch builds live for platforms whose PyPI torch is the CUDA build.
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu128"
@@ -63,6 +74,11 @@ TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu128"
 
 class BuildError(Exception):
     """A problem the user can act on: printed as one line, exit status 1."""
+
+
+class TorchUnavailable(BuildError):
+    """No torch wheel of the asked variant for a platform and Python (the default build falls
+    back to a light zip for that target and says so)."""
 
 
 # ----------------------------------------------------------------------------- Blender's tool
@@ -142,9 +158,9 @@ class ExtensionTool:
 # ----------------------------------------------------------------------------- wheels
 
 def _pip_download(requirements: list[str], dest: Path, platform: str, python: str,
-                  extra_index: str | None, no_deps: bool = False) -> None:
+                  extra_index: str | None, no_deps: bool = False, retries: int | None = None) -> None:
     cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-input",
-           *(["--no-deps"] if no_deps else []),
+           *(["--no-deps"] if no_deps else []), *(["--retries", str(retries)] if retries is not None else []),
            "--only-binary=:all:", "--implementation", "cp", "--python-version", python,
            "--abi", "cp" + python.replace(".", ""), "--abi", "abi3", "--abi", "none", "-d", str(dest)]
     for tag in PLATFORM_TAGS[platform]:
@@ -167,9 +183,30 @@ def _wheel_project(filename: str) -> str:
     return filename.split("-", 1)[0].lower().replace("_", "-")
 
 
+@contextlib.contextmanager
+def _locked(folder: Path):
+    """One build at a time resolves into a cache folder (test runs may build side by side)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: builds there are run by hand, one at a time
+        yield
+        return
+    with open(folder / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def resolve_wheels(cache: Path, platform: str, python: str, torch: str,
                    torch_index: str | None) -> list[Path]:
     """The wheels to bundle for one target, downloaded once into cache/<target>/ and then reused."""
+    target_dir = cache / f"{platform}-cp{python.replace('.', '')}-torch-{torch}"
+    with _locked(target_dir):
+        return _resolve_wheels(target_dir, platform, python, torch, torch_index)
+
+
+def _resolve_wheels(target_dir: Path, platform: str, python: str, torch: str,
+                    torch_index: str | None) -> list[Path]:
     requirements = list(WORKER_REQUIREMENTS)
     extra_index = None
     if torch != "none":
@@ -182,8 +219,7 @@ def resolve_wheels(cache: Path, platform: str, python: str, torch: str,
             extra_index = torch_index or TORCH_CUDA_INDEX
         else:
             extra_index = torch_index
-    key = hashlib.sha256(json.dumps([requirements, extra_index]).encode()).hexdigest()[:12]
-    target_dir = cache / f"{platform}-cp{python.replace('.', '')}-torch-{torch}"
+    key = hashlib.sha256(json.dumps([requirements, extra_index, 2]).encode()).hexdigest()[:12]
     lock = target_dir / "lock.json"
     if lock.is_file():
         locked = json.loads(lock.read_text())
@@ -199,11 +235,22 @@ def resolve_wheels(cache: Path, platform: str, python: str, torch: str,
     if torch != "none":
         # torch alone from its index (one slow query at most when that index is out of reach),
         # then its dependencies from the main index by naming the downloaded wheel itself.
-        _pip_download([TORCH_REQUIREMENT], download_dir, platform, python, extra_index, no_deps=True)
+        # On Linux the CPU build is asked for by its local version (+cpu), so pip never fetches
+        # the multi-GB CUDA build that PyPI serves under the plain version.
+        cpu_only = torch == "cpu" and platform == "linux-x64"
+        wanted_torch = TORCH_REQUIREMENT + "+cpu" if cpu_only else TORCH_REQUIREMENT
+        try:
+            # Few retries: an unreachable torch index (a proxy, an offline mirror) would otherwise
+            # cost every build ~8 s of pip's back-off before the light fallback.
+            _pip_download([wanted_torch], download_dir, platform, python, extra_index, no_deps=True,
+                          retries=2)
+        except BuildError as ex:
+            shutil.rmtree(download_dir, ignore_errors=True)
+            variant = "CPU build of torch" if torch == "cpu" else f"torch ({torch})"
+            where = " (PyPI has only the CUDA build, ~3 GB)" if cpu_only else ""
+            raise TorchUnavailable(f"no {variant} {TORCH_REQUIREMENT.split('==')[1]} for "
+                                   f"{platform} / Python {python}{where}") from ex
         torch_wheels = sorted(download_dir.glob("torch-*.whl"))
-        if torch == "cpu" and platform == "linux-x64" and not any("+cpu" in w.name for w in torch_wheels):
-            raise BuildError(f"no CPU build of torch for linux-x64 / Python {python} "
-                             f"(looked in {extra_index}); pass --torch-index URL or --torch cuda")
         requirements = [r for r in requirements if r != TORCH_REQUIREMENT] + [str(torch_wheels[0])]
     _pip_download(requirements, download_dir, platform, python, None)
     # Keep exactly the files of this resolution (a stale download folder may hold older ones).
@@ -227,17 +274,15 @@ def resolve_wheels(cache: Path, platform: str, python: str, torch: str,
 
 # ----------------------------------------------------------------------------- staging
 
-def staged_manifest(text: str, platforms: list[str], wheels: list[str], pythons: list[str]) -> str:
+def staged_manifest(text: str, platforms: list[str], wheels: list[str], python: str | None) -> str:
     """The source manifest with this build's platforms, wheel list and Blender range written in."""
     text = re.sub(r"(?m)^platforms\s*=.*$", "platforms = " + json.dumps(platforms), text)
     extra = ""
     if wheels:
         extra += "wheels = [\n" + "".join(f'  "./wheels/{w}",\n' for w in wheels) + "]\n"
-    # A build without cp313 wheels must not be offered to Blender 5.1+ (a different Python).
-    lows, highs = zip(*(PYTHON_BLENDER_RANGE[p] for p in pythons))
-    if wheels and all(h is not None for h in highs):
-        top = max(highs, key=lambda v: tuple(int(x) for x in v.split(".")))
-        extra += f'blender_version_max = "{top}"\n'
+        top = PYTHON_BLENDER_RANGE[python][1] if python else None
+        if top:
+            extra += f'blender_version_max = "{top}"\n'
     if not re.search(r"(?m)^blender_version_min\s*=", text):
         raise BuildError("blender_manifest.toml has no blender_version_min")
     text = re.sub(r"(?m)^(blender_version_min\s*=.*)$", lambda m: m.group(1) + "\n" + extra, text, count=1)
@@ -245,13 +290,20 @@ def staged_manifest(text: str, platforms: list[str], wheels: list[str], pythons:
     return text
 
 
-def stage_source(stage: Path, platforms: list[str], pythons: list[str], wheels: list[Path],
+def _link_or_copy(source: Path, dest: Path) -> None:
+    try:
+        os.link(source, dest)  # torch alone is ~190 MB: no need to copy it into every stage
+    except OSError:
+        shutil.copy2(source, dest)
+
+
+def stage_source(stage: Path, platforms: list[str], python: str | None, wheels: list[Path],
                  model_bundle: Path | None) -> None:
     shutil.copytree(PACKAGE, stage, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     if wheels:
         (stage / "wheels").mkdir()
         for wheel in wheels:
-            shutil.copy2(wheel, stage / "wheels" / wheel.name)
+            _link_or_copy(wheel, stage / "wheels" / wheel.name)
     if model_bundle is not None:
         shutil.copytree(model_bundle, stage / "models" / model_bundle.name)
     try:
@@ -259,7 +311,7 @@ def stage_source(stage: Path, platforms: list[str], pythons: list[str], wheels: 
     except OSError as ex:
         raise BuildError(f"cannot read {MANIFEST.name}: {ex}") from ex
     (stage / "blender_manifest.toml").write_text(
-        staged_manifest(text, platforms, sorted({w.name for w in wheels}), pythons), encoding="utf-8")
+        staged_manifest(text, platforms, sorted({w.name for w in wheels}), python), encoding="utf-8")
 
 
 def bundle_model(source: str, work: Path, allow_network: bool, kind: str | None) -> Path:
@@ -282,7 +334,29 @@ def bundle_model(source: str, work: Path, allow_network: bool, kind: str | None)
 
 # ----------------------------------------------------------------------------- commands
 
-def build(args) -> list[Path]:
+@dataclass
+class BuiltZip:
+    path: Path
+    platform: str
+    python: str
+    torch: str  # what it bundles: cpu, cuda or none
+
+    def summary(self) -> str:
+        size = self.path.stat().st_size / 2**20
+        torch_text = {"cpu": "torch (CPU) bundled", "cuda": "torch (CUDA) bundled",
+                      "none": "light: no torch, the worker needs a Python with torch "
+                              "(Preferences > Worker Python)"}[self.torch]
+        return f"built {self.path} ({size:.1f} MiB): {PYTHON_BLENDERS[self.python]}; {torch_text}"
+
+
+def _torch_fallback_note(ex: TorchUnavailable, python: str) -> str:
+    tag = "cp" + python.replace(".", "")
+    lines = "5.1+" if python == "3.13" else "4.2-5.0"
+    return (f"note: {ex}: the {tag} zip (Blender {lines}) is a light build instead; its users set "
+            f"Worker Python to a Python with torch (or build it with --torch cuda)")
+
+
+def build(args) -> list[BuiltZip]:
     platforms = list(PLATFORM_TAGS) if args.platform == ["all"] else (args.platform or [this_platform()])
     for platform in platforms:
         if platform not in PLATFORM_TAGS:
@@ -299,33 +373,46 @@ def build(args) -> list[Path]:
         tmp = Path(tmp)
         # Fail early, before any download, on a manifest Blender rejects.
         precheck = tmp / "precheck" / "lotus_blender"
-        stage_source(precheck, platforms, pythons, [], None)
+        stage_source(precheck, platforms, None, [], None)
         tool.validate(precheck)
         model = bundle_model(args.bundle_model, tmp, args.allow_network, args.bundle_kind) if args.bundle_model else None
-        built: list[Path] = []
+        built: list[BuiltZip] = []
+        # One zip per platform and Python: each Blender installs only the wheels of its own
+        # Python, so a zip holding both sets would be twice the download for nothing.
         for platform in platforms:
-            wheels = [w for py in pythons
-                      for w in resolve_wheels(cache, platform, py, args.torch, args.torch_index)]
-            stage = tmp / f"stage-{platform}" / "lotus_blender"
-            stage_source(stage, [platform], pythons, wheels, model)
-            tool.validate(stage)
-            zips = tmp / f"zips-{platform}"
-            zips.mkdir()
-            tool.build(stage, zips, split=True)
-            for zip_path in zips.glob("*.zip"):
-                tool.validate(zip_path)
-                suffix = "" if args.torch == "cpu" else f"-torch-{args.torch}"
-                built.append(zip_path.rename(zip_path.with_name(zip_path.stem + suffix + ".zip")))
+            for python in pythons:
+                torch = "cpu" if args.torch == "auto" else args.torch
+                try:
+                    wheels = resolve_wheels(cache, platform, python, torch, args.torch_index)
+                except TorchUnavailable as ex:
+                    if args.torch != "auto":
+                        raise TorchUnavailable(f"{ex}; pass --torch-index URL, --torch cuda, or "
+                                               f"--torch auto for a light zip there") from ex
+                    print(_torch_fallback_note(ex, python), flush=True)
+                    torch = "none"
+                    wheels = resolve_wheels(cache, platform, python, torch, args.torch_index)
+                name = f"{platform}-cp{python.replace('.', '')}"
+                stage = tmp / f"stage-{name}" / "lotus_blender"
+                stage_source(stage, [platform], python, wheels, model)
+                tool.validate(stage)
+                zips = tmp / f"zips-{name}"
+                zips.mkdir()
+                tool.build(stage, zips, split=True)
+                for zip_path in zips.glob("*.zip"):
+                    tool.validate(zip_path)
+                    suffix = f"-cp{python.replace('.', '')}" + ("" if torch == "cpu" else f"-torch-{torch}")
+                    built.append(BuiltZip(zip_path.rename(zip_path.with_name(zip_path.stem + suffix + ".zip")),
+                                          platform, python, torch))
+                shutil.rmtree(stage.parent)
         if not built:
             raise BuildError("Blender's extension tool produced no zip")
         # Only now, with every zip validated, do they appear in the output folder.
         output_dir.mkdir(parents=True, exist_ok=True)
-        final = []
-        for zip_path in built:
-            dest = output_dir / zip_path.name
-            shutil.move(str(zip_path), dest)
-            final.append(dest)
-    return final
+        for item in built:
+            dest = output_dir / item.path.name
+            shutil.move(str(item.path), dest)
+            item.path = dest
+    return built
 
 
 def main(argv: list[str]) -> int:
@@ -333,14 +420,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("command", nargs="?", choices=["build", "repo"], default="build",
                         help="build (default): zips into --output-dir; repo: a static extension repository")
     parser.add_argument("repo_dir", nargs="?", help="with 'repo': the repository folder to write")
-    parser.add_argument("--torch", choices=["cpu", "cuda", "none"], default="cpu",
-                        help="torch variant to bundle (none = light build, worker Python chosen by the user)")
+    parser.add_argument("--torch", choices=["auto", "cpu", "cuda", "none"], default="auto",
+                        help="torch variant to bundle: auto (default) = the CPU build where one can be "
+                             "had, else a light zip for that target (said in one line); cpu = fail "
+                             "instead; none = light builds, worker Python chosen by the user")
     parser.add_argument("--platform", action="append",
                         help=f"target platform, repeatable: {', '.join(PLATFORM_TAGS)} or all "
                              "(default: this machine's)")
-    parser.add_argument("--python", default="3.11",
-                        help="Blender Python version(s) to bundle wheels for, comma separated: "
-                             "3.11 (Blender 4.2-5.0), 3.13 (Blender 5.1+); default 3.11")
+    parser.add_argument("--python", default=DEFAULT_PYTHONS,
+                        help="Blender Python version(s), comma separated, one zip each: "
+                             f"3.11 (Blender 4.2-5.0), 3.13 (Blender 5.1+); default {DEFAULT_PYTHONS}")
     parser.add_argument("--torch-index", help="extra package index for torch wheels")
     parser.add_argument("--blender", help="a blender binary to use instead of the bpy module's tool")
     parser.add_argument("--output-dir", default=str(ROOT / "dist"))
@@ -365,14 +454,15 @@ def main(argv: list[str]) -> int:
     except BuildError as ex:
         print(f"error: {ex}", file=sys.stderr)
         return 1
-    for zip_path in zips:
-        print(f"built {zip_path} ({zip_path.stat().st_size / 2**20:.1f} MiB)")
+    for item in zips:
+        print(item.summary())
     if args.command == "repo":
         print(f"extension repository written to {Path(args.repo_dir).resolve()} (index.json, index.html): "
-              "serve it over HTTP and add its URL in Blender: Preferences > Get Extensions > Repositories")
+              "serve it over HTTP and add its URL in Blender: Preferences > Get Extensions > Repositories; "
+              "each Blender picks the zip for its own version and Python")
     else:
         print("install: Blender > Edit > Preferences > Get Extensions > (menu) Install from Disk... "
-              "and pick the zip")
+              "and pick the zip for your Blender")
     return 0
 
 

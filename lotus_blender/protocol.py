@@ -24,7 +24,9 @@ Events (worker -> Blender), each a dict with an ``event``:
   result     {"event": "result", "id": JOB_ID, "outputs": [OUTPUT, ...], "info": {...}}
              OUTPUT = {"input": PATH, "path": NPY_PATH, "kind": "disparity"|"depth"|"normal",
                        "width": int, "height": int}
-  error      {"event": "error", "id": JOB_ID or None, "message": short str, "traceback": str}
+  error      {"event": "error", "id": JOB_ID or None, "message": short str, "traceback": str,
+              "missing": [MODULE, ...] only when the worker's Python lacks packages (torch, ...),
+              "unknown_kind": SOURCE only when the model's kind must be given (not recognised)}
   cancelled  {"event": "cancelled", "id": JOB_ID}
   released   {"event": "released"}
   pong       {"event": "pong"}
@@ -69,6 +71,11 @@ KIND_NORMAL = "normal"
 KINDS = (KIND_DISPARITY, KIND_DEPTH, KIND_NORMAL)
 
 
+def kinds_for(task: str) -> tuple:
+    """The kinds a model must predict to serve ``task``."""
+    return (KIND_NORMAL,) if task == TASK_NORMAL else (KIND_DISPARITY, KIND_DEPTH)
+
+
 class ProtocolError(ValueError):
     """A line that is not a valid protocol message."""
 
@@ -110,8 +117,14 @@ def progress_event(job_id: str, stage: str, fraction: float, item: int = 0, item
             "items": int(items), "message": message}
 
 
-def error_event(job_id: str | None, message: str, traceback_text: str = "") -> dict:
-    return {"event": EV_ERROR, "id": job_id, "message": message, "traceback": traceback_text}
+def error_event(job_id: str | None, message: str, traceback_text: str = "",
+                missing: list[str] | None = None, unknown_kind: str | None = None) -> dict:
+    event = {"event": EV_ERROR, "id": job_id, "message": message, "traceback": traceback_text}
+    if missing:
+        event["missing"] = list(missing)
+    if unknown_kind:
+        event["unknown_kind"] = unknown_kind
+    return event
 
 
 # The known Lotus checkpoints (Hugging Face repo ids), shared by the worker (to tell what a
@@ -119,12 +132,15 @@ def error_event(job_id: str | None, message: str, traceback_text: str = "") -> d
 # (unet/config.json in_channels), never from this table.
 KNOWN_CHECKPOINTS = {
     "jingheya/lotus-depth-g-v2-1-disparity": KIND_DISPARITY,
+    "jingheya/lotus-depth-g-v2-0-disparity": KIND_DISPARITY,  # the official infer.sh/app.py default
     "jingheya/lotus-depth-d-v2-0-disparity": KIND_DISPARITY,
     "jingheya/lotus-depth-g-v1-0": KIND_DEPTH,
     "jingheya/lotus-depth-d-v1-0": KIND_DEPTH,
     "jingheya/lotus-depth-d-v1-1": KIND_DEPTH,
     "jingheya/lotus-normal-g-v1-1": KIND_NORMAL,
     "jingheya/lotus-normal-d-v1-1": KIND_NORMAL,
+    "jingheya/lotus-normal-g-v1-0": KIND_NORMAL,  # the official app.py's normal models
+    "jingheya/lotus-normal-d-v1-0": KIND_NORMAL,
 }
 DEFAULT_CHECKPOINTS = {
     TASK_DEPTH: "jingheya/lotus-depth-g-v2-1-disparity",

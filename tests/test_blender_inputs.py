@@ -381,9 +381,11 @@ def test_unwritable_output_folder_keeps_results(lotus, tmp_path):
     result, built = _run(lotus, reports, gather)
     assert result == {'FINISHED'}
     errors = reports.texts('ERROR')
-    assert errors and "Cannot create the output folder" in errors[0]
+    assert len(errors) == 1 and errors[0].startswith("Could not create the folder ")
+    assert "not a directory" in errors[0] and "packed into the .blend" in errors[0]
     depth = bpy.data.images["nowrite_src_depth"]
-    assert depth.source == 'GENERATED' and image_pixels(depth)[..., 0].std() >= 0.0
+    # Packed: the pixels stay in Blender and are saved with the .blend.
+    assert depth.packed_file is not None and image_pixels(depth)[..., 0].std() > 0.0
     # Nothing lost: the arrays stay in the job folder.
     assert os.path.isfile(built[0].outputs[0]["path"])
     remove_images("nowrite_src")

@@ -1,7 +1,9 @@
-"""build.py: the light build (--torch none) end to end, the wheel cache, the repository, and failures.
+"""build.py: the default build installed and enabled by the Blender under test, the light build
+(--torch none) end to end, the wheel cache, the repository, and failures.
 
-The light build still resolves and bundles the worker's non-torch wheels from the package index, so
-these tests exercise the real pip resolution (no torch: no multi-GB downloads).
+The light builds still resolve and bundle the worker's non-torch wheels from the package index, so
+these tests exercise the real pip resolution. The default build uses the repository's wheel cache
+(wheels/): after the first build it downloads nothing and takes seconds.
 """
 
 import json
@@ -38,6 +40,36 @@ def official_tags():
     return sorted(bpy_dir.glob("*/scripts/modules/_bpy_internal/extensions/tags.py"))[-1]
 
 
+def this_python() -> str:
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def python_tag(python: str) -> str:
+    return "cp" + python.replace(".", "")
+
+
+def wheel_pythons(name: str) -> set:
+    """The Python tags of a wheel file name: {'cp311'}, {'py3'}, {'cp310-abi3'}, ..."""
+    python, abi = name[:-len(".whl")].split("-")[-3:-1]
+    return {f"{tag}-abi3" if abi == "abi3" else tag for tag in python.split(".")}
+
+
+def assert_wheels_only_for(python: str, wheels: list[str]) -> None:
+    """Every bundled wheel runs on this Python, and some are specific to it (so Blender reads the
+    zip's Python version from them)."""
+    tag = python_tag(python)
+    specific = [w for w in wheels if tag in wheel_pythons(w)]
+    assert specific, wheels
+    for wheel in wheels:
+        tags = wheel_pythons(wheel)
+        assert tag in tags or tags & {"py3", "py2"} or any(t.endswith("-abi3") for t in tags), wheel
+
+
+def zip_manifest(zip_path: Path) -> dict:
+    with zipfile.ZipFile(zip_path) as zf:
+        return tomllib.loads(zf.read("blender_manifest.toml").decode())
+
+
 # An environment in which pip cannot reach any index: proves a build downloads nothing.
 OFFLINE_PIP = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "", "PIP_EXTRA_INDEX_URL": "",
                "PIP_INDEX_URL": "file:///nonexistent-index"}
@@ -45,8 +77,10 @@ OFFLINE_PIP = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "", "PIP_EXTRA_INDEX_URL":
 
 @pytest.fixture(scope="module")
 def light_build(tmp_path_factory):
+    # The repository's wheel cache, as the default build uses: on a fresh machine (CI) the first
+    # run resolves from the index, every later run (another Blender version) reuses it.
     base = tmp_path_factory.mktemp("build")
-    cache, dist = base / "wheels", base / "dist"
+    cache, dist = ROOT / "wheels", base / "dist"
     proc = run_build("--torch", "none", "--wheel-cache", str(cache), "--output-dir", str(dist))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     zips = sorted(dist.glob("*.zip"))
@@ -69,41 +103,40 @@ def test_source_manifest_passes_strict_validation(tmp_path):
     assert "wheels" not in manifest  # the source manifest stays clean; builds write their own
 
 
-def test_light_build_zip(light_build):
+def test_light_build_zips(light_build):
+    """One light zip per Blender Python, each with only that Python's wheels."""
     proc, zips = light_build["proc"], light_build["zips"]
-    assert len(zips) == 1 and zips[0].name.endswith("linux_x64-torch-none.zip")
-    assert str(zips[0]) in proc.stdout and "MiB" in proc.stdout and "Install from Disk" in proc.stdout
-    with zipfile.ZipFile(zips[0]) as zf:
-        names = zf.namelist()
-        manifest = tomllib.loads(zf.read("blender_manifest.toml").decode())
-    wheels = [n for n in names if n.startswith("wheels/") and n.endswith(".whl")]
-    assert any(n.startswith("wheels/diffusers-") for n in wheels)
-    assert not any(n.startswith(("wheels/numpy-", "wheels/torch-")) for n in wheels)
-    assert sorted("./" + w for w in wheels) == sorted(manifest["wheels"])
-    assert manifest["platforms"] == ["linux-x64"]
-    assert manifest["blender_version_max"] == "5.1.0"  # cp311 wheels only: not for Blender 5.1+
-    assert "__init__.py" in names and "worker/__init__.py" in names and "protocol.py" in names
-    assert not any("__pycache__" in n for n in names)
+    assert [z.name for z in zips] == ["lotus_blender-0.1.0-linux_x64-cp311-torch-none.zip",
+                                      "lotus_blender-0.1.0-linux_x64-cp313-torch-none.zip"]
+    assert "Install from Disk" in proc.stdout
+    for zip_path, python in zip(zips, ("3.11", "3.13")):
+        line = next(ln for ln in proc.stdout.splitlines() if str(zip_path) in ln)
+        assert "MiB" in line and "light" in line
+        assert ("Blender 4.2 to 5.0" if python == "3.11" else "Blender 5.1 and newer") in line
+        with zipfile.ZipFile(zip_path) as zf:
+            names = zf.namelist()
+        manifest = zip_manifest(zip_path)
+        wheels = [n for n in names if n.startswith("wheels/") and n.endswith(".whl")]
+        assert any(n.startswith("wheels/diffusers-") for n in wheels)
+        assert not any(n.startswith(("wheels/numpy-", "wheels/torch-")) for n in wheels)
+        assert sorted("./" + w for w in wheels) == sorted(manifest["wheels"])
+        assert_wheels_only_for(python, [w.split("/")[-1] for w in wheels])
+        assert manifest["platforms"] == ["linux-x64"]
+        assert manifest["blender_version_min"] == "4.2.0"
+        # Official 5.1+ run Python 3.13: the cp311 zip is refused there at install time. The cp313
+        # zip has no maximum and also serves distro builds of 4.x on Python 3.13.
+        assert manifest.get("blender_version_max") == ("5.1.0" if python == "3.11" else None)
+        assert "__init__.py" in names and "worker/__init__.py" in names and "protocol.py" in names
+        assert not any("__pycache__" in n for n in names)
     # The source manifest was not touched by the build.
     assert "wheels" not in tomllib.loads((ROOT / "blender_manifest.toml").read_text())
 
 
-def test_light_build_validates_and_installs(light_build, tmp_path):
-    zip_path = light_build["zips"][0]
-    tool = str(blender_ext())
-    proc = subprocess.run([sys.executable, tool, "validate", "--valid-tags", str(official_tags()),
-                           str(zip_path)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    proc = subprocess.run([sys.executable, tool, "install-files", "--local-dir", str(repo),
-                           "--blender-version", "5.0.1", "--python-version", "3.11.13", str(zip_path)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    installed = repo / "lotus_blender"
-    assert (installed / "__init__.py").is_file()
-    assert (installed / "blender_manifest.toml").is_file()
-    assert any((installed / "wheels").glob("diffusers-*.whl"))
+def test_light_build_zips_validate(light_build):
+    for zip_path in light_build["zips"]:
+        proc = subprocess.run([sys.executable, str(blender_ext()), "validate", "--valid-tags",
+                               str(official_tags()), str(zip_path)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_second_build_downloads_nothing(light_build):
@@ -112,20 +145,51 @@ def test_second_build_downloads_nothing(light_build):
                      "--output-dir", str(dist2), env=OFFLINE_PIP)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "resolving wheels" not in proc.stdout
-    assert len(list(dist2.glob("*.zip"))) == 1
+    assert len(list(dist2.glob("*.zip"))) == 2
 
 
-def test_repo_command_writes_static_repository(light_build):
+def test_repo_serves_each_blender_the_zip_for_its_python(light_build, tmp_path):
+    """`build.py repo DIR` lists both zips under one id; Blender's own tool, syncing from it,
+    installs the cp311 zip on 4.2-5.0, the cp313 zip on 5.1+ and on a 4.x built on Python 3.13,
+    and nothing on a Blender whose Python no zip serves."""
+    import bpy
     repo = light_build["base"] / "static-repo"
     proc = run_build("repo", str(repo), "--torch", "none", "--wheel-cache", str(light_build["cache"]),
                      env=OFFLINE_PIP)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    index = json.loads((repo / "index.json").read_text())
-    entries = index["data"]
-    assert [e["id"] for e in entries] == ["lotus_blender"]
-    assert entries[0]["platforms"] == ["linux-x64"]
+    assert "each Blender picks the zip" in proc.stdout
+    entries = json.loads((repo / "index.json").read_text())["data"]
+    assert [e["id"] for e in entries] == ["lotus_blender", "lotus_blender"]
+    assert sorted(tuple(e["python_versions"]) for e in entries) == [("3.11",), ("3.13",)]
+    assert all(e["platforms"] == ["linux-x64"] for e in entries)
     assert (repo / "index.html").is_file()
-    assert (repo / entries[0]["archive_url"].removeprefix("./")).is_file()
+    assert all((repo / e["archive_url"].removeprefix("./")).is_file() for e in entries)
+
+    tool = str(blender_ext())
+    url = (repo / "index.json").as_uri()
+    this_blender = "%d.%d.%d" % bpy.app.version
+    this = "%d.%d.%d" % sys.version_info[:3]
+    # (Blender, its Python, whether a zip serves it): this Blender, official builds, a distro 4.3
+    # on Python 3.13, and a 5.1 on Python 3.11 that no zip serves.
+    cases = [(this_blender, this, True), ("4.2.23", "3.11.7", True), ("5.0.1", "3.11.13", True),
+             ("5.2.3", "3.13.0", True), ("4.3.2", "3.13.1", True), ("5.1.1", "3.11.7", False)]
+    for number, (blender, python, served) in enumerate(cases):
+        local = tmp_path / f"local{number}"
+        local.mkdir()
+        sync = subprocess.run([sys.executable, tool, "sync", "--remote-url", url, "--local-dir",
+                               str(local)], capture_output=True, text=True)
+        assert sync.returncode == 0, sync.stdout + sync.stderr
+        install = subprocess.run([sys.executable, tool, "install", "--remote-url", url, "--local-dir",
+                                  str(local), "--local-cache", "0", "--blender-version", blender,
+                                  "--python-version", python, "lotus_blender"],
+                                 capture_output=True, text=True)
+        manifest = local / "lotus_blender" / "blender_manifest.toml"
+        if not served:
+            assert "not compatible" in install.stdout and not manifest.exists(), install.stdout
+            continue
+        assert manifest.is_file(), (blender, python, install.stdout + install.stderr)
+        assert_wheels_only_for(".".join(python.split(".")[:2]),
+                               [w.split("/")[-1] for w in tomllib.loads(manifest.read_text())["wheels"]])
 
 
 def _assert_clean_failure(proc, dist, needle):
@@ -144,6 +208,18 @@ def test_no_wheel_for_platform_is_one_clear_error(tmp_path):
     proc = run_build("--torch", "none", "--wheel-cache", str(tmp_path / "cache"),
                      "--output-dir", str(dist), env=env)
     _assert_clean_failure(proc, dist, "no wheel of diffusers")
+    assert not dist.exists()
+
+
+def test_asked_for_cpu_torch_that_cannot_be_had_is_one_clear_error(tmp_path):
+    """`--torch cpu` never falls back to a light zip: no torch wheel reachable is an error."""
+    empty_links = tmp_path / "links"
+    empty_links.mkdir()
+    dist = tmp_path / "dist"
+    proc = run_build("--torch", "cpu", "--python", "3.13", "--wheel-cache", str(tmp_path / "cache"),
+                     "--output-dir", str(dist), env=dict(OFFLINE_PIP, PIP_FIND_LINKS=str(empty_links)))
+    _assert_clean_failure(proc, dist, "no CPU build of torch 2.13.0 for linux-x64 / Python 3.13")
+    assert "--torch auto for a light zip" in proc.stderr
     assert not dist.exists()
 
 
@@ -193,7 +269,8 @@ def test_bundled_model_ships_inside_the_zip(light_build, tiny_checkpoints, tmp_p
     """--bundle-model: a compact fp16 checkpoint (no text encoder) inside the extension."""
     dist = tmp_path / "dist"
     proc = run_build("--torch", "none", "--wheel-cache", str(light_build["cache"]), "--output-dir",
-                     str(dist), "--bundle-model", str(tiny_checkpoints[("G", "disparity")]),
+                     str(dist), "--python", "3.11",
+                     "--bundle-model", str(tiny_checkpoints[("G", "disparity")]),
                      "--bundle-kind", "disparity", env=OFFLINE_PIP)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (zip_path,) = dist.glob("*.zip")
@@ -217,8 +294,12 @@ import bpy
 import addon_utils
 import numpy as np
 repo_dir = tempfile.mkdtemp(prefix="lotus-installed-")
-subprocess.run([sys.executable, tool, "install-files", "--local-dir", repo_dir, "--blender-version",
-                "5.0.1", "--python-version", "3.11.13", zip_path], check=True, capture_output=True)
+# The real versions of this Blender: install-files refuses a zip not made for them (exit code 0).
+install = subprocess.run([sys.executable, tool, "install-files", "--local-dir", repo_dir,
+                          "--blender-version", "%d.%d.%d" % bpy.app.version,
+                          "--python-version", "%d.%d.%d" % sys.version_info[:3], zip_path],
+                         check=True, capture_output=True, text=True)
+assert "ERROR" not in install.stdout, install.stdout
 bpy.context.preferences.extensions.repos.new(name="Installed", module="installed",
                                              custom_directory=repo_dir, source='USER')
 name = "bl_ext.installed.lotus_blender"
@@ -243,7 +324,8 @@ report = {"status": sorted(status), "size": list(depth.size), "kind": depth["lot
           "files": sorted(os.listdir(prefs.output_dir)),
           "bundled": sorted(os.listdir(site[0])) if site else []}
 addon_utils.disable(name, default_set=True)
-print("REPORT " + json.dumps(report))
+print("REPORT " + json.dumps(report), flush=True)
+os._exit(0)  # PyPI bpy 4.2 can crash in its own shutdown once an extension was registered
 """
 
 
@@ -251,6 +333,10 @@ def test_light_build_runs_a_job_in_blender_with_a_chosen_python(light_build, tin
                                                                   tmp_path):
     """Install the light zip the way Blender does (wheels into its extension site-packages) and run
     a job whose worker Python has only numpy and torch: everything else comes from the bundle."""
+    if this_python() != "3.11":
+        pytest.skip("needs a CPU torch wheel for Blender's Python; PyPI has one for CPython 3.11 "
+                    f"only (Python {this_python()}: only the multi-GB CUDA build)")
+    (zip_path,) = [z for z in light_build["zips"] if f"-{python_tag(this_python())}-" in z.name]
     torch_python = tmp_path / "torch-python"
     subprocess.run([sys.executable, "-m", "venv", str(torch_python)], check=True)
     python = torch_python / "bin" / "python"
@@ -258,9 +344,14 @@ def test_light_build_runs_a_job_in_blender_with_a_chosen_python(light_build, tin
                          capture_output=True, text=True)
     assert pip.returncode == 0, pip.stderr[-2000:]
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "user"))
-    proc = subprocess.run([sys.executable, "-c", LIGHT_BUILD_JOB, str(light_build["zips"][0]),
-                           str(tiny_checkpoints[("G", "disparity")]), str(python), str(blender_ext())],
-                          capture_output=True, text=True, env=env, timeout=600)
+    try:
+        proc = subprocess.run([sys.executable, "-c", LIGHT_BUILD_JOB, str(zip_path),
+                               str(tiny_checkpoints[("G", "disparity")]), str(python),
+                               str(blender_ext())],
+                              capture_output=True, text=True, env=env, timeout=600)
+    finally:
+        # A venv with torch is over 1 GB: do not leave it to pytest's temp-folder rotation.
+        shutil.rmtree(torch_python, ignore_errors=True)
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("REPORT ")]
     assert proc.returncode == 0 and line, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(line[0][len("REPORT "):])
@@ -268,3 +359,108 @@ def test_light_build_runs_a_job_in_blender_with_a_chosen_python(light_build, tin
     assert report["size"] == [40, 30] and report["kind"] == "disparity"
     assert "photo_depth.exr" in report["files"]
     assert "diffusers" in report["bundled"] and "numpy" not in report["bundled"]
+
+
+# ----------------------------------------------------------------------------- the default build
+
+@pytest.fixture(scope="module")
+def default_build(tmp_path_factory):
+    """`python build.py` as a user runs it (the repository's wheel cache, wheels/)."""
+    dist = tmp_path_factory.mktemp("default-dist")
+    proc = run_build("--output-dir", str(dist))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return {"proc": proc, "zips": {python: next(dist.glob(f"*-{python_tag(python)}*.zip"), None)
+                                   for python in ("3.11", "3.13")}}
+
+
+def test_default_build_makes_one_zip_per_blender_python(default_build):
+    """Both Blender Pythons, each zip with its own wheels; a zip without torch only where the
+    build said in one line that no CPU torch could be had, and what its users get instead."""
+    out = default_build["proc"].stdout.splitlines()
+    for python, zip_path in default_build["zips"].items():
+        assert zip_path is not None, out
+        line = next(ln for ln in out if ln.startswith(f"built {zip_path} ("))
+        assert " MiB): " in line
+        assert ("Blender 4.2 to 5.0" if python == "3.11" else "Blender 5.1 and newer") in line
+        wheels = [w.split("/")[-1] for w in zip_manifest(zip_path)["wheels"]]
+        assert_wheels_only_for(python, wheels)
+        has_torch = any(w.startswith("torch-") for w in wheels)
+        notes = [ln for ln in out if ln.startswith("note: ") and f"Python {python}" in ln]
+        if has_torch:
+            assert zip_path.name == f"lotus_blender-0.1.0-linux_x64-{python_tag(python)}.zip"
+            assert "+cpu" in next(w for w in wheels if w.startswith("torch-"))
+            assert not any(w.startswith("nvidia-") for w in wheels) and not notes
+            assert "torch (CPU) bundled" in line
+        else:
+            assert zip_path.name.endswith(f"-{python_tag(python)}-torch-none.zip")
+            assert len(notes) == 1 and "no CPU build of torch" in notes[0], out
+            assert "Worker Python" in notes[0] and "Worker Python" in line
+    # This machine's pip finds a CPU torch for CPython 3.11 (tests/requirements.txt installs it).
+    assert default_build["zips"]["3.11"].name.endswith("-cp311.zip")
+
+
+INSTALL_AND_ENABLE = r"""
+import glob, json, os, sys
+zip_path = sys.argv[1]
+import bpy
+import addon_utils
+name = "bl_ext.user_default.lotus_blender"
+report = {"blender": "%d.%d.%d" % bpy.app.version, "python": "%d.%d" % sys.version_info[:2]}
+try:
+    # Install from Disk, as in Preferences > Get Extensions: Blender's own tool with this
+    # Blender's real version and Python, then the wheels, then enable.
+    report["status"] = sorted(bpy.ops.extensions.package_install_files(
+        filepath=zip_path, repo="user_default", enable_on_install=True))
+except RuntimeError as ex:
+    report["error"] = str(ex)
+report["enabled"] = name in bpy.context.preferences.addons
+report["loaded"] = addon_utils.check(name)[1]
+report["operators"] = hasattr(bpy.types, "LOTUS_OT_predict_files")
+site = glob.glob(os.path.join(bpy.utils.user_resource('EXTENSIONS', path=".local"),
+                              "lib", "python3*", "site-packages"))
+report["site_packages"] = sorted(os.listdir(site[0])) if site else []
+print("REPORT " + json.dumps(report), flush=True)
+os._exit(0)  # PyPI bpy 4.2 can crash in its own shutdown once an extension was registered
+"""
+
+
+def install_and_enable(zip_path: Path, user_dir: Path) -> tuple[dict, str]:
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(user_dir))
+    proc = subprocess.run([sys.executable, "-c", INSTALL_AND_ENABLE, str(zip_path)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("REPORT ")]
+    assert proc.returncode == 0 and line, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(line[0][len("REPORT "):]), proc.stdout + proc.stderr
+
+
+def test_default_build_installs_and_enables_in_this_blender(default_build, tmp_path):
+    """The zip for this Blender's Python installs with Blender's own Install from Disk and is
+    enabled, its wheels installed; the other zip is refused with Blender's own reason."""
+    python = this_python()
+    if python not in default_build["zips"]:
+        pytest.skip(f"no build target for Blender's Python {python} (3.11 and 3.13 only)")
+    ours = default_build["zips"][python]
+    try:
+        _install_ours_then_the_other(default_build, python, ours, tmp_path)
+    finally:
+        # An installed torch is over 1 GB: do not leave it to pytest's temp-folder rotation.
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def _install_ours_then_the_other(default_build, python, ours, tmp_path):
+    import bpy
+    report, output = install_and_enable(ours, tmp_path / "user")
+    assert report["blender"] == "%d.%d.%d" % bpy.app.version and report["python"] == python
+    assert "error" not in report and report["status"] == ["FINISHED"], output
+    assert report["enabled"] and report["loaded"] and report["operators"], output
+    assert "diffusers" in report["site_packages"] and "numpy" not in report["site_packages"]
+    if "-torch-" not in ours.name:
+        assert "torch" in report["site_packages"]
+
+    other = default_build["zips"]["3.13" if python == "3.11" else "3.11"]
+    report, output = install_and_enable(other, tmp_path / "user-other")
+    assert not report["enabled"] and not report["loaded"], output
+    # 5.1+ refuse the cp311 zip at install (its maximum version); Python 3.11 Blenders install
+    # the cp313 zip but will not enable it (its wheels are for another Python).
+    reason = "maximum version (5.1.0)" if python != "3.11" else "Python version (3.11) isn't compatible"
+    assert reason in output, output

@@ -309,6 +309,23 @@ def test_video_smoothing_blends_the_previous_latent(tiny_checkpoints, tmp_path):
     assert not np.allclose(plain[1], smoothed[1])
     np.testing.assert_array_equal(smoothed[2], clip(True)[2])
 
+    # One frame per request (the command line) continues the clip when the requests share an id.
+    def one_by_one(clip_id):
+        values = []
+        for index, frame in enumerate(frames):
+            result = engine.run({"task": "depth", "model": {"source": str(g)}, "inputs": [frame],
+                                 "output_dir": str(tmp_path / f"single-{clip_id}-{index}"),
+                                 "options": {"processing_resolution": RES, "precision": "fp32",
+                                             "video_smoothing": True, "clip": clip_id}},
+                                lambda *event: None, lambda: False)
+            values.append(np.load(result["outputs"][0]["path"]))
+        return values
+
+    for together, alone in zip(smoothed, one_by_one("shot")):
+        np.testing.assert_array_equal(together, alone)
+    unlinked = one_by_one(None)
+    np.testing.assert_array_equal(unlinked[2], plain[2])  # without an id, each request starts over
+
 
 def test_cancel_between_stages(tiny_checkpoints, tmp_path):
     engine = LotusEngine()

@@ -31,7 +31,7 @@ def test_kind_from_known_repo_id_and_override(tiny_checkpoints, tmp_path):
     folder = copy_checkpoint(tiny_checkpoints, tmp_path)
     (folder / "lotus.json").unlink()
     # A local folder named after nothing known: depth vs disparity cannot be guessed.
-    with pytest.raises(CheckpointError, match="set the model kind"):
+    with pytest.raises(CheckpointError, match=r"give its kind \(disparity or depth\)"):
         checkpoint.inspect_checkpoint(folder, "depth")
     info = checkpoint.inspect_checkpoint(folder, "depth", repo_id="jingheya/lotus-depth-g-v1-0")
     assert info.kind == protocol.KIND_DEPTH
@@ -40,10 +40,14 @@ def test_kind_from_known_repo_id_and_override(tiny_checkpoints, tmp_path):
     snapshot = tmp_path / "models--jingheya--lotus-depth-d-v2-0-disparity" / "snapshots" / "abc"
     shutil.copytree(folder, snapshot)
     assert checkpoint.inspect_checkpoint(snapshot, "depth").kind == protocol.KIND_DISPARITY
-    # For the normal task an unrecognised model can only be a normal model.
+    # Not even for the normal task is an unrecognised model guessed: a depth model run as a
+    # normal model would give plausible nonsense.
     normal = copy_checkpoint(tiny_checkpoints, tmp_path, ("D", "normal"), "normal-model")
     (normal / "lotus.json").unlink()
-    assert checkpoint.inspect_checkpoint(normal, "normal").kind == protocol.KIND_NORMAL
+    with pytest.raises(CheckpointError, match=r"give its kind \(normal\)"):
+        checkpoint.inspect_checkpoint(normal, "normal")
+    assert checkpoint.inspect_checkpoint(normal, "normal", kind_override="normal").kind == \
+        protocol.KIND_NORMAL
 
 
 def test_kind_and_task_must_agree(tiny_checkpoints):

@@ -9,6 +9,7 @@ _MODULE_NAMES = (
     "operators",
     "panels",
     "builders",
+    "cli",
 )
 
 

@@ -21,14 +21,14 @@ import math
 import os
 import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import bpy
 import numpy as np
 
-from ..core import geometry
+from ..core import geometry, image_files
 from ..core.shading import linear_to_srgb
-from . import compat
+from . import compat, naming
 
 # The worker never needs more than this many pixels per processing-resolution pixel of edge.
 OVERSAMPLE = 2
@@ -50,6 +50,7 @@ class PreparedInput:
     source_path: str = ""           # absolute file path of the photo, when there is one
     focal_35mm: float = 0.0         # 0 = unknown
     frame: int | None = None        # frame number for sequences and movies
+    notes: list = field(default_factory=list)   # warnings for the artist (incomplete file...)
 
 
 # -- pixels -> display values -------------------------------------------------------------------
@@ -63,11 +64,14 @@ def _needs_oetf(image: bpy.types.Image) -> bool:
     return "linear" in settings.name.lower()
 
 
-def _reduction_factor(width: int, height: int, processing_resolution: int) -> int:
+def _reduction_factors(width: int, height: int, processing_resolution: int) -> tuple[int, int]:
+    """Integer (across, down) averaging factors; an edge shorter than the factor is kept whole,
+    so strips down to one pixel wide work (their aspect matters to no one)."""
     if processing_resolution <= 0:
-        return 1
+        return 1, 1
     target = OVERSAMPLE * processing_resolution
-    return max(1, math.ceil(max(width, height) / target))
+    factor = max(1, math.ceil(max(width, height) / target))
+    return min(factor, width), min(factor, height)
 
 
 def image_display_array(image: bpy.types.Image, processing_resolution: int) -> np.ndarray:
@@ -80,20 +84,21 @@ def image_display_array(image: bpy.types.Image, processing_resolution: int) -> n
     pixels = np.empty(width * height * channels, dtype=np.float32)
     image.pixels.foreach_get(pixels)
     pixels = pixels.reshape(height, width, channels)
-    factor = _reduction_factor(width, height, processing_resolution)
-    out_h, out_w = max(1, height // factor), max(1, width // factor)
-    if factor == 1:
+    across, down = _reduction_factors(width, height, processing_resolution)
+    out_h, out_w = max(1, height // down), max(1, width // across)
+    reduced = across > 1 or down > 1
+    if not reduced:
         result = np.ascontiguousarray(pixels[::-1, :, :3] if channels >= 3
                                       else np.repeat(pixels[::-1, :, :1], 3, axis=2))
     else:
         result = np.empty((out_h, out_w, 3), dtype=np.float32)
-    for row in range(out_h if factor > 1 else 0):
+    for row in range(out_h if reduced else 0):
         # Blender rows are bottom-up: output row 0 is the top of the picture.
-        top = height - (row + 1) * factor
-        strip = pixels[max(0, top):top + factor, :out_w * factor, :3]
+        top = height - (row + 1) * down
+        strip = pixels[top:top + down, :out_w * across, :3]
         if channels < 3:  # one- or two-channel buffers: grey
-            strip = np.repeat(pixels[max(0, top):top + factor, :out_w * factor, :1], 3, axis=2)
-        block = strip.reshape(strip.shape[0], out_w, factor, 3).mean(axis=(0, 2))
+            strip = np.repeat(pixels[top:top + down, :out_w * across, :1], 3, axis=2)
+        block = strip.reshape(strip.shape[0], out_w, across, 3).mean(axis=(0, 2))
         result[row] = block
     del pixels
     if _needs_oetf(image):
@@ -105,7 +110,13 @@ def image_display_array(image: bpy.types.Image, processing_resolution: int) -> n
 
 def _write_npy(array: np.ndarray, job_dir: str, stem: str) -> str:
     path = os.path.join(job_dir, f"{stem}.npy")
-    np.save(path, np.ascontiguousarray(array, dtype=np.float32))
+    try:
+        np.save(path, np.ascontiguousarray(array, dtype=np.float32))
+    except OSError as ex:
+        if os.path.exists(path):
+            os.remove(path)
+        raise InputError(f"Cannot write the job's input into {job_dir}: "
+                         f"{(ex.strerror or str(ex)).lower()}") from None
     return path
 
 
@@ -114,9 +125,7 @@ def _safe_stem(name: str) -> str:
 
 
 def _source_name(image: bpy.types.Image) -> str:
-    name = image.name
-    root, ext = os.path.splitext(name)
-    return root if ext.lower() in bpy.path.extensions_image | bpy.path.extensions_movie else name
+    return naming.stem(image.name)
 
 
 def _abs_path(image: bpy.types.Image) -> str:
@@ -207,7 +216,27 @@ def prepare_image(image: bpy.types.Image, job_dir: str, processing_resolution: i
     return PreparedInput(name=name, npy_path=path, full_width=image.size[0],
                          full_height=image.size[1], source_image=image.name,
                          source_path=source_path,
-                         focal_35mm=exif_focal_35mm(source_path) if source_path else 0.0)
+                         focal_35mm=exif_focal_35mm(source_path) if source_path else 0.0,
+                         notes=file_notes(source_path, image) if source_path else [])
+
+
+def file_notes(path: str, image: bpy.types.Image | None = None) -> list[str]:
+    """Warnings about a source file Blender reads without complaint: a JPEG cut short (its missing
+    part comes out grey), more frames or pages than the one used."""
+    notes = []
+    filename = os.path.basename(path)
+    if image_files.jpeg_complete(path) is False:
+        notes.append(f"{filename} is incomplete (the file ends before the picture does): the "
+                     f"missing part comes out grey; copy or download it again")
+    frames = image_files.frame_count(path)
+    if frames > 1 or (image is not None and image.source == 'MOVIE'):
+        what = "pages" if filename.lower().endswith((".tif", ".tiff")) else "frames"
+        count = f"{frames} {what}" if frames > 1 else f"several {what}"
+        notes.append(f"{filename} has {count}: only the first is used (for every frame, open it "
+                     f"in the Image Editor and run Lotus on the Active Image)"
+                     if what == "frames" else
+                     f"{filename} has {count}: only the first is used")
+    return notes
 
 
 def load_image_file(path: str) -> bpy.types.Image:
@@ -217,6 +246,11 @@ def load_image_file(path: str) -> bpy.types.Image:
         raise InputError(f"File not found: {path}")
     if os.path.getsize(path) == 0:
         raise InputError(f"Empty file (0 bytes): {os.path.basename(path)}")
+    if path.lower().endswith(".exr") and image_files.exr_complete(path) is False:
+        # Blender crashes on the pixels of a truncated OpenEXR: never let it read one.
+        raise InputError(f"{os.path.basename(path)} is incomplete (the file ends before the "
+                         f"picture does); copy or render it again")
+    known = set(bpy.data.images)
     try:
         image = bpy.data.images.load(path, check_existing=True)
     except RuntimeError as ex:
@@ -224,6 +258,9 @@ def load_image_file(path: str) -> bpy.types.Image:
     if image.source == 'FILE' and (image.size[0] == 0 or len(image.pixels) == 0):
         bpy.data.images.remove(image)
         raise InputError(f"Cannot read image {os.path.basename(path)} (corrupt or unsupported)")
+    if image not in known:
+        # Loaded for Lotus, used by nothing yet: keep it in the saved .blend with its results.
+        image.use_fake_user = True
     return image
 
 
@@ -259,6 +296,10 @@ class _TemporaryScene:
 def _load_temporary(path: str, job_dir: str, processing_resolution: int, index: int,
                     name: str, source_image: str, focal_35mm: float = 0.0,
                     frame: int | None = None, source_path: str = "") -> PreparedInput:
+    if not os.path.isfile(path) or (path.endswith(".exr") and
+                                    image_files.exr_complete(path) is False):
+        # Blender could not write it whole (a full disk): never let it read a cut EXR.
+        raise InputError(f"Cannot write a temporary copy of '{source_image}' into {job_dir}")
     temporary = bpy.data.images.load(path, check_existing=False)
     try:
         prepared = prepare_image(temporary, job_dir, processing_resolution, index, name=name,
@@ -289,7 +330,7 @@ def prepare_render_like(image: bpy.types.Image, scene: bpy.types.Scene, job_dir:
     finally:
         compat.restore_image_format(settings, saved)
     name = f"{scene.name}_render" if image.type == 'RENDER_RESULT' else "viewer"
-    return _load_temporary(path, job_dir, processing_resolution, index, _safe_stem(name),
+    return _load_temporary(path, job_dir, processing_resolution, index, name,
                            image.name, focal_35mm=camera_focal_35mm(scene))
 
 
@@ -379,7 +420,7 @@ def prepare_multilayer_pass(image: bpy.types.Image, layer: str, pass_name: str, 
         settings.color_depth = '32'
         settings.color_mode = 'RGB'
         bpy.data.images["Render Result"].save_render(path, scene=temporary)
-    name = _safe_stem(f"{_source_name(image)}_{pass_name}")
+    name = f"{_source_name(image)}_{pass_name}"
     return _load_temporary(path, job_dir, processing_resolution, index, name, image.name,
                            source_path=source_path)
 
@@ -432,14 +473,14 @@ def prepare_frames(image: bpy.types.Image, first: int, last: int, job_dir: str,
     """One input per frame of an image sequence (its files) or a movie (through the sequencer)."""
     if last < first:
         raise InputError(f"Empty frame range {first}-{last}")
-    base = _safe_stem(_source_name(image))
+    base = _source_name(image)
     prepared = []
     if image.source == 'SEQUENCE':
         # "clip_0001.png" -> "clip": results are numbered by frame themselves.
         stem = os.path.splitext(os.path.basename(_abs_path(image)))[0]
         match = _FRAME_DIGITS.search(stem)
         if match:
-            base = _safe_stem((stem[:match.start()] + stem[match.end():]).rstrip("_-. ")) or base
+            base = (stem[:match.start()] + stem[match.end():]).rstrip("_-. ") or base
         for offset, frame in enumerate(range(first, last + 1)):
             path = _sequence_file(image, frame)
             if not os.path.isfile(path) or os.path.getsize(path) == 0:

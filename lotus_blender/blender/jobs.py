@@ -13,6 +13,7 @@ import functools
 import glob
 import itertools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,8 @@ from dataclasses import dataclass, field
 import bpy
 
 from .. import protocol
-from . import outputs
+from . import outputs, worker_setup
+from .files import describe_failures
 from .preferences import ADDON_ID, BUNDLED_PREFIX, bundled_models, get_preferences
 from .worker_client import EV_EXITED, WorkerClient
 
@@ -44,6 +46,69 @@ def user_folder(*parts: str) -> str:
     path = bpy.utils.extension_path_user(ADDON_ID, path=os.path.join(*parts) if parts else "",
                                          create=True)
     return path
+
+
+# Folders of runs whose files could not be written keep their arrays; at most this many are
+# kept, older ones (and any left by a crash or a killed Blender) go when the next run starts.
+KEEP_JOB_FOLDERS = 3
+
+
+def jobs_folder() -> str:
+    return user_folder("jobs")
+
+
+def _folder_pid(name: str) -> int:
+    """Batch folders are named "<date>-<time>-<pid>-<n>" (operators.build_jobs)."""
+    parts = name.split("-")
+    return int(parts[2]) if len(parts) >= 4 and parts[2].isdigit() else 0
+
+
+# Windows has no harmless signal 0 (os.kill would end the process): there a folder of another
+# process counts as live for this long after it last changed.
+OTHER_PROCESS_GRACE_S = 24 * 3600
+
+
+def _process_alive(pid: int, folder: str) -> bool:
+    if pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    if os.name == "nt":
+        return time.time() - os.path.getmtime(folder) < OTHER_PROCESS_GRACE_S
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def prune_job_folders(keep: int = KEEP_JOB_FOLDERS) -> list[str]:
+    """Remove leftover job folders beyond the ``keep`` newest. Folders of this Blender's queued or
+    running jobs, and of other running Blenders, are left alone. Returns the removed paths."""
+    root = jobs_folder()
+    active = {os.path.normpath(job.job_dir) for job in manager.active_jobs()}
+    active |= {os.path.normpath(folder) for folder in manager.folders_in_use}
+    try:
+        entries = [os.path.join(root, name) for name in os.listdir(root)]
+    except OSError:
+        return []
+    leftovers = []
+    for path in entries:
+        name = os.path.basename(path)
+        if not os.path.isdir(path) or os.path.normpath(path) in active:
+            continue
+        pid = _folder_pid(name)
+        if pid != os.getpid() and _process_alive(pid, path):
+            continue
+        leftovers.append(path)
+    leftovers.sort(key=lambda path: os.path.getmtime(path), reverse=True)
+    removed = []
+    for path in leftovers[keep:]:
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
 
 
 def models_folder() -> str:
@@ -103,11 +168,26 @@ def _downloaded(repo_id: str, cache_dir: str) -> bool:
     return bool(glob.glob(os.path.join(snapshots, "*", "unet", "config.json")))
 
 
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _kind_label(task: str) -> str:
+    """The Model Output choices as the preferences show them: "Disparity or Depth"."""
+    return " or ".join(kind.capitalize() for kind in protocol.kinds_for(task))
+
+
+def unknown_kind_message(task: str, source: str) -> str:
+    return (f"Lotus cannot tell what {source} predicts: set {task.capitalize()} Model Output "
+            f"({_kind_label(task)}) in the Lotus add-on preferences")
+
+
 def model_request(task: str, context=None) -> dict:
     """The protocol MODEL dict for a task, from the preferences; ModelError when unusable."""
     prefs = get_preferences(context)
     choice = getattr(prefs, f"{task}_model")
     cache_dir = models_folder()
+    kind_choice = getattr(prefs, f"{task}_model_kind")
+    kind = None if kind_choice == 'AUTO' else kind_choice.lower()
     if choice == 'LOCAL':
         folder = bpy.path.abspath(getattr(prefs, f"{task}_model_path"))
         if not folder or not os.path.isdir(folder):
@@ -115,8 +195,8 @@ def model_request(task: str, context=None) -> dict:
                              f"Set it in the add-on preferences")
         model = {"source": os.path.normpath(folder), "cache_dir": cache_dir,
                  "allow_network": False}
-        model["kind"] = (protocol.KIND_NORMAL if task == protocol.TASK_NORMAL
-                         else prefs.depth_model_kind.lower())
+        if kind:  # else the worker recognises it (lotus.json, a known repo's folder) or asks
+            model["kind"] = kind
         return model
     if choice.startswith(BUNDLED_PREFIX):
         folder = bundled_models(task).get(choice[len(BUNDLED_PREFIX):])
@@ -125,13 +205,25 @@ def model_request(task: str, context=None) -> dict:
                              f"the extension; choose another model in the preferences")
         # The bundle's lotus.json says what it predicts.
         return {"source": folder, "cache_dir": cache_dir, "allow_network": False}
+    model = {}
+    if choice == 'REPO':
+        choice = getattr(prefs, f"{task}_model_repo").strip()
+        if not _REPO_ID.match(choice):
+            raise ModelError(f"Set the {task} model's Hugging Face repo id (owner/name) in the "
+                             f"Lotus add-on preferences (now '{choice}')")
+        if kind is None and choice not in protocol.KNOWN_CHECKPOINTS:
+            # Asked before any download: never guessed from the task.
+            raise ModelError(unknown_kind_message(task, choice))
+        if kind:
+            model["kind"] = kind
     online = bool(bpy.app.online_access)
     if not online and not _downloaded(choice, cache_dir):
         raise ModelError(
             f"The model {choice} is not downloaded and Blender's online access is off. Enable "
             f"Edit > Preferences > System > Network > Allow Online Access to download it, "
             f"or choose a Local Folder model in the Lotus add-on preferences")
-    return {"source": choice, "cache_dir": cache_dir, "allow_network": online}
+    model.update({"source": choice, "cache_dir": cache_dir, "allow_network": online})
+    return model
 
 
 def worker_options(context=None, **overrides) -> dict:
@@ -227,6 +319,10 @@ class JobManager:
         self.last_activity = time.monotonic()
         self.worker_log = ""
         self.last_error = ""              # shown in the panel next to Open Log
+        self.folders_in_use: set[str] = set()  # job folders whose results are not in Blender yet
+
+    def active_jobs(self) -> list:
+        return ([self.current] if self.current is not None else []) + list(self.queue)
 
     # state for the panel
     @property
@@ -334,7 +430,16 @@ class JobManager:
             self._end(job, DONE, "done")
         elif kind == protocol.EV_ERROR:
             job.traceback = event.get("traceback", "")
-            self._end(job, FAILED, event.get("message") or "the worker reported an error")
+            message = event.get("message") or "the worker reported an error"
+            if event.get("missing"):
+                # The worker's Python cannot run Lotus (a light build, a distro Blender): say how
+                # to fix it rather than pass on "No module named 'torch'".
+                job.traceback = job.traceback or message
+                custom = job.worker.python if job.worker.python != sys.executable else ""
+                message = worker_setup.missing_packages_message(event["missing"], custom)
+            elif event.get("unknown_kind"):
+                message = unknown_kind_message(job.task, event["unknown_kind"])
+            self._end(job, FAILED, message)
         elif kind == protocol.EV_CANCELLED:
             self._end(job, CANCELLED, "cancelled")
 
@@ -437,8 +542,9 @@ class JobRunner:
         self.jobs = list(jobs)
         self.report = report if report is not None else (lambda level, text: None)
         self.images: list = []
-        self.problems: list[str] = []
+        self.problems: list[outputs.OutputError] = []
         self.finished: set[str] = set()
+        manager.folders_in_use.update(job.job_dir for job in self.jobs)
 
     @property
     def ended(self) -> bool:
@@ -462,9 +568,16 @@ class JobRunner:
                 self._conclude(job)
         if not self.ended:
             return {'RUNNING_MODAL'}
-        if not self.problems and all(job.state == DONE for job in self.jobs):
-            # Everything is in Blender and on disk: the input and output arrays can go.
-            for folder in {job.job_dir for job in self.jobs}:
+        folders = sorted({job.job_dir for job in self.jobs})
+        manager.folders_in_use.difference_update(folders)
+        if self.problems:
+            # Files are missing: the raw arrays stay (prune_job_folders bounds how many).
+            self.report({'ERROR'}, describe_failures(self.problems, (
+                f"The maps are kept in Blender, packed into the .blend; the raw arrays are in "
+                f"{', '.join(folders)}")))
+        else:
+            # Done, failed or cancelled: the arrays are in Blender and on disk, or of no use.
+            for folder in folders:
                 shutil.rmtree(folder, ignore_errors=True)
         if self.images:
             return {'FINISHED'}
@@ -484,9 +597,6 @@ class JobRunner:
             self.images += images
             self.problems += problems
             names = ", ".join(image.name for image in images if "preview" not in image.name)
-            for problem in problems:
-                self.report({'ERROR'}, f"{problem}. The maps are kept in Blender (unsaved) and "
-                                       f"the arrays in {job.job_dir}")
             if images:
                 self.report({'INFO'}, f"Lotus {job.task}: {names}")
             for note in job.info.get("notes", []):

@@ -35,20 +35,25 @@ def _tasks(choice: str) -> list[str]:
 
 
 def build_jobs(context, task_choice: str, gather, report, tiled: bool = False,
-               seamless: bool = False) -> list:
+               seamless: bool = False, stabilize: bool = True) -> list:
     """Jobs for one run: ``gather(context, job_dir, resolution) -> (prepared, problems)`` makes
     the inputs once, shared by the depth and normal jobs. Raises ModelError / OutputError.
 
     tiled: full-resolution maps from overlapping tiles of the processing resolution (the input
-    is then sent at its full size); seamless: maps that tile, for textures."""
+    is then sent at its full size); seamless: maps that tile, for textures; stabilize: sequences
+    and movies get depth aligned from frame to frame (core.temporal)."""
     prefs = get_preferences(context)
     tasks = _tasks(task_choice)
     models = {task: jobs.model_request(task, context) for task in tasks}
+    jobs.prune_job_folders()
     batch_dir = jobs.user_folder("jobs", time.strftime("%Y%m%d-%H%M%S")
                                  + f"-{os.getpid()}-{next(_batch_numbers)}")
     prepared, problems = gather(context, batch_dir, 0 if tiled else prefs.processing_resolution)
     for problem in problems:
         report({'ERROR'}, problem)
+    for item in prepared:
+        for note in item.notes:
+            report({'WARNING'}, note)
     if not prepared:
         shutil.rmtree(batch_dir, ignore_errors=True)
         return []
@@ -66,7 +71,8 @@ def build_jobs(context, task_choice: str, gather, report, tiled: bool = False,
         built.append(jobs.Job(
             task=task, model=models[task], inputs=prepared, job_dir=batch_dir, options=options,
             output=outputs.OutputSettings(folder=folder, temporary=temporary,
-                                          convention=prefs.normal_convention),
+                                          convention=prefs.normal_convention,
+                                          stabilize=stabilize),
             worker=settings, label=f"{task.capitalize()} {label}",
             output_dir=os.path.join(batch_dir, f"out_{task}"),
             id=f"{task}-{os.path.basename(batch_dir)}", run_id=os.path.basename(batch_dir),
@@ -86,11 +92,14 @@ class _LotusJobOperator:
                                     "smoothly blended tiles (slower: one model pass per tile)")
     seamless: BoolProperty(name="Seamless", default=False,
                            description="Maps that tile without a seam, for repeating textures")
+    stabilize: BoolProperty(name="Stabilize Depth", default=True,
+                            description="Sequences and movies: align each frame's depth to the "
+                                        "frames before it (removes flicker)")
 
     def _launch(self, context, blocking: bool):
         try:
             built = build_jobs(context, self.task, self.gather, self.report, tiled=self.tiled,
-                               seamless=self.seamless)
+                               seamless=self.seamless, stabilize=self.stabilize)
         except (jobs.ModelError, inputs.InputError, outputs.OutputError) as ex:
             self.report({'ERROR'}, str(ex))
             return {'CANCELLED'}

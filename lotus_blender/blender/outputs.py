@@ -6,7 +6,9 @@ For a source named "photo":
   photo_depth_preview  colour-mapped preview (near = bright), at the size the model saw
   photo_normal         float, Non-Color, camera-space normals encoded as an OpenGL normal map
                        (rgb = 0.5 n + 0.5, Blender camera convention: +X right, +Y up, +Z to camera)
-Files (Blender's own image writers, never overwriting: new names get _001, _002...):
+Files (Blender's own image writers, never overwriting: new names get _001, _002...; each file is
+written under a temporary name in the same folder and renamed once complete, so a failed write
+leaves nothing behind):
   photo_depth.exr (32-bit float), photo_depth_preview.png, photo_normal.exr (32-bit float, OpenGL),
   photo_normal_opengl.png or photo_normal_directx.png (16-bit, the preferred convention).
 Images of sequences and movies are written per frame (photo_depth_0001.exr ...) and shown in Blender
@@ -23,13 +25,11 @@ import bpy
 import numpy as np
 
 from .. import protocol
-from ..core import maps
+from ..core import maps, temporal
+from . import naming
+from .files import OutputError, WriterScene, ensure_folder
 
 SUFFIX_LIMIT = 999
-
-
-class OutputError(RuntimeError):
-    """Results could not be written; the images stay in memory and the arrays in the job folder."""
 
 
 @dataclass
@@ -37,6 +37,7 @@ class OutputSettings:
     folder: str                     # absolute folder for files
     temporary: bool                 # True when the .blend is unsaved and the folder is a temp one
     convention: str = "OPENGL"      # normal map PNG convention
+    stabilize: bool = True          # sequences: align each frame's depth to the frames before
     written: list = field(default_factory=list)   # files written, in order
 
 
@@ -60,7 +61,8 @@ def unique_path(folder: str, stem: str, extension: str) -> str:
     while os.path.exists(candidate):
         number += 1
         if number > SUFFIX_LIMIT:
-            raise OutputError(f"Too many files named {stem}_NNN{extension} in {folder}")
+            raise OutputError(os.path.join(folder, stem + extension),
+                              f"too many files named {stem}_NNN{extension}")
         candidate = os.path.join(folder, f"{stem}_{number:03d}{extension}")
     return candidate
 
@@ -72,7 +74,8 @@ def unique_sequence_stem(folder: str, stem: str, extension: str, frames: list[in
     while any(os.path.exists(os.path.join(folder, f"{candidate}_{f:04d}{extension}")) for f in frames):
         number += 1
         if number > SUFFIX_LIMIT:
-            raise OutputError(f"Too many {stem} sequences in {folder}")
+            raise OutputError(os.path.join(folder, stem + extension),
+                              f"too many {stem} sequences")
         candidate = f"{stem}_{number:03d}"
     return candidate
 
@@ -116,18 +119,21 @@ def resized_strips(values: np.ndarray, width: int, height: int, rows_per_strip: 
 
 def _result_image(name: str, width: int, height: int, float_buffer: bool, data: bool,
                   kind: str, source_name: str) -> bpy.types.Image:
-    """Reuse our earlier result of the same name (materials keep working), or make a new one."""
-    image = bpy.data.images.get(name)
-    if (image is not None and image.get("lotus_kind") == kind
-            and image.get("lotus_source") == source_name and image.source in ('FILE', 'GENERATED')
-            and image.is_float == float_buffer and image.library is None
-            and image.packed_file is None):  # packed data would go stale: make a new image
+    """Reuse our earlier result of the same name (materials keep working), or make a new one; a
+    name the artist's own image holds gets one suffix (naming.result_image_name)."""
+    made_by_us = naming.made_by_lotus(kind, source_name)
+
+    def reusable(image):
+        return made_by_us(image) and image.source in ('FILE', 'GENERATED') \
+            and image.is_float == float_buffer
+
+    name, image = naming.claim_image(name, reusable)
+    if image is not None:
         if tuple(image.size) != (width, height):
             image.scale(width, height)
         return image
-    image = bpy.data.images.new(name, width, height, alpha=False, float_buffer=float_buffer,
-                                is_data=data)
-    return image
+    return bpy.data.images.new(name, width, height, alpha=False, float_buffer=float_buffer,
+                               is_data=data)
 
 
 def _fill_image(image: bpy.types.Image, values: np.ndarray, encode) -> None:
@@ -166,74 +172,60 @@ def _tag(image: bpy.types.Image, kind: str, prepared) -> None:
         image["lotus_focal_35mm"] = float(prepared.focal_35mm)
     if prepared.frame is not None:
         image["lotus_frame"] = int(prepared.frame)
+    # Results have no users until a builder uses them: keep them in the saved .blend.
+    image.use_fake_user = True
+
+
+def stored_path(path: str) -> str:
+    """A path as the .blend keeps it: relative to the .blend when it is saved."""
+    return bpy.path.relpath(path) if bpy.data.filepath else path
 
 
 def _store_path(image: bpy.types.Image, path: str) -> None:
     """Point the image at its file, relative to the .blend when it is saved."""
-    image.filepath = bpy.path.relpath(path) if bpy.data.filepath else path
+    image.filepath = stored_path(path)
+
+
+def keep_in_blend(image: bpy.types.Image) -> None:
+    """Pack the image's current pixels into the .blend (its file could not be written): it keeps
+    them across save and reopen and no longer points at any file, an older run's least of all."""
+    image.filepath_raw = ""
+    image.pack()
+    image.use_fake_user = True
 
 
 # -- writing files --------------------------------------------------------------------------------
 
-class _WriterScene:
-    """A throwaway scene whose image settings say how save_render writes a file."""
-
-    def __enter__(self):
-        self.scene = bpy.data.scenes.new("lotus_write")
-        return self
-
-    def write(self, image: bpy.types.Image, path: str, file_format: str, depth: str,
-              mode: str = 'RGB') -> str:
-        settings = self.scene.render.image_settings
-        settings.file_format = file_format
-        settings.color_mode = mode
-        settings.color_depth = depth
-        if file_format == 'OPEN_EXR':
-            settings.exr_codec = 'ZIP'
-        try:
-            image.save_render(path, scene=self.scene)
-        except RuntimeError as ex:
-            raise OutputError(f"Cannot write {path}: {ex}") from None
-        if not os.path.isfile(path):
-            raise OutputError(f"Cannot write {path}")
-        return path
-
-    def __exit__(self, *exc):
-        bpy.data.scenes.remove(self.scene)
-        return False
-
-
-def _ensure_folder(folder: str) -> None:
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as ex:
-        raise OutputError(f"Cannot create the output folder {folder}: {ex.strerror or ex}") from None
-    if not os.access(folder, os.W_OK):
-        raise OutputError(f"The output folder is not writable: {folder}")
-
-
-def _save_bound(image: bpy.types.Image, writer: _WriterScene, path: str, file_format: str,
-                depth: str, settings: OutputSettings) -> None:
-    """Write the image and make it use that file from now on (it survives saving the .blend)."""
-    writer.write(image, path, file_format, depth)
-    settings.written.append(path)
+def bind_to_file(image: bpy.types.Image, path: str, file_format: str) -> None:
+    """Make the image use its freshly written file from now on (it survives saving the .blend);
+    pixels packed by an earlier failed run are dropped, the file holds the same."""
     image.filepath_raw = path
     image.file_format = file_format
     image.source = 'FILE'
+    if image.packed_file is not None:
+        image.unpack(method='REMOVE')
     _store_path(image, path)
+
+
+def _save_bound(image: bpy.types.Image, writer: WriterScene, path: str, file_format: str,
+                depth: str, settings: OutputSettings) -> None:
+    """Write the image and make it use that file from now on."""
+    writer.write(image, path, file_format, depth)
+    settings.written.append(path)
+    bind_to_file(image, path, file_format)
 
 
 # -- one job's results ----------------------------------------------------------------------------
 
 def create_results(outputs: list[dict], prepared_by_npy: dict, settings: OutputSettings,
-                   write_files: bool = True) -> tuple[list[bpy.types.Image], list[str]]:
+                   write_files: bool = True) -> tuple[list[bpy.types.Image], list[OutputError]]:
     """Make the Blender images (and files) of a job's outputs.
 
-    Returns (images, problems): problems are short messages about files that could not be
-    written; the images are then kept in memory (generated, unsaved) so nothing is lost.
+    Returns (images, problems): problems are the files that could not be written; the images of
+    those are packed into the .blend (keep_in_blend) so nothing is lost.
     """
     images: list[bpy.types.Image] = []
-    problems: list[str] = []
+    problems: list[OutputError] = []
     frames: dict[tuple[str, str], list] = {}
     singles = []
     for output in outputs:
@@ -247,74 +239,75 @@ def create_results(outputs: list[dict], prepared_by_npy: dict, settings: OutputS
                 (output, prepared))
     if write_files:
         try:
-            _ensure_folder(settings.folder)
+            ensure_folder(settings.folder)
         except OutputError as ex:
-            problems.append(str(ex))
+            problems.append(ex)
             write_files = False
-    with _WriterScene() as writer:
+    with WriterScene() as writer:
         for output, prepared in singles:
             images += _single_result(output, prepared, settings, writer, write_files, problems)
         for items in frames.values():
             if not write_files:
-                problems.append(f"{items[0][1].name}: frames need the output folder; the arrays "
-                                f"stay in {os.path.dirname(items[0][0]['path'])}")
-                continue
+                continue  # frames exist only as files: the arrays stay in the job folder
             images += _sequence_result(items, settings, writer, problems)
     return images, problems
+
+
+def _file_stem(prepared, suffix: str) -> str:
+    return naming.file_stem(f"{prepared.name}_{suffix}")
 
 
 def _single_result(output, prepared, settings, writer, write_files, problems):
     kind = output["kind"]
     values = np.load(output["path"], mmap_mode="r")
     width, height = prepared.full_width, prepared.full_height
+    source = prepared.source_image or prepared.name
     made = []
+    saves = []   # (image, path, format, depth)
     if kind in (protocol.KIND_DISPARITY, protocol.KIND_DEPTH):
-        image = _result_image(f"{prepared.name}_depth", width, height, True, True, kind,
-                              prepared.source_image or prepared.name)
+        image = _result_image(f"{prepared.name}_depth", width, height, True, True, kind, source)
         _fill_image(image, values, _grey)
         _tag(image, kind, prepared)
         made.append(image)
         preview = _result_image(f"{prepared.name}_depth_preview", values.shape[1],
-                                values.shape[0], False, False, "preview",
-                                prepared.source_image or prepared.name)
+                                values.shape[0], False, False, "preview", source)
         colours = maps.colorize_depth(np.asarray(values),
                                       near_is_high=(kind == protocol.KIND_DISPARITY))
         _fill_image(preview, colours, lambda strip: strip)
         _tag(preview, "preview", prepared)
         made.append(preview)
-        if write_files:
-            _try(problems, lambda: _save_bound(
-                image, writer, unique_path(settings.folder, f"{prepared.name}_depth", ".exr"),
-                'OPEN_EXR', '32', settings))
-            _try(problems, lambda: _save_bound(
-                preview, writer,
-                unique_path(settings.folder, f"{prepared.name}_depth_preview", ".png"),
-                'PNG', '8', settings))
+        saves = [(image, "depth", ".exr", 'OPEN_EXR', '32'),
+                 (preview, "depth_preview", ".png", 'PNG', '8')]
     elif kind == protocol.KIND_NORMAL:
-        image = _result_image(f"{prepared.name}_normal", width, height, True, True, kind,
-                              prepared.source_image or prepared.name)
+        image = _result_image(f"{prepared.name}_normal", width, height, True, True, kind, source)
         _fill_image(image, values, _normal_map_encoder("OPENGL"))
         _tag(image, kind, prepared)
         made.append(image)
         if write_files:
             _try(problems, lambda: _write_normal_png(image, values, prepared, settings, writer))
-            _try(problems, lambda: _save_bound(
-                image, writer, unique_path(settings.folder, f"{prepared.name}_normal", ".exr"),
-                'OPEN_EXR', '32', settings))
+        saves = [(image, "normal", ".exr", 'OPEN_EXR', '32')]
+    for image, suffix, extension, file_format, depth in saves:
+        saved = write_files and _try(problems, lambda: _save_bound(
+            image, writer, unique_path(settings.folder, _file_stem(prepared, suffix), extension),
+            file_format, depth, settings))
+        if not saved:
+            keep_in_blend(image)
     return made
 
 
-def _try(problems: list, action) -> None:
+def _try(problems: list, action) -> bool:
     try:
         action()
     except OutputError as ex:
-        problems.append(str(ex))
+        problems.append(ex)
+        return False
+    return True
 
 
 def _write_normal_png(image, values, prepared, settings, writer, path=None):
     """The 16-bit PNG normal map in the preferred convention (the Blender image is OpenGL)."""
     label = settings.convention.lower()
-    path = path or unique_path(settings.folder, f"{prepared.name}_normal_{label}", ".png")
+    path = path or unique_path(settings.folder, _file_stem(prepared, f"normal_{label}"), ".png")
     if settings.convention == "OPENGL":
         writer.write(image, path, 'PNG', '16')
     else:
@@ -326,6 +319,9 @@ def _write_normal_png(image, values, prepared, settings, writer, path=None):
         finally:
             bpy.data.images.remove(temporary)
     settings.written.append(path)
+    if prepared.frame is None:
+        # The normal-mapped material uses this file rather than writing a second one.
+        image[f"lotus_normal_png_{label}"] = stored_path(path)
 
 
 def _sequence_result(items, settings, writer, problems):
@@ -335,19 +331,26 @@ def _sequence_result(items, settings, writer, problems):
     kind = first_output["kind"]
     frames = [prepared.frame for _, prepared in items]
     is_depth = kind != protocol.KIND_NORMAL
-    base = f"{first_prepared.name}_{'depth' if is_depth else 'normal'}"
-    stem = unique_sequence_stem(settings.folder, base, ".exr", frames)
+    map_name = 'depth' if is_depth else 'normal'
+    base = f"{first_prepared.name}_{map_name}"
+    stem = unique_sequence_stem(settings.folder, _file_stem(first_prepared, map_name), ".exr",
+                                frames)
     png_stem = None
     if not is_depth:
         png_stem = unique_sequence_stem(
-            settings.folder, f"{first_prepared.name}_normal_{settings.convention.lower()}", ".png",
-            frames)
+            settings.folder, _file_stem(first_prepared, f"normal_{settings.convention.lower()}"),
+            ".png", frames)
     width, height = first_prepared.full_width, first_prepared.full_height
     frame_image = bpy.data.images.new("lotus_frame", width, height, alpha=False,
                                       float_buffer=True, is_data=True)
+    # Affine-invariant depth has its own scale and shift in every frame: align them (README
+    # "Sequences and render farms").
+    stabilizer = temporal.TemporalStabilizer() if is_depth and settings.stabilize else None
     try:
         for output, prepared in items:
             values = np.load(output["path"], mmap_mode="r")
+            if stabilizer is not None:
+                values, _ = stabilizer.align(prepared.frame, values)
             encode = _grey if is_depth else _normal_map_encoder("OPENGL")
             _fill_image(frame_image, values, encode)
             path = os.path.join(settings.folder, f"{stem}_{prepared.frame:04d}.exr")
@@ -359,15 +362,14 @@ def _sequence_result(items, settings, writer, problems):
                                       os.path.join(settings.folder,
                                                    f"{png_stem}_{prepared.frame:04d}.png"))
             except OutputError as ex:
-                problems.append(str(ex))
+                problems.append(ex)
                 return []
     finally:
         bpy.data.images.remove(frame_image)
     first_path = os.path.join(settings.folder, f"{stem}_{frames[0]:04d}.exr")
-    name = base
-    existing = bpy.data.images.get(name)
-    if existing is not None and existing.get("lotus_kind") == kind and existing.source == 'SEQUENCE':
-        image = existing
+    made_by_us = naming.made_by_lotus(kind, first_prepared.source_image or first_prepared.name)
+    name, image = naming.claim_image(base, lambda i: made_by_us(i) and i.source == 'SEQUENCE')
+    if image is not None:
         image.filepath = first_path
         image.reload()
     else:
@@ -390,3 +392,53 @@ def pack_results() -> int:
             image.pack()
             count += 1
     return count
+
+
+# -- files of one map at given paths (the command line writes these, then renames them) -----------
+
+def write_map_files(values: np.ndarray, kind: str, width: int, height: int, paths: dict,
+                    convention: str = "OPENGL") -> list[str]:
+    """Write one map's files exactly where ``paths`` says: ``exr`` always; ``preview`` (depth,
+    colour-mapped PNG at the map's own size) and ``png`` (normals, 16-bit in ``convention``) when
+    present. Same encodings as the images the add-on makes. Returns the paths written."""
+    is_depth = kind != protocol.KIND_NORMAL
+    written = []
+    image = bpy.data.images.new("lotus_map_file", width, height, alpha=False, float_buffer=True,
+                                is_data=True)
+    try:
+        with WriterScene() as writer:
+            _fill_image(image, values, _grey if is_depth else _normal_map_encoder("OPENGL"))
+            written.append(writer.write(image, paths["exr"], 'OPEN_EXR', '32'))
+            if not is_depth and paths.get("png"):
+                if convention == "OPENGL":
+                    written.append(writer.write(image, paths["png"], 'PNG', '16'))
+                else:
+                    _fill_image(image, values, _normal_map_encoder(convention))
+                    written.append(writer.write(image, paths["png"], 'PNG', '16'))
+            if is_depth and paths.get("preview"):
+                preview = bpy.data.images.new("lotus_map_preview", values.shape[1],
+                                              values.shape[0], alpha=False)
+                try:
+                    colours = maps.colorize_depth(np.asarray(values),
+                                                  near_is_high=(kind == protocol.KIND_DISPARITY))
+                    _fill_image(preview, colours, lambda strip: strip)
+                    written.append(writer.write(preview, paths["preview"], 'PNG', '8'))
+                finally:
+                    bpy.data.images.remove(preview)
+    finally:
+        bpy.data.images.remove(image)
+    return written
+
+
+def read_map(path: str) -> np.ndarray:
+    """The first channel of a map file (top row first), as Blender reads it."""
+    image = bpy.data.images.load(path, check_existing=False)
+    try:
+        width, height, channels = image.size[0], image.size[1], image.channels
+        if width == 0 or height == 0:
+            raise OutputError(f"Cannot read {path}")
+        buffer = np.empty(width * height * channels, dtype=np.float32)
+        image.pixels.foreach_get(buffer)
+    finally:
+        bpy.data.images.remove(image)
+    return buffer.reshape(height, width, channels)[::-1, :, 0].copy()

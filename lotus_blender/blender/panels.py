@@ -42,6 +42,9 @@ class LotusPanelSettings(bpy.types.PropertyGroup):
                                     "smoothly blended tiles (slower: one model pass per tile)")
     seamless: BoolProperty(name="Seamless", default=False,
                            description="Maps that tile without a seam, for repeating textures")
+    stabilize: BoolProperty(name="Stabilize Depth", default=True,
+                            description="Sequences and movies: align each frame's depth to the "
+                                        "frames before it (removes flicker)")
 
 
 def _settings(context):
@@ -228,6 +231,7 @@ def _image_button(layout, settings, text, icon, image_name=""):
     op.frame_end = settings.frame_end
     op.tiled = settings.tiled
     op.seamless = settings.seamless
+    op.stabilize = settings.stabilize
     return op
 
 
@@ -284,6 +288,7 @@ class _LotusOptionsPanel:
         row = layout.row(align=True)
         row.prop(settings, "frame_start")
         row.prop(settings, "frame_end")
+        layout.prop(settings, "stabilize")
 
 
 class LotusSubPanel:

@@ -35,6 +35,19 @@ def bundled_models(task):
     return found
 
 
+# Blender saves an enum preference as the item's number, so every choice keeps the number it was
+# first given: append new choices, never reorder (the menu's order is free).
+_SAVED_NUMBERS = {
+    protocol.TASK_DEPTH: ["jingheya/lotus-depth-g-v2-1-disparity", "jingheya/lotus-depth-d-v2-0-disparity",
+                          "jingheya/lotus-depth-g-v1-0", "jingheya/lotus-depth-d-v1-0",
+                          "jingheya/lotus-depth-d-v1-1", "LOCAL", "jingheya/lotus-depth-g-v2-0-disparity",
+                          "REPO"],
+    protocol.TASK_NORMAL: ["jingheya/lotus-normal-g-v1-1", "jingheya/lotus-normal-d-v1-1", "LOCAL",
+                           "jingheya/lotus-normal-g-v1-0", "jingheya/lotus-normal-d-v1-0", "REPO"],
+}
+_BUNDLE_NUMBERS = 1000  # bundles come and go with the build: numbers of their own
+
+
 def _checkpoint_items(task):
     # Bundles first: they work offline, so they are the default when the extension has one.
     items = [(BUNDLED_PREFIX + name, f"{name} (bundled)", f"Shipped with the extension: {folder}")
@@ -43,7 +56,26 @@ def _checkpoint_items(task):
               for repo, kind in protocol.KNOWN_CHECKPOINTS.items()
               if (kind == protocol.KIND_NORMAL) == (task == protocol.TASK_NORMAL)]
     items.append(("LOCAL", "Local Folder", "A checkpoint folder on disk (diffusers layout)"))
-    return items
+    items.append(("REPO", "Other Hugging Face Repo",
+                  "Another Lotus checkpoint on Hugging Face, by its repo id (say what it predicts)"))
+    numbers = _SAVED_NUMBERS[task]
+    return [(ident, name, desc, 'NONE',
+             numbers.index(ident) if ident in numbers else _BUNDLE_NUMBERS + index)
+            for index, (ident, name, desc) in enumerate(items)]
+
+
+def _kind_items(task):
+    """What a Local Folder or Other Repo model predicts; Recognise needs its lotus.json or a known
+    repo name, else the job asks for the kind (never a guess)."""
+    recognise = ('AUTO', "Recognise", "From the model's lotus.json or its known Lotus repo name; "
+                                      "a job asks for the kind when neither tells")
+    if task == protocol.TASK_NORMAL:
+        return [recognise + (0,), ('NORMAL', "Normal", "Predicts camera-space surface normals", 1)]
+    # DISPARITY and DEPTH keep the numbers they were saved with before Recognise existed.
+    return [('DISPARITY', "Disparity", "Predicts disparity (near = 1), "
+                                       "like lotus-depth-*-v2-*-disparity", 0),
+            ('DEPTH', "Depth", "Predicts relative depth (near = 0), like lotus-depth-*-v1-*", 1),
+            recognise + (2,)]
 
 
 def _default_model(task):
@@ -61,13 +93,12 @@ class LotusPreferences(bpy.types.AddonPreferences):
     depth_model_path: StringProperty(
         name="Depth Model Folder", subtype='DIR_PATH',
         description="Local depth checkpoint folder (used when the model is Local Folder)")
+    depth_model_repo: StringProperty(
+        name="Depth Repo ID", description="Hugging Face repo id (owner/name) of a Lotus depth "
+                                          "checkpoint (used when the model is Other Hugging Face Repo)")
     depth_model_kind: EnumProperty(
-        name="Local Depth Output", default='DISPARITY',
-        items=[('DISPARITY', "Disparity", "The folder's model predicts disparity (near = 1), "
-                                          "like lotus-depth-*-v2-*-disparity"),
-               ('DEPTH', "Depth", "The folder's model predicts relative depth (near = 0), "
-                                  "like lotus-depth-*-v1-*")],
-        description="What a local depth model folder predicts")
+        name="Depth Model Output", default='AUTO', items=_kind_items(protocol.TASK_DEPTH),
+        description="What a Local Folder or Other Repo depth model predicts")
     normal_model: EnumProperty(
         name="Normal Model", items=_checkpoint_items(protocol.TASK_NORMAL),
         default=_default_model(protocol.TASK_NORMAL),
@@ -75,6 +106,12 @@ class LotusPreferences(bpy.types.AddonPreferences):
     normal_model_path: StringProperty(
         name="Normal Model Folder", subtype='DIR_PATH',
         description="Local normal checkpoint folder (used when the model is Local Folder)")
+    normal_model_repo: StringProperty(
+        name="Normal Repo ID", description="Hugging Face repo id (owner/name) of a Lotus normal "
+                                           "checkpoint (used when the model is Other Hugging Face Repo)")
+    normal_model_kind: EnumProperty(
+        name="Normal Model Output", default='AUTO', items=_kind_items(protocol.TASK_NORMAL),
+        description="Whether a Local Folder or Other Repo model predicts normals")
     device: EnumProperty(
         name="Device", default='AUTO',
         items=[('AUTO', "Auto", "CUDA, then Apple Metal (MPS), then CPU"),
@@ -109,10 +146,10 @@ class LotusPreferences(bpy.types.AddonPreferences):
         col = layout.column(heading="Models")
         for task in ("depth", "normal"):
             col.prop(self, f"{task}_model")
-            if getattr(self, f"{task}_model") == 'LOCAL':
-                col.prop(self, f"{task}_model_path")
-                if task == "depth":
-                    col.prop(self, "depth_model_kind")
+            choice = getattr(self, f"{task}_model")
+            if choice in {'LOCAL', 'REPO'}:
+                col.prop(self, f"{task}_model_path" if choice == 'LOCAL' else f"{task}_model_repo")
+                col.prop(self, f"{task}_model_kind")
         if not bpy.app.online_access:
             box = col.box()
             box.label(text="Online access is off: models are not downloaded.", icon='INFO')

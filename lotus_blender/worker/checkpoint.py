@@ -46,6 +46,14 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing, incomplete, unsafe or not a Lotus model (one clear message)."""
 
 
+class UnknownKindError(CheckpointError):
+    """Nothing tells what the checkpoint predicts: the user must say (never guessed)."""
+
+    def __init__(self, message: str, source: str):
+        super().__init__(message)
+        self.source = source
+
+
 @dataclass(frozen=True)
 class CheckpointInfo:
     folder: Path
@@ -148,12 +156,12 @@ def known_kind(folder: Path, repo_id: str | None, kind_override: str | None = No
 def _recognise_kind(folder: Path, task: str, repo_id: str | None,
                     kind_override: str | None) -> str:
     kind = known_kind(folder, repo_id, kind_override)
-    if kind is None and task == protocol.TASK_NORMAL:
-        kind = protocol.KIND_NORMAL
     if kind is None:
-        raise CheckpointError(
-            f"cannot tell whether {repo_id or folder} predicts disparity or depth: it is not a known "
-            f"Lotus repo; set the model kind ({', '.join(protocol.KINDS)})")
+        # Even for normals: a depth model run as a normal model gives plausible-looking nonsense.
+        source = repo_id or str(folder)
+        raise UnknownKindError(
+            f"cannot tell what {source} predicts: it is not a known Lotus checkpoint and has no "
+            f"{METADATA_FILE}; give its kind ({' or '.join(protocol.kinds_for(task))})", source)
     if kind not in protocol.KINDS:
         raise CheckpointError(f"unknown model kind {kind!r}, expected one of {protocol.KINDS}")
     if (kind == protocol.KIND_NORMAL) != (task == protocol.TASK_NORMAL):

@@ -62,6 +62,7 @@ class PredictOptions:
     tile_overlap: int | None = None
     seamless: bool = False
     video_smoothing: bool = False
+    clip: str | None = None       # requests of one clip continue its noise (one frame per request)
     kind: str | None = None
 
     @classmethod
@@ -515,6 +516,8 @@ class LotusEngine:
     def __init__(self):
         self.model: LoadedModel | None = None
         self._model_key = None
+        # (clip id, clip noise, previous frame's latent) of the last request with a clip id.
+        self._clip_state = (None, None, None)
 
     def release(self) -> bool:
         had = self.model is not None
@@ -725,6 +728,8 @@ class LotusEngine:
         steps = ("encoding", "predicting", "decoding")
         outputs, used_names = [], set()
         clip_noise, previous_latent = None, None
+        if smoothing and options.clip and self._clip_state[0] == options.clip:
+            _, clip_noise, previous_latent = self._clip_state
         started = time.perf_counter()
         for index, path in enumerate(inputs):
             check()
@@ -769,6 +774,8 @@ class LotusEngine:
                             "width": int(width), "height": int(height)})
             emit_progress("done" if index + 1 == len(inputs) else "next image",
                           (index + 1) / len(inputs), index + 1, len(inputs), Path(path).name)
+        if smoothing and options.clip:
+            self._clip_state = (options.clip, clip_noise, previous_latent)
         for note in model.notes:
             if note not in notes:
                 notes.append(note)

@@ -21,6 +21,26 @@ from .. import protocol
 
 log = logging.getLogger("lotus.worker")
 
+# What a job needs in the worker's Python besides the standard library.
+REQUIRED_MODULES = ("numpy", "torch", "diffusers", "safetensors", "huggingface_hub")
+
+
+def missing_modules() -> list[str]:
+    """The required modules this Python cannot import (torch is imported: a broken install counts
+    as missing; the others are only looked up, importing them is the engine's job)."""
+    import importlib.util
+
+    missing = []
+    for name in REQUIRED_MODULES:
+        if name == "torch":
+            try:
+                import torch  # noqa: F401  (already imported by the ready report when present)
+            except (ImportError, OSError):
+                missing.append(name)
+        elif importlib.util.find_spec(name) is None:
+            missing.append(name)
+    return missing
+
 PARENT_POLL_SECONDS = 1.0
 
 
@@ -68,6 +88,7 @@ class Worker:
         self.cancel_lock = threading.Lock()
         self.stopping = threading.Event()
         self.engine = None
+        self.requirements_met = False
 
     # -- threads -----------------------------------------------------------------------------
 
@@ -135,8 +156,19 @@ class Worker:
             self.events.send({"event": protocol.EV_CANCELLED, "id": job_id})
             return
         started = time.perf_counter()
+        if not self.requirements_met:
+            missing = missing_modules()
+            if missing:
+                # The client knows how this Python was chosen and words the fix; this message is
+                # for any other client.
+                log.warning("job %s: this Python lacks %s", job_id, ", ".join(missing))
+                self.events.send(protocol.error_event(
+                    job_id, f"the worker's Python ({sys.executable}) lacks {', '.join(missing)}, "
+                            f"needed to run Lotus", missing=missing))
+                return
+            self.requirements_met = True
         try:
-            from .checkpoint import CheckpointError
+            from .checkpoint import CheckpointError, UnknownKindError
             from .engine import EngineError, JobCancelled, LotusEngine
             from .images import ImageReadError
         except ImportError as ex:
@@ -157,7 +189,9 @@ class Worker:
             self.events.send({"event": protocol.EV_CANCELLED, "id": job_id})
         except (CheckpointError, EngineError, ImageReadError) as ex:
             log.warning("job %s failed: %s", job_id, ex)
-            self.events.send(protocol.error_event(job_id, str(ex), traceback.format_exc()))
+            unknown = ex.source if isinstance(ex, UnknownKindError) else None
+            self.events.send(protocol.error_event(job_id, str(ex), traceback.format_exc(),
+                                                  unknown_kind=unknown))
         except Exception as ex:  # anything else still ends this job, not the worker
             log.exception("job %s crashed", job_id)
             self.events.send(protocol.error_event(job_id, f"{type(ex).__name__}: {ex}",

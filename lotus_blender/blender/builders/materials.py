@@ -6,7 +6,10 @@ photographed head-on, camera space IS the tangent space of a plane whose UVs map
 V up), so the normals become a tangent-space normal map as they are; only the DirectX convention flips
 the green channel. The height map is integrated from the same normals (Frankot-Chellappa, core).
 
-Maps are written as float images (Non-Color) and saved as 16-bit PNG next to the other outputs.
+Maps are float images (Non-Color) saved as 16-bit PNG next to the other outputs, named after the
+photo's stem ("café photo 01_height.png"). The normal map is the prediction's own PNG when it has one
+in the chosen convention. A map is written once: a run whose map comes out the same (the redo panel,
+another material) uses the file already there.
 """
 
 import os
@@ -16,7 +19,7 @@ import numpy as np
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, PointerProperty
 
 from ...core import heightmap, maps
-from .. import compat, outputs, preferences
+from .. import compat, files, naming, outputs, preferences
 from ..panels import LotusSubPanel, draw_wrapped
 from .transaction import atomic_builder, report_failure
 
@@ -48,18 +51,25 @@ def read_pixels(image) -> np.ndarray:
     return buffer.reshape(height, width, 4)[::-1]
 
 
+def _made_by_lotus(image) -> bool:
+    return "lotus_kind" in image and image.library is None
+
+
 def write_float_image(name, values, *, non_color=True):
-    """Store (H, W) grey or (H, W, 3|4) values in a float image called name (reused when it fits)."""
+    """Store (H, W) grey or (H, W, 3|4) values in a float image called name: our earlier image of
+    that name is reused; a name the artist's own image holds gets one suffix (naming)."""
     values = np.asarray(values, dtype=np.float32)
     if values.ndim == 2:
         values = np.repeat(values[..., None], 3, axis=2)
     height, width = values.shape[:2]
     rgba = np.ones((height, width, 4), dtype=np.float32)
     rgba[..., :values.shape[2]] = values[..., :4]
-    image = bpy.data.images.get(name)
-    if image is not None and (tuple(image.size) != (width, height) or not image.is_float):
+    name, image = naming.claim_image(name, _made_by_lotus)
+    if image is not None and not image.is_float:
         bpy.data.images.remove(image)
         image = None
+    if image is not None and tuple(image.size) != (width, height):
+        image.scale(width, height)
     if image is None:
         image = bpy.data.images.new(name, width, height, alpha=False, float_buffer=True)
     image.colorspace_settings.name = 'Non-Color' if non_color else 'Linear Rec.709'
@@ -104,42 +114,99 @@ def output_folder(context, near_images=()):
             if os.path.isdir(folder):
                 return folder
     folder, _temporary = outputs.resolve_output_folder(preferences.get_preferences(context).output_dir)
-    os.makedirs(folder, exist_ok=True)
+    files.ensure_folder(folder)
     return folder
 
 
-def save_map(image, folder):
-    """Write a float map as a 16-bit PNG in folder and make the image use that file.
+def _png_size(path):
+    """(width, height) from a PNG's header, or None."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(24)
+    except OSError:
+        return None
+    if header[:8] != b"\x89PNG\r\n\x1a\n" or len(header) < 24:
+        return None
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
 
-    A map saved before into the same folder is overwritten (it is ours); any other file is kept and
-    the new one gets a numbered name, like the other outputs.
-    """
-    previous = bpy.path.abspath(image.filepath_raw) if image.filepath_raw else ""
-    if previous and os.path.dirname(previous) == os.path.normpath(folder):
-        path = previous
+
+def _file_holds(path, values):
+    """Whether the 16-bit PNG at path holds values (H, W, 3; top row first) to its precision."""
+    if _png_size(path) != (values.shape[1], values.shape[0]):
+        return False
+    stored = bpy.data.images.load(path, check_existing=False)
+    try:
+        stored.colorspace_settings.name = 'Non-Color'
+        if tuple(stored.size) != (values.shape[1], values.shape[0]):
+            return False
+        return bool(np.abs(read_pixels(stored)[..., :3] - values).max() <= 1.0 / 65535)
+    finally:
+        bpy.data.images.remove(stored)
+
+
+def save_map(image, folder, stem=None):
+    """Make the float map use a 16-bit PNG in folder holding its pixels: the file of an earlier
+    run when one holds the same pixels (redo, a second material), else a new one written
+    atomically ("<stem>.png", or "<stem>_001.png" when that holds something else)."""
+    stem = naming.file_stem(stem or image.name)
+    values = None
+    number, path = 0, os.path.join(folder, stem + ".png")
+    while os.path.exists(path):
+        if values is None:
+            values = np.round(np.clip(read_pixels(image)[..., :3], 0.0, 1.0) * 65535) / 65535
+        if _file_holds(path, values):  # to the PNG's precision
+            break
+        number += 1
+        path = os.path.join(folder, f"{stem}_{number:03d}.png")
     else:
-        path = outputs.unique_path(folder, bpy.path.clean_name(image.name), ".png")
-    image.filepath_raw = path
-    image.file_format = 'PNG'
-    image.save()  # float buffers are written as 16-bit PNG, values untouched for Non-Color
+        files.write_image_copy(image, path, 'PNG')  # float buffers are written as 16-bit PNG
+    outputs.bind_to_file(image, path, 'PNG')
     image.colorspace_settings.name = 'Non-Color'
-    image.filepath = bpy.path.relpath(path) if bpy.data.filepath else path
     return path
 
 
 # ---------------------------------------------------------------------------------------------
 # The maps.
 
-def make_texture_maps(photo_name, normal_image, *, convention="OPENGL", seamless=False):
-    """Create the tangent-space normal map and the height map images for photo_name.
+def _tag_map(image, kind, photo_name):
+    image["lotus_kind"] = kind
+    image["lotus_source"] = photo_name
+    image.use_fake_user = True  # kept in the saved .blend even when no material uses it
 
-    Returns (normal_map_image, height_image, relief): Non-Color float images, and the height span
-    the normals imply as a fraction of the image height (the height map itself spans [0, 1] around
-    the midlevel 0.5, exactly as core.heightmap.height_from_normals normalises it).
-    """
+
+def make_normal_map(photo_name, normal_image, *, convention="OPENGL"):
+    """The tangent-space normal map image (Non-Color float) of photo_name in a convention."""
     normals = lotus_camera_normals(normal_image)
     normal_rgb = maps.normals_to_normal_map(normals, convention=convention)
-    normal_map = write_float_image(f"{photo_name}_normal_{CONVENTION_SUFFIX[convention]}", normal_rgb)
+    normal_map = write_float_image(
+        f"{naming.stem(photo_name)}_normal_{CONVENTION_SUFFIX[convention]}", normal_rgb)
+    _tag_map(normal_map, "normal_map", photo_name)
+    normal_map["lotus_normal_convention"] = convention
+    return normal_map
+
+
+def prediction_normal_map(photo_name, normal_image, convention):
+    """The prediction's own 16-bit normal-map PNG in that convention (outputs.py records it on the
+    normal image), as an image; None when there is none."""
+    suffix = CONVENTION_SUFFIX[convention]
+    stored = normal_image.get(f"lotus_normal_png_{suffix}")
+    path = bpy.path.abspath(stored) if stored else ""
+    if not path or not os.path.isfile(path):
+        return None
+    image = bpy.data.images.load(path, check_existing=True)
+    image.colorspace_settings.name = 'Non-Color'
+    name = naming.result_image_name(f"{naming.stem(photo_name)}_normal_{suffix}",
+                                    lambda other: other == image or _made_by_lotus(other))
+    if image.name != name:
+        image.name = name
+    _tag_map(image, "normal_map", photo_name)
+    image["lotus_normal_convention"] = convention
+    return image
+
+
+def make_height_map(photo_name, normal_image, *, seamless=False):
+    """The height map image and the relief the normals imply (see make_texture_maps)."""
+    normals = lotus_camera_normals(normal_image)
     # One integration gives both the map and its physical span (normalize=False keeps pixel units).
     raw = heightmap.height_from_normals(normals, seamless=seamless, normalize=False).astype(np.float64)
     low, high = float(raw.min()), float(raw.max())
@@ -148,13 +215,24 @@ def make_texture_maps(photo_name, normal_image, *, convention="OPENGL", seamless
         height = np.clip(0.5 + (raw - 0.5 * (low + high)) / span_px, 0.0, 1.0)
     else:
         height, span_px = np.full(raw.shape, 0.5), 0.0
-    height_image = write_float_image(f"{photo_name}_height", height)
+    # A seamless map is another map: its own name, so a plain one elsewhere keeps its pixels.
+    suffix = "height_seamless" if seamless else "height"
+    height_image = write_float_image(f"{naming.stem(photo_name)}_{suffix}", height)
     relief = span_px / raw.shape[0]
-    for image, kind in ((normal_map, "normal_map"), (height_image, "height")):
-        image["lotus_kind"] = kind
-        image["lotus_source"] = photo_name
-    normal_map["lotus_normal_convention"] = convention
+    _tag_map(height_image, "height", photo_name)
     height_image["lotus_relief"] = relief
+    return height_image, relief
+
+
+def make_texture_maps(photo_name, normal_image, *, convention="OPENGL", seamless=False):
+    """Create the tangent-space normal map and the height map images for photo_name.
+
+    Returns (normal_map_image, height_image, relief): Non-Color float images, and the height span
+    the normals imply as a fraction of the image height (the height map itself spans [0, 1] around
+    the midlevel 0.5, exactly as core.heightmap.height_from_normals normalises it).
+    """
+    normal_map = make_normal_map(photo_name, normal_image, convention=convention)
+    height_image, relief = make_height_map(photo_name, normal_image, seamless=seamless)
     return normal_map, height_image, relief
 
 
@@ -216,7 +294,7 @@ def build_normal_material(photo, normal_map, height_image, *, uv_map=UV_MAP_NAME
 
     height_scale: metres between height 0 and 1 (Bump Distance, or Displacement Scale).
     """
-    material = bpy.data.materials.new(name or f"{source_name(photo)}_lotus_material")
+    material = bpy.data.materials.new(name or f"{naming.source_stem(photo)}_lotus_material")
     tree = compat.node_tree(material)
     tree.nodes.clear()
     links = tree.links
@@ -311,8 +389,11 @@ def assign_material(obj, material):
 @atomic_builder
 def apply_normal_material(context, photo, normal_image, *, target=None, convention="OPENGL",
                           normal_strength=1.0, bump_strength=1.0, relief_scale=1.0,
-                          use_displacement=False, seamless=False, save=True):
+                          use_displacement=False, seamless=False, save=True, failures=None):
     """Everything the operator does: maps, (plane), material, subdivision for displacement, saving.
+
+    failures: a list that receives a files.OutputError per map that could not be saved (that map
+    is then packed into the .blend); without it the first one is raised.
 
     target: a mesh object with a UV map, or None for a new plane sized like the photo.
     relief_scale: 1 gives the relief the normals imply (the image spanning the plane's height, or
@@ -322,15 +403,39 @@ def apply_normal_material(context, photo, normal_image, *, target=None, conventi
     if target is not None and not target.data.uv_layers:
         raise ValueError(f"{target.name} has no UV map: unwrap it first")
     name = source_name(photo)
-    normal_map, height_image, relief = make_texture_maps(name, normal_image, convention=convention,
-                                                         seamless=seamless)
+    height_image, relief = make_height_map(name, normal_image, seamless=seamless)
+    # The prediction's own PNG when there is one in this convention, else a map of our own.
+    normal_map = prediction_normal_map(name, normal_image, convention)
+    made = [height_image]
+    if normal_map is None:
+        normal_map = make_normal_map(name, normal_image, convention=convention)
+        made.append(normal_map)
     if save:
-        folder = output_folder(context, (normal_image,))
-        save_map(normal_map, folder)
-        save_map(height_image, folder)
+        problems = []
+        try:
+            folder = output_folder(context, (normal_image,))
+        except files.OutputError as error:
+            problems.append(error)
+            folder = None
+        for image in made:
+            try:
+                if folder is None:
+                    raise problems[0]
+                save_map(image, folder)
+            except files.OutputError as error:
+                outputs.keep_in_blend(image)
+                if error not in problems:
+                    problems.append(error)
+        if problems:
+            if failures is None:
+                raise problems[0]
+            failures.extend(problems)
+    else:
+        for image in made:
+            outputs.keep_in_blend(image)  # no file: the pixels live in the .blend
     if target is None:
         width, height = photo.size
-        target = new_image_plane(context, f"{name}_plane", width / max(height, 1))
+        target = new_image_plane(context, f"{naming.stem(name)}_plane", width / max(height, 1))
         uv_map = UV_MAP_NAME
         size = PLANE_HEIGHT
     else:
@@ -418,13 +523,14 @@ class LOTUS_OT_normal_material(bpy.types.Operator):
             if target is None or target.type != 'MESH':
                 self.report({'ERROR'}, "The active object must be a mesh")
                 return {'CANCELLED'}
+        failures = []
         try:
             obj, material, normal_map, height_image = apply_normal_material(
                 context, photo, normal_image, target=target, convention=self.convention,
                 normal_strength=self.normal_strength, bump_strength=self.bump_strength,
                 relief_scale=self.relief_scale, use_displacement=self.use_displacement,
                 seamless=self.seamless,
-                save=self.save_maps)
+                save=self.save_maps, failures=failures)
         except Exception as error:  # noqa: BLE001 - one line for the artist, nothing half-built
             return report_failure(self, "Normal-Mapped Material", error)
         if target is None:
@@ -432,7 +538,10 @@ class LOTUS_OT_normal_material(bpy.types.Operator):
                 other.select_set(False)
             obj.select_set(True)
             context.view_layer.objects.active = obj
-        if self.save_maps:
+        if failures:
+            self.report({'WARNING'}, files.describe_failures(
+                failures, f"{material.name} on {obj.name} uses the maps packed into the .blend"))
+        elif self.save_maps:
             where = os.path.dirname(bpy.path.abspath(normal_map.filepath_raw))
             self.report({'INFO'}, f"{material.name} on {obj.name}; {normal_map.name} and "
                                   f"{height_image.name} saved in {where}")

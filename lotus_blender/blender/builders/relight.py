@@ -23,8 +23,8 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, Po
 from mathutils import Matrix, Vector
 
 from ...core import geometry, maps, shading
-from .. import compat
-from . import materials, scene25d
+from .. import compat, outputs
+from . import existing, materials, scene25d
 from ..panels import LotusSubPanel, draw_wrapped
 from .transaction import atomic_builder, report_failure
 
@@ -91,6 +91,7 @@ def object_normal_image(name, normal_image, camera, obj):
     image = materials.write_float_image(name, normals * 0.5 + 0.5)
     image["lotus_kind"] = "normal_object"
     image["lotus_source"] = normal_image.get("lotus_source", normal_image.name)
+    outputs.keep_in_blend(image)  # made here, written nowhere: its pixels live in the .blend
     return image
 
 
@@ -288,6 +289,7 @@ def build_light_rig(context, name, camera, distance, *, key_power=None):
         light["lotus_light_role"] = role
         lights[role] = light
     rig["lotus_source"] = name
+    rig["lotus_light_rig"] = True
     return rig, lights
 
 
@@ -348,14 +350,20 @@ def build_relight_scene(context, photo, depth=None, normal=None, *, geometry_mod
     "gap_fill" (None where not made).
     """
     name = scene25d.source_name(photo)
+    reused = False
     if geometry_mode == "MESH":
         if depth is None:
             raise ValueError(f"No Lotus depth for {photo.name}: predict depth first, or use an image plane")
-        obj, camera = scene25d.build_photo_scene(
-            context, photo, depth, normal, mode="GEONODES", near=near, depth_range=depth_range,
-            focal_35mm=focal_35mm, focal_source=focal_source, refine=refine, max_vertices=max_vertices,
-            tear_threshold=tear_threshold,
-            material="SHADED")
+        # Build 2.5D Scene (or an earlier setup) made them already: relight those.
+        obj, camera = existing.photo_scene(context, photo)
+        reused = obj is not None
+        if reused:
+            context.scene.render.resolution_x, context.scene.render.resolution_y = photo.size
+        else:
+            obj, camera = scene25d.build_photo_scene(
+                context, photo, depth, normal, mode="GEONODES", near=near, depth_range=depth_range,
+                focal_35mm=focal_35mm, focal_source=focal_source, refine=refine,
+                max_vertices=max_vertices, tear_threshold=tear_threshold, material="SHADED")
     else:
         obj, camera = build_image_plane(context, photo, focal_35mm=focal_35mm)
 
@@ -367,6 +375,7 @@ def build_relight_scene(context, photo, depth=None, normal=None, *, geometry_mod
         albedo_image = materials.write_float_image(f"{name}_albedo", albedo_rgb, non_color=False)
         albedo_image["lotus_kind"] = "albedo"
         albedo_image["lotus_source"] = photo.name
+        outputs.keep_in_blend(albedo_image)
     else:
         albedo_image = photo
     normal_object = object_normal_image(f"{name}_normal_object", normal, camera, obj) if normal else None
@@ -376,17 +385,23 @@ def build_relight_scene(context, photo, depth=None, normal=None, *, geometry_mod
     if old_material is not None and old_material.users == 0:
         bpy.data.materials.remove(old_material)
 
-    gap_fill = build_gap_fill(context, obj) if geometry_mode == "MESH" and gap_fill else None
+    if geometry_mode == "MESH" and gap_fill:
+        gap_fill = (reused and existing.gap_fill(obj)) or build_gap_fill(context, obj)
+    else:
+        gap_fill = None
     context.view_layer.update()
     distance = subject_distance(context, obj, camera) if geometry_mode == "MESH" else PLANE_DISTANCE
-    rig, lights = build_light_rig(context, name, camera, distance) if light_rig else (None, {})
+    rig, lights = existing.light_rig(context.scene, name) if light_rig else (None, {})
+    if light_rig and rig is None:
+        rig, lights = build_light_rig(context, name, camera, distance)
     ground = build_shadow_catcher(context, name, obj, camera, distance) if shadow_catcher else None
     configure_cycles(context.scene, ambient=ambient, film_transparent=shadow_catcher)
     context.scene.camera = camera
     context.scene["lotus_relight_source"] = photo.name
     obj["lotus_relight"] = True
     return {"object": obj, "camera": camera, "material": material, "albedo": albedo_image,
-            "rig": rig, "lights": lights, "ground": ground, "gap_fill": gap_fill}
+            "rig": rig, "lights": lights, "ground": ground, "gap_fill": gap_fill,
+            "reused": reused}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -519,7 +534,8 @@ class LOTUS_OT_relight_setup(bpy.types.Operator):
         selected.select_set(True)
         context.view_layer.objects.active = selected
         missing = "" if normal is not None else " (no Lotus normals: shading follows the mesh)"
-        self.report({'INFO'}, f"Relight setup for {photo.name}: {made['object'].name}, "
+        reused = " (its 2.5D scene, reused)" if made["reused"] else ""
+        self.report({'INFO'}, f"Relight setup for {photo.name}: {made['object'].name}{reused}, "
                               f"{len(made['lights'])} lights{missing}")
         return {'FINISHED'}
 
@@ -555,6 +571,9 @@ class LOTUS_OT_preview_relight(bpy.types.Operator):
         except RuntimeError as error:
             self.report({'ERROR'}, f"Preview render failed: {error}")
             return {'CANCELLED'}
+        if photo is not None:
+            image["lotus_source"] = photo.name
+        outputs.keep_in_blend(image)  # no user and no file: packed, it survives save and reopen
         for area in (context.screen.areas if context.screen else ()):
             if area.type == 'IMAGE_EDITOR':
                 area.spaces.active.image = image

@@ -31,7 +31,7 @@ import numpy as np
 from mathutils import Matrix
 
 from ...core import geometry
-from .. import compat
+from .. import compat, naming
 from . import geonodes, scene25d_camera
 from .transaction import atomic_builder
 
@@ -47,10 +47,8 @@ DEFAULT_CAMERA_MATRIX = Matrix.Rotation(math.radians(90.0), 4, 'X')
 
 
 def source_name(photo):
-    """Name the objects after the image, without a file extension."""
-    name = photo.name
-    stem, dot, extension = name.rpartition(".")
-    return stem if dot and extension.lower() in {"png", "jpg", "jpeg", "exr", "tif", "tiff", "webp", "bmp"} else name
+    """Name the objects after the image's stem (naming.stem: no file extension, accents kept)."""
+    return naming.stem(photo.name)
 
 
 def depth_kind(depth_image):

@@ -1,0 +1,66 @@
+"""One naming rule for everything the add-on makes, in Blender and on disk.
+
+A source is known by its stem: the image's name without its file extension, accents, spaces and
+case kept ("café photo 01.jpg" -> "café photo 01"). Results add a suffix ("café photo 01_depth",
+"café photo 01_height"); files carry the same name plus their extension ("café photo 01_height.png"),
+with only the characters file systems refuse replaced. A result's Blender name that the artist's own
+image already holds gets one suffix, " (Lotus)", and that name is reused by the next run.
+"""
+
+from __future__ import annotations
+
+import re
+
+import bpy
+
+TAKEN_SUFFIX = " (Lotus)"
+_BLENDER_DUPLICATE = re.compile(r"\.\d{3}$")  # "photo.png.001": Blender's copy of a name
+_NOT_IN_FILE_NAMES = re.compile(r'[\x00-\x1f<>:"/\\|?*]')
+
+
+def _has_media_extension(name: str) -> bool:
+    stem, dot, extension = name.rpartition(".")
+    return bool(dot and stem) and \
+        "." + extension.lower() in (bpy.path.extensions_image | bpy.path.extensions_movie)
+
+
+def stem(name: str) -> str:
+    """The name without an image or movie file extension ("photo.png.001" -> "photo")."""
+    if _BLENDER_DUPLICATE.search(name) and _has_media_extension(name[:-4]):
+        name = name[:-4]
+    return name.rpartition(".")[0] if _has_media_extension(name) else name
+
+
+def source_stem(image) -> str:
+    """The stem of the photo an image is, or that a Lotus result was made from."""
+    return stem(image.get("lotus_source") or image.name)
+
+
+def file_stem(name: str) -> str:
+    """The name as a file name: only characters file systems refuse become "_" (accents stay)."""
+    cleaned = _NOT_IN_FILE_NAMES.sub("_", name).strip(" .")
+    return cleaned or "image"
+
+
+def result_image_name(name: str, is_ours) -> str:
+    """The Blender name for a result: ``name``, unless an image that ``is_ours(image)`` rejects
+    holds it; then ``name (Lotus)``, the same every run, so nothing piles up."""
+    image = bpy.data.images.get(name)
+    if image is None or is_ours(image):
+        return name
+    return name + TAKEN_SUFFIX
+
+
+def claim_image(name: str, is_ours):
+    """(name, our existing image or None) for a result called ``name`` (see result_image_name)."""
+    name = result_image_name(name, is_ours)
+    image = bpy.data.images.get(name)
+    return name, (image if image is not None and is_ours(image) else None)
+
+
+def made_by_lotus(kind: str, source: str):
+    """An ``is_ours`` test: a Lotus image of that kind made from that source."""
+    def is_ours(image) -> bool:
+        return image.get("lotus_kind") == kind and image.get("lotus_source") == source \
+            and image.library is None
+    return is_ours

@@ -1,0 +1,233 @@
+"""The command line (``blender -b -c lotus predict ...``): cli.main called directly with the real
+worker and the tiny checkpoints, and the real registration of the command in a fresh Blender."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests import blender_env
+from tests.blender_side import gradient
+
+PROGRESS = re.compile(r"^LOTUS +(\d+\.\d)% (\d+)/(\d+) (depth|normal) frame (\S+) "
+                      r"(computed|skipped|failed) ([\d.]+)s")
+
+
+def write_frames(folder, name, frames, width=32, height=24):
+    """A small moving picture as PNG files name_####.png."""
+    from PIL import Image
+    folder.mkdir(parents=True, exist_ok=True)
+    for frame in frames:
+        picture = np.roll(gradient(width, height), frame % 7 * 2, axis=1)[..., :3]
+        Image.fromarray(np.round(picture * 255).astype(np.uint8)).save(
+            folder / f"{name}_{frame:04d}.png")
+    return folder
+
+
+def progress_lines(text):
+    return [PROGRESS.match(line).groups() for line in text.splitlines() if PROGRESS.match(line)]
+
+
+def png_bit_depth(path) -> int:
+    with open(path, "rb") as handle:
+        return handle.read(26)[24]
+
+
+@pytest.fixture
+def cli(lotus):
+    import importlib
+    return importlib.import_module(f"{lotus.name}.blender.cli")
+
+
+def test_help_and_usage_errors(cli, capsys, tmp_path):
+    assert cli.main(["predict", "--help"]) == 0
+    text = capsys.readouterr().out
+    for option in ("--frames", "--task", "--output", "--depth-model", "--normal-model",
+                   "--device", "--precision", "--resolution", "--tiled", "--seamless",
+                   "--stabilize", "exit status", "LOTUS 36.4%"):
+        assert option in text
+    assert cli.main(["--help"]) == 0 and "predict" in capsys.readouterr().out
+    assert cli.main(["predict", str(tmp_path / "x.png"), "--task", "bogus"]) == 2
+    assert cli.main(["predict", str(tmp_path / "nothing_here.png"), "-o", str(tmp_path)]) == 2
+    assert "Not found" in capsys.readouterr().err
+    write_frames(tmp_path / "in", "a", [1])
+    assert cli.main(["predict", str(tmp_path / "in" / "a_0001.png"), "--frames", "9-3",
+                     "-o", str(tmp_path)]) == 2
+    assert cli.main(["predict", str(tmp_path / "in" / "a_0001.png"), "-o", str(tmp_path),
+                     "--depth-model", str(tmp_path / "no-such-model")]) == 2
+
+
+def test_sequence_both_tasks_then_resume(cli, lotus, capsys, tmp_path):
+    plates = write_frames(tmp_path / "plates", "shot", range(1001, 1006))
+    out = tmp_path / "maps"
+    argv = ["predict", str(plates / "shot_####.png"), "--frames", "1001-1004", "--task", "both",
+            "--output", str(out)]
+    assert cli.main(argv) == 0
+    lines = progress_lines(capsys.readouterr().out)
+    assert [(task, frame, status) for _, _, _, task, frame, status, _ in lines] == \
+        [("depth", str(f), "computed") for f in range(1001, 1005)] + \
+        [("normal", str(f), "computed") for f in range(1001, 1005)]
+    assert [float(line[0]) for line in lines] == [12.5, 25.0, 37.5, 50.0, 62.5, 75.0, 87.5, 100.0]
+    names = sorted(os.listdir(out))
+    assert names == sorted([f"shot_depth_{f}.exr" for f in range(1001, 1005)]
+                           + [f"shot_normal_{f}.exr" for f in range(1001, 1005)]
+                           + [f"shot_normal_opengl_{f}.png" for f in range(1001, 1005)])
+    assert png_bit_depth(out / "shot_normal_opengl_1002.png") == 16
+    depth = lotus.outputs.read_map(str(out / "shot_depth_1003.exr"))
+    assert depth.shape == (24, 32) and np.isfinite(depth).all() and depth.std() > 0
+    stamps = {name: os.stat(out / name).st_mtime_ns for name in names}
+
+    # The same command again: everything is finished, nothing is rewritten.
+    assert cli.main(argv) == 0
+    lines = progress_lines(capsys.readouterr().out)
+    assert {line[5] for line in lines} == {"skipped"} and len(lines) == 8
+    assert {name: os.stat(out / name).st_mtime_ns for name in names} == stamps
+    # A wider range computes only the new frame; printf-style patterns work too.
+    assert cli.main(["predict", str(plates / "shot_%04d.png"), "--frames", "1003-1005",
+                     "--output", str(out)]) == 0
+    statuses = [(line[4], line[5]) for line in progress_lines(capsys.readouterr().out)]
+    assert statuses == [("1003", "skipped"), ("1004", "skipped"), ("1005", "computed")]
+    assert not [n for n in os.listdir(out) if n.startswith(".")]  # no claims or partial files left
+
+
+def test_stabilization_is_the_core_alignment(cli, lotus, tmp_path, capsys):
+    from lotus_blender.core import temporal
+    plates = write_frames(tmp_path / "plates", "clip", range(1, 6))
+    plain, steady = tmp_path / "plain", tmp_path / "steady"
+    assert cli.main(["predict", str(plates / "clip_####.png"), "-o", str(plain),
+                     "--no-stabilize"]) == 0
+    assert cli.main(["predict", str(plates / "clip_####.png"), "-o", str(steady)]) == 0
+    capsys.readouterr()
+    raw = [lotus.outputs.read_map(str(plain / f"clip_depth_{f:04d}.exr")) for f in range(1, 6)]
+    got = [lotus.outputs.read_map(str(steady / f"clip_depth_{f:04d}.exr")) for f in range(1, 6)]
+    expected, fits = temporal.stabilize_sequence(raw)
+    assert any(abs(fit.scale - 1.0) > 1e-4 or abs(fit.shift) > 1e-4 for fit in fits[1:])
+    for mine, theirs in zip(got, expected):
+        np.testing.assert_allclose(mine, theirs, atol=1e-5)
+
+
+def test_folder_images_and_a_failed_frame(cli, lotus, tmp_path, capsys):
+    from PIL import Image
+    folder = tmp_path / "in"
+    write_frames(folder, "seq", [1, 2, 4])  # frame 3 is missing from the requested range
+    Image.fromarray(np.round(gradient()[..., :3] * 255).astype(np.uint8)).save(folder / "still.png")
+    out = tmp_path / "out"
+    code = cli.main(["predict", str(folder), "--frames", "1-4", "-o", str(out),
+                     "--normal-convention", "directx", "--task", "both"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "frame 3" in captured.err and "seq_0003.png" in captured.err
+    statuses = {(task, frame): status for _, _, _, task, frame, status, _ in
+                progress_lines(captured.out)}
+    assert statuses[("depth", "3")] == "failed" and statuses[("normal", "3")] == "failed"
+    assert statuses[("depth", "-")] == "computed"  # the still image
+    for name in ("seq_depth_0001.exr", "seq_depth_0004.exr", "seq_normal_directx_0002.png",
+                 "still_depth.exr", "still_depth_preview.png", "still_normal.exr",
+                 "still_normal_directx.png"):
+        assert (out / name).is_file(), name
+    assert not (out / "seq_depth_0003.exr").exists()
+    assert "LOTUS done: 10 maps, 8 computed, 0 skipped (finished), 2 failed" in captured.out
+
+
+def test_movie_frames(cli, tmp_path, capsys):
+    import bpy
+    if not bpy.app.build_options.codec_ffmpeg:
+        pytest.skip("this Blender build has no FFmpeg")
+    scene = bpy.data.scenes.new("lotus_cli_movie")
+    try:
+        scene.render.resolution_x, scene.render.resolution_y = 32, 24
+        scene.render.resolution_percentage = 100
+        scene.render.engine = 'CYCLES'
+        scene.cycles.samples = 1
+        camera = bpy.data.objects.new("lotus_cli_movie", bpy.data.cameras.new("lotus_cli_movie"))
+        scene.collection.objects.link(camera)
+        scene.camera = camera
+        blender_env.compat().set_file_format(scene.render.image_settings, 'FFMPEG')
+        scene.render.ffmpeg.format = 'MPEG4'
+        scene.render.ffmpeg.codec = 'H264'
+        scene.frame_start, scene.frame_end = 1, 3
+        scene.render.filepath = str(tmp_path / "take_")
+        bpy.ops.render.render(scene=scene.name, animation=True)
+    finally:
+        bpy.data.scenes.remove(scene)
+        camera_data = camera.data
+        bpy.data.objects.remove(camera)
+        bpy.data.cameras.remove(camera_data)
+    movie = next(p for p in tmp_path.iterdir() if p.name.startswith("take_"))
+    out = tmp_path / "out"
+    assert cli.main(["predict", str(movie), "--frames", "2-3", "-o", str(out)]) == 0
+    stem = movie.stem
+    assert sorted(os.listdir(out)) == [f"{stem}_depth_0002.exr", f"{stem}_depth_0003.exr"]
+    assert [line[4] for line in progress_lines(capsys.readouterr().out)] == ["2", "3"]
+    assert not [i for i in bpy.data.images if i.filepath.endswith(movie.name)]
+
+
+# The bpy module has no -c: check in a fresh Blender that enabling the add-on registers the
+# "lotus" command (registering the id again is refused with a warning) and disabling removes it.
+REGISTRATION_SCRIPT = r"""
+import os, sys, tempfile
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import bpy
+from tests import blender_env
+
+def probe(label):
+    print("PROBE " + label, flush=True)
+    handle = bpy.utils.register_cli_command("lotus", lambda argv: 0)
+    print("", flush=True)
+    bpy.utils.unregister_cli_command(handle)
+
+name = blender_env.install_extension(Path(tempfile.mkdtemp()))
+cli = sys.modules[name + ".blender.cli"]
+print("HANDLE", cli._handle is not None, cli.main.__module__ == name + ".blender.cli", flush=True)
+probe("enabled")
+blender_env.disable_extension(name)
+probe("disabled")
+blender_env.exit_child()
+"""
+
+
+@pytest.mark.blender
+def test_command_registered_with_blender(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "user"))
+    run = subprocess.run([sys.executable, "-c", REGISTRATION_SCRIPT, root],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                         timeout=300)
+    text = run.stdout
+    assert run.returncode == 0, text[-3000:]
+    assert "HANDLE True True" in text
+    enabled = text.split("PROBE enabled")[1].split("PROBE disabled")[0]
+    disabled = text.split("PROBE disabled")[1]
+    assert 'duplicate command "lotus"' in enabled
+    assert "duplicate" not in disabled
+
+
+def test_panel_sequences_are_stabilized_unless_turned_off(lotus, tmp_path):
+    """The add-on's own sequence path (panel / operator) uses the same alignment, on by default."""
+    import bpy
+
+    from lotus_blender.core import temporal
+    from tests.blender_side import remove_images
+    assert bpy.context.window_manager.lotus_panel.stabilize is True
+    plates = write_frames(tmp_path / "plates", "pan", range(1, 5))
+    image = bpy.data.images.load(str(plates / "pan_0001.png"))
+    image.source = 'SEQUENCE'
+    maps = {}
+    for stabilize in (False, True):
+        assert bpy.ops.lotus.predict_image(image=image.name, task='DEPTH', frame_start=1,
+                                           frame_end=4, stabilize=stabilize) == {'FINISHED'}
+        stem = "pan_depth" if not stabilize else "pan_depth_001"  # never overwritten: _001
+        maps[stabilize] = [lotus.outputs.read_map(str(lotus.out / f"{stem}_{f:04d}.exr"))
+                           for f in range(1, 5)]
+    expected, _ = temporal.stabilize_sequence(maps[False])
+    for got, wanted in zip(maps[True], expected):
+        np.testing.assert_allclose(got, wanted, atol=1e-5)
+    assert not np.allclose(maps[True][3], maps[False][3], atol=1e-4)
+    bpy.data.images.remove(image)
+    remove_images("pan")

@@ -1,0 +1,59 @@
+"""core.image_files: complete or cut-short files, frames and pages, from the files' structure."""
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from lotus_blender.core import image_files
+
+
+def _picture(width=64, height=48, seed=0):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def test_png_complete_only_up_to_its_end_chunk(tmp_path):
+    path = tmp_path / "a.png"
+    _picture().save(path)
+    assert image_files.png_complete(str(path))
+    data = path.read_bytes()
+    for cut in (len(data) - 1, len(data) // 2, 8, 0):
+        path.write_bytes(data[:cut])
+        assert not image_files.png_complete(str(path)), cut
+    assert not image_files.png_complete(str(tmp_path / "missing.png"))
+
+
+def test_jpeg_without_its_end_marker_is_incomplete(tmp_path):
+    path = tmp_path / "photo.jpg"
+    exif = Image.Exif()
+    exif[0x8769] = {0xA405: 26}
+    _picture(256, 192).save(path, quality=90, exif=exif)
+    assert image_files.jpeg_complete(str(path)) is True
+    data = path.read_bytes()
+    for fraction in (0.3, 0.6, 0.99):
+        (tmp_path / "cut.jpg").write_bytes(data[:int(len(data) * fraction)])
+        assert image_files.jpeg_complete(str(tmp_path / "cut.jpg")) is False, fraction
+    # Bytes after the end marker (some cameras add them) do not matter; a PNG is not a JPEG.
+    (tmp_path / "tail.jpg").write_bytes(data + b"\0" * 100)
+    assert image_files.jpeg_complete(str(tmp_path / "tail.jpg")) is True
+    _picture().save(tmp_path / "a.png")
+    assert image_files.jpeg_complete(str(tmp_path / "a.png")) is None
+
+
+def test_frames_of_animated_gif_and_pages_of_tiff(tmp_path):
+    frames = [_picture(seed=seed) for seed in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100,
+                   loop=0)
+    frames[0].save(tmp_path / "still.gif")
+    frames[0].save(tmp_path / "pages.tif", save_all=True, append_images=frames[1:])
+    frames[0].save(tmp_path / "one.tif")
+    frames[0].save(tmp_path / "two.tif", save_all=True, append_images=frames[1:2],
+                   tiffinfo={}, compression=None)
+    assert image_files.gif_frame_count(str(tmp_path / "anim.gif")) == 3
+    assert image_files.frame_count(str(tmp_path / "anim.gif")) == 3
+    assert image_files.frame_count(str(tmp_path / "still.gif")) == 1
+    assert image_files.tiff_page_count(str(tmp_path / "pages.tif")) == 3
+    assert image_files.frame_count(str(tmp_path / "two.tif")) == 2
+    assert image_files.frame_count(str(tmp_path / "one.tif")) == 1
+    assert image_files.frame_count(str(tmp_path / "anim.png")) == 1
