@@ -163,7 +163,7 @@ def test_every_lotus_panel_draws_uncut_in_both_spaces(lotus, tmp_path, fresh_dat
             assert ("Active Image" in _texts(log, "operator")) == (space == 'IMAGE_EDITOR')
             options = _draw(main + "_options", context)
             assert {args[1] for name, args, _kw, _e in options if name == "prop"} == \
-                {"tiled", "seamless", "render_pass", "frame_start", "frame_end"}
+                {"tiled", "seamless", "render_pass", "frame_start", "frame_end", "stabilize"}
             assert "Tiled" in _texts(options, "label")  # the collapsed header says what is on
         context = _sidebar_context()
         for panel in ("LOTUS_PT_scene25d", "LOTUS_PT_scene25d_options", "LOTUS_PT_materials",
