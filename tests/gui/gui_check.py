@@ -164,13 +164,14 @@ def sidebar_box():
 def screenshot(name, note=""):
     """The whole X screen, and the sidebar cropped from it."""
     path = OUT / f"{name}.png"
+    state = panel_state()  # before the capture: a job may end while it runs
     subprocess.run(["import", "-window", "root", str(path)], check=True)
     box = sidebar_box()
     crop = OUT / f"{name}_sidebar.png"
     subprocess.run(["convert", str(path), "-crop",
                     f"{box['width']}x{box['height']}+{box['x']}+{box['y']}", "+repage",
                     str(crop)], check=True)
-    REPORT["steps"].append({"screenshot": path.name, "note": note, "panel": panel_state(),
+    REPORT["steps"].append({"screenshot": path.name, "note": note, "panel": state,
                             "sidebar": box, "area": area_box()})
     log(f"screenshot {path.name}: {note}")
 
@@ -269,7 +270,7 @@ def steps():
         job = jobs.manager.current
         if job is not None:
             samples.append(panel_state())
-            if "predicting" in job.stage:
+            if job.progress > 0:  # past loading the model: an image is on its way
                 key = f"{job.task}"
                 if key not in shots:
                     shots.add(key)
@@ -279,6 +280,7 @@ def steps():
             raise TimeoutError("Depth & Normals run did not end")
         yield 0.1
     REPORT["progress_samples"] = samples
+    check(shots == {"depth", "normal"}, f"progress seen only for {sorted(shots)}")
     fractions = [s.get("run_fraction", s["fraction"]) for s in samples]
     check(all(b >= a - 1e-9 for a, b in zip(fractions, fractions[1:])),
           f"run progress not monotonic: {fractions}")
@@ -292,7 +294,7 @@ def steps():
         bpy.ops.lotus.predict_files('INVOKE_DEFAULT', task='BOTH', directory=str(photos),
                                     files=[{"name": n} for n in ["studio.png"] + extra])
     yield from wait_until(lambda: jobs.manager.current is not None
-                          and "predicting" in jobs.manager.current.stage)
+                          and jobs.manager.current.progress > 0)
     x, y = main.x + main.width // 2, window.height - (main.y + main.height // 2)
     subprocess.run(["xdotool", "mousemove", str(x), str(y)], check=True)
     subprocess.run(["xdotool", "key", "Escape"], check=True)
@@ -348,8 +350,9 @@ def steps():
     # Material Preview compiles its shaders on the CPU here (llvmpipe): give it time.
     yield from build("lotus.normal_material", "11_material", 'MATERIAL', camera_view=False,
                      wait=15.0)
+    # Relight reuses the 2.5D scene's mesh and camera: keep them in view.
     yield from build("lotus.relight_setup", "12_relight", 'RENDERED', camera_view=True,
-                     wait=45.0)
+                     wait=45.0, keep=REPORT["10_scene25d"]["new_objects"])
 
 
 def write_exact_maps(depth_image, normal_image):
@@ -393,14 +396,29 @@ def write_exact_maps(depth_image, normal_image):
     depth_image.pixels.foreach_set(rgba[::-1].ravel())
     rgba[..., :3] = normals * 0.5 + 0.5
     normal_image.pixels.foreach_set(rgba[::-1].ravel())
+    # Into their files too: the builders reuse the prediction's files (the OpenGL normal PNG).
+    written = []
     for image in (depth_image, normal_image):
         image.update()
-    REPORT["exact_maps"] = {"size": [width, height], "depth_range": [float(depth.min()), float(far)]}
+        image.save()
+        written.append(bpy.path.abspath(image.filepath))
+    folder = Path(written[-1]).parent
+    stem = normal_image.name[:-len("_normal")]
+    for png in sorted(folder.glob(f"{stem}_normal_opengl*.png")):
+        copy = bpy.data.images.new("gui_exact_png", width, height, float_buffer=True, is_data=True)
+        copy.pixels.foreach_set(rgba[::-1].ravel())
+        copy.filepath_raw = str(png)
+        copy.file_format = 'PNG'
+        copy.save()
+        bpy.data.images.remove(copy)
+        written.append(str(png))
+    REPORT["exact_maps"] = {"size": [width, height], "depth_range": [float(depth.min()), float(far)],
+                            "files": written}
 
 
-def build(idname, shot, shading, camera_view, wait=3.0):
+def build(idname, shot, shading, camera_view, wait=3.0, keep=()):
     """Run a builder the way its panel button does, then look at its result in the viewport
-    (everything else hidden)."""
+    (everything but what it made, and ``keep``, hidden)."""
     window, area, _sidebar, _main = window_parts()
     category, name = idname.split(".")
     operator = getattr(getattr(bpy.ops, category), name)
@@ -415,9 +433,10 @@ def build(idname, shot, shading, camera_view, wait=3.0):
     new = sorted(o.name for o in set(bpy.data.objects) - before)
     REPORT[shot] = {"result": sorted(result), "new_objects": new}
     check(result == {'FINISHED'}, f"{idname} returned {result}")
+    shown = set(new) | set(keep)
     for obj in bpy.context.view_layer.objects:
-        obj.hide_set(obj.name not in new)
-        obj.select_set(obj.name in new)
+        obj.hide_set(obj.name not in shown)
+        obj.select_set(obj.name in shown)
     space = area.spaces.active
     space.shading.type = shading
     if camera_view:
