@@ -32,15 +32,16 @@ TARGETS = {"speedup_vs_baseline_768": 2.0, "warm_overhead_fraction": 0.10,
            "peak_memory_mb": {"fp32": 5.5 * 1024, "bf16": 3.2 * 1024}}
 
 
-def build_checkpoint(folder: Path) -> Path:
-    """Full-size random-weight Lotus-G checkpoint in the diffusers layout (skipped when cached)."""
+def build_checkpoint(folder: Path, text_encoder: bool = True) -> Path:
+    """Full-size random-weight Lotus-G checkpoint in the diffusers layout (skipped when cached).
+
+    Without ``text_encoder`` the checkpoint ships a random empty-prompt embedding instead (as a
+    bundled model does), so neither transformers nor the 1.4 GB text tower is needed.
+    """
     if (folder / "model_index.json").is_file():
         return folder
     import torch
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from tests.tiny_lotus import BOS_TOKEN_ID, EOS_TOKEN_ID, write_tokenizer
 
     torch.manual_seed(0)
     partial = folder.with_name(folder.name + ".partial")
@@ -61,6 +62,25 @@ def build_checkpoint(folder: Path) -> Path:
         scaling_factor=0.18215)
     vae.save_pretrained(str(partial / "vae"), safe_serialization=True)
     del vae
+    DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                  beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False,
+                  steps_offset=1, prediction_type="sample",
+                  timestep_spacing="trailing").save_pretrained(str(partial / "scheduler"))
+    if not text_encoder:
+        from safetensors.torch import save_file
+
+        save_file({"prompt_embeds": torch.randn(1, 2, 1024)}, str(partial / "lotus_empty_prompt.safetensors"))
+        (partial / "model_index.json").write_text(json.dumps({
+            "_class_name": "LotusGPipeline", "_diffusers_version": "0.30.0",
+            "scheduler": ["diffusers", "DDIMScheduler"],
+            "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]}))
+        (partial / "lotus.json").write_text(json.dumps({"kind": protocol.KIND_DISPARITY}))
+        partial.rename(folder)
+        return folder
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from tests.tiny_lotus import BOS_TOKEN_ID, EOS_TOKEN_ID, write_tokenizer
+
     text = CLIPTextModel(CLIPTextConfig(
         vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_attention_heads=16,
         num_hidden_layers=23, max_position_embeddings=77, projection_dim=512, hidden_act="gelu",
@@ -68,10 +88,6 @@ def build_checkpoint(folder: Path) -> Path:
     text.save_pretrained(str(partial / "text_encoder"), safe_serialization=True)
     del text
     write_tokenizer(partial / "tokenizer")
-    DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                  beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False,
-                  steps_offset=1, prediction_type="sample",
-                  timestep_spacing="trailing").save_pretrained(str(partial / "scheduler"))
     (partial / "model_index.json").write_text(json.dumps({
         "_class_name": "LotusGPipeline", "_diffusers_version": "0.30.0",
         "scheduler": ["diffusers", "DDIMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
@@ -90,7 +106,9 @@ def test_image(size: int) -> np.ndarray:
 
 class Worker:
     def __init__(self, log_path: Path):
-        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+        # The caller's PYTHONPATH stays (packages beside the interpreter's own, e.g. on a GPU box).
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "lotus_blender.worker", "--log", str(log_path)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)

@@ -11,7 +11,7 @@ Prints one JSON object. Per size (square maps, a synthetic dome field), best of 
 - "material": the Principled BSDF node tree on a new plane;
 - "relight_setup": relight.build_relight_scene (2.5D geometry-nodes mesh, gap fill, object-space
   normals, key/fill/rim rig) until the evaluated mesh exists;
-- "preview_160": relight.render_preview at 160 px, 16 samples, Cycles CPU.
+- "preview_160": relight.render_preview at 160 px (Fast quality with 16 samples), Cycles CPU.
 """
 
 import argparse

@@ -116,7 +116,7 @@ def test_relit_scene_matches_truth_under_a_new_light(blender_addon, ground_truth
         sun_object.matrix_world = to_relit @ _sun_rotation().to_matrix().to_4x4()
         _match_render_settings(scene)
         preview = relight.render_preview(bpy.context, "gt_relight_preview", max_size=1000,
-                                         samples=SAMPLES)
+                                         samples=SAMPLES, quality='FULL')
     relit = materials.read_pixels(preview)[..., :3]
     assert relit.shape == truth.combined[..., :3].shape
 

@@ -26,9 +26,9 @@ RES = {"processing_resolution": 64}
 class WorkerProcess:
     """The worker as the Blender side starts it, with every stdout line kept for inspection."""
 
-    def __init__(self, tmp_path: Path):
+    def __init__(self, tmp_path: Path, **extra_env):
         self.log_path = tmp_path / "worker.log"
-        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), **extra_env)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "lotus_blender.worker", "--log", str(self.log_path)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,

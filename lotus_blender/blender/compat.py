@@ -110,6 +110,20 @@ def node_tree(block):
     return block.node_tree
 
 
+def cycles_can_denoise(scene) -> bool:
+    """False where the build lacks Cycles' chosen denoiser: distro builds may come without
+    OpenImageDenoise (Debian's 4.3 does), and there every denoised render fails. A build
+    feature rather than a version, detected the same way on 4.2 to 5.2."""
+    try:
+        import _cycles
+    except ImportError:
+        return True
+    # Without OpenImageDenoise its enum item is gone and the denoiser reads as ''.
+    if getattr(scene.cycles, "denoiser", '') == 'OPTIX':
+        return True
+    return bool(getattr(_cycles, "with_openimagedenoise", True))
+
+
 # -- compositor and sequencer -----------------------------------------------------------------
 
 def new_compositor(scene, name: str):

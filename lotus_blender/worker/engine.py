@@ -23,8 +23,9 @@ from typing import Callable
 import numpy as np
 
 from .. import protocol
-from . import checkpoint
+from . import checkpoint, memory
 from .images import read_image
+from .warm_models import WarmModels
 
 log = logging.getLogger("lotus.worker")
 
@@ -126,6 +127,12 @@ def cpu_auto_precision() -> str:
     except (AttributeError, RuntimeError):
         native_bf16 = False
     return "bf16" if native_bf16 else "fp32"
+
+
+def torch_itemsize(dtype) -> int:
+    import torch
+
+    return torch.empty((), dtype=dtype).element_size()
 
 
 def dtype_name(dtype) -> str:
@@ -511,27 +518,22 @@ def load_model(info: checkpoint.CheckpointInfo, device, dtype, cache_dir: Path |
 
 
 class LotusEngine:
-    """Keeps one model warm between requests and runs predictions on it."""
+    """Keeps models warm between requests (both of Depth & Normals when memory allows) and runs
+    predictions on them."""
 
     def __init__(self):
-        self.model: LoadedModel | None = None
-        self._model_key = None
+        self.warm = WarmModels()
+        self.loads = 0  # models loaded by this engine so far (a warm request loads none)
         # (clip id, clip noise, previous frame's latent) of the last request with a clip id.
         self._clip_state = (None, None, None)
 
+    @property
+    def model(self) -> LoadedModel | None:
+        """The most recently used model."""
+        return self.warm.latest
+
     def release(self) -> bool:
-        had = self.model is not None
-        self.model = None
-        self._model_key = None
-        import gc
-        gc.collect()
-        try:
-            import torch
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
-        return had
+        return self.warm.clear()
 
     def ensure_model(self, model_spec: dict, task: str, options: PredictOptions,
                      progress: Progress | None = None) -> LoadedModel:
@@ -545,17 +547,23 @@ class LotusEngine:
         device = select_device(options.device)
         dtype = select_dtype(options.precision, device)
         key = (str(Path(folder).resolve()), str(device), str(dtype))
-        if self.model is not None and self._model_key == key:
-            self.model.info = info  # the kind may differ by override; weights are the same
-            return self.model
-        self.release()
+        model = self.warm.get(key)
+        if model is not None:
+            model.info = info  # the kind may differ by override; weights are the same
+            return model
+        itemsize = torch_itemsize(dtype)
+        resolution = options.tile_size if options.tiled and options.tile_size else \
+            options.processing_resolution
+        self.warm.make_room(key, device, memory.checkpoint_bytes(folder, itemsize=itemsize),
+                            memory.working_bytes(resolution, itemsize))
         progress("loading model", 0.0, f"{info.repo_id or info.folder.name} ({info.variant}, "
                                        f"{device.type}, {dtype_name(dtype)})")
-        self.model = load_model(info, device, dtype, cache_dir)
-        self._model_key = key
+        model = load_model(info, device, dtype, cache_dir)
+        self.warm.add(key, model)
+        self.loads += 1
         log.info("loaded %s (%s, %s) on %s %s in %.1f s", info.folder, info.variant, info.kind,
-                 device, dtype_name(dtype), self.model.load_seconds)
-        return self.model
+                 device, dtype_name(dtype), model.load_seconds)
+        return model
 
     # -- one image ---------------------------------------------------------------------------
 
@@ -586,7 +594,12 @@ class LotusEngine:
             except RuntimeError as ex:
                 if not _is_out_of_memory(ex):
                     raise
+                released = self.warm.release_others(model)
                 self._free_device_memory(model)
+                if released:
+                    notes.append(f"out of memory: released the other loaded model ({', '.join(released)})")
+                    log.warning(notes[-1])
+                    continue
                 if not getattr(model.vae, "use_tiling", False):
                     model.vae.enable_tiling()
                     notes.append("out of GPU memory: retried with VAE tiling")
@@ -714,6 +727,7 @@ class LotusEngine:
                 raise JobCancelled()
 
         check()
+        loads_before = self.loads
         model = self.ensure_model(request.get("model") or {}, task, options,
                                   lambda stage, fraction, message="":
                                   emit_progress(stage, fraction if stage == "downloading model" else 0.0,
@@ -791,6 +805,10 @@ class LotusEngine:
             "seconds": round(time.perf_counter() - started, 3),
             "stage_seconds": {k: round(v, 3) for k, v in model.times.as_dict().items()},
             "notes": notes,
+            # What stayed warm: a warm request loaded no model (both of Depth & Normals stay
+            # loaded when memory allows).
+            "models_loaded": self.loads - loads_before,
+            "models_in_memory": len(self.warm),
         }
         info.update(peak_memory())
         model.load_seconds = 0.0  # later requests on the warm model did not pay for loading

@@ -10,6 +10,7 @@ SUBMODULES = [
     "scene25d_ui",
     "materials",
     "relight",
+    "relight_preview",
 ]
 
 register, unregister = registrar(__name__, SUBMODULES)

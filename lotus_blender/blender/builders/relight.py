@@ -11,11 +11,8 @@ One click builds:
   light tracks the Empty, so a light can be dragged anywhere and stays aimed, and rotating the Empty
   turns the whole rig around the subject;
 - optionally a shadow-catcher ground under the subject (Cycles), the matching camera, Cycles settings;
-and "Preview Relight" renders a small preview into the image "<photo>_relight_preview".
+and "Preview Relight" (relight_preview.py) renders a small preview into "<photo>_relight_preview".
 """
-
-import os
-import tempfile
 
 import bpy
 import numpy as np
@@ -24,8 +21,9 @@ from mathutils import Matrix, Vector
 
 from ...core import geometry, maps, shading
 from .. import compat, outputs
-from . import existing, materials, scene25d
+from . import existing, materials, relight_preview, scene25d
 from ..panels import LotusSubPanel, draw_wrapped
+from .relight_preview import render_preview  # noqa: F401  (the preview lives in its own module)
 from .transaction import atomic_builder, report_failure
 
 ALBEDO_ITEMS = [
@@ -317,7 +315,8 @@ def configure_cycles(scene, *, ambient=0.05, film_transparent=False):
     scene.render.engine = 'CYCLES'
     scene.cycles.samples = RENDER_SAMPLES
     scene.cycles.preview_samples = PREVIEW_SAMPLES * 2
-    scene.cycles.use_denoising = True
+    # Denoised renders fail where the build has no denoiser (Debian's 4.3): render noisy there.
+    scene.cycles.use_denoising = compat.cycles_can_denoise(scene)
     scene.view_settings.view_transform = 'Standard'
     scene.view_settings.look = 'None'
     scene.render.film_transparent = film_transparent
@@ -405,74 +404,6 @@ def build_relight_scene(context, photo, depth=None, normal=None, *, geometry_mod
 
 
 # ---------------------------------------------------------------------------------------------
-# Preview render.
-
-def _lower_mesh_resolution(scene, vertex_budget):
-    """Lotus 2.5D meshes need no more vertices than the preview has pixels: lower their Max
-    Vertices while it renders (gap fills follow through their drivers). Returns what to put back."""
-    lowered = []
-    for obj in scene.objects:
-        modifier = obj.modifiers.get(scene25d.MODIFIER_NAME)
-        if modifier is None or modifier.type != 'NODES' or modifier.node_group is None \
-                or obj.get("lotus_gap_fill"):
-            continue
-        key = scene25d.geonodes.input_identifier(modifier.node_group, "Max Vertices")
-        value = compat.get_modifier_input(modifier, key)
-        if value > vertex_budget:
-            lowered.append((obj, modifier, key, value))
-            compat.set_modifier_input(modifier, key, vertex_budget)
-            obj.update_tag()
-    return lowered
-
-
-def render_preview(context, name, max_size=320, samples=PREVIEW_SAMPLES):
-    """Render the scene camera small (longest edge at most max_size) into the float image name.
-
-    The render settings (and the meshes' resolution, lowered to the preview's pixel count) are put
-    back afterwards. Returns the image (linear, scene-referred).
-    """
-    scene = context.scene
-    render = scene.render
-    settings = render.image_settings
-    saved = {
-        "percentage": render.resolution_percentage, "samples": scene.cycles.samples,
-        "format": compat.image_format_state(settings),
-    }
-    longest = max(render.resolution_x, render.resolution_y) * render.resolution_percentage / 100.0
-    folder = tempfile.mkdtemp(prefix="lotus-relight-")
-    path = os.path.join(folder, "preview.exr")
-    lowered = []
-    try:
-        if longest > max_size:
-            render.resolution_percentage = max(1, int(render.resolution_percentage * max_size / longest))
-        scale = render.resolution_percentage / 100.0
-        pixels = max(4, int(render.resolution_x * scale) * int(render.resolution_y * scale))
-        lowered = _lower_mesh_resolution(scene, pixels)
-        scene.cycles.samples = samples
-        bpy.ops.render.render(write_still=False)
-        compat.set_image_format(settings, 'OPEN_EXR', 'RGBA', '32')
-        bpy.data.images["Render Result"].save_render(path, scene=scene)
-        rendered = bpy.data.images.load(path, check_existing=False)
-        try:
-            pixels = materials.read_pixels(rendered)
-        finally:
-            bpy.data.images.remove(rendered)
-    finally:
-        for obj, modifier, key, value in lowered:
-            compat.set_modifier_input(modifier, key, value)
-            obj.update_tag()
-        render.resolution_percentage = saved["percentage"]
-        scene.cycles.samples = saved["samples"]
-        compat.restore_image_format(settings, saved["format"])
-        if os.path.exists(path):
-            os.remove(path)
-        os.rmdir(folder)
-    image = materials.write_float_image(name, pixels, non_color=False)
-    image["lotus_kind"] = "relight_preview"
-    return image
-
-
-# ---------------------------------------------------------------------------------------------
 # Operators and panel.
 
 def _is_photo(self, image):
@@ -489,6 +420,8 @@ class LotusRelightSettings(bpy.types.PropertyGroup):
                                              "(transparent film, Cycles)")
     preview_size: IntProperty(name="Preview Size", default=320, min=32, soft_max=1024,
                               description="Longest edge of the preview render in pixels")
+    preview_quality: EnumProperty(name="Preview Quality", items=relight_preview.QUALITY_ITEMS,
+                                  default='FAST')
 
 
 class LOTUS_OT_relight_setup(bpy.types.Operator):
@@ -540,47 +473,6 @@ class LOTUS_OT_relight_setup(bpy.types.Operator):
         return {'FINISHED'}
 
 
-class LOTUS_OT_preview_relight(bpy.types.Operator):
-    """Render a small preview of the relit scene into an image (shown in open Image Editors)"""
-    bl_idname = "lotus.preview_relight"
-    bl_label = "Preview Relight"
-    bl_options = {'REGISTER'}
-
-    max_size: IntProperty(name="Size", default=320, min=16, soft_max=1024,
-                          description="Longest edge of the preview in pixels")
-    samples: IntProperty(name="Samples", default=PREVIEW_SAMPLES, min=1, soft_max=256)
-
-    @classmethod
-    def poll(cls, context):
-        return context.scene.camera is not None
-
-    def invoke(self, context, event):
-        if not self.properties.is_property_set("max_size"):
-            self.max_size = context.scene.lotus_relight.preview_size
-        return self.execute(context)
-
-    def execute(self, context):
-        if context.scene.render.engine != 'CYCLES':
-            self.report({'ERROR'}, "Preview Relight renders with Cycles: run Relight Setup first")
-            return {'CANCELLED'}
-        source = context.scene.get("lotus_relight_source", context.scene.name)
-        photo = bpy.data.images.get(source)
-        name = f"{scene25d.source_name(photo) if photo is not None else source}_relight_preview"
-        try:
-            image = render_preview(context, name, max_size=self.max_size, samples=self.samples)
-        except RuntimeError as error:
-            self.report({'ERROR'}, f"Preview render failed: {error}")
-            return {'CANCELLED'}
-        if photo is not None:
-            image["lotus_source"] = photo.name
-        outputs.keep_in_blend(image)  # no user and no file: packed, it survives save and reopen
-        for area in (context.screen.areas if context.screen else ()):
-            if area.type == 'IMAGE_EDITOR':
-                area.spaces.active.image = image
-        self.report({'INFO'}, f"Relight preview in image {image.name} ({image.size[0]}x{image.size[1]})")
-        return {'FINISHED'}
-
-
 class LOTUS_PT_relight(LotusSubPanel, bpy.types.Panel):
     bl_idname = "LOTUS_PT_relight"
     bl_label = "Relight"
@@ -606,10 +498,7 @@ class LOTUS_PT_relight(LotusSubPanel, bpy.types.Panel):
         op.geometry_mode = settings.geometry_mode
         op.albedo = settings.albedo
         op.shadow_catcher = settings.shadow_catcher
-        row = layout.row(align=True)
-        row.prop(settings, "preview_size", text="")
-        row.operator(LOTUS_OT_preview_relight.bl_idname, icon='RENDER_STILL').max_size = \
-            settings.preview_size
+        relight_preview.draw_preview(layout, context, settings)
 
 
 class LOTUS_PT_relight_options(LotusSubPanel, bpy.types.Panel):
@@ -625,8 +514,7 @@ class LOTUS_PT_relight_options(LotusSubPanel, bpy.types.Panel):
         layout.prop(settings, "shadow_catcher")
 
 
-_CLASSES = (LotusRelightSettings, LOTUS_OT_relight_setup, LOTUS_OT_preview_relight, LOTUS_PT_relight,
-            LOTUS_PT_relight_options)
+_CLASSES = (LotusRelightSettings, LOTUS_OT_relight_setup, LOTUS_PT_relight, LOTUS_PT_relight_options)
 
 
 def register():
