@@ -24,7 +24,7 @@ os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="lotus-b
 
 # The worker's own tests need torch in this interpreter; the Blender-only sessions do not collect
 # them at all (they ran in the worker environment).
-collect_ignore_glob = ["test_engine*.py"] if os.environ.get("LOTUS_TEST_BLENDER_ONLY") else []
+collect_ignore_glob = ["test_engine*.py", "test_warm_models.py"] if os.environ.get("LOTUS_TEST_BLENDER_ONLY") else []
 
 
 def pytest_configure(config):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from lotus_blender.core import maps
+from tests import blender_env
 
 WIDTH, HEIGHT = 48, 36
 
@@ -58,11 +59,16 @@ def scene_state(scene):
     scene.view_layers[0].update()  # drivers (the gap fill follows the mesh) are evaluated lazily
     state = {"render": rna_values(scene.render), "cycles": rna_values(scene.cycles),
              "image_settings": rna_values(scene.render.image_settings)}
+    compat = blender_env.compat()
     for obj in scene.objects:
         for modifier in obj.modifiers:
-            if modifier.type == 'NODES':
-                state[f"{obj.name}/{modifier.name}"] = {key: modifier[key] for key in modifier.keys()
-                                                       if not hasattr(modifier[key], "keys")}
+            if modifier.type == 'NODES' and modifier.node_group is not None:
+                inputs = (item.identifier for item in modifier.node_group.interface.items_tree
+                          if item.item_type == 'SOCKET' and item.in_out == 'INPUT'
+                          and item.socket_type != 'NodeSocketGeometry')
+                state[f"{obj.name}/{modifier.name}"] = {
+                    key: getattr(value, "name", value)
+                    for key in inputs for value in [compat.get_modifier_input(modifier, key)]}
     return state
 
 
@@ -208,7 +214,8 @@ def test_a_build_without_a_denoiser_previews_without_denoising(blender_addon, fr
     preview = module(blender_addon, "relight_preview")
     scene = relit_scene(blender_addon, "nodenoise")
     scene.cycles.samples = 2
-    monkeypatch.setattr(preview, "can_denoise", lambda scene: False)  # as Debian's Blender 4.3
+    # As Debian's Blender 4.3, which has no OpenImageDenoise.
+    monkeypatch.setattr(blender_env.compat(), "cycles_can_denoise", lambda scene: False)
     with bpy.context.temp_override(scene=scene):
         job = preview.PreviewRender(bpy.context, "nodenoise_preview", max_size=20, quality='FULL')
         preview.run_blocking(job)
