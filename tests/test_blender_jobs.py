@@ -299,6 +299,9 @@ class _Layout:
     def box(self):
         return self
 
+    def row(self):
+        return self
+
     def progress(self, **kw):
         self.calls.append(("progress", kw))
 
@@ -310,6 +313,7 @@ class _Layout:
 
 
 def test_panel_shows_progress_queue_and_cancel(lotus, tmp_path):
+    import bpy
     manager = lotus.jobs.manager
     settings = lotus.jobs.WorkerSettings(python="python", log_path=str(tmp_path / "log"),
                                          extra_paths=())
@@ -325,15 +329,17 @@ def test_panel_shows_progress_queue_and_cancel(lotus, tmp_path):
     manager.queue.append(waiting)
     layout = _Layout()
     try:
-        lotus.panels.draw_progress(layout)
+        lotus.panels.draw_progress(layout, bpy.context)
         assert lotus.jobs.status_line() == "Depth photo: image 3/12: predicting 40% (+1 queued)"
     finally:
         manager.current = None
         manager.queue.clear()
+    # The percentage first, so that a narrow sidebar never cuts it.
     assert ("progress", {"factor": 0.4, "type": 'BAR',
-                         "text": "Depth photo: image 3/12: predicting 40%"}) in layout.calls
+                         "text": "40%  image 3/12: predicting"}) in layout.calls
+    assert ("label", {"text": "Depth photo", "icon": 'TIME'}) in layout.calls
     assert ("operator", "lotus.cancel_jobs") in layout.calls
-    assert any(kind == "label" and "1 job(s) waiting" in kw["text"] for kind, kw in layout.calls)
+    assert any(kind == "label" and "1 more waiting" in kw["text"] for kind, kw in layout.calls)
 
 
 class _AnyLayout:

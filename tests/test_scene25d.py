@@ -322,7 +322,10 @@ def test_panel_draws_settings_and_live_controls(scene25d):
     obj, _camera = scene25d.build_photo_scene(bpy.context, _photo("s25_panel", 6, 4), depth)
     bpy.context.view_layer.objects.active = obj
     fake = SimpleNamespace(layout=_RecordingLayout())
-    bpy.types.LOTUS_PT_scene25d.draw(fake, bpy.context)
+    # The button, its collapsed Options, and Live Mesh (shown for an active 2.5D object).
+    assert bpy.types.LOTUS_PT_scene25d_live.poll(bpy.context)
+    for panel in ("LOTUS_PT_scene25d", "LOTUS_PT_scene25d_options", "LOTUS_PT_scene25d_live"):
+        getattr(bpy.types, panel).draw(fake, bpy.context)
     assert fake.layout.operators == ["lotus.build_photo_scene"]
     assert {"photo", "depth", "normal", "near", "depth_range", "tear_threshold"} <= set(fake.layout.properties)
     # Live modifier inputs: ID properties before Blender 5.2, input structs' "value" from 5.2;

@@ -34,6 +34,7 @@ IDLE_CHECK_INTERVAL_S = 30.0
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "QUEUED", "RUNNING", "DONE", "FAILED", "CANCELLED"
+STAGE_DOWNLOADING = "downloading model"   # the worker's stage whose fraction is the download's
 ENDED = (DONE, FAILED, CANCELLED)
 _job_numbers = itertools.count(1)
 
@@ -257,19 +258,49 @@ class Job:
     outputs: list = field(default_factory=list)
     info: dict = field(default_factory=dict)
     cancel_sent_at: float = 0.0
+    # One run (one operator call) may be several jobs, e.g. Depth & Normals: part i of n. The
+    # panel shows one bar for the whole run, under the run's label.
+    run_id: str = ""                  # default: the job's own id (a run of one job)
+    run_part: int = 0
+    run_parts: int = 1
+    run_label: str = ""
+    progress: float = 0.0             # prediction progress, never goes back (fraction may)
 
     @property
     def ended(self) -> bool:
         return self.state in ENDED
 
+    @property
+    def cancelling(self) -> bool:
+        return bool(self.cancel_sent_at) and not self.ended
+
+    @property
+    def run_fraction(self) -> float:
+        """The whole run's progress: earlier parts count as done."""
+        parts = max(1, self.run_parts)
+        return min(1.0, (self.run_part + min(1.0, self.progress)) / parts)
+
+    @property
+    def percent(self) -> int:
+        """What the progress text shows: the download's own progress while downloading."""
+        shown = self.fraction if self.stage == STAGE_DOWNLOADING else self.run_fraction
+        return int(round(shown * 100))
+
     def __post_init__(self):
         self.output_dir = self.output_dir or os.path.join(self.job_dir, "out")
+        self.run_label = self.run_label or self.label
+        self.run_id = self.run_id or self.id
+        if self.stage != STAGE_DOWNLOADING:
+            self.progress = max(self.progress, self.fraction)
 
     def status_text(self) -> str:
         if self.state == QUEUED:
-            return f"{self.label}: waiting"
+            return f"{self.run_label}: waiting"
+        if self.cancelling:
+            return f"{self.run_label}: cancelling..."
         # The worker's stage already says where it is ("image 3/12: predicting").
-        return f"{self.label}: {self.stage} {int(round(self.fraction * 100))}%"
+        part = f"{self.task}, " if self.run_parts > 1 else ""
+        return f"{self.run_label}: {part}{self.stage} {self.percent}%"
 
     def request(self) -> dict:
         return protocol.predict_request(self.id, self.task, self.model,
@@ -297,6 +328,11 @@ class JobManager:
     @property
     def busy(self) -> bool:
         return self.current is not None or bool(self.queue)
+
+    def waiting_runs(self) -> int:
+        """Runs in the queue, not counting the rest of the running one."""
+        running = self.current.run_id if self.current is not None else None
+        return len({job.run_id for job in self.queue if job.run_id != running})
 
     def submit(self, job: Job) -> Job:
         os.makedirs(job.output_dir, exist_ok=True)
@@ -338,6 +374,8 @@ class JobManager:
             self._start(self.queue.popleft())
 
     def _start(self, job: Job) -> None:
+        if job.run_part == 0:
+            self.last_error = ""  # a new run: the previous run's failure is old news
         if self.client is not None and (not self.client.is_alive()
                                         or self.client_settings != job.worker):
             self._stop_client()
@@ -378,14 +416,17 @@ class JobManager:
             return
         if kind == protocol.EV_PROGRESS:
             job.fraction = float(event.get("fraction", 0.0))
-            job.stage = event.get("stage") or job.stage
+            if not job.cancel_sent_at:  # "cancelling" stays until the worker confirms
+                job.stage = event.get("stage") or job.stage
+            if event.get("stage") != STAGE_DOWNLOADING:
+                job.progress = max(job.progress, job.fraction)
             job.item = int(event.get("item", 0))
             job.items = int(event.get("items", 0))
             job.message = event.get("message", "")
         elif kind == protocol.EV_RESULT:
             job.outputs = list(event.get("outputs", []))
             job.info = dict(event.get("info", {}))
-            job.fraction = 1.0
+            job.fraction = job.progress = 1.0
             self._end(job, DONE, "done")
         elif kind == protocol.EV_ERROR:
             job.traceback = event.get("traceback", "")
@@ -579,8 +620,9 @@ def _first_line(message: str, limit: int = 300) -> str:
 def status_line() -> str:
     if manager.current is not None:
         text = manager.current.status_text()
-        if manager.queue:
-            text += f" (+{len(manager.queue)} queued)"
+        waiting = manager.waiting_runs()
+        if waiting:
+            text += f" (+{waiting} queued)"
         return text
     return ""
 

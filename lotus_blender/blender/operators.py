@@ -60,8 +60,11 @@ def build_jobs(context, task_choice: str, gather, report, tiled: bool = False,
     folder, temporary = outputs.resolve_output_folder(prefs.output_dir)
     settings = jobs.worker_settings(context)
     label = prepared[0].name + (f" (+{len(prepared) - 1})" if len(prepared) > 1 else "")
+    # A run of several jobs shows under one label ("Depth & Normals photo"); one job, its own.
+    run_label = next(name for key, name, _ in TASK_ITEMS if key == task_choice) + f" {label}" \
+        if len(tasks) > 1 else ""
     built = []
-    for task in tasks:
+    for part, task in enumerate(tasks):
         options = jobs.worker_options(context, tiled=tiled, seamless=seamless)
         if any(p.frame is not None for p in prepared):
             options["video_smoothing"] = True
@@ -72,7 +75,8 @@ def build_jobs(context, task_choice: str, gather, report, tiled: bool = False,
                                           stabilize=stabilize),
             worker=settings, label=f"{task.capitalize()} {label}",
             output_dir=os.path.join(batch_dir, f"out_{task}"),
-            id=f"{task}-{os.path.basename(batch_dir)}"))
+            id=f"{task}-{os.path.basename(batch_dir)}", run_id=os.path.basename(batch_dir),
+            run_part=part, run_parts=len(tasks), run_label=run_label))
     return built
 
 

@@ -20,7 +20,7 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, PointerProperty
 
 from ...core import heightmap, maps
 from .. import compat, files, naming, outputs, preferences
-from ..panels import LotusSubPanel
+from ..panels import LotusSubPanel, draw_wrapped
 from .transaction import atomic_builder, report_failure
 
 CONVENTION_ITEMS = [
@@ -553,6 +553,7 @@ class LOTUS_OT_normal_material(bpy.types.Operator):
 class LOTUS_PT_materials(LotusSubPanel, bpy.types.Panel):
     bl_idname = "LOTUS_PT_materials"
     bl_label = "Normal-Mapped Material"
+    bl_options = set()  # open: short, its settings are in the collapsed Options
 
     def draw(self, context):
         layout = self.layout
@@ -560,21 +561,31 @@ class LOTUS_PT_materials(LotusSubPanel, bpy.types.Panel):
         layout.prop(settings, "photo")
         photo = settings.photo
         if photo is not None and find_result(photo.name, "normal") is None:
-            layout.label(text="Predict normals for this photo first", icon='INFO')
-        layout.prop(settings, "seamless")
-        layout.prop(settings, "use_displacement")
-        col = layout.column(align=True)
-        col.enabled = photo is not None
+            draw_wrapped(layout, context, "Predict normals for this photo first", icon='INFO')
+        row = layout.row(align=True)
+        row.enabled = photo is not None
         for target, text, icon in (('NEW_PLANE', "New Plane", 'MESH_PLANE'),
                                    ('ACTIVE', "Active Object", 'MATERIAL')):
-            op = col.operator(LOTUS_OT_normal_material.bl_idname, text=text, icon=icon)
+            op = row.operator(LOTUS_OT_normal_material.bl_idname, text=text, icon=icon)
             op.target = target
             op.photo = photo.name if photo is not None else ""
             op.use_displacement = settings.use_displacement
             op.seamless = settings.seamless
 
 
-_CLASSES = (LotusMaterialSettings, LOTUS_OT_normal_material, LOTUS_PT_materials)
+class LOTUS_PT_materials_options(LotusSubPanel, bpy.types.Panel):
+    bl_idname = "LOTUS_PT_materials_options"
+    bl_label = "Options"
+    bl_parent_id = "LOTUS_PT_materials"
+
+    def draw(self, context):
+        settings = context.scene.lotus_materials
+        self.layout.prop(settings, "seamless")
+        self.layout.prop(settings, "use_displacement")
+
+
+_CLASSES = (LotusMaterialSettings, LOTUS_OT_normal_material, LOTUS_PT_materials,
+            LOTUS_PT_materials_options)
 
 
 def register():

@@ -22,7 +22,7 @@ from mathutils import Matrix, Vector
 from ...core import geometry, maps, shading
 from .. import compat, outputs
 from . import existing, materials, relight_preview, scene25d
-from ..panels import LotusSubPanel
+from ..panels import LotusSubPanel, draw_wrapped
 from .relight_preview import render_preview  # noqa: F401  (the preview lives in its own module)
 from .transaction import atomic_builder, report_failure
 
@@ -476,6 +476,7 @@ class LOTUS_OT_relight_setup(bpy.types.Operator):
 class LOTUS_PT_relight(LotusSubPanel, bpy.types.Panel):
     bl_idname = "LOTUS_PT_relight"
     bl_label = "Relight"
+    bl_options = set()  # open: short, its settings are in the collapsed Options
 
     def draw(self, context):
         layout = self.layout
@@ -485,12 +486,11 @@ class LOTUS_PT_relight(LotusSubPanel, bpy.types.Panel):
         if photo is not None:
             if settings.geometry_mode == 'MESH' and \
                     materials.find_result(photo.name, ("disparity", "depth")) is None:
-                layout.label(text="Predict depth first (or use an image plane)", icon='INFO')
+                draw_wrapped(layout, context, "Predict depth first (or use an image plane)",
+                             icon='INFO')
             if materials.find_result(photo.name, "normal") is None:
-                layout.label(text="Predict normals for per-pixel shading", icon='INFO')
-        layout.prop(settings, "geometry_mode")
-        layout.prop(settings, "albedo")
-        layout.prop(settings, "shadow_catcher")
+                draw_wrapped(layout, context, "Predict normals for per-pixel shading",
+                             icon='INFO')
         row = layout.row()
         row.enabled = photo is not None
         op = row.operator(LOTUS_OT_relight_setup.bl_idname, icon='LIGHT_AREA')
@@ -501,7 +501,20 @@ class LOTUS_PT_relight(LotusSubPanel, bpy.types.Panel):
         relight_preview.draw_preview(layout, context, settings)
 
 
-_CLASSES = (LotusRelightSettings, LOTUS_OT_relight_setup, LOTUS_PT_relight)
+class LOTUS_PT_relight_options(LotusSubPanel, bpy.types.Panel):
+    bl_idname = "LOTUS_PT_relight_options"
+    bl_label = "Options"
+    bl_parent_id = "LOTUS_PT_relight"
+
+    def draw(self, context):
+        settings = context.scene.lotus_relight
+        layout = self.layout
+        layout.prop(settings, "geometry_mode")
+        layout.prop(settings, "albedo")
+        layout.prop(settings, "shadow_catcher")
+
+
+_CLASSES = (LotusRelightSettings, LOTUS_OT_relight_setup, LOTUS_PT_relight, LOTUS_PT_relight_options)
 
 
 def register():

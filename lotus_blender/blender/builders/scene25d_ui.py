@@ -6,7 +6,7 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, Po
 from .. import compat
 from . import geonodes, scene25d, scene25d_camera
 from .transaction import report_failure
-from ..panels import LotusSubPanel
+from ..panels import LotusSubPanel, draw_wrapped
 
 _MODE_ITEMS = [
     ('GEONODES', "Geometry Nodes", "Live mesh: change near, depth range, resolution and tearing afterwards"),
@@ -117,7 +117,7 @@ class LOTUS_OT_build_photo_scene(bpy.types.Operator):
         return {'FINISHED'}
 
 
-def _draw_camera_origin(layout, camera):
+def _draw_camera_origin(layout, context, camera):
     """Where the scene camera's focal length and depth range came from, when the builder made it."""
     if camera is None or "lotus_focal_source" not in camera:
         return
@@ -126,8 +126,9 @@ def _draw_camera_origin(layout, camera):
     text = f"{camera.name}: {source}" + (f" ({confidence:.2f})" if source == "estimated" and confidence is not None
                                          else "")
     box = layout.box()
-    box.label(text=f"Focal: {text}", icon='CAMERA_DATA')
-    box.label(text=f"Depth range: {camera.get('lotus_depth_range_source', 'manual')}")
+    draw_wrapped(box, context, f"Focal: {text}", icon='CAMERA_DATA', in_box=True)
+    draw_wrapped(box, context, f"Depth range: {camera.get('lotus_depth_range_source', 'manual')}",
+                 icon='BLANK1', in_box=True)
 
 
 class LOTUS_PT_scene25d(LotusSubPanel, bpy.types.Panel):
@@ -137,15 +138,30 @@ class LOTUS_PT_scene25d(LotusSubPanel, bpy.types.Panel):
 
     def draw(self, context):
         layout = self.layout
+        settings = context.scene.lotus_scene25d
+        layout.template_ID(settings, "photo", open="image.open")
+        photo = settings.photo
+        if photo is not None and settings.depth is None and _results_for(photo)[0] is None:
+            draw_wrapped(layout, context, "Predict depth for this photo first", icon='INFO')
+        layout.operator(LOTUS_OT_build_photo_scene.bl_idname, icon='OUTLINER_OB_MESH')
+
+
+class LOTUS_PT_scene25d_options(LotusSubPanel, bpy.types.Panel):
+    """The build settings, collapsed: the defaults suit most photos."""
+    bl_label = "Options"
+    bl_idname = "LOTUS_PT_scene25d_options"
+    bl_parent_id = "LOTUS_PT_scene25d"
+
+    def draw(self, context):
+        layout = self.layout
         layout.use_property_split = True
         layout.use_property_decorate = False
         settings = context.scene.lotus_scene25d
         col = layout.column()
-        col.template_ID(settings, "photo", open="image.open")
         col.prop(settings, "depth")
         col.prop(settings, "normal")
         if not compat.HAS_SET_MESH_NORMAL:
-            col.label(text="Custom normals: Blender 4.5+", icon='INFO')
+            draw_wrapped(col, context, "Custom normals: Blender 4.5+", icon='INFO')
         col = layout.column()
         col.prop(settings, "mode")
         col.prop(settings, "material")
@@ -161,22 +177,42 @@ class LOTUS_PT_scene25d(LotusSubPanel, bpy.types.Panel):
         col.prop(settings, "refine")
         col.prop(settings, "max_vertices")
         col.prop(settings, "tear_threshold")
-        layout.operator(LOTUS_OT_build_photo_scene.bl_idname, icon='OUTLINER_OB_MESH')
-        _draw_camera_origin(layout, context.scene.camera)
-
-        obj = context.active_object
-        modifier = obj.modifiers.get(scene25d.MODIFIER_NAME) if obj is not None else None
-        if modifier is not None and modifier.type == 'NODES' and modifier.node_group is not None:
-            box = layout.box()
-            box.label(text=f"Live: {obj.name}", icon='MODIFIER')
-            for name in _LIVE_INPUTS:
-                if name == "Use Normals" and not compat.HAS_SET_MESH_NORMAL:
-                    continue  # the group has the input, but nothing behind it before 4.5
-                key = geonodes.input_identifier(modifier.node_group, name)
-                compat.draw_modifier_input(box, modifier, key, name)
 
 
-_CLASSES = (LotusScene25DSettings, LOTUS_OT_build_photo_scene, LOTUS_PT_scene25d)
+def _live_modifier(context):
+    obj = context.active_object
+    modifier = obj.modifiers.get(scene25d.MODIFIER_NAME) if obj is not None else None
+    if modifier is not None and modifier.type == 'NODES' and modifier.node_group is not None:
+        return modifier
+    return None
+
+
+class LOTUS_PT_scene25d_live(LotusSubPanel, bpy.types.Panel):
+    """The active 2.5D object: its live geometry-nodes inputs and where its camera came from."""
+    bl_label = "Live Mesh"
+    bl_idname = "LOTUS_PT_scene25d_live"
+    bl_parent_id = "LOTUS_PT_scene25d"
+    bl_options = set()
+
+    @classmethod
+    def poll(cls, context):
+        return _live_modifier(context) is not None
+
+    def draw(self, context):
+        layout = self.layout
+        modifier = _live_modifier(context)
+        layout.label(text=context.active_object.name, icon='MODIFIER')
+        col = layout.column(align=True)
+        for name in _LIVE_INPUTS:
+            if name == "Use Normals" and not compat.HAS_SET_MESH_NORMAL:
+                continue  # the group has the input, but nothing behind it before 4.5
+            key = geonodes.input_identifier(modifier.node_group, name)
+            compat.draw_modifier_input(col, modifier, key, name)
+        _draw_camera_origin(layout, context, context.scene.camera)
+
+
+_CLASSES = (LotusScene25DSettings, LOTUS_OT_build_photo_scene, LOTUS_PT_scene25d,
+            LOTUS_PT_scene25d_options, LOTUS_PT_scene25d_live)
 
 
 def register():

@@ -1,0 +1,534 @@
+"""GUI check: runs inside a real Blender window (see tests/gui/run_gui_check.sh).
+
+    blender scene.blend --python tests/gui/gui_check.py -- --out DIR --checkpoints DIR
+        --worker-python PYTHON
+
+Installs the extension from this checkout, opens the 3D View sidebar on the Lotus tab at its
+default width, and drives the panel from ``bpy.app.timers`` in Blender's own event loop: renders a
+photo, predicts Depth & Normals with tiny checkpoints while taking screenshots of the progress,
+cancels a run with a real ESC key press (xdotool), shows a failed job's error and its clearing,
+and builds the 2.5D scene, the normal-mapped material and the relight setup. Screenshots
+(`import -window root`) and ``report.json`` (what the panel showed at each step) go to --out.
+Blender quits at the end; the exit code says whether every step passed.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import bpy
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STEP_TIMEOUT_S = 240.0
+
+
+def parse_args():
+    argv = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else []
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--checkpoints", required=True,
+                        help="folder with tiny-depth/ and tiny-normal/ (tests/tiny_lotus.py)")
+    parser.add_argument("--worker-python", required=True,
+                        help="a Python with torch and diffusers for the worker")
+    parser.add_argument("--readme", help="also write the README's screenshots into this folder")
+    parser.add_argument("--exact-maps", action="store_true",
+                        help="build from the photo scene's exact depth and normals (ray cast) "
+                             "instead of the tiny model's noise: builder results that look like "
+                             "something (the README's screenshots)")
+    parser.add_argument("--keep-open", action="store_true", help="do not quit at the end")
+    return parser.parse_args(argv)
+
+
+ARGS = parse_args()
+OUT = Path(ARGS.out)
+OUT.mkdir(parents=True, exist_ok=True)
+REPORT = {"blender": bpy.app.version_string, "python": sys.version.split()[0], "steps": [],
+          "failures": []}
+
+
+def log(message):
+    print(f"[gui-check {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# -- extension and scene ----------------------------------------------------------------------
+
+def install_extension():
+    sys.path.insert(0, str(REPO_ROOT))
+    from tests import blender_env
+    repo_dir = Path(tempfile.mkdtemp(prefix="lotus-gui-repo-"))
+    name = blender_env.install_extension(repo_dir)
+    prefs = bpy.context.preferences.addons[name].preferences
+    checkpoints = Path(ARGS.checkpoints)
+    prefs.depth_model = 'LOCAL'
+    prefs.depth_model_path = str(checkpoints / "tiny-depth")
+    prefs.depth_model_kind = 'DISPARITY'
+    prefs.normal_model = 'LOCAL'
+    prefs.normal_model_path = str(checkpoints / "tiny-normal")
+    prefs.python_path = ARGS.worker_python
+    # Large enough that a run lasts a few seconds on a CPU, so its progress can be seen.
+    prefs.processing_resolution = 512
+    prefs.device = 'CPU'
+    prefs.precision = 'FP32'
+    prefs.output_dir = "//lotus/"
+    return name
+
+
+def window_parts():
+    """The window, the 3D View area and its sidebar (UI) and main regions."""
+    window = bpy.context.window_manager.windows[0]
+    area = max((a for a in window.screen.areas if a.type == 'VIEW_3D'),
+               key=lambda a: a.width * a.height)
+    regions = {region.type: region for region in area.regions}
+    return window, area, regions["UI"], regions["WINDOW"]
+
+
+def override():
+    window, area, _sidebar, main = window_parts()
+    return bpy.context.temp_override(window=window, area=area, region=main,
+                                     screen=window.screen)
+
+
+def redraw_all():
+    for window in bpy.context.window_manager.windows:
+        for area in window.screen.areas:
+            area.tag_redraw()
+
+
+def make_photo_scene():
+    """A small rendered 'photo' (Cycles): objects at several depths, a compositor Viewer."""
+    scene = bpy.context.scene
+    for obj in list(scene.objects):
+        if obj.type == 'MESH':
+            bpy.data.objects.remove(obj)
+    with override():
+        bpy.ops.mesh.primitive_plane_add(size=12, location=(0, 0, -1))
+        bpy.ops.mesh.primitive_monkey_add(location=(0, 0, 0), rotation=(0, 0, 0.6))
+        bpy.ops.object.shade_smooth()
+        bpy.ops.mesh.primitive_uv_sphere_add(radius=0.7, location=(-2.2, 1.5, -0.3))
+        bpy.ops.mesh.primitive_cube_add(size=1.2, location=(2.0, 2.5, -0.4))
+    for index, obj in enumerate(o for o in scene.objects if o.type == 'MESH'):
+        material = bpy.data.materials.new(f"gui_mat_{index}")
+        material.diffuse_color = ((0.8, 0.3, 0.2, 1), (0.9, 0.8, 0.3, 1), (0.2, 0.5, 0.9, 1),
+                                  (0.3, 0.8, 0.4, 1))[index % 4]
+        material.use_nodes = True
+        material.node_tree.nodes["Principled BSDF"].inputs["Base Color"].default_value = \
+            material.diffuse_color
+        obj.data.materials.append(material)
+    camera = scene.camera
+    camera.location = (0.0, -6.5, 3.2)
+    camera.rotation_euler = (1.13, 0.0, 0.0)
+    scene.render.engine = 'CYCLES'
+    scene.cycles.samples = 8
+    scene.cycles.preview_samples = 16
+    scene.cycles.use_denoising = False
+    scene.render.resolution_x, scene.render.resolution_y = 480, 320
+    scene.render.resolution_percentage = 100
+    scene.view_settings.view_transform = 'Standard'
+    # A compositor Viewer so that the Viewer Node image gets pixels from the render.
+    scene.use_nodes = True
+    tree = scene.node_tree
+    viewer = tree.nodes.new("CompositorNodeViewer")
+    tree.links.new(tree.nodes["Render Layers"].outputs["Image"], viewer.inputs["Image"])
+
+
+def image_state(name):
+    image = bpy.data.images.get(name)
+    if image is None:
+        return None
+    return {"has_data": bool(image.has_data), "size": list(image.size), "type": image.type}
+
+
+# -- screenshots and checks -------------------------------------------------------------------
+
+def area_box():
+    """The 3D View area's rectangle in screen pixels, top-left origin."""
+    window, area, _sidebar, _main = window_parts()
+    return {"x": area.x, "y": window.height - (area.y + area.height), "width": area.width,
+            "height": area.height}
+
+
+def sidebar_box():
+    """The sidebar's rectangle in screen pixels, top-left origin (for cropping)."""
+    window, _area, sidebar, _main = window_parts()
+    top = window.height - (sidebar.y + sidebar.height)
+    return {"x": sidebar.x, "y": top, "width": sidebar.width, "height": sidebar.height}
+
+
+def screenshot(name, note=""):
+    """The whole X screen, and the sidebar cropped from it."""
+    path = OUT / f"{name}.png"
+    state = panel_state()  # before the capture: a job may end while it runs
+    subprocess.run(["import", "-window", "root", str(path)], check=True)
+    box = sidebar_box()
+    crop = OUT / f"{name}_sidebar.png"
+    subprocess.run(["convert", str(path), "-crop",
+                    f"{box['width']}x{box['height']}+{box['x']}+{box['y']}", "+repage",
+                    str(crop)], check=True)
+    REPORT["steps"].append({"screenshot": path.name, "note": note, "panel": state,
+                            "sidebar": box, "area": area_box()})
+    log(f"screenshot {path.name}: {note}")
+
+
+def panel_state():
+    """What the panel shows now, from the add-on's live state."""
+    jobs = addon_module("jobs")
+    manager = jobs.manager
+    job = manager.current
+    state = {"last_error": manager.last_error, "queued": len(manager.queue)}
+    if job is not None:
+        state.update(job=job.label, stage=job.stage, fraction=job.fraction,
+                     status=job.status_text())
+        for name in ("run_fraction", "cancelling"):
+            if hasattr(job, name):
+                state[name] = getattr(job, name)
+    return state
+
+
+def check(condition, message):
+    if not condition:
+        REPORT["failures"].append(message)
+        log(f"FAILED: {message}")
+
+
+def addon_module(name):
+    import importlib
+    return importlib.import_module(f"{ADDON}.blender.{name}")
+
+
+def settle(seconds=1.5):
+    """For the step generator: let Blender redraw. Panels slide to their new places when their
+    content changes, one step per redraw: keep redrawing until they are there."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        redraw_all()
+        yield 0.05
+
+
+def wait_until(predicate, timeout=STEP_TIMEOUT_S):
+    """For the step generator: poll predicate between Blender events."""
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout:
+            raise TimeoutError("timed out waiting")
+        yield 0.1
+
+
+# -- the steps --------------------------------------------------------------------------------
+
+def steps():
+    window, area, sidebar, main = window_parts()
+    space = area.spaces.active
+    space.show_region_ui = True
+    yield 0.5
+    window, area, sidebar, main = window_parts()
+    sidebar.active_panel_category = "Lotus"
+    settings = bpy.context.window_manager.lotus_panel
+    redraw_all()
+    yield 1.0
+    REPORT["sidebar_width"] = sidebar.width
+    REPORT["ui_scale"] = bpy.context.preferences.system.ui_scale
+    screenshot("01_panel_default", "the Lotus tab at the sidebar's default width, nothing run yet")
+
+    # A photo: render the scene (fills Render Result and the compositor Viewer).
+    make_photo_scene()
+    REPORT["render_result_before"] = image_state("Render Result")
+    REPORT["viewer_before"] = image_state("Viewer Node")
+    with override():
+        bpy.ops.render.render()
+    yield 0.5
+    REPORT["render_result_after"] = image_state("Render Result")
+    REPORT["viewer_after"] = image_state("Viewer Node")
+    photos = OUT / "photos"
+    photos.mkdir(exist_ok=True)
+    photo_path = photos / "studio.png"
+    bpy.data.images["Render Result"].save_render(str(photo_path))
+    # A few more files so that the run has several images to report progress on.
+    extra = []
+    for index in range(1, 4):
+        copy = photos / f"studio_{index}.png"
+        shutil.copy(photo_path, copy)
+        extra.append(copy.name)
+    yield from settle()
+    screenshot("02_panel_after_render", "Render Result and Compositor Viewer have pixels now")
+
+    # Depth & Normals on four files: watch one progress bar for the whole run.
+    settings.task = 'BOTH'
+    with override():
+        bpy.ops.lotus.predict_files('INVOKE_DEFAULT', task='BOTH', directory=str(photos),
+                                    files=[{"name": n} for n in ["studio.png"] + extra])
+    jobs = addon_module("jobs")
+    samples, shots = [], set()
+    started = time.monotonic()
+    while jobs.manager.busy:
+        job = jobs.manager.current
+        if job is not None:
+            samples.append(panel_state())
+            if job.progress > 0:  # past loading the model: an image is on its way
+                key = f"{job.task}"
+                if key not in shots:
+                    shots.add(key)
+                    yield 0.2
+                    screenshot(f"03_running_{job.task}", f"Depth & Normals run, {job.task} part")
+        if time.monotonic() - started > STEP_TIMEOUT_S:
+            raise TimeoutError("Depth & Normals run did not end")
+        yield 0.1
+    REPORT["progress_samples"] = samples
+    check(shots == {"depth", "normal"}, f"progress seen only for {sorted(shots)}")
+    fractions = [s.get("run_fraction", s["fraction"]) for s in samples]
+    check(all(b >= a - 1e-9 for a, b in zip(fractions, fractions[1:])),
+          f"run progress not monotonic: {fractions}")
+    yield from settle()
+    screenshot("04_done", "the Depth & Normals run finished")
+    check("studio_depth" in bpy.data.images and "studio_normal" in bpy.data.images,
+          "no studio_depth / studio_normal images")
+
+    # Cancel with a real ESC key press while a run is going.
+    with override():
+        bpy.ops.lotus.predict_files('INVOKE_DEFAULT', task='BOTH', directory=str(photos),
+                                    files=[{"name": n} for n in ["studio.png"] + extra])
+    yield from wait_until(lambda: jobs.manager.current is not None
+                          and jobs.manager.current.progress > 0)
+    x, y = main.x + main.width // 2, window.height - (main.y + main.height // 2)
+    subprocess.run(["xdotool", "mousemove", str(x), str(y)], check=True)
+    subprocess.run(["xdotool", "key", "Escape"], check=True)
+    yield from wait_until(lambda: jobs.manager.current is None
+                          or jobs.manager.current.cancel_sent_at, timeout=10)
+    yield 0.05
+    screenshot("05_cancelling", "right after ESC")
+    yield from wait_until(lambda: not jobs.manager.busy)
+    yield from settle()
+    screenshot("06_cancelled", "the cancelled run ended")
+
+    # A failing job (a model folder without weights): the error in the panel, then cleared.
+    prefs = bpy.context.preferences.addons[ADDON].preferences
+    broken = Path(tempfile.mkdtemp(prefix="lotus-broken-model-"))
+    (broken / "lotus.json").write_text('{"kind": "disparity"}')
+    good_depth = prefs.depth_model_path
+    prefs.depth_model_path = str(broken)
+    settings.task = 'DEPTH'
+    with override():
+        bpy.ops.lotus.predict_files('INVOKE_DEFAULT', task='DEPTH', directory=str(photos),
+                                    files=[{"name": "studio.png"}])
+    yield from wait_until(lambda: not jobs.manager.busy)
+    # Move the mouse well away: that closes the report Blender shows for the failed run.
+    subprocess.run(["xdotool", "mousemove", "200", "900"], check=True)
+    yield 0.3
+    subprocess.run(["xdotool", "mousemove", "300", "950"], check=True)
+    yield from settle()
+    check(bool(jobs.manager.last_error), "the broken model did not leave an error")
+    screenshot("07_error", "a failed job's error, wrapped to the sidebar")
+    prefs.depth_model_path = good_depth
+    with override():
+        bpy.ops.lotus.predict_files('INVOKE_DEFAULT', task='DEPTH', directory=str(photos),
+                                    files=[{"name": "studio.png"}])
+    yield from wait_until(lambda: jobs.manager.current is not None)
+    check(not jobs.manager.last_error, "the last error stayed while the next job runs")
+    yield from settle(1.0)
+    screenshot("08_error_cleared", "the next job runs: the old error is gone")
+    yield from wait_until(lambda: not jobs.manager.busy)
+
+    # The three builders, from the photo and its maps.
+    photo = bpy.data.images.get("studio") or bpy.data.images.load(str(photo_path),
+                                                                   check_existing=True)
+    REPORT["photo"] = photo.name
+    if ARGS.exact_maps:
+        write_exact_maps(bpy.data.images["studio_depth"], bpy.data.images["studio_normal"])
+    scene = bpy.context.scene
+    for name in ("lotus_scene25d", "lotus_materials", "lotus_relight"):
+        getattr(scene, name).photo = photo
+    yield from settle()
+    screenshot("09_builders", "the three builders with a photo chosen")
+    yield from build("lotus.build_photo_scene", "10_scene25d", 'MATERIAL', camera_view=True,
+                     wait=10.0)
+    # Material Preview compiles its shaders on the CPU here (llvmpipe): give it time.
+    yield from build("lotus.normal_material", "11_material", 'MATERIAL', camera_view=False,
+                     wait=15.0)
+    # Relight reuses the 2.5D scene's mesh and camera: keep them in view.
+    yield from build("lotus.relight_setup", "12_relight", 'RENDERED', camera_view=True,
+                     wait=45.0, keep=REPORT["10_scene25d"]["new_objects"])
+
+
+def write_exact_maps(depth_image, normal_image):
+    """Overwrite the predicted maps with the render's exact ones, in the add-on's conventions:
+    disparity in [0, 1] (near = 1) and camera-space normals as an OpenGL normal map. Ray cast
+    through each pixel centre from the scene camera."""
+    import numpy as np
+    from mathutils import Vector
+    scene = bpy.context.scene
+    camera = scene.camera
+    width, height = depth_image.size
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    top_right, _bottom_right, bottom_left, top_left = camera.data.view_frame(scene=scene)
+    to_world = camera.matrix_world
+    rotation = to_world.to_3x3()
+    origin = to_world.translation
+    to_camera = to_world.inverted()
+    depth = np.zeros((height, width), np.float64)
+    normals = np.zeros((height, width, 3), np.float64)
+    normals[..., 2] = 1.0
+    for row in range(height):
+        v = (row + 0.5) / height
+        for column in range(width):
+            u = (column + 0.5) / width
+            point = top_left + (top_right - top_left) * u + (bottom_left - top_left) * v
+            direction = (rotation @ Vector(point)).normalized()
+            hit, location, normal, *_rest = scene.ray_cast(depsgraph, origin, direction)
+            if not hit:
+                continue
+            depth[row, column] = -(to_camera @ location).z
+            normal_camera = (rotation.transposed() @ normal).normalized()
+            if normal_camera.dot(Vector(point)) > 0:  # seen from behind: face the camera
+                normal_camera = -normal_camera
+            normals[row, column] = normal_camera
+    far = depth.max() if depth.max() > 0 else 1.0
+    depth[depth <= 0] = far
+    disparity = 1.0 / depth
+    disparity = (disparity - disparity.min()) / max(disparity.max() - disparity.min(), 1e-9)
+    rgba = np.ones((height, width, 4), np.float32)
+    rgba[..., :3] = disparity[..., None]
+    depth_image.pixels.foreach_set(rgba[::-1].ravel())
+    rgba[..., :3] = normals * 0.5 + 0.5
+    normal_image.pixels.foreach_set(rgba[::-1].ravel())
+    # Into their files too: the builders reuse the prediction's files (the OpenGL normal PNG).
+    written = []
+    for image in (depth_image, normal_image):
+        image.update()
+        image.save()
+        written.append(bpy.path.abspath(image.filepath))
+    folder = Path(written[-1]).parent
+    stem = normal_image.name[:-len("_normal")]
+    for png in sorted(folder.glob(f"{stem}_normal_opengl*.png")):
+        copy = bpy.data.images.new("gui_exact_png", width, height, float_buffer=True, is_data=True)
+        copy.pixels.foreach_set(rgba[::-1].ravel())
+        copy.filepath_raw = str(png)
+        copy.file_format = 'PNG'
+        copy.save()
+        bpy.data.images.remove(copy)
+        written.append(str(png))
+    REPORT["exact_maps"] = {"size": [width, height], "depth_range": [float(depth.min()), float(far)],
+                            "files": written}
+
+
+def build(idname, shot, shading, camera_view, wait=3.0, keep=()):
+    """Run a builder the way its panel button does, then look at its result in the viewport
+    (everything but what it made, and ``keep``, hidden)."""
+    window, area, _sidebar, _main = window_parts()
+    category, name = idname.split(".")
+    operator = getattr(getattr(bpy.ops, category), name)
+    before = set(bpy.data.objects)
+    try:
+        with override():
+            result = operator('INVOKE_DEFAULT')
+    except Exception as ex:  # noqa: BLE001 - reported, the other builders still run
+        lines = [line for line in str(ex).strip().splitlines() if not line.startswith("Location")]
+        result = {"EXCEPTION": lines[-1]}
+        log(traceback.format_exc())
+    new = sorted(o.name for o in set(bpy.data.objects) - before)
+    REPORT[shot] = {"result": sorted(result), "new_objects": new}
+    check(result == {'FINISHED'}, f"{idname} returned {result}")
+    shown = set(new) | set(keep)
+    for obj in bpy.context.view_layer.objects:
+        obj.hide_set(obj.name not in shown)
+        obj.select_set(obj.name in shown)
+    space = area.spaces.active
+    space.shading.type = shading
+    if camera_view:
+        space.region_3d.view_perspective = 'CAMERA'
+    else:
+        space.region_3d.view_perspective = 'PERSP'
+        with override():
+            bpy.ops.view3d.view_axis(type='FRONT')
+            bpy.ops.view3d.view_selected()
+    for obj in bpy.context.view_layer.objects:
+        obj.select_set(False)  # no selection outline over the result (the active object stays)
+    yield from settle(wait)
+    _window, _area, sidebar, _main = window_parts()
+    with bpy.context.temp_override(window=window, area=area, region=sidebar):
+        REPORT[shot]["live_mesh_panel"] = bpy.types.LOTUS_PT_scene25d_live.poll(bpy.context)
+        REPORT[shot]["active"] = getattr(bpy.context.active_object, "name", None)
+    screenshot(shot, f"{idname}: {result}, new objects {new}")
+
+
+# -- README images ------------------------------------------------------------------------------
+
+def convert(*args):
+    subprocess.run(["convert", *map(str, args)], check=True)
+
+
+def readme_images(folder):
+    """Small PNGs for the README: the panel, a run (progress, cancelling, an error) and each
+    builder's result (the 3D View with the sidebar, scaled down)."""
+    folder = REPO_ROOT / folder  # a relative folder is the checkout's (Blender runs in /)
+    folder.mkdir(parents=True, exist_ok=True)
+    steps = {Path(step["screenshot"]).stem: step for step in REPORT["steps"]}
+    convert(OUT / "09_builders_sidebar.png", "-crop", "x600+0+0", "+repage",
+            folder / "panel.png")
+    parts = [OUT / f"{name}_sidebar.png" for name in ("03_running_normal", "05_cancelling",
+                                                      "07_error")]
+    convert(*parts, "-crop", "x330+0+0", "+repage", "-bordercolor", "#1d1d1d", "-border", "4",
+            "+append", folder / "running.png")
+    for name, shot in (("scene25d", "10_scene25d"), ("material", "11_material"),
+                       ("relight", "12_relight")):
+        if shot not in steps:
+            continue
+        box = steps[shot]["area"]
+        convert(OUT / f"{shot}.png", "-crop", f"{box['width']}x{box['height']}+{box['x']}+{box['y']}",
+                "+repage", "-resize", "960x", "-colors", "256", folder / f"{name}.png")
+    log(f"README images in {folder}")
+
+
+# -- driver -----------------------------------------------------------------------------------
+
+def finish():
+    if ARGS.readme:
+        try:
+            readme_images(ARGS.readme)
+        except Exception:  # noqa: BLE001 - a missing screenshot is a failure like any other
+            REPORT["failures"].append(traceback.format_exc())
+    (OUT / "report.json").write_text(json.dumps(REPORT, indent=2, default=str))
+    log(f"done: {len(REPORT['failures'])} failure(s); report in {OUT / 'report.json'}")
+    if not ARGS.keep_open:
+        jobs = addon_module("jobs")
+        jobs.manager.shutdown()
+        code = 1 if REPORT["failures"] else 0
+        sys.stdout.flush()
+        os._exit(code)  # quit_blender would save a quit.blend and ask nothing: just end
+
+
+def make_driver():
+    generator = steps()
+
+    def tick():
+        try:
+            delay = next(generator)
+        except StopIteration:
+            finish()
+            return None
+        except Exception:  # noqa: BLE001 - any failure ends the check with its traceback
+            REPORT["failures"].append(traceback.format_exc())
+            log(traceback.format_exc())
+            try:
+                screenshot("99_failure", "the screen when the check failed")
+            except Exception:  # noqa: BLE001
+                pass
+            finish()
+            return None
+        return max(0.01, float(delay))
+
+    return tick
+
+
+try:
+    ADDON = install_extension()
+except Exception:  # noqa: BLE001 - without the add-on there is nothing to check
+    log(traceback.format_exc())
+    sys.stdout.flush()
+    os._exit(2)
+bpy.app.timers.register(make_driver(), first_interval=2.0)

@@ -1,0 +1,307 @@
+"""The sidebar at its default width: wrapped messages, one progress bar per run, the cancelling
+state, the last error cleared when a run starts, source buttons only for images with pixels,
+every panel drawing with real UILayout calls. (What it looks like: tests/gui/.)"""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from tests.blender_side import Reports, drive, gradient, new_image, remove_images
+
+# The default sidebar at 1920x1080 (measured in the GUI check: 291 px at UI scale 1.04).
+SIDEBAR_PX = 291
+ISSUE_ERROR = ("Depth coffee: not a Lotus checkpoint: unet/config.json is missing in "
+               "/home/artist/models/lotus-depth-g-v2-1-disparity")
+
+
+def _measure_chars(text):
+    return 7.0 * len(text)
+
+
+def test_wrap_text_breaks_between_words_and_inside_long_paths(lotus):
+    wrap = lotus.panels.wrap_text
+    assert wrap("", 70, _measure_chars) == []
+    assert wrap("short", 70, _measure_chars) == ["short"]
+    lines = wrap("the model folder does not exist here", 70, _measure_chars)
+    assert lines == ["the model", "folder", "does not", "exist here"]
+    assert all(_measure_chars(line) <= 70 for line in lines)
+    # A path wider than a line is cut, after a separator when one is near the end.
+    lines = wrap("in /tmp/lotus_models/depth", 70, _measure_chars)
+    assert all(_measure_chars(line) <= 70 for line in lines)
+    assert "".join(lines).replace("in", "", 1) == "/tmp/lotus_models/depth"
+    assert lines[1].endswith(("/", "_"))
+    # Paragraphs stay paragraphs; a single character wider than a line still makes progress.
+    assert wrap("one\ntwo", 70, _measure_chars) == ["one", "two"]
+    assert wrap("abc", 3, _measure_chars) == ["a", "b", "c"]
+
+
+def test_fit_text_takes_the_first_that_fits(lotus):
+    fit = lotus.panels.fit_text
+    assert fit(["40%  image 3/12: predicting", "40%  predicting", "40%"], 120, _measure_chars) \
+        == "40%  predicting"
+    assert fit(["long text", "40%"], 1, _measure_chars) == "40%"
+
+
+def _sidebar_context(space='VIEW_3D', width=SIDEBAR_PX):
+    import bpy
+    context = bpy.context
+    return SimpleNamespace(window_manager=context.window_manager, preferences=context.preferences,
+                           scene=context.scene, active_object=None,
+                           space_data=SimpleNamespace(type=space),
+                           region=SimpleNamespace(width=width))
+
+
+def test_error_lines_fit_the_default_sidebar_in_blenders_font(lotus):
+    panels = lotus.panels
+    context = _sidebar_context()
+    inset = panels.PANEL_INSET_PX + panels.BOX_INSET_PX + panels.ICON_PX
+    width = panels.text_width(context, inset)
+    measure = panels.text_measure(context)
+    assert 150 < width < SIDEBAR_PX
+    assert measure(ISSUE_ERROR) > 2 * width   # one label would be cut
+    lines = panels.wrap_text(ISSUE_ERROR, width, measure)
+    assert len(lines) >= 3 and all(measure(line) <= width for line in lines)
+    assert "".join(lines).replace(" ", "") == ISSUE_ERROR.replace(" ", "")   # all, in order
+    # Wider sidebar, fewer lines.
+    wide = panels.wrap_text(ISSUE_ERROR, panels.text_width(_sidebar_context(width=600), inset),
+                            measure)
+    assert len(wide) < len(lines)
+
+
+class _StrictLayout:
+    """Stands in for UILayout: only calls UILayout really has, properties that resolve, and a
+    log of what is drawn."""
+
+    def __init__(self, log, enabled=True):
+        self.__dict__.update(log=log, enabled=enabled, alert=False)
+
+    def __getattr__(self, name):
+        import bpy
+        if name not in bpy.types.UILayout.bl_rna.functions:
+            raise AttributeError(f"UILayout has no {name}()")
+
+        def call(*args, **kw):
+            if name in ("prop", "prop_enum", "template_ID"):
+                data, path = args[0], args[1]
+                data.path_resolve(path)  # raises for unknown properties
+            self.log.append((name, args, kw, self.enabled))
+            return _StrictLayout(self.log, self.enabled)
+        return call
+
+    def __setattr__(self, name, value):
+        import bpy
+        if name not in ("enabled", "alert", "use_property_split", "use_property_decorate"):
+            # An operator's properties (operator() returns this layout in place of them).
+            self.log.append(("set", name, value, self.enabled))
+        elif name not in bpy.types.UILayout.bl_rna.properties:
+            raise AttributeError(f"UILayout has no {name}")
+        self.__dict__[name] = value
+
+
+def _draw(panel_name, context):
+    import bpy
+    log = []
+    panel = getattr(bpy.types, panel_name)
+    if hasattr(panel, "poll") and not panel.poll(context):
+        return None
+    getattr(panel, "draw")(SimpleNamespace(layout=_StrictLayout(log)), context)
+    if hasattr(panel, "draw_header_preset"):
+        panel.draw_header_preset(SimpleNamespace(layout=_StrictLayout(log)), context)
+    return log
+
+
+def _texts(log, kind):
+    return [kw.get("text") for name, _args, kw, _enabled in log if name == kind]
+
+
+def _fake_job(lotus, tmp_path, **fields):
+    settings = lotus.jobs.WorkerSettings(python="python", log_path=str(tmp_path / "log"),
+                                         extra_paths=())
+    output = lotus.outputs.OutputSettings(folder=str(tmp_path), temporary=False)
+    defaults = dict(task="depth", model={}, inputs=[], job_dir=str(tmp_path), options={},
+                    output=output, worker=settings, label="Depth photo")
+    defaults.update(fields)
+    return lotus.jobs.Job(**defaults)
+
+
+def test_every_lotus_panel_draws_uncut_in_both_spaces(lotus, tmp_path, fresh_data):
+    """Sources, progress, error, options and the builders draw with real UILayout calls; texts
+    that the panel makes itself fit the default width."""
+    import bpy
+    panels, manager = lotus.panels, lotus.jobs.manager
+    running = _fake_job(lotus, tmp_path, state=lotus.jobs.RUNNING, stage="image 3/12: predicting",
+                        fraction=0.5, run_parts=2, run_part=1, run_id="run1",
+                        run_label="Depth & Normals photo (+11)", task="normal")
+    manager.current, manager.last_error = running, ISSUE_ERROR
+    manager.queue.append(_fake_job(lotus, tmp_path, run_id="run2"))
+    photo = bpy.data.images.new("panel_photo", 4, 4)
+    for name in ("lotus_scene25d", "lotus_materials", "lotus_relight"):
+        getattr(bpy.context.scene, name).photo = photo
+    settings = bpy.context.window_manager.lotus_panel
+    settings.tiled = True
+    try:
+        for space, main in (('VIEW_3D', "LOTUS_PT_view3d"), ('IMAGE_EDITOR', "LOTUS_PT_image_editor")):
+            context = _sidebar_context(space)
+            log = _draw(main, context)
+            measure = panels.text_measure(context)
+            # The three task buttons share one row: their short names fit a third of it.
+            row_third = panels.text_width(context, panels.PANEL_INSET_PX) / 3
+            tasks = [args[2] for name, args, _kw, _e in log if name == "prop_enum"]
+            assert tasks == ['DEPTH', 'NORMAL', 'BOTH']
+            assert all(measure(text) + 12 < row_third for text in _texts(log, "prop_enum"))
+            # One bar for the whole run, percentage first: 75% (second half of two parts).
+            bars = [kw for name, _a, kw, _e in log if name == "progress"]
+            assert len(bars) == 1 and bars[0]["factor"] == pytest.approx(0.75)
+            assert bars[0]["text"].startswith("75%")
+            labels = _texts(log, "label")
+            assert "Depth & Normals photo (+11)" in labels and "1 more waiting" in labels
+            error_lines = [line for line in labels if line and line in ISSUE_ERROR]
+            assert len(error_lines) >= 3
+            assert ("Active Image" in _texts(log, "operator")) == (space == 'IMAGE_EDITOR')
+            options = _draw(main + "_options", context)
+            assert {args[1] for name, args, _kw, _e in options if name == "prop"} == \
+                {"tiled", "seamless", "render_pass", "frame_start", "frame_end", "stabilize"}
+            assert "Tiled" in _texts(options, "label")  # the collapsed header says what is on
+        context = _sidebar_context()
+        for panel in ("LOTUS_PT_scene25d", "LOTUS_PT_scene25d_options", "LOTUS_PT_materials",
+                      "LOTUS_PT_materials_options", "LOTUS_PT_relight", "LOTUS_PT_relight_options"):
+            log = _draw(panel, context)
+            for line in _texts(log, "label"):
+                assert panels.text_measure(context)(line) <= panels.text_width(
+                    context, panels.PANEL_INSET_PX + panels.ICON_PX), line
+        # No active 2.5D object: no Live Mesh panel.
+        assert _draw("LOTUS_PT_scene25d_live", context) is None
+    finally:
+        manager.current, manager.last_error = None, ""
+        manager.queue.clear()
+        settings.tiled = False
+        for name in ("lotus_scene25d", "lotus_materials", "lotus_relight"):
+            getattr(bpy.context.scene, name).photo = None
+
+
+def test_builders_fit_one_1080p_sidebar(lotus):
+    """The three builders are open and short: their buttons are reachable without scrolling
+    (the settings are in collapsed Options sub-panels)."""
+    import bpy
+    for name in ("LOTUS_PT_scene25d", "LOTUS_PT_materials", "LOTUS_PT_relight"):
+        panel = getattr(bpy.types, name)
+        assert 'DEFAULT_CLOSED' not in panel.bl_options, name
+        options = getattr(bpy.types, name + "_options")
+        assert options.bl_parent_id == name and 'DEFAULT_CLOSED' in options.bl_options
+    assert 'DEFAULT_CLOSED' in bpy.types.LOTUS_PT_view3d_options.bl_options
+
+
+def _multi_image_gather(lotus, count):
+    image = new_image("panel_src", gradient(96, 72))
+
+    def gather(context, job_dir, resolution):
+        return [lotus.inputs.prepare_image(image, job_dir, resolution, i, name=f"panel{i}")
+                for i in range(count)], []
+    return gather
+
+
+def test_depth_and_normals_is_one_bar_and_a_new_run_clears_the_last_error(lotus):
+    import bpy
+    manager = lotus.jobs.manager
+    manager.last_error = "Depth old: the previous run failed"
+    reports = Reports()
+    built = lotus.operators.build_jobs(bpy.context, 'BOTH', _multi_image_gather(lotus, 3), reports)
+    assert [(job.run_part, job.run_parts) for job in built] == [(0, 2), (1, 2)]
+    assert built[0].run_id == built[1].run_id and built[0].run_label.startswith("Depth & Normals")
+    for job in built:
+        manager.submit(job)
+    assert manager.current is built[0]
+    assert manager.last_error == ""            # cleared as the run starts, not when it succeeds
+    assert manager.waiting_runs() == 0         # the normal job is part of this run
+    seen = []
+
+    def record(_runner):
+        job = manager.current
+        if job is not None:
+            seen.append((job.task, job.run_fraction, job.status_text()))
+    assert drive(lotus.jobs.JobRunner(built, reports), record) == {'FINISHED'}
+    fractions = [fraction for _task, fraction, _text in seen]
+    assert fractions == sorted(fractions), fractions
+    assert max(f for task, f, _ in seen if task == "depth") <= 0.5
+    assert min(f for task, f, _ in seen if task == "normal") >= 0.5
+    assert any(0.5 < f < 1.0 for task, f, _ in seen if task == "normal")
+    assert all(text.startswith("Depth & Normals panel0 (+2): ") and text.endswith("%")
+               for _task, _f, text in seen)
+    remove_images("panel")
+
+
+def test_cancel_shows_cancelling_until_the_worker_stops(lotus):
+    import bpy
+    manager = lotus.jobs.manager
+    reports = Reports()
+    built = lotus.operators.build_jobs(bpy.context, 'BOTH', _multi_image_gather(lotus, 6), reports)
+    for job in built:
+        manager.submit(job)
+    runner = lotus.jobs.JobRunner(built, reports)
+    started = time.monotonic()
+    while built[0].state == lotus.jobs.QUEUED or built[0].progress == 0.0:
+        runner.handle('TIMER')
+        assert time.monotonic() - started < 120, "no progress from the worker"
+        time.sleep(0.02)
+    assert runner.handle('ESC') == {'RUNNING_MODAL'}
+    job = built[0]
+    assert job.cancelling and job.status_text().endswith(": cancelling...")
+    assert built[1].state == lotus.jobs.CANCELLED   # the queued part goes at once
+    log = _draw("LOTUS_PT_view3d", _sidebar_context())
+    bars = [kw for name, _a, kw, _e in log if name == "progress"]
+    assert bars[0]["text"] == "Cancelling..."
+    cancel = [enabled for name, args, _kw, enabled in log
+              if name == "operator" and args[0] == "lotus.cancel_jobs"]
+    assert cancel == [False]
+    stages = []
+    assert drive(runner, lambda _r: stages.append(job.stage)) == {'CANCELLED'}
+    assert set(stages[:-1]) <= {"cancelling"}   # progress still arriving does not hide it
+    assert job.state == lotus.jobs.CANCELLED and not job.cancelling
+    remove_images("panel")
+
+
+def test_render_result_and_viewer_buttons_only_with_pixels(lotus, fresh_data):
+    import bpy
+    panels = lotus.panels
+    context = _sidebar_context()
+    panels._file_loaded()
+    assert not panels.has_pixels(None)
+    assert not panels.has_pixels(SimpleNamespace(type='COMPOSITING', has_data=False))
+    assert panels.has_pixels(SimpleNamespace(type='COMPOSITING', has_data=True))
+    scene = bpy.context.scene
+    engine, size = scene.render.engine, (scene.render.resolution_x, scene.render.resolution_y)
+    scene.render.engine = 'CYCLES'
+    scene.cycles.samples = 1
+    scene.render.resolution_x, scene.render.resolution_y = 16, 12
+    try:
+        bpy.ops.render.render()
+        result = bpy.data.images["Render Result"]
+        assert not result.has_data           # why has_data alone cannot tell
+        assert "Render Result" in _texts(_draw("LOTUS_PT_view3d", context), "operator")
+        panels._file_loaded()                # what load_post runs: a loaded file has no render
+        assert "Render Result" not in _texts(_draw("LOTUS_PT_view3d", context), "operator")
+    finally:
+        scene.render.engine = engine
+        scene.render.resolution_x, scene.render.resolution_y = size
+    assert panels._render_finished in bpy.app.handlers.render_complete
+    assert panels._file_loaded in bpy.app.handlers.load_post
+
+
+def test_status_bar_keeps_its_percentage(lotus, tmp_path):
+    """The status bar's bar is short: it says "Lotus 58%" (the details are in the status text)."""
+    manager = lotus.jobs.manager
+    job = _fake_job(lotus, tmp_path, state=lotus.jobs.RUNNING, stage="image 1/4: decoding",
+                    fraction=0.16, run_parts=2, run_part=1)
+    manager.current = job
+    try:
+        log = []
+        lotus.panels.draw_status_bar(SimpleNamespace(layout=_StrictLayout(log)), _sidebar_context())
+        job.cancel_sent_at = 1.0
+        lotus.panels.draw_status_bar(SimpleNamespace(layout=_StrictLayout(log)), _sidebar_context())
+    finally:
+        manager.current = None
+    assert _texts(log, "progress") == ["Lotus 58%", "Lotus: Cancelling..."]
+    assert job.status_text() == "Depth photo: cancelling..."
