@@ -9,6 +9,7 @@ torch = pytest.importorskip("torch")
 
 from lotus_blender import protocol  # noqa: E402
 from lotus_blender.worker import engine as engine_module  # noqa: E402
+from lotus_blender.worker import model as model_module  # noqa: E402
 from lotus_blender.worker.engine import LotusEngine  # noqa: E402
 
 RES = 64  # tiny models: a 64 px processing resolution keeps every test well under a second
@@ -101,14 +102,14 @@ def test_striped_vae_upsampling_is_exact(tiny_checkpoints, tmp_path, monkeypatch
         with torch.no_grad():
             whole = upsampler(x)
             for stripe_rows in (1, 2, 3):
-                monkeypatch.setattr(engine_module, "UPSAMPLE_STRIPE_BYTES",
+                monkeypatch.setattr(model_module, "UPSAMPLE_STRIPE_BYTES",
                                     stripe_rows * 8 * 4 * width * x.element_size())
-                striped = engine_module._striped_upsample_forward(
+                striped = model_module._striped_upsample_forward(
                     upsampler, Upsample2D.forward.__get__(upsampler), x)
                 assert striped.shape == whole.shape
                 torch.testing.assert_close(striped, whole, rtol=0, atol=0)
     # End to end: one-row stripes in every decoder upsampler still give the reference result.
-    monkeypatch.setattr(engine_module, "UPSAMPLE_STRIPE_BYTES", 1)
+    monkeypatch.setattr(model_module, "UPSAMPLE_STRIPE_BYTES", 1)
     folder = tiny_checkpoints[("G", "disparity")]
     image = smooth_image(40, 56, seed=4)
     out, _, _ = run(LotusEngine(), folder, tmp_path, image, seed=2)
@@ -130,7 +131,7 @@ def test_lean_vae_resnet_block_gives_the_same_numbers(layout):
         with torch.no_grad():
             expected = block(x, None)
             before = x.clone()
-            lean = engine_module._lean_resnet_forward(block, block.forward, x, None)
+            lean = model_module._lean_resnet_forward(block, block.forward, x, None)
         assert torch.equal(x, before)  # the in-place steps never touch the block's input
         assert lean.shape == expected.shape
         torch.testing.assert_close(lean, expected, rtol=0, atol=1e-5)
@@ -139,7 +140,7 @@ def test_lean_vae_resnet_block_gives_the_same_numbers(layout):
                                   groups=2, groups_out=2).eval()
             temb = torch.randn(1, 4)
             torch.testing.assert_close(
-                engine_module._lean_resnet_forward(timed, functools.partial(timed.forward), x, temb),
+                model_module._lean_resnet_forward(timed, functools.partial(timed.forward), x, temb),
                 timed(x, temb), rtol=0, atol=0)
 
 

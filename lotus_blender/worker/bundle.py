@@ -51,7 +51,7 @@ def bundle_model(source: str, output_dir: str | Path, cache_dir: str | None = No
     """Convert ``source`` (repo id or folder) into a compact bundle folder under ``output_dir``."""
     from safetensors.torch import save_file
 
-    from .engine import load_prompt_embeds
+    from .model import load_prompt_embeds
 
     folder, repo_id = checkpoint.resolve_source(
         {"source": source, "cache_dir": cache_dir, "allow_network": allow_network},
