@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import bpy
 import numpy as np
 
-from ..core import geometry, image_files
+from ..core import exif, geometry, image_files
 from ..core.shading import linear_to_srgb
 from . import compat, naming
 
@@ -149,59 +149,10 @@ def camera_focal_35mm(scene: bpy.types.Scene) -> float:
     return float(geometry.FULL_FRAME_DIAGONAL_MM * intrinsics.focal_px / math.hypot(width, height))
 
 
-_EXIF_IFD_POINTER = 0x8769
-_FOCAL_35MM_TAG = 0xA405  # FocalLengthIn35mmFilm
-
-
 def exif_focal_35mm(path: str) -> float:
-    """The 35 mm-equivalent focal length a camera wrote into a JPEG or TIFF (EXIF
-    FocalLengthIn35mmFilm), or 0 when there is none. Blender reads no EXIF itself."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(2)
-            if head == b"\xff\xd8":  # JPEG: find the APP1 "Exif" segment
-                tiff = _jpeg_exif_block(handle)
-            elif head in (b"II", b"MM"):
-                handle.seek(0)
-                tiff = handle.read(1 << 20)
-            else:
-                return 0.0
-        return float(_tiff_focal_35mm(tiff)) if tiff else 0.0
-    except (OSError, struct.error, ValueError, IndexError):
-        return 0.0
-
-
-def _jpeg_exif_block(handle) -> bytes:
-    while True:
-        marker = handle.read(2)
-        if len(marker) < 2 or marker[0] != 0xFF or marker[1] in (0xD9, 0xDA):
-            return b""
-        length = struct.unpack(">H", handle.read(2))[0]
-        data = handle.read(length - 2)
-        if marker[1] == 0xE1 and data.startswith(b"Exif\0\0"):
-            return data[6:]
-
-
-def _tiff_focal_35mm(tiff: bytes) -> int:
-    order = "<" if tiff[:2] == b"II" else ">"
-
-    def entries(offset):
-        count = struct.unpack(order + "H", tiff[offset:offset + 2])[0]
-        for index in range(count):
-            start = offset + 2 + 12 * index
-            tag, kind, _ = struct.unpack(order + "HHI", tiff[start:start + 8])
-            yield tag, kind, tiff[start + 8:start + 12]
-
-    first = struct.unpack(order + "I", tiff[4:8])[0]
-    for tag, _, value in entries(first):
-        if tag == _EXIF_IFD_POINTER:
-            exif = struct.unpack(order + "I", value)[0]
-            for inner, kind, data in entries(exif):
-                if inner == _FOCAL_35MM_TAG:
-                    # SHORT (3) sits in the first two bytes; LONG (4) takes all four.
-                    return struct.unpack(order + ("H" if kind == 3 else "I"),
-                                         data[:2] if kind == 3 else data)[0]
-    return 0
+    """The 35 mm-equivalent focal length a camera wrote into a JPEG or TIFF (EXIF, read by
+    core.exif), or 0 when there is none. Blender reads no EXIF itself."""
+    return exif.focal_35mm_from_file(path) or 0.0
 
 
 # -- one Blender image with pixels ----------------------------------------------------------------

@@ -25,6 +25,15 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr", ".hdr", ".
 TASK_ITEMS = [('DEPTH', "Depth", "Depth (or disparity) map"),
               ('NORMAL', "Normals", "Surface normal map"),
               ('BOTH', "Depth & Normals", "Both maps, one after the other")]
+# The job options the operators take and the sidebar offers (panels.LotusPanelSettings).
+TILED_OPTION = dict(name="Full Resolution (Tiled)", default=False,
+                    description="Maps at the image's full resolution from overlapping, smoothly "
+                                "blended tiles (slower: one model pass per tile)")
+SEAMLESS_OPTION = dict(name="Seamless", default=False,
+                       description="Maps that tile without a seam, for repeating textures")
+STABILIZE_OPTION = dict(name="Stabilize Depth", default=True,
+                        description="Sequences and movies: align each frame's depth to the frames "
+                                    "before it (removes flicker)")
 TIMER_INTERVAL_S = 0.1
 _batch_numbers = itertools.count(1)
 
@@ -87,14 +96,9 @@ class _LotusJobOperator:
     """
 
     task: EnumProperty(name="Task", items=TASK_ITEMS, default='DEPTH')
-    tiled: BoolProperty(name="Full Resolution (Tiled)", default=False,
-                        description="Maps at the image's full resolution from overlapping, "
-                                    "smoothly blended tiles (slower: one model pass per tile)")
-    seamless: BoolProperty(name="Seamless", default=False,
-                           description="Maps that tile without a seam, for repeating textures")
-    stabilize: BoolProperty(name="Stabilize Depth", default=True,
-                            description="Sequences and movies: align each frame's depth to the "
-                                        "frames before it (removes flicker)")
+    tiled: BoolProperty(**TILED_OPTION)
+    seamless: BoolProperty(**SEAMLESS_OPTION)
+    stabilize: BoolProperty(**STABILIZE_OPTION)
 
     def _launch(self, context, blocking: bool):
         try:

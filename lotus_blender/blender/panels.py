@@ -12,7 +12,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
 
 from . import jobs, outputs
-from .operators import TASK_ITEMS
+from .operators import SEAMLESS_OPTION, STABILIZE_OPTION, TASK_ITEMS, TILED_OPTION
 from .preferences import get_preferences
 
 # Sidebar width without a region to ask (tests, scripts): Blender's default at UI scale 1.
@@ -37,14 +37,9 @@ class LotusPanelSettings(bpy.types.PropertyGroup):
                              description="Sequences and movies: first frame (0: from the start)")
     frame_end: IntProperty(name="End", default=0, min=0,
                            description="Sequences and movies: last frame (0: to the end)")
-    tiled: BoolProperty(name="Full Resolution (Tiled)", default=False,
-                        description="Maps at the image's full resolution from overlapping, "
-                                    "smoothly blended tiles (slower: one model pass per tile)")
-    seamless: BoolProperty(name="Seamless", default=False,
-                           description="Maps that tile without a seam, for repeating textures")
-    stabilize: BoolProperty(name="Stabilize Depth", default=True,
-                            description="Sequences and movies: align each frame's depth to the "
-                                        "frames before it (removes flicker)")
+    tiled: BoolProperty(**TILED_OPTION)
+    seamless: BoolProperty(**SEAMLESS_OPTION)
+    stabilize: BoolProperty(**STABILIZE_OPTION)
 
 
 def _settings(context):
