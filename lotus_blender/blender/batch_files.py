@@ -13,9 +13,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import socket
 import time
 import uuid
@@ -85,6 +87,19 @@ def claim_is_stale(path: str, stale_after: float = DEFAULT_STALE_AFTER_S) -> boo
     return False
 
 
+@contextlib.contextmanager
+def _termination_deferred():
+    """Hold SIGTERM and SIGINT back for the block (POSIX); they are delivered right after."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 class Claims:
     """The claims this process holds."""
 
@@ -100,14 +115,17 @@ class Claims:
 
     def _create(self, path: str) -> bool:
         token = uuid.uuid4().hex
-        try:
-            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            json.dump({"host": HOST, "pid": os.getpid(), "token": token,
-                       "since": time.strftime("%Y-%m-%d %H:%M:%S")}, handle)
-        self.held[path] = token
+        # A farm's SIGTERM waits until the claim is written and recorded, so that release_all
+        # never misses one (it arrived between creating the file and recording it, once).
+        with _termination_deferred():
+            try:
+                descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                json.dump({"host": HOST, "pid": os.getpid(), "token": token,
+                           "since": time.strftime("%Y-%m-%d %H:%M:%S")}, handle)
+            self.held[path] = token
         return True
 
     def acquire(self, final: str) -> bool:
