@@ -104,7 +104,7 @@ def test_terminated_run_cleans_up(node, tmp_path):
     _, stderr = run.communicate(timeout=120)
     assert run.returncode == 1 and "LOTUS stopped" in stderr
     left = os.listdir(out)
-    assert not [n for n in left if n.startswith(".")], left
+    assert not [n for n in left if n.startswith(".")], (left, stderr[-3000:])
     assert 1 <= len(left) < 6
 
 

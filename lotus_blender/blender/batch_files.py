@@ -100,6 +100,15 @@ def _termination_deferred():
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+def _remove_claim(path: str, token: str) -> None:
+    """Remove the claim file if it is still ours (not taken over as stale by another run)."""
+    if _read_claim(path).get("token") == token:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+
+
 class Claims:
     """The claims this process holds."""
 
@@ -164,22 +173,20 @@ class Claims:
                 pass
 
     def release(self, final: str) -> None:
+        # Forgotten only once its file is gone: a stop in between leaves it to release_all.
         path = self.path_for(final)
-        token = self.held.pop(path, None)
-        if token is not None and _read_claim(path).get("token") == token:
-            try:
-                os.remove(path)
-            except FileNotFoundError:
-                pass
+        token = self.held.get(path)
+        if token is None:
+            return
+        with _termination_deferred():
+            _remove_claim(path, token)
+            del self.held[path]
 
     def release_all(self) -> None:
-        for path in list(self.held):
-            token = self.held.pop(path)
-            if _read_claim(path).get("token") == token:
-                try:
-                    os.remove(path)
-                except FileNotFoundError:
-                    pass
+        with _termination_deferred():
+            for path, token in list(self.held.items()):
+                _remove_claim(path, token)
+                del self.held[path]
 
     def heartbeat(self, force: bool = False) -> None:
         """Touch our claims (at most every HEARTBEAT_S) so other hosts see we are alive."""
