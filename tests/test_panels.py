@@ -227,7 +227,11 @@ def test_depth_and_normals_is_one_bar_and_a_new_run_clears_the_last_error(lotus)
     assert fractions == sorted(fractions), fractions
     assert max(f for task, f, _ in seen if task == "depth") <= 0.5
     assert min(f for task, f, _ in seen if task == "normal") >= 0.5
-    assert any(0.5 < f < 1.0 for task, f, _ in seen if task == "normal")
+    # Halfway through its own part, the normal map is three quarters of the run (polled progress
+    # may skip past the middle of a part on a fast machine, so this is checked on the job).
+    normal_job = built[1]
+    normal_job.progress = 0.5
+    assert normal_job.run_fraction == 0.75 and built[0].run_fraction == 0.5
     assert all(text.startswith("Depth & Normals panel0 (+2): ") and text.endswith("%")
                for _task, _f, text in seen)
     remove_images("panel")

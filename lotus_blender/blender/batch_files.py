@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import re
-import signal
 import socket
 import time
 import uuid
@@ -87,17 +86,33 @@ def claim_is_stale(path: str, stale_after: float = DEFAULT_STALE_AFTER_S) -> boo
     return False
 
 
+class _StopSignal:
+    """A stop signal (SIGTERM) that arrived while claims were being written or removed."""
+    deferring = 0
+    pending = False
+
+
+def stop_requested(signum, _frame) -> None:
+    """The batch's SIGTERM handler: stop now (KeyboardInterrupt), or right after the claim
+    bookkeeping in progress. Python runs signal handlers in the main thread between bytecodes,
+    so this, unlike blocking the signal (another thread would take it), covers every thread."""
+    if _StopSignal.deferring:
+        _StopSignal.pending = True
+        return
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @contextlib.contextmanager
 def _termination_deferred():
-    """Hold SIGTERM and SIGINT back for the block (POSIX); they are delivered right after."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    """Claims are written, recorded and removed whole: a stop signal waits for the block."""
+    _StopSignal.deferring += 1
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        _StopSignal.deferring -= 1
+    if not _StopSignal.deferring and _StopSignal.pending:
+        _StopSignal.pending = False
+        raise KeyboardInterrupt("stop signal")
 
 
 def _remove_claim(path: str, token: str) -> None:

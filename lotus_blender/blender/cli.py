@@ -385,10 +385,6 @@ def _parse(argv: list[str]):
         return None, int(ex.code) if isinstance(ex.code, int) else EXIT_USAGE
 
 
-def _terminate(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str]) -> int:
     """``blender -b -c lotus ARGS``: returns the exit status."""
     args, code = _parse(list(argv))
@@ -417,7 +413,7 @@ def main(argv: list[str]) -> int:
         batch = Batch(args, units, models, worker_settings(args.python), job_dir)
         if hasattr(signal, "SIGTERM"):
             # A farm stopping the task: leave through the finally blocks (claims, worker).
-            previous_handler = signal.signal(signal.SIGTERM, _terminate)
+            previous_handler = signal.signal(signal.SIGTERM, batch_files.stop_requested)
         return batch.run()
     except (jobs.ModelError, OSError) as ex:
         print(f"LOTUS error: {ex}", file=sys.stderr, flush=True)
