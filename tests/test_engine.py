@@ -38,6 +38,21 @@ def smooth_image(height, width, seed=0):
                 for p in phases]
     return np.stack(channels, axis=-1).astype(np.float32)
 
+def fail_denoise_once_out_of_memory(monkeypatch) -> list:
+    """The next denoise raises a CUDA out-of-memory error once; returns the list of failures."""
+    failures = []
+    original_denoise = engine_module.LoadedModel.denoise
+
+    def denoise(self, latent, noise=None):
+        if not failures:
+            failures.append(True)
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original_denoise(self, latent, noise)
+
+    monkeypatch.setattr(engine_module.LoadedModel, "denoise", denoise)
+    return failures
+
+
 
 def reference_prediction(folder, image, kind, resolution, seed):
     """Lotus math written out plainly with diffusers/transformers in fp32 (independent of the engine)."""
@@ -376,16 +391,7 @@ def test_non_finite_half_precision_stage_is_redone_in_fp32(tiny_checkpoints, tmp
 def test_out_of_memory_retries_with_vae_tiling(tiny_checkpoints, tmp_path, monkeypatch):
     engine = LotusEngine()
     folder = tiny_checkpoints[("D", "normal")]
-    failures = []
-    original_denoise = engine_module.LoadedModel.denoise
-
-    def denoise_once_out_of_memory(self, latent, noise=None):
-        if not failures:
-            failures.append(True)
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return original_denoise(self, latent, noise)
-
-    monkeypatch.setattr(engine_module.LoadedModel, "denoise", denoise_once_out_of_memory)
+    failures = fail_denoise_once_out_of_memory(monkeypatch)
     out, info, _ = run(engine, folder, tmp_path, smooth_image(16, 16), task="normal")
     assert failures and np.isfinite(out).all()
     assert "out of GPU memory: retried with VAE tiling" in info["notes"]

@@ -10,10 +10,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from lotus_blender import protocol  # noqa: E402
-from lotus_blender.worker import engine as engine_module  # noqa: E402
 from lotus_blender.worker import memory, warm_models  # noqa: E402
 from lotus_blender.worker.engine import LotusEngine  # noqa: E402
-from tests.test_engine import run, smooth_image  # noqa: E402
+from tests.test_engine import fail_denoise_once_out_of_memory, run, smooth_image  # noqa: E402
 from tests.test_worker import WorkerProcess, predict  # noqa: E402
 
 
@@ -73,16 +72,7 @@ def test_out_of_memory_releases_the_other_model_first(tiny_checkpoints, tmp_path
     engine = LotusEngine()
     image = smooth_image(16, 16)
     run(engine, tiny_checkpoints[("G", "disparity")], tmp_path, image)
-    failures = []
-    original_denoise = engine_module.LoadedModel.denoise
-
-    def denoise_once_out_of_memory(self, latent, noise=None):
-        if not failures:
-            failures.append(True)
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return original_denoise(self, latent, noise)
-
-    monkeypatch.setattr(engine_module.LoadedModel, "denoise", denoise_once_out_of_memory)
+    failures = fail_denoise_once_out_of_memory(monkeypatch)
     out, info, _ = run(engine, tiny_checkpoints[("G", "normal")], tmp_path, image, task="normal")
     assert failures and np.isfinite(out).all() and info["models_in_memory"] == 1
     assert any(note.startswith("out of memory: released the other loaded model") for note in info["notes"])

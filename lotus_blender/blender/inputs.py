@@ -286,42 +286,18 @@ def prepare_render_like(image: bpy.types.Image, scene: bpy.types.Scene, job_dir:
 
 
 def exr_header(path: str) -> tuple[tuple[int, int], list[str]]:
-    """(width, height) and channel names from an OpenEXR header (Blender reports a multilayer
-    file as 0x0 and has no Python access to its layers)."""
-    size, channels = None, []
-    with open(path, "rb") as handle:
-        if handle.read(4) != b"\x76\x2f\x31\x01":
-            raise InputError(f"{os.path.basename(path)} is not an OpenEXR file")
-        handle.read(4)  # version and flags
-        while True:
-            name = _read_cstring(handle)
-            if not name:
-                break
-            _read_cstring(handle)  # attribute type
-            length = struct.unpack("<i", handle.read(4))[0]
-            value = handle.read(length)
-            if name == "dataWindow":
-                xmin, ymin, xmax, ymax = struct.unpack("<4i", value)
-                size = (xmax - xmin + 1, ymax - ymin + 1)
-            elif name == "channels":
-                # chlist: name\0 then 16 bytes (type, pLinear, reserved, xSampling, ySampling).
-                offset = 0
-                while offset < len(value) and value[offset] != 0:
-                    end = value.index(b"\0", offset)
-                    channels.append(value[offset:end].decode("latin-1"))
-                    offset = end + 1 + 16
+    """(width, height) and channel names from an OpenEXR header (core.image_files; Blender
+    reports a multilayer file as 0x0 and has no Python access to its layers)."""
+    name = os.path.basename(path)
+    try:
+        size, channels = image_files.exr_header(path)
+    except ValueError:
+        raise InputError(f"{name} is not an OpenEXR file") from None
+    except (EOFError, struct.error):
+        size, channels = None, []
     if size is None:
-        raise InputError(f"{os.path.basename(path)} has no data window")
+        raise InputError(f"{name} has no data window")
     return size, channels
-
-
-def _read_cstring(handle) -> str:
-    chars = bytearray()
-    while True:
-        byte = handle.read(1)
-        if not byte or byte == b"\0":
-            return chars.decode("latin-1")
-        chars += byte
 
 
 def multilayer_passes(image: bpy.types.Image) -> list[tuple[str, str]]:

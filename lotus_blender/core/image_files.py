@@ -45,6 +45,44 @@ def _cstring(handle) -> bytes:
         chars += byte
 
 
+def _exr_attributes(handle):
+    """(name, value) of each header attribute, for a file read past its magic number and flags;
+    EOFError when the header is cut short."""
+    while True:
+        name = _cstring(handle)
+        if not name:
+            return
+        _cstring(handle)  # attribute type
+        length = struct.unpack("<i", handle.read(4))[0]
+        value = handle.read(length)
+        if len(value) != length:
+            raise EOFError
+        yield name, value
+
+
+def exr_header(path: str) -> tuple[tuple[int, int] | None, list[str]]:
+    """(width, height) of an OpenEXR's data window (None when it has none) and its channel
+    names. ValueError when the file is no OpenEXR; OSError, EOFError or struct.error when it
+    cannot be read."""
+    size, channels = None, []
+    with open(path, "rb") as handle:
+        if handle.read(4) != EXR_MAGIC:
+            raise ValueError("not an OpenEXR file")
+        handle.read(4)  # version and flags
+        for name, value in _exr_attributes(handle):
+            if name == b"dataWindow":
+                xmin, ymin, xmax, ymax = struct.unpack("<4i", value)
+                size = (xmax - xmin + 1, ymax - ymin + 1)
+            elif name == b"channels":
+                # chlist: name\0 then 16 bytes (type, pLinear, reserved, xSampling, ySampling).
+                offset = 0
+                while offset < len(value) and value[offset] != 0:
+                    end = value.index(b"\0", offset)
+                    channels.append(value[offset:end].decode("latin-1"))
+                    offset = end + 1 + 16
+    return size, channels
+
+
 def exr_complete(path: str) -> bool | None:
     """True when every scanline chunk of a single-part OpenEXR lies inside the file, False when the
     file is cut short, None for layouts not checked here (tiled, deep, multi-part)."""
@@ -57,15 +95,7 @@ def exr_complete(path: str) -> bool | None:
             if flags & (_EXR_TILED | _EXR_DEEP | _EXR_MULTIPART):
                 return None
             window, compression = None, None
-            while True:
-                name = _cstring(handle)
-                if not name:
-                    break
-                _cstring(handle)  # attribute type
-                length = struct.unpack("<i", handle.read(4))[0]
-                value = handle.read(length)
-                if len(value) != length:
-                    return False
+            for name, value in _exr_attributes(handle):
                 if name == b"dataWindow":
                     window = struct.unpack("<4i", value)
                 elif name == b"compression":
