@@ -46,7 +46,8 @@ BLENDERS = {
     "4.5.15": "3.11",  # 4.5 LTS
     WORKER_BLENDER: "3.11",
     "5.1.2": "3.13",   # 5.1 moved to CPython 3.13
-    "5.2.3": "3.13",   # 5.2 LTS, the current release
+    "5.2.3": "3.13",   # 5.2
+    "5.3.0": "3.13",   # 5.3, the current release
 }
 # Run only when asked for (--blender): the releases between the LTS lines.
 ON_REQUEST = {"4.3.0": "3.11", "4.4.0": "3.11"}
