@@ -192,9 +192,7 @@ def degrade_normals(normals, severity, seed=0, frame=None):
     normals = _rotate(normals, fields.smooth(shape), fields.smooth(shape), tilt)
     noise = np.radians(severity * NORMAL_NOISE) * fields.noise(shape)
     normals = _rotate(normals, fields.noise(shape), fields.noise(shape), noise)
-    # A model never predicts a visible surface facing away from the camera.
-    normals[..., 2] = np.maximum(normals[..., 2], 0.02)
-    return _normalize(normals)
+    return normals
 
 
 def degrade(depth, normals, severity, seed=0, frame=None) -> Degraded:
