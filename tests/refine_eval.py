@@ -74,3 +74,60 @@ def cycles_view(truth):
     width, height = truth.resolution
     focal = truth.lens / truth.sensor_width * max(width, height)
     return truth.depth.astype(np.float64), truth.camera_normals.astype(np.float64), focal
+
+
+# ---- through the real builder (needs bpy and the installed add-on) ----------------------------
+
+def build(scene25d, truth, maps_in, name, refine, depth_range=None):
+    """build_photo_scene as the panel does it (depth_range None: the automatic Depth Range; refine
+    on or off) on maps_in = (disparity (H, W), Blender camera normals), seen through the true
+    camera of truth (a GroundTruth), with the artist's Near = the true nearest distance.
+    Returns (mesh object, camera, the Depth Range the mesh uses)."""
+    import bpy
+    from tests import blender_env
+    from tests.test_scene25d import float_image
+    values, normals = maps_in
+    photo = float_image(name, truth.combined[..., :3])
+    depth = float_image(name + "_depth", values, "disparity")
+    normal = float_image(name + "_normal", maps.normals_to_normal_map(normals, "OPENGL"), "normal")
+    camera_data = bpy.data.cameras.new(name + "_true_camera")
+    camera_data.lens, camera_data.sensor_width = truth.lens, truth.sensor_width
+    true_camera = bpy.data.objects.new(name + "_true_camera", camera_data)
+    true_camera.matrix_world = truth.matrix_world.T.tolist()
+    bpy.context.scene.camera = true_camera
+    obj, camera = scene25d.build_photo_scene(bpy.context, photo, depth, normal, near=float(truth.depth.min()),
+                                             depth_range=depth_range, focal_source="SCENE", refine=refine)
+    modifier = obj.modifiers[scene25d.MODIFIER_NAME]
+    used_range = blender_env.compat().get_modifier_input(
+        modifier, scene25d.geonodes.input_identifier(modifier.node_group, "Depth Range"))
+    return obj, camera, float(used_range)
+
+
+def built_depth(obj, camera, shape):
+    """(the built mesh's planar depth per pixel, NaN where no vertex; the camera's intrinsics)."""
+    from tests.test_scene25d import evaluated_mesh_arrays, vertex_pixels
+    mesh = evaluated_mesh_arrays(obj)
+    height, width = shape
+    intrinsics = geometry.intrinsics_from_lens(camera.data.lens, camera.data.sensor_width, width, height)
+    rows, cols = vertex_pixels(mesh["co"], intrinsics)
+    depth = np.full(shape, np.nan)
+    depth[rows, cols] = -mesh["co"][:, 2]
+    return depth, intrinsics
+
+
+def builder_case(scene25d, truth, severity, seed, depth_range=None, tag="rb"):
+    """Refined and unrefined builds of one degraded view (see build): a dict like refine_case's."""
+    true_depth, true_normals, _focal = cycles_view(truth)
+    degraded = lotus_errors.degrade(true_depth, true_normals, severity, seed)
+    maps_in = lotus_disparity(degraded.depth), degraded.normals
+    figures = {}
+    for refine in (False, True):
+        obj, camera, used_range = build(scene25d, truth, maps_in, f"{tag}_{severity}_{seed}_{int(refine)}", refine,
+                                        depth_range)
+        mesh_depth, intrinsics = built_depth(obj, camera, true_depth.shape)
+        figures[refine] = mesh_figures(mesh_depth, true_depth, intrinsics) + (used_range, bool(obj["lotus_refined"]))
+    return {"severity": severity, "seed": seed, "depth_range": "automatic" if depth_range is None else "given",
+            "refined": figures[True][3] and not figures[False][3],
+            "normal_deg": [round(figures[False][0], 3), round(figures[True][0], 3)],
+            "error_3d": [round(figures[False][1], 5), round(figures[True][1], 5)],
+            "depth_range_change": round(figures[True][2] / figures[False][2] - 1.0, 5)}
