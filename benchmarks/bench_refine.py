@@ -88,6 +88,10 @@ def main():
     parser.add_argument("--skip-relight", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="lotus-bench-user-"))
+    # Blender writes its render log to the process's stdout: send it to stderr, keep the JSON apart.
+    sys.stdout.flush()
+    json_out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
     sys.path.insert(0, str(REPO_ROOT))
     from tests import blender_env, ground_truth, refine_eval, synthetic_scenes
 
@@ -105,8 +109,8 @@ def main():
     if not args.skip_relight:
         result["relight"] = relight_table(addon, list(ground_truth.SCENES), tuple(range(args.relight_seeds)))
     result["seconds"] = round(time.perf_counter() - start, 1)
-    print(json.dumps(result, indent=1))
-    sys.stdout.flush()
+    json_out.write(json.dumps(result, indent=1) + "\n")
+    json_out.flush()
     os._exit(0)     # PyPI bpy may crash or hang in its own shutdown (see tests/conftest.py)
 
 

@@ -5,8 +5,8 @@ An indoor-like room (floor, ceiling, three walls, a box and a ball) is rendered 
 (inverse depth normalised between its 2 % and 98 % quantiles, near = 1, then a random scale and
 shift and a little noise), its Normal pass the Lotus camera-space normals. The estimate must find
 the lens within 10 % and a shift that puts the room's planes at their true angles (3 degrees).
-With the depth blurred (sigma 3 px) and the true normals, the refined mesh must halve the median
-normal error without a worse median 3D error; a wall seen square on must fall back.
+With the depth blurred (sigma 3 px) and the true normals, the refined mesh must cut the median
+normal error by 40 % without a worse median 3D error; a wall seen square on must fall back.
 """
 
 import math
@@ -141,7 +141,9 @@ def test_refinement_on_rendered_balls(blender_addon):
     after = scenes.mesh_errors(refined, depth, intrinsics)
     print(f"median normal error {before[0]:.2f} -> {after[0]:.2f} degrees, "
           f"median 3D error {100 * before[1]:.3f} -> {100 * after[1]:.3f} % of the distance")
-    assert after[0] <= 0.5 * before[0]
+    # 0.52 since issue 14 (was under 0.5): oblique surfaces lean on the depth, whose long
+    # wavelengths stay, which keeps model-like normal errors out of the surface.
+    assert after[0] <= 0.6 * before[0]
     assert after[1] <= before[1]
 
 

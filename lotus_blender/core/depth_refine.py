@@ -20,8 +20,10 @@ weight w_p drops to ZONE_PRIOR of its value, so the error there is not spread ar
 
 Real normals are wrong in smooth ways too (tilted by a few degrees over large areas, misjudged
 regions; tests/lotus_errors.py), and integrated those move whole surfaces. So the depth wins
-wherever the two disagree beyond detail: grazing normals (MIN_FACING) take the depth's own step,
-and the change the normals make is high-passed (LOW_LOCK: its wavelengths above about half the
+wherever the two disagree beyond detail: a normal's slope is trusted less the more obliquely its
+surface is seen (an angular error moves the slope by about that error over facing squared:
+normal_trust blends in the depth's own step below FULL_FACING, all of it below MIN_FACING), and
+the change the normals make is high-passed (LOW_LOCK: its wavelengths above about half the
 prior's are taken back out), so they sharpen detail and creases but cannot shift, tilt or bend a
 surface the depth placed. Measured on the error model (benchmarks/bench_refine.py): the median
 normal error drops by 30-60 % at every severity, the median 3D error stays that of the depth.
@@ -46,6 +48,7 @@ ZONE_FLOOR = 1e-3               # log-depth step disagreement that is noise, not
 ZONE_MOVED = 0.01               # log-depth the normals moved a pixel by: its depth was smeared
 ZONE_PRIOR = 0.01               # the prior's weight where depth and normals disagree
 MIN_FACING = 0.1                # n . (-ray) below this: grazing, the normals' slope is not trusted
+FULL_FACING = 0.7               # ... fully trusted from here, less and less below (normal_trust)
 LOW_LOCK = 4.0                  # the change keeps wavelengths below half the prior's (4x its weight)
 
 
@@ -137,6 +140,17 @@ def log_depth_gradient(normals, focal_px, x, y, spacing=1.0):
     trusted = np.isfinite(facing) & (facing > MIN_FACING)
     scale = np.where(trusted, spacing / np.where(trusted, denominator, 1.0), 0.0)
     return n[..., 0] * scale, n[..., 1] * scale, trusted
+
+
+def normal_trust(normals, focal_px, x, y):
+    """How far each normal's slope is trusted over the depth's, 0..1: a normal's angular error
+    moves the slope it implies by about that error over facing squared (facing: -n . ray), so
+    surfaces seen obliquely lean on the depth (full trust from FULL_FACING up)."""
+    n = np.asarray(normals, dtype=np.float64)
+    denominator = focal_px * n[..., 2] - n[..., 0] * x[None, :] - n[..., 1] * y[:, None]
+    facing = denominator / np.sqrt(focal_px ** 2 + x[None, :] ** 2 + y[:, None] ** 2)
+    trust = np.clip(np.nan_to_num(facing, nan=0.0) / FULL_FACING, 0.0, 1.0) ** 2
+    return np.where(facing > MIN_FACING, trust, 0.0)
 
 
 def _along(values, start, stop, axis):
@@ -232,16 +246,19 @@ def _low_pass(values, weights, prior):
 
 
 class _Edges:
-    """The normals' steps and which edges are kept (not torn). Where the normals are not trusted
-    (grazing, or no valid depth) the step is the depth's own: the depth wins there."""
+    """The steps asked for and which edges are kept (not torn). Each step is the normals', blended
+    with the depth's own as far as the normals are not trusted (normal_trust; no valid depth:
+    none): the depth wins on oblique and grazing surfaces."""
 
     def __init__(self, log_depth, valid, normals, focal_px, x, y, spacing, tear_threshold):
-        g_x, g_y, trusted = log_depth_gradient(normals, focal_px, x, y, spacing)
-        trusted &= valid
-        # Steps along columns (X grows) and down the rows (Y shrinks), averaged over the edge's ends.
+        g_x, g_y, _ = log_depth_gradient(normals, focal_px, x, y, spacing)
+        trust = normal_trust(normals, focal_px, x, y) * valid
+        # Steps along columns (X grows) and down the rows (Y shrinks), averaged over the edge's ends,
+        # blended with the depth's own step by the trust of the less trusted end.
         depth_x, depth_down = np.diff(log_depth, axis=1), np.diff(log_depth, axis=0)
-        self.normal_x = np.where(trusted[:, 1:] & trusted[:, :-1], 0.5 * (g_x[:, 1:] + g_x[:, :-1]), depth_x)
-        self.normal_down = np.where(trusted[1:, :] & trusted[:-1, :], -0.5 * (g_y[1:, :] + g_y[:-1, :]), depth_down)
+        trust_x, trust_down = np.minimum(trust[:, 1:], trust[:, :-1]), np.minimum(trust[1:, :], trust[:-1, :])
+        self.normal_x = trust_x * 0.5 * (g_x[:, 1:] + g_x[:, :-1]) + (1.0 - trust_x) * depth_x
+        self.normal_down = -trust_down * 0.5 * (g_y[1:, :] + g_y[:-1, :]) + (1.0 - trust_down) * depth_down
         self.residual_x = depth_x - self.normal_x
         self.residual_down = depth_down - self.normal_down
         tear = math.log1p(max(tear_threshold, 0.0))
