@@ -26,7 +26,7 @@ normal_trust blends in the depth's own step below FULL_FACING, all of it below M
 the change the normals make is high-passed (LOW_LOCK: its wavelengths above about half the
 prior's are taken back out), so they sharpen detail and creases but cannot shift, tilt or bend a
 surface the depth placed. Measured on the error model (benchmarks/bench_refine.py): the median
-normal error drops by 30-60 % at every severity, the median 3D error stays that of the depth.
+normal error drops by 30-60 % on degraded maps, the median 3D error stays that of the depth.
 
 Solving: the uniform problem (no cut, constant prior) has constant coefficients with free borders,
 so a 2D cosine transform (DCT-II on numpy's real FFT) solves it exactly; it preconditions conjugate
