@@ -268,16 +268,17 @@ def test_panels_draw_their_operators(blender_addon, fresh_data, panel_name):
             assert properties.photo == photo.name
 
 
-def test_relit_psnr_on_model_like_maps_photo_and_remove_shading(blender_addon, fresh_data):
+@pytest.mark.parametrize("scene", ["objects", "closeup"])
+def test_relit_psnr_on_model_like_maps_photo_and_remove_shading(blender_addon, fresh_data, scene):
     """Issue 14, section 5: the photo is the scene as lit (Combined pass), its maps degraded like
     real Lotus output (tests/lotus_errors.py); the relit render under a new sun against Cycles'
     truth, for Albedo: Photo and Remove Shading (tests/relight_eval.py; the table over all scenes
     is benchmarks/bench_refine.py). Remove Shading must help on exact maps and never be worse than
     Photo at severity 1."""
     from tests import relight_eval
-    cases = relight_eval.relight_cases(blender_addon, "objects", severities=(0.0, 1.0), seeds=(0,))
+    cases = relight_eval.relight_cases(blender_addon, scene, severities=(0.0, 1.0), seeds=(0,))
     psnr = {(case["severity"], case["albedo"]): case["psnr_subject_db"] for case in cases}
-    print("\nrelit PSNR, objects scene, subjects (dB):",
+    print(f"\nrelit PSNR, {scene} scene, subjects (dB):",
           ", ".join(f"severity {s:.0f} {a}: {v:.2f}" for (s, a), v in sorted(psnr.items())))
     assert psnr[(0.0, "DELIGHT")] > psnr[(0.0, "PHOTO")] + 1.0
     assert psnr[(1.0, "DELIGHT")] >= psnr[(1.0, "PHOTO")] - 0.05
