@@ -14,7 +14,7 @@ severities 0, 0.5 and 1 over --seeds seeds.
   severity 0 with the automatic Depth Range (the default build), 0.5 and 1 with the true one;
   Depth Range change, normal and 3D error unrefined -> refined (tests/refine_eval.builder_case).
 - "relight": Relight Setup's relit PSNR (dB, display-encoded, over the subjects and the whole
-  frame) against the scene rendered under the new light, severities 0 and 1, Albedo: Photo and
+  frame) against the scene rendered under the new light, severities 0, 0.5 and 1, Albedo: Photo and
   Remove Shading, means over --relight-seeds seeds (tests/relight_eval.py).
 """
 
@@ -69,8 +69,8 @@ def relight_table(addon, names, seeds):
     from tests import relight_eval
     table = []
     for name in names:
-        cases = relight_eval.relight_cases(addon, name, severities=(0.0, 1.0), seeds=seeds)
-        for severity in (0.0, 1.0):
+        cases = relight_eval.relight_cases(addon, name, severities=(0.0, 0.5, 1.0), seeds=seeds)
+        for severity in (0.0, 0.5, 1.0):
             row = {"severity": severity, "scene": name, "seeds": len(seeds)}
             for albedo in relight_eval.ALBEDOS:
                 chosen = [c for c in cases if c["severity"] == severity and c["albedo"] == albedo]
