@@ -37,7 +37,19 @@ def make_blender(folder: Path, tiny_checkpoints) -> Path:
     return script
 
 
-def map_files(folder: Path) -> dict[str, bytes]:
-    """The finished maps in a folder (hidden claim/partial files excluded), by name."""
-    return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))
-            if not name.startswith(".")}
+def map_files(folder: Path) -> list[str]:
+    """The finished maps in a folder (hidden claim/partial files excluded)."""
+    return sorted(name for name in os.listdir(folder) if not name.startswith("."))
+
+
+def map_pixels(path: Path):
+    """A map's pixels as Blender reads them (float RGBA), through the running line's bpy."""
+    import bpy
+    import numpy as np
+    image = bpy.data.images.load(str(path), check_existing=False)
+    try:
+        pixels = np.empty(image.size[0] * image.size[1] * image.channels, dtype=np.float32)
+        image.pixels.foreach_get(pixels)
+        return pixels
+    finally:
+        bpy.data.images.remove(image)
