@@ -19,8 +19,10 @@
 //     float64, undefined/null as nil).
 //   Worker (internal/worker/cmd_executor.go registry and cmdParameterAsStrings, command_exec.go):
 //     `exec` (3.3+) needs a non-empty string `exe`; each `args` item that is not a string becomes
-//     fmt.Sprintf("%v", item): nil -> "<nil>", 25.0 -> "25", true -> "true". Running and
-//     cancelling (Go's exec.CommandContext: SIGKILL) is left to the caller, which gets the argv.
+//     fmt.Sprintf("%v", item): nil -> "<nil>", 25.0 -> "25", true -> "true". Running the argv and
+//     cancelling it are left to the caller: a cancelled task is seen by the Worker's
+//     mayIKeepRunning check (state_awake.go runTask, every 10 s), which cancels the context of
+//     exec.CommandContext, and Go then kills the process (SIGKILL).
 //
 //     node tests/flamenco_emulation.js job-type SCRIPT
 //     node tests/flamenco_emulation.js submit SCRIPT SUBMISSION_JSON_FILE
