@@ -9,7 +9,9 @@
 //     - compileJob(job) runs in goja with the globals of scripts.go newGojaVM: print, alert (both
 //       only log), frameChunker and formatTimestampLocal (js_globals.go), frameCount, shellSplit
 //       (3.6+, google/shlex Split), author (author.go), path and process;
-//     - an exception from compileJob rejects the job: HTTP 400 with the error text;
+//     - an exception from compileJob rejects the job: HTTP 400 with the error text (goja adds
+//       " at compileJob (file:line)"), which Blender's add-on checks before sending any file and
+//       reports as an error (addon/flamenco/operators.py _check_job); alert() stops nothing;
 //     - author.go: job.addTask stores a copy of the task as it is then; author.Command's third
 //       argument is the command's step count (3.8+); persistence/jobs.go: a task's steps_total is
 //       the sum of max(1, step count) over its commands.
