@@ -42,6 +42,21 @@ def test_openjd_check():
     assert refused.returncode != 0 and "TASK_CHUNKING" in refused.stdout + refused.stderr
 
 
+@pytest.mark.parametrize("params, message", [
+    ({"InputDir": "/plates", "OutputDir": "/maps"}, "Values missing for required job parameters: Frames"),
+    ({"InputDir": "/plates", "Frames": "1-3"}, "Values missing for required job parameters: OutputDir"),
+    ({"Task": "albedo"}, "Parameter Task value (albedo) not in allowedValues"),
+    ({"ChunkSize": "0"}, "Value (0) for parameter ChunkSize must be at least 1"),
+])
+def test_openjd_refuses_missing_and_invalid_values(params, message):
+    """Unlike Flamenco's Manager, an Open Job Description runner checks the parameters itself."""
+    if "InputDir" not in params:  # a complete submission with one bad value
+        params = {"InputDir": "/plates", "Frames": "1-3", "OutputDir": "/maps", **params}
+    run = tool("openjd", "run", str(TEMPLATE),
+               *[arg for name, value in params.items() for arg in ("-p", f"{name}={value}")])
+    assert run.returncode != 0 and message in run.stdout + run.stderr, run.stdout + run.stderr
+
+
 def test_deadline_cloud_reads_the_bundle(tmp_path):
     info = tool("deadline", "bundle", "info", str(BUNDLE), "--output", "json",
                 env=dict(os.environ, HOME=str(tmp_path)))
