@@ -454,4 +454,6 @@ def refine_map(values, normals, kind, focal_px, shift, *, tear_threshold=depth_r
         encoded = (1.0 + s) / refined - s          # the inverse of map_to_depth
     else:
         encoded = refined * s - s
+    far_end = 0.0 if kind == "disparity" else 1.0   # where the map had no value
+    encoded = np.where(np.isfinite(encoded), encoded, far_end)
     return np.clip(encoded, 0.0, 1.0).astype(np.float32), 1.0 / s
