@@ -41,6 +41,7 @@ MOVES = {
 VARIANTS = ("fill", "holes", "rubber", "gap_fill")
 BASELINES = ("holes", "rubber", "gap_fill")
 WORLD = 0.05
+MOVE_RANGE = 0.12   # Move Range of the builds: covers the largest move (orbit 6 deg ~ 0.105 of the distance)
 
 
 def subject_distance(gt):
@@ -132,7 +133,7 @@ def _float_image(name, values, kind=None):
 class BuiltScene:
     """A bpy scene holding one Build 2.5D Scene result; `remove()` deletes what it made."""
 
-    def __init__(self, addon, gt, variant, lotus, *, move_range=0.12, tag="v"):
+    def __init__(self, addon, gt, variant, lotus, *, move_range=None, tag="v"):
         import bpy
         import sys
         scene25d = sys.modules[f"{addon}.blender.builders.scene25d"]
@@ -156,7 +157,7 @@ class BuiltScene:
         tear = 0.0 if variant == "rubber" else scene25d.DEFAULT_TEAR_THRESHOLD
         self.object, self.camera = scene25d.build_photo_scene(
             context, photo, depth, normal, near=near, depth_range=far - near, focal_source="SCENE", refine=False,
-            tear_threshold=tear, fill_behind=variant == "fill", move_range=move_range)
+            tear_threshold=tear, fill_behind=variant == "fill", move_range=move_range or MOVE_RANGE)
         if variant == "gap_fill":
             relight.build_gap_fill(context, self.object)
         self.camera.data.clip_start = 0.01

@@ -75,11 +75,12 @@ def main_mesh(mesh, vertex_count):
 
 
 def vertex_pixels(co, intr):
-    """(row, col) of the pixel each camera-space vertex projects into (the outermost vertices lie
-    on the frame's edges: they count as the border pixels)."""
+    """(row, col) of the pixel whose centre is nearest to each camera-space vertex (the
+    outermost vertices lie on the frame's edges, those on the near side of a tear less than half
+    a pixel toward the far side: both still count as their own pixels)."""
     pixel = geometry.project(co.astype(np.float64), intr)
-    rows = np.clip(np.floor(pixel[:, 1]).astype(int), 0, intr.height - 1)
-    return rows, np.clip(np.floor(pixel[:, 0]).astype(int), 0, intr.width - 1)
+    rows = np.clip(np.round(pixel[:, 1] - 0.5).astype(int), 0, intr.height - 1)
+    return rows, np.clip(np.round(pixel[:, 0] - 0.5).astype(int), 0, intr.width - 1)
 
 
 @pytest.fixture
@@ -357,12 +358,13 @@ def test_panel_draws_settings_and_live_controls(scene25d):
     assert bpy.types.LOTUS_PT_scene25d_live.poll(bpy.context)
     for panel in ("LOTUS_PT_scene25d", "LOTUS_PT_scene25d_options", "LOTUS_PT_scene25d_live"):
         getattr(bpy.types, panel).draw(fake, bpy.context)
-    assert fake.layout.operators == ["lotus.build_photo_scene"]
-    assert {"photo", "depth", "normal", "near", "depth_range", "tear_threshold"} <= set(fake.layout.properties)
+    assert fake.layout.operators == ["lotus.build_photo_scene", "lotus.camera_move"]
+    assert {"photo", "depth", "normal", "near", "depth_range", "tear_threshold", "fill_behind",
+            "move_range"} <= set(fake.layout.properties)
     # Live modifier inputs: ID properties before Blender 5.2, input structs' "value" from 5.2;
     # "Use Normals" only where Set Mesh Normal exists (4.5+).
     live = [path for path in fake.layout.properties if path.startswith('["Socket_') or path == "value"]
-    assert len(live) == (6 if blender_env.compat().HAS_SET_MESH_NORMAL else 5)
+    assert len(live) == (8 if blender_env.compat().HAS_SET_MESH_NORMAL else 7)
 
 
 def test_operator_defaults_estimate_camera_and_depth_range(scene25d):

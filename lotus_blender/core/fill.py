@@ -29,6 +29,7 @@ DEFAULT_MOVE_RANGE = 0.1      # how far the camera may move, as a fraction of th
 BAND_MARGIN = 1.25            # the band is this much wider than the lateral-move estimate ...
 BAND_EXTRA_PX = 2.0           # ... plus this many pixels (edges are not lines; orbits add rotation)
 UNREACHED = 1e6               # distance stored where no fill was computed
+RAMP_FACTOR = 3.0             # a tear is a step this many times the far side's own slope (inverse depth)
 
 _NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 _RING_PX = 3                  # width of the background ring an offset is judged on
@@ -65,21 +66,29 @@ def extend_behind(depth, threshold, max_distance):
     """(behind depth, distance in pixels) of the far side continued under the near side of every
     tear, up to max_distance pixels (8-connected steps) from the tear.
 
-    A pixel p is behind-filled from a neighbour q (a pixel itself, or one filled before) when p is
-    in front of q's background by more than the tear threshold: depth(p) * (1 + t) < behind(q),
-    the same relative jump that tears the mesh.
+    A tear starts where a pixel p lies in front of a neighbour q by more than the tear threshold
+    (depth(p) * (1 + t) < depth(q), the jump that tears the mesh) and the jump is a step, not the
+    continuation of a slanted surface: in inverse depth it is more than RAMP_FACTOR times the
+    far side's own slope beyond q (a floor seen at a grazing angle tears row after row, but has no
+    background behind it). The near pixels of the tears take the mean depth of their far
+    neighbours; the wavefront then grows across the near surface (untorn edges) into pixels still
+    in front of that background by more than the threshold.
     """
     depth = np.asarray(depth, np.float64)
     height, width = depth.shape
     valid_depth = np.where(np.isfinite(depth) & (depth > 0), depth, np.inf)
+    inverse = 1.0 / valid_depth
     behind = valid_depth.copy()
     distance = np.full(depth.shape, UNREACHED)
     grow = 1.0 + max(float(threshold), 0.0)
-    # Step 1, on the whole image: the near pixels of every tear take the mean of their far neighbours.
+    # Step 1, on the whole image: the near pixels of every step take the mean of their far neighbours.
     total, count = np.zeros_like(depth), np.zeros_like(depth)
     for dy, dx in _NEIGHBOURS:
         neighbour = _shifted(valid_depth, dy, dx, 0.0)
-        ok = np.isfinite(neighbour) & (valid_depth * grow < neighbour)
+        beyond = _shifted(inverse, 2 * dy, 2 * dx, np.nan)
+        step = inverse - _shifted(inverse, dy, dx, np.nan)
+        slope = np.nan_to_num(np.abs(_shifted(inverse, dy, dx, np.nan) - beyond), nan=0.0)
+        ok = np.isfinite(neighbour) & (valid_depth * grow < neighbour) & (step > RAMP_FACTOR * slope)
         total += np.where(ok, neighbour, 0.0)
         count += ok
     new = count > 0
@@ -97,7 +106,9 @@ def extend_behind(depth, threshold, max_distance):
             inside = (ny >= 0) & (ny < height) & (nx >= 0) & (nx < width)
             target = ny[inside] * width + nx[inside]
             source = frontier[inside]
-            ok = (flat_distance[target] >= UNREACHED) & (flat_depth[target] * grow < flat_behind[source])
+            near, far = flat_depth[target], flat_depth[source]
+            same_surface = np.maximum(near, far) <= grow * np.minimum(near, far)
+            ok = (flat_distance[target] >= UNREACHED) & same_surface & (near * grow < flat_behind[source])
             targets.append(target[ok])
             values.append(flat_behind[source[ok]])
         targets, values = np.concatenate(targets), np.concatenate(values)

@@ -68,7 +68,8 @@ INPUTS = {
 # core.fill's band: f_px * move_range * (1 - z_near / z_far) * BAND_MARGIN + BAND_EXTRA_PX
 BAND_MARGIN = 1.25
 BAND_EXTRA_PX = 2.0
-LIP_PX = 0.25  # how far the near side of a tear reaches past its edge pixels' centres
+LIP_PX = 0.45  # how far the near side of a tear reaches past its edge pixels' centres: almost
+# to the pixel's edge (the mesh covers whole pixels), never past it
 
 
 class _Graph:
@@ -389,7 +390,10 @@ def _behind_layer(graph, geometry, inp, uv, ray_uv, depth, metric, placed, cut, 
     geometry = split.outputs[0]
     far, in_band_face = _named(graph, _FACE_FAR), _named(graph, _FACE_BAND, 'BOOLEAN')
     near_corner = graph.math('LESS_THAN', graph.mul(depth, grow), far)
-    torn_depth = graph.switch('FLOAT', near_corner, depth, far)
+    # A near corner takes the band's depth where the pixel has one (so the torn face meets the
+    # band without a crack), else the face's farthest depth.
+    pushed = graph.switch('FLOAT', in_front, far, behind_depth)
+    torn_depth = graph.switch('FLOAT', near_corner, depth, pushed)
     fill_weight = graph.boolean('AND', filling, graph.boolean('OR', in_band_face, near_corner))
     geometry = _store(graph, geometry, FILL_WEIGHT, fill_weight, 'FLOAT', 'POINT')
     geometry = placed(geometry, graph.switch('FLOAT', in_band_face, torn_depth, behind_depth), ray_uv)

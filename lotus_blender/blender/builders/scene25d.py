@@ -206,7 +206,34 @@ def build_behind_layer(name, depth_image, photo, kind, near, depth_range, lens, 
         fill_image = _packed_image(name + "_fill", layer.colour.astype(np.float32), like=photo)
         fill_image["lotus_kind"] = "fill"
         fill_image["lotus_source"] = photo.name
-    return behind, fill_image
+    opening = float(np.max(1.0 - metric[layer.region] / layer.behind[layer.region])) if layer.region.any() else 0.0
+    return behind, fill_image, opening
+
+
+def shade_fill(obj):
+    """Give the layer behind the tears a shaded material (Principled BSDF, the same photo and
+    filled images), so that it receives light and shadows like a relit mesh. Returns it, or None
+    when the mesh has no filled layer."""
+    modifier = obj.modifiers.get(MODIFIER_NAME)
+    if modifier is None or modifier.type != 'NODES' or modifier.node_group is None:
+        return None
+    try:
+        key = geonodes.input_identifier(modifier.node_group, "Fill Material")
+    except KeyError:        # built before Fill Behind existed
+        return None
+    current = compat.get_modifier_input(modifier, key)
+    if current is None or current.get("lotus_material") == "SHADED":
+        return current
+    images = [node.image for node in compat.node_tree(current).nodes
+              if node.bl_idname == "ShaderNodeTexImage" and node.image is not None]
+    fill_image = next((image for image in images if image.get("lotus_kind") == "fill"), None)
+    photo = next((image for image in images if image is not fill_image), None)
+    if fill_image is None or photo is None:
+        return None
+    material = create_photo_material(current.name + "_shaded", photo, "SHADED", fill_image)
+    obj.data.materials.append(material)
+    geonodes.set_inputs(modifier, Fill_Material=material)
+    return material
 
 
 def _build_geonodes(name, depth, normal, material, kind, near, depth_range, max_vertices,
@@ -343,7 +370,7 @@ def build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", ne
         obj = _build_geonodes(name, mesh_depth, normal, material_block, kind, near, mesh_range, max_vertices,
                               tear_threshold, camera)
         if tear_threshold > 0:
-            behind, fill_image = build_behind_layer(
+            behind, fill_image, opening = build_behind_layer(
                 name, mesh_depth, photo, kind, near, mesh_range, choice.lens, choice.sensor, tear_threshold,
                 move_range, fill_behind)
             fill_material = None
@@ -354,6 +381,7 @@ def build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", ne
             geonodes.set_inputs(modifier, Behind=behind, Fill_Behind=fill_image is not None, Move_Range=move_range)
             if fill_material is not None:
                 geonodes.set_inputs(modifier, Fill_Material=fill_material)
+            obj["lotus_fill_opening"] = opening
         obj["lotus_move_range"] = move_range
     else:
         obj = _build_displace(name, depth, material_block, kind, near, mesh_range, max_vertices, camera,
