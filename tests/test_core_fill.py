@@ -82,3 +82,20 @@ def test_photo_of_another_size_and_map_values_round_trip():
         values = fill.depth_to_map_values(np.array([2.0, 5.0, 10.0]), kind, 2.0, 10.0)
         assert values[0] == pytest.approx(1.0 if kind == "disparity" else 0.0)
         assert values[-1] == pytest.approx(0.0 if kind == "disparity" else 1.0)
+
+
+def test_slanted_surfaces_and_creases_are_not_filled():
+    """A floor seen at a grazing angle tears row after row and meets a wall in a crease: neither
+    has a background behind it. A box standing on that floor does."""
+    height, width = 96, 128
+    focal, camera_height = 100.0, 1.5
+    rows = np.arange(height)[:, None] + 0.5 - height / 2
+    with np.errstate(divide='ignore'):
+        floor = np.where(rows > 0, focal * camera_height / rows, np.inf)   # planar depth of a floor
+    depth = np.minimum(np.broadcast_to(floor, (height, width)), 40.0)     # and a wall at 40 m
+    behind, distance = fill.extend_behind(depth, 0.05, 30)
+    assert (distance == fill.UNREACHED).all()
+    boxed = depth.copy()
+    boxed[40:60, 50:70] = 4.0
+    _behind, distance = fill.extend_behind(boxed, 0.05, 30)
+    assert (distance[40:60, 50:70] < fill.UNREACHED).mean() > 0.5

@@ -29,7 +29,8 @@ DEFAULT_MOVE_RANGE = 0.1      # how far the camera may move, as a fraction of th
 BAND_MARGIN = 1.25            # the band is this much wider than the lateral-move estimate ...
 BAND_EXTRA_PX = 2.0           # ... plus this many pixels (edges are not lines; orbits add rotation)
 UNREACHED = 1e6               # distance stored where no fill was computed
-RAMP_FACTOR = 3.0             # a tear is a step this many times the far side's own slope (inverse depth)
+RAMP_FACTOR = 3.0             # a tear is a step this many times either side's own slope (inverse depth) ...
+RAMP_SCALE = 1 / 64           # ... measured over this fraction of the frame's longer side
 
 _NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 _RING_PX = 3                  # width of the background ring an offset is judged on
@@ -68,9 +69,9 @@ def extend_behind(depth, threshold, max_distance):
 
     A tear starts where a pixel p lies in front of a neighbour q by more than the tear threshold
     (depth(p) * (1 + t) < depth(q), the jump that tears the mesh) and the jump is a step, not the
-    continuation of a slanted surface: in inverse depth it is more than RAMP_FACTOR times the
-    far side's own slope beyond q (a floor seen at a grazing angle tears row after row, but has no
-    background behind it). The near pixels of the tears take the mean depth of their far
+    continuation of a slanted surface: in inverse depth, over RAMP_SCALE of the frame, it is more
+    than RAMP_FACTOR times the slope of either side next to it (a floor seen at a grazing angle
+    tears row after row, and meets a wall in a crease, but has no background behind it). The near pixels of the tears take the mean depth of their far
     neighbours; the wavefront then grows across the near surface (untorn edges) into pixels still
     in front of that background by more than the threshold.
     """
@@ -83,12 +84,17 @@ def extend_behind(depth, threshold, max_distance):
     grow = 1.0 + max(float(threshold), 0.0)
     # Step 1, on the whole image: the near pixels of every step take the mean of their far neighbours.
     total, count = np.zeros_like(depth), np.zeros_like(depth)
+    reach = max(2, int(round(max(height, width) * RAMP_SCALE)))
     for dy, dx in _NEIGHBOURS:
         neighbour = _shifted(valid_depth, dy, dx, 0.0)
-        beyond = _shifted(inverse, 2 * dy, 2 * dx, np.nan)
-        step = inverse - _shifted(inverse, dy, dx, np.nan)
-        slope = np.nan_to_num(np.abs(_shifted(inverse, dy, dx, np.nan) - beyond), nan=0.0)
-        ok = np.isfinite(neighbour) & (valid_depth * grow < neighbour) & (step > RAMP_FACTOR * slope)
+        # Inverse depth over `reach` pixels: the jump from p outward, the far side's slope beyond
+        # it, the near side's slope behind p (blurred edges of real maps still make steps).
+        outward = _shifted(inverse, reach * dy, reach * dx, np.nan)
+        jump = inverse - outward
+        far_slope = np.abs(outward - _shifted(inverse, 2 * reach * dy, 2 * reach * dx, np.nan))
+        near_slope = np.abs(_shifted(inverse, -reach * dy, -reach * dx, np.nan) - inverse)
+        slope = np.nan_to_num(np.maximum(far_slope, near_slope), nan=np.inf)   # unknown: not a step
+        ok = np.isfinite(neighbour) & (valid_depth * grow < neighbour) & (np.nan_to_num(jump) > RAMP_FACTOR * slope)
         total += np.where(ok, neighbour, 0.0)
         count += ok
     new = count > 0

@@ -352,9 +352,9 @@ def _named(graph, name, data_type='FLOAT'):
 
 def _behind_layer(graph, geometry, inp, uv, ray_uv, depth, metric, placed, cut, grow, metres_per_pixel):
     """The layer behind the tears: the torn faces, each corner on the near side of its face
-    pushed back to the face's farthest depth (the far surface extended, never averaged across the
-    tear), and with Fill Behind the faces of the band behind each near edge at the Behind
-    image's depth. FILL_WEIGHT is 1 on the corners that show the filled background, 0 on those
+    pushed back to the background the Behind image continues under it (the far surface extended,
+    never averaged across the tear), and with Fill Behind the faces of the band behind each near
+    edge at the Behind image's depth. FILL_WEIGHT is 1 on the corners that show the filled background, 0 on those
     that keep the photo (the far side of a torn face)."""
     behind_value, distance = graph.sample(inp["Behind"], uv, ("Red", "Green"))
     has_behind = graph.math('GREATER_THAN', graph.node("GeometryNodeImageInfo", {"Image": inp["Behind"]})
@@ -390,11 +390,12 @@ def _behind_layer(graph, geometry, inp, uv, ray_uv, depth, metric, placed, cut, 
     geometry = split.outputs[0]
     far, in_band_face = _named(graph, _FACE_FAR), _named(graph, _FACE_BAND, 'BOOLEAN')
     near_corner = graph.math('LESS_THAN', graph.mul(depth, grow), far)
-    # A near corner takes the band's depth where the pixel has one (so the torn face meets the
-    # band without a crack), else the face's farthest depth.
-    pushed = graph.switch('FLOAT', in_front, far, behind_depth)
-    torn_depth = graph.switch('FLOAT', near_corner, depth, pushed)
-    fill_weight = graph.boolean('AND', filling, graph.boolean('OR', in_band_face, near_corner))
+    # A near corner with a background behind it (the Behind image: a step, not a slanted
+    # surface's tears) goes back to that background, where the band meets it without a crack;
+    # elsewhere the torn face stays where the mesh is (a slope seen at a grazing angle).
+    pushed = graph.boolean('AND', near_corner, in_front)
+    torn_depth = graph.switch('FLOAT', pushed, depth, behind_depth)
+    fill_weight = graph.boolean('AND', filling, graph.boolean('OR', in_band_face, pushed))
     geometry = _store(graph, geometry, FILL_WEIGHT, fill_weight, 'FLOAT', 'POINT')
     geometry = placed(geometry, graph.switch('FLOAT', in_band_face, torn_depth, behind_depth), ray_uv)
     for name in (_FACE_FAR, _FACE_BAND):
