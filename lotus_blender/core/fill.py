@@ -34,8 +34,8 @@ RAMP_SCALE = 1 / 64           # ... measured over this fraction of the frame's l
 
 _NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 _RING_PX = 3                  # width of the background ring an offset is judged on
-_COARSE_STEPS = 12            # candidate offsets per half axis in the coarse search
-_SAMPLE_LIMIT = 6000          # ring and hole samples used by the coarse search
+_COARSE_STEPS = 10            # candidate offsets per half axis in the coarse search
+_SAMPLE_LIMIT = 4000          # ring and hole samples used by the coarse search
 _SOURCE_FARTHER = 3.0         # a source may lie this many tear thresholds behind the background
 
 
@@ -85,18 +85,26 @@ def extend_behind(depth, threshold, max_distance):
     # Step 1, on the whole image: the near pixels of every step take the mean of their far neighbours.
     total, count = np.zeros_like(depth), np.zeros_like(depth)
     reach = max(2, int(round(max(height, width) * RAMP_SCALE)))
+
+    def inverse_at(rows, cols):
+        inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+        return np.where(inside, inverse[np.clip(rows, 0, height - 1), np.clip(cols, 0, width - 1)], np.nan)
+
     for dy, dx in _NEIGHBOURS:
         neighbour = _shifted(valid_depth, dy, dx, 0.0)
-        # Inverse depth over `reach` pixels: the jump from p outward, the far side's slope beyond
-        # it, the near side's slope behind p (blurred edges of real maps still make steps).
-        outward = _shifted(inverse, reach * dy, reach * dx, np.nan)
-        jump = inverse - outward
-        far_slope = np.abs(outward - _shifted(inverse, 2 * reach * dy, 2 * reach * dx, np.nan))
-        near_slope = np.abs(_shifted(inverse, -reach * dy, -reach * dx, np.nan) - inverse)
-        slope = np.nan_to_num(np.maximum(far_slope, near_slope), nan=np.inf)   # unknown: not a step
-        ok = np.isfinite(neighbour) & (valid_depth * grow < neighbour) & (np.nan_to_num(jump) > RAMP_FACTOR * slope)
-        total += np.where(ok, neighbour, 0.0)
-        count += ok
+        rows, cols = np.nonzero(np.isfinite(neighbour) & (valid_depth * grow < neighbour))
+        # Inverse depth over `reach` pixels, at the jumps only: the jump from p outward, the far
+        # side's slope beyond it, the near side's slope behind p (blurred edges of real maps still
+        # make steps); an unknown slope (off the frame) is not a step.
+        here = inverse[rows, cols]
+        outward = inverse_at(rows + reach * dy, cols + reach * dx)
+        far_slope = np.abs(outward - inverse_at(rows + 2 * reach * dy, cols + 2 * reach * dx))
+        near_slope = np.abs(inverse_at(rows - reach * dy, cols - reach * dx) - here)
+        slope = np.nan_to_num(np.maximum(far_slope, near_slope), nan=np.inf)
+        step = np.nan_to_num(here - outward, nan=0.0) > RAMP_FACTOR * slope
+        rows, cols = rows[step], cols[step]
+        total[rows, cols] += neighbour[rows, cols]
+        count[rows, cols] += 1
     new = count > 0
     behind[new] = total[new] / count[new]
     distance[new] = 1.0

@@ -86,12 +86,13 @@ class LOTUS_OT_camera_move(bpy.types.Operator):
         fraction = move_range(modifier) * self.amount
         start = scene.frame_current
         end = start + self.frames
-        camera.rotation_mode = 'XYZ' if camera.rotation_mode in ('QUATERNION', 'AXIS_ANGLE') else camera.rotation_mode
+        rotation = {'QUATERNION': "rotation_quaternion", 'AXIS_ANGLE': "rotation_axis_angle"}.get(
+            camera.rotation_mode, "rotation_euler")       # key the rotation the camera uses
         begin = camera.matrix_world.copy()
         for frame, matrix in ((start, begin), (end, moved_matrix(begin, self.move, fraction, distance))):
             camera.matrix_world = matrix
             camera.keyframe_insert("location", frame=frame)
-            camera.keyframe_insert("rotation_euler", frame=frame)
+            camera.keyframe_insert(rotation, frame=frame)
         camera.matrix_world = begin
         scene.frame_end = max(scene.frame_end, end)
         words = {'DOLLY': f"dolly in {fraction * distance:.2f} m", 'ORBIT_LEFT': f"orbit left {math.degrees(fraction):.1f} deg",
