@@ -146,8 +146,8 @@ def test_geonodes_mesh_matches_core_unprojection(scene25d):
     right, down = geometry.RAY_OFFSET_PX
     assert np.allclose(mesh["uv"][:, 0], geometry.grid_ray_coordinates(width, width, right)[corner_cols] / width,
                        atol=1e-6)
-    assert np.allclose(mesh["uv"][:, 1], 1.0 - geometry.grid_ray_coordinates(height, height, down)[corner_rows] / height,
-                       atol=1e-6)
+    ray_rows = geometry.grid_ray_coordinates(height, height, down)
+    assert np.allclose(mesh["uv"][:, 1], 1.0 - ray_rows[corner_rows] / height, atol=1e-6)
 
 
 def test_relative_depth_and_live_controls(scene25d):

@@ -13,7 +13,8 @@ import pytest
 
 from lotus_blender.core import geometry, maps
 from tests.ground_truth import OBJECTS
-from tests.test_scene25d import evaluated_mesh_arrays, float_image, live_module, main_mesh, vertex_pixels, tracked_datablocks  # noqa: F401
+from tests.test_scene25d import (evaluated_mesh_arrays, float_image, live_module, main_mesh,  # noqa: F401
+                                 tracked_datablocks, vertex_pixels)
 
 
 def _index(name):

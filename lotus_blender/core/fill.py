@@ -71,9 +71,10 @@ def extend_behind(depth, threshold, max_distance):
     (depth(p) * (1 + t) < depth(q), the jump that tears the mesh) and the jump is a step, not the
     continuation of a slanted surface: in inverse depth, over RAMP_SCALE of the frame, it is more
     than RAMP_FACTOR times the slope of either side next to it (a floor seen at a grazing angle
-    tears row after row, and meets a wall in a crease, but has no background behind it). The near pixels of the tears take the mean depth of their far
-    neighbours; the wavefront then grows across the near surface (untorn edges) into pixels still
-    in front of that background by more than the threshold.
+    tears row after row, and meets a wall in a crease, but has no background behind it). The near
+    pixels of the tears take the mean depth of their far neighbours; the wavefront then grows
+    across the near surface (untorn edges) into pixels still in front of that background by more
+    than the threshold.
     """
     depth = np.asarray(depth, np.float64)
     height, width = depth.shape

@@ -95,8 +95,9 @@ class LOTUS_OT_camera_move(bpy.types.Operator):
             camera.keyframe_insert(rotation, frame=frame)
         camera.matrix_world = begin
         scene.frame_end = max(scene.frame_end, end)
-        words = {'DOLLY': f"dolly in {fraction * distance:.2f} m", 'ORBIT_LEFT': f"orbit left {math.degrees(fraction):.1f} deg",
-                 'ORBIT_RIGHT': f"orbit right {math.degrees(fraction):.1f} deg"}[self.move]
+        angle = f"{math.degrees(fraction):.1f} deg"
+        words = {'DOLLY': f"dolly in {fraction * distance:.2f} m", 'ORBIT_LEFT': f"orbit left {angle}",
+                 'ORBIT_RIGHT': f"orbit right {angle}"}[self.move]
         self.report({'INFO'}, f"{camera.name}: {words} (subject at {distance:.2f} m), frames {start}-{end}")
         return {'FINISHED'}
 
