@@ -16,7 +16,8 @@ import pytest
 
 from lotus_blender.core import camera_estimate, depth_refine, geometry, maps
 from tests import synthetic_scenes as scenes
-from tests.test_scene25d import evaluated_mesh_arrays, float_image, live_module, tracked_datablocks  # noqa: F401
+from tests.test_scene25d import (evaluated_mesh_arrays, float_image, live_module, main_mesh,  # noqa: F401
+                                 tracked_datablocks, vertex_pixels)
 
 RESOLUTION = (128, 96)
 LENSES_35MM = (24.0, 35.0, 50.0, 85.0)
@@ -114,10 +115,9 @@ def test_builder_defaults_estimate_the_camera_and_the_depth_range(blender_addon,
     built_35mm = camera_estimate.focal_35mm_from_px(camera.data.lens / camera.data.sensor_width * 128, *RESOLUTION)
     assert built_35mm == pytest.approx(lens, rel=0.10)
     # The built (refined) mesh: its planes meet at the true angles.
-    mesh = evaluated_mesh_arrays(obj)
+    mesh = main_mesh(evaluated_mesh_arrays(obj), 128 * 96)      # without the layer behind the tears
     intrinsics = geometry.intrinsics_from_lens(camera.data.lens, camera.data.sensor_width, *RESOLUTION)
-    pixel = geometry.project(mesh["co"].astype(np.float64), intrinsics)
-    rows, cols = np.floor(pixel[:, 1]).astype(int), np.floor(pixel[:, 0]).astype(int)
+    rows, cols = vertex_pixels(mesh["co"], intrinsics)
     points = np.zeros((96, 128, 3))
     points[rows, cols] = mesh["co"]
     errors = scenes.plane_angle_errors(points, normals, plane_labels(truth, ROOM))

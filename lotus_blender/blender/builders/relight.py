@@ -383,6 +383,8 @@ def build_relight_scene(context, photo, depth=None, normal=None, *, geometry_mod
     old_material = obj.data.materials[0] if obj.data.materials else None
     material = build_relight_material(f"{name}_relight", albedo_image, normal_object, roughness=roughness)
     replace_material(obj, material)
+    if geometry_mode == "MESH":
+        scene25d.shade_fill(obj)   # the filled background behind the tears is lit as well
     if old_material is not None and old_material.users == 0:
         bpy.data.materials.remove(old_material)
 
