@@ -112,6 +112,7 @@ def test_usage_errors_are_one_line_before_any_work(cli, lotus, capsys, tmp_path,
     assert "--depth-kind" in usage(image, "-o", str(out), "--depth-model", str(unlabelled))
     assert "not downloaded" in usage(image, "-o", str(out), "--depth-model", "someone/lotus-x")
     assert "neither a folder nor" in usage(image, "-o", str(out), "--depth-model", "no such")
+    assert "(--python) is not found" in usage(image, "-o", str(out), "--python", "<nil>")
     assert not out.exists() and not os.listdir(work)
 
 
@@ -192,6 +193,34 @@ def test_folder_images_and_a_failed_frame(cli, lotus, tmp_path, capsys):
         assert (out / name).is_file(), name
     assert not (out / "seq_depth_0003.exr").exists()
     assert "LOTUS done: 10 maps, 8 computed, 0 skipped (finished), 2 failed" in captured.out
+
+
+def test_worker_crash_fails_the_frames_in_flight_then_a_new_worker_goes_on(cli, lotus, capsys,
+                                                                          tmp_path, monkeypatch):
+    """The command line's worker session (the panel's): a worker that dies takes the requests in
+    flight with it; the next frame starts a fresh worker."""
+    plates = write_frames(tmp_path / "plates", "crash", range(1, 5))
+    out = tmp_path / "out"
+
+    class CrashingSession(lotus.worker_session.WorkerSession):
+        sent = 0
+
+        def send(self, request, settings, keep=None):
+            super().send(request, settings, keep)
+            CrashingSession.sent += 1
+            if CrashingSession.sent == 2:  # both requests in flight: the worker dies
+                self.client.process.kill()
+
+    monkeypatch.setattr(cli, "WorkerSession", CrashingSession)
+    argv = ["predict", str(plates / "crash_####.png"), "-o", str(out)]
+    assert cli.main(argv) == 1
+    captured = capsys.readouterr()
+    assert [(line[4], line[5]) for line in progress_lines(captured.out)] == [
+        ("1", "failed"), ("2", "failed"), ("3", "computed"), ("4", "computed")]
+    assert "the worker stopped (exit code -9)" in captured.err
+    assert cli.main(argv) == 0  # the failed frames are computed again, the others skipped
+    assert sorted((line[4], line[5]) for line in progress_lines(capsys.readouterr().out)) == [
+        ("1", "computed"), ("2", "computed"), ("3", "skipped"), ("4", "skipped")]
 
 
 def test_movie_frames(cli, tmp_path, capsys):

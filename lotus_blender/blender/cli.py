@@ -58,8 +58,8 @@ overlapping ranges claim frames (.NAME.lotus-claim files) so each frame is compu
 exit status: 0 when every frame of the range is finished; 1 when a frame failed (the others
 are still written) or the run was stopped (SIGTERM, Ctrl+C); 2 for a usage error, found before
 any work and told in one line: a bad option, a missing input, --frames given with a single
-image, a model that is missing, is not a Lotus checkpoint or does not predict the task, an output
-folder that is not set, is a file or cannot be written.
+image, a model that is missing, is not a Lotus checkpoint or does not predict the task, a --python
+that is not found, an output folder that is not set, is a file or cannot be written.
 """
 
 # What a farm manager passes for a value it does not have (Flamenco's worker: "<nil>").
@@ -444,6 +444,8 @@ def main(argv: list[str]) -> int:
             sources = cli_sources.find_sources(args.inputs, frames)
             check_frames_apply(args.frames, args.inputs, sources)
             chosen = resolve_models(args, tasks)
+            if args.python and not shutil.which(args.python):
+                raise UsageError(f"The worker interpreter {args.python} (--python) is not found")
             make_output_folder(output)
         except (ValueError, inputs.InputError, models.ModelError) as ex:
             _error(ex)
