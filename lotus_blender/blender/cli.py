@@ -14,11 +14,9 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import re
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 
@@ -28,6 +26,8 @@ import numpy as np
 from .. import protocol
 from ..core import temporal
 from . import batch_files, cli_sources, inputs, job_folders, jobs, models, outputs
+from .cli_checks import (UsageError, check_frames_apply, make_output_folder, output_folder,
+                         resolve_models)
 from .preferences import get_preferences
 from .worker_client import EV_EXITED
 from .worker_session import (WorkerSession, WorkerSettings, WorkerUnavailable,
@@ -61,14 +61,6 @@ any work and told in one line: a bad option, a missing input, --frames given wit
 image, a model that is missing, is not a Lotus checkpoint or does not predict the task, a --python
 that is not found, an output folder that is not set, is a file or cannot be written.
 """
-
-# What a farm manager passes for a value it does not have (Flamenco's worker: "<nil>").
-PLACEHOLDERS = ("", "<nil>", "none", "null", "undefined")
-
-
-class UsageError(ValueError):
-    """Bad usage of the command, found before any work: one line, exit status 2."""
-
 
 class _Parser(argparse.ArgumentParser):
     """argparse, with a usage error as one line (UsageError) instead of the usage block."""
@@ -142,68 +134,6 @@ def _defaults() -> dict:
             "resolution": int(prefs.processing_resolution),
             "convention": prefs.normal_convention.lower(),
             "python": bpy.path.abspath(prefs.python_path) if prefs.python_path else ""}
-
-
-# -- checks before any work -----------------------------------------------------------------------
-
-def output_folder(text: str) -> str:
-    """The absolute output folder; UsageError when it is not set (empty or a farm's placeholder)
-    or is a file. Nothing is created."""
-    if (text or "").strip().lower() in PLACEHOLDERS:
-        raise UsageError(f"The output folder is not set (--output {text!r}): give the folder the "
-                         f"maps are written to")
-    folder = os.path.abspath(bpy.path.abspath(text.strip()))
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        raise UsageError(f"The output folder {folder} is a file, not a folder")
-    return folder
-
-
-def make_output_folder(folder: str) -> None:
-    """Create the output folder and write a file into it; UsageError naming it when it fails."""
-    try:
-        os.makedirs(folder, exist_ok=True)
-        handle, probe = tempfile.mkstemp(prefix=".lotus-write-check-", dir=folder)
-        os.close(handle)
-        os.remove(probe)
-    except OSError as ex:
-        raise UsageError(f"Cannot write to the output folder {folder}: "
-                         f"{ex.strerror or ex}") from None
-
-
-def check_frames_apply(frames_text: str | None, paths: list[str],
-                       sources: list[cli_sources.Source]) -> None:
-    """--frames picks frames of sequences and movies: given with a single image (a frame picked
-    in a file browser: shot_1001.exr), it would be ignored, so it is a usage error."""
-    if not frames_text:
-        return
-    wanted = {os.path.abspath(path) for path in paths}
-    for source in sources:
-        if source.kind == cli_sources.IMAGE and source.path in wanted:
-            folder, filename = os.path.split(source.path)
-            stem, extension = os.path.splitext(filename)
-            match = re.match(r"^(.*?)(\d+)(\D*)$", stem)
-            hint = "give a sequence (NAME_####.EXT), its folder or a movie"
-            if match:
-                prefix, digits, suffix = match.groups()
-                pattern = f"{prefix}{'#' * len(digits)}{suffix}{extension}"
-                hint = f"give the sequence as {os.path.join(folder, pattern)}"
-            raise UsageError(f"--frames {frames_text} picks frames of sequences and movies, but "
-                             f"{source.path} is a single image: {hint}")
-    if not any(source.is_clip for source in sources):
-        raise UsageError(f"--frames {frames_text} picks frames of sequences and movies, and the "
-                         f"inputs hold single images only")
-
-
-def resolve_models(args, tasks: list[str]) -> dict:
-    """Every task's model, resolved and checked (exists, is a Lotus checkpoint, predicts the
-    task) before the first frame; ModelError when one is not usable."""
-    chosen = {}
-    for task in tasks:
-        kind = args.depth_kind if task == protocol.TASK_DEPTH else None
-        chosen[task] = models.model_from_argument(task, getattr(args, f"{task}_model"), kind)
-        models.check_model(task, chosen[task],
-                           "say it with --depth-kind" if task == protocol.TASK_DEPTH else "")
-    return chosen
 
 
 # -- units of work --------------------------------------------------------------------------------
