@@ -35,7 +35,7 @@ def test_files_to_images_and_files(lotus, tmp_path):
     rgb = gradient()[..., :3]
     _write_png(tmp_path / "photo.png", rgb)
     _write_png(tmp_path / "gray16.png", rgb[..., 0], bits=16)
-    jobs_before = sorted(os.listdir(lotus.jobs.user_folder("jobs")))
+    jobs_before = sorted(os.listdir(lotus.job_folders.user_folder("jobs")))
     result = bpy.ops.lotus.predict_files(task='BOTH', directory=str(tmp_path),
                                          files=[{"name": "photo.png"}, {"name": "gray16.png"}])
     assert result == {'FINISHED'}
@@ -63,7 +63,7 @@ def test_files_to_images_and_files(lotus, tmp_path):
     depth.reload()
     assert np.allclose(image_pixels(depth), values, atol=1e-6)
     # The job folder (arrays) is cleaned once everything is written.
-    assert sorted(os.listdir(lotus.jobs.user_folder("jobs"))) == jobs_before
+    assert sorted(os.listdir(lotus.job_folders.user_folder("jobs"))) == jobs_before
 
     # Run again: the same images are updated, the old files are never overwritten.
     before = (lotus.out / "photo_depth.exr").read_bytes()
@@ -191,8 +191,8 @@ def test_missing_model_with_online_access_off(lotus):
     prefs = bpy.context.preferences.addons[lotus.name].preferences
     prefs.depth_model = "jingheya/lotus-depth-g-v2-1-disparity"
     assert not bpy.app.online_access
-    with pytest.raises(lotus.jobs.ModelError, match="Allow Online Access"):
-        lotus.jobs.model_request("depth")
+    with pytest.raises(lotus.models.ModelError, match="Allow Online Access"):
+        lotus.models.model_request("depth")
     image = new_image("offline_src", gradient())
     # In background mode Blender turns an ERROR report into a RuntimeError with its text.
     with pytest.raises(RuntimeError, match="Allow Online Access"):
@@ -270,10 +270,10 @@ def test_worker_errors_reach_the_artist_and_the_next_job_works(lotus, tmp_path):
     # A chosen interpreter of Blender's Python version also gets the bundled wheels' folder.
     import sys
     prefs.python_path = sys.executable
-    assert lotus.jobs.worker_settings().extra_paths == (lotus.jobs.extension_site_packages(),)
+    assert lotus.worker_session.worker_settings().extra_paths == (lotus.job_folders.extension_site_packages(),)
     # A worker interpreter that does not exist: a clear error, no hang.
     prefs.python_path = str(tmp_path / "no_python_here")
-    assert lotus.jobs.worker_settings().extra_paths == ()
+    assert lotus.worker_session.worker_settings().extra_paths == ()
     reports = Reports()
     built = lotus.operators.build_jobs(bpy.context, 'NORMAL', _gather_many(lotus, count=1), reports)
     lotus.jobs.manager.submit(built[0])
@@ -315,7 +315,7 @@ class _Layout:
 def test_panel_shows_progress_queue_and_cancel(lotus, tmp_path):
     import bpy
     manager = lotus.jobs.manager
-    settings = lotus.jobs.WorkerSettings(python="python", log_path=str(tmp_path / "log"),
+    settings = lotus.worker_session.WorkerSettings(python="python", log_path=str(tmp_path / "log"),
                                          extra_paths=())
     output = lotus.outputs.OutputSettings(folder=str(tmp_path), temporary=False)
     running = lotus.jobs.Job(task="depth", model={}, inputs=[], job_dir=str(tmp_path),
@@ -393,7 +393,7 @@ def test_bundled_model_is_offered_first_and_runs_offline(lotus, tiny_checkpoints
                   depth_model="BUNDLED:tiny-depth-fp16-bundle")
         modules = live(lotus.name)
         assert not bpy.app.online_access
-        assert modules.jobs.model_request("depth")["source"] == os.path.join(
+        assert modules.models.model_request("depth")["source"] == os.path.join(
             models, "tiny-depth-fp16-bundle")
         image = new_image("bundle_src", gradient())
         assert bpy.ops.lotus.predict_image(image=image.name, task='DEPTH') == {'FINISHED'}

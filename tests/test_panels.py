@@ -118,7 +118,7 @@ def _texts(log, kind):
 
 
 def _fake_job(lotus, tmp_path, **fields):
-    settings = lotus.jobs.WorkerSettings(python="python", log_path=str(tmp_path / "log"),
+    settings = lotus.worker_session.WorkerSettings(python="python", log_path=str(tmp_path / "log"),
                                          extra_paths=())
     output = lotus.outputs.OutputSettings(folder=str(tmp_path), temporary=False)
     defaults = dict(task="depth", model={}, inputs=[], job_dir=str(tmp_path), options={},

@@ -7,18 +7,17 @@ results of one run are one undo step (undo removes the images, never the files o
 
 from __future__ import annotations
 
-import itertools
 import os
 import shutil
-import time
 
 import bpy
 from bpy.props import BoolProperty, CollectionProperty, EnumProperty, IntProperty, StringProperty
 from bpy.types import Operator, OperatorFileListElement
 
 from .. import protocol
-from . import inputs, jobs, outputs
+from . import inputs, job_folders, jobs, models, outputs
 from .preferences import get_preferences
+from .worker_session import preferences_options, worker_settings
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr", ".hdr", ".bmp", ".webp",
                     ".tga", ".jp2", ".dpx", ".cin", ".sgi", ".rgb")
@@ -35,7 +34,6 @@ STABILIZE_OPTION = dict(name="Stabilize Depth", default=True,
                         description="Sequences and movies: align each frame's depth to the frames "
                                     "before it (removes flicker)")
 TIMER_INTERVAL_S = 0.1
-_batch_numbers = itertools.count(1)
 
 
 def _tasks(choice: str) -> list[str]:
@@ -53,10 +51,9 @@ def build_jobs(context, task_choice: str, gather, report, tiled: bool = False,
     and movies get depth aligned from frame to frame (core.temporal)."""
     prefs = get_preferences(context)
     tasks = _tasks(task_choice)
-    models = {task: jobs.model_request(task, context) for task in tasks}
+    chosen = {task: models.model_request(task, context) for task in tasks}
     jobs.prune_job_folders()
-    batch_dir = jobs.user_folder("jobs", time.strftime("%Y%m%d-%H%M%S")
-                                 + f"-{os.getpid()}-{next(_batch_numbers)}")
+    batch_dir = job_folders.new_job_folder()
     prepared, problems = gather(context, batch_dir, 0 if tiled else prefs.processing_resolution)
     for problem in problems:
         report({'ERROR'}, problem)
@@ -67,18 +64,17 @@ def build_jobs(context, task_choice: str, gather, report, tiled: bool = False,
         shutil.rmtree(batch_dir, ignore_errors=True)
         return []
     folder, temporary = outputs.resolve_output_folder(prefs.output_dir)
-    settings = jobs.worker_settings(context)
+    settings = worker_settings(context)
     label = prepared[0].name + (f" (+{len(prepared) - 1})" if len(prepared) > 1 else "")
     # A run of several jobs shows under one label ("Depth & Normals photo"); one job, its own.
     run_label = next(name for key, name, _ in TASK_ITEMS if key == task_choice) + f" {label}" \
         if len(tasks) > 1 else ""
     built = []
     for part, task in enumerate(tasks):
-        options = jobs.worker_options(context, tiled=tiled, seamless=seamless)
-        if any(p.frame is not None for p in prepared):
-            options["video_smoothing"] = True
+        options = preferences_options(context, tiled=tiled, seamless=seamless,
+                                      video=any(p.frame is not None for p in prepared))
         built.append(jobs.Job(
-            task=task, model=models[task], inputs=prepared, job_dir=batch_dir, options=options,
+            task=task, model=chosen[task], inputs=prepared, job_dir=batch_dir, options=options,
             output=outputs.OutputSettings(folder=folder, temporary=temporary,
                                           convention=prefs.normal_convention,
                                           stabilize=stabilize),
@@ -104,7 +100,7 @@ class _LotusJobOperator:
         try:
             built = build_jobs(context, self.task, self.gather, self.report, tiled=self.tiled,
                                seamless=self.seamless, stabilize=self.stabilize)
-        except (jobs.ModelError, inputs.InputError, outputs.OutputError) as ex:
+        except (models.ModelError, inputs.InputError, outputs.OutputError) as ex:
             self.report({'ERROR'}, str(ex))
             return {'CANCELLED'}
         if not built:
@@ -289,7 +285,7 @@ class LOTUS_OT_open_log(Operator):
     bl_label = "Open Log"
 
     def execute(self, context):
-        path = jobs.manager.worker_log or jobs.log_path()
+        path = jobs.manager.worker_log or job_folders.log_path()
         if not os.path.isfile(path):
             self.report({'WARNING'}, f"No log yet ({path})")
             return {'CANCELLED'}
@@ -303,7 +299,7 @@ class LOTUS_OT_open_model_folder(Operator):
     bl_label = "Open Model Folder"
 
     def execute(self, context):
-        bpy.ops.wm.path_open(filepath=jobs.models_folder())
+        bpy.ops.wm.path_open(filepath=job_folders.models_folder())
         return {'FINISHED'}
 
 
