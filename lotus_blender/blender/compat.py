@@ -118,10 +118,12 @@ def cycles_can_denoise(scene) -> bool:
         import _cycles
     except ImportError:
         return True
-    # Without OpenImageDenoise its enum item is gone and the denoiser reads as ''.
-    if getattr(scene.cycles, "denoiser", '') == 'OPTIX':
+    if getattr(_cycles, "with_openimagedenoise", True):
         return True
-    return bool(getattr(_cycles, "with_openimagedenoise", True))
+    # Without OpenImageDenoise its enum item is gone, and reading the denoiser then prints a
+    # warning each time (panels ask on every redraw): read it only where OptiX can be chosen.
+    items = scene.cycles.bl_rna.properties["denoiser"].enum_items.keys()
+    return 'OPTIX' in items and scene.cycles.denoiser == 'OPTIX'
 
 
 # -- compositor and sequencer -----------------------------------------------------------------
