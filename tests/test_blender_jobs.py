@@ -217,6 +217,22 @@ def test_missing_model_with_online_access_off(lotus):
     remove_images("offline_src")
 
 
+def test_a_disk_error_before_the_job_is_one_clean_report(lotus, monkeypatch):
+    """The job folders cannot be made (a read-only or full disk): one line, no traceback."""
+    import bpy
+    image = new_image("diskerr_src", gradient())
+
+    def read_only(*_args):
+        raise PermissionError(13, "Permission denied", "/home/artist/.config/lotus/jobs")
+    monkeypatch.setattr(lotus.jobs, "prune_job_folders", read_only)
+    with pytest.raises(RuntimeError) as raised:
+        bpy.ops.lotus.predict_image(image=image.name, task='DEPTH')
+    message = str(raised.value)
+    assert "Lotus cannot prepare the job: Permission denied (/home/artist/.config/lotus/jobs)" \
+        in message and "Traceback" not in message, message
+    remove_images("diskerr_src")
+
+
 def test_release_and_idle_release(lotus):
     import bpy
     manager = lotus.jobs.manager

@@ -483,8 +483,11 @@ def test_photo_pickers_are_labelled_and_list_only_photos(lotus, fresh_data, tmp_
     photo = bpy.data.images.load(str(tmp_path / "picker_photo.png"))
     result = bpy.data.images.new("picker_photo_depth", 4, 4)
     result["lotus_kind"] = "disparity"
-    labels = _texts(_draw("LOTUS_PT_scene25d", _sidebar_context()), "label")
-    assert "Photo:" in labels
+    log = _draw("LOTUS_PT_scene25d", _sidebar_context())
+    # A property field without text of its own: Blender labels it "Photo:", as in the others.
+    (photo_field,) = [kw for name, args, kw, _e in log if name == "prop" and args[1] == "photo"]
+    assert "text" not in photo_field
+    assert type(bpy.context.scene.lotus_scene25d).bl_rna.properties["photo"].name == "Photo"
     for name in ("lotus_scene25d", "lotus_materials", "lotus_relight"):
         settings = getattr(bpy.context.scene, name)
         # The picker lists the images the property's poll accepts.

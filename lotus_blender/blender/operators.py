@@ -124,6 +124,10 @@ class _LotusJobOperator:
         except (jobs.ModelError, inputs.InputError, outputs.OutputError) as ex:
             self.report({'ERROR'}, str(ex))
             return {'CANCELLED'}
+        except OSError as ex:  # the job folders (a full or read-only disk): one line, no traceback
+            where = f" ({ex.filename})" if ex.filename else ""
+            self.report({'ERROR'}, f"Lotus cannot prepare the job: {ex.strerror or ex}{where}")
+            return {'CANCELLED'}
         if not built:
             return {'CANCELLED'}
         for job in built:

@@ -14,6 +14,6 @@ for ZIP in "$@"; do
     USER_DIR=$(mktemp -d /tmp/lotus-install-check-XXXXXX)
     chroot "$CHROOT" /usr/bin/env -i PATH=/usr/bin:/bin HOME="$USER_DIR" \
         BLENDER_USER_RESOURCES="$USER_DIR/user" blender -b --factory-startup \
-        --python "$HERE/install_check.py" -- "$ZIP" 2>&1 | grep -E '^(INSTALL|Error)' || true
+        --python "$HERE/install_check.py" -- "$ZIP" 2>&1 | grep -E '^(INSTALL|Error|ERROR)' || true
     rm -rf "$USER_DIR"
 done

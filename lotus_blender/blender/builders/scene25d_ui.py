@@ -140,10 +140,10 @@ class LOTUS_PT_scene25d(LotusSubPanel, bpy.types.Panel):
     def draw(self, context):
         layout = self.layout
         settings = context.scene.lotus_scene25d
-        # Labelled like the other builders' Photo fields; the list offers photos, not results.
-        split = layout.split(factor=0.3)
-        split.label(text="Photo:")
-        split.template_ID(settings, "photo", open="image.open")
+        # A "Photo:" field like the other builders' (it lists photos, not results), and Open.
+        row = layout.row(align=True)
+        row.prop(settings, "photo")
+        row.operator("image.open", text="", icon='FILE_FOLDER')
         photo = settings.photo
         if photo is not None and settings.depth is None and _results_for(photo)[0] is None:
             draw_wrapped(layout, context, "Predict depth for this photo first", icon='INFO')
