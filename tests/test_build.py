@@ -465,7 +465,8 @@ def test_default_build_installs_and_enables_in_this_blender(default_build, tmp_p
     enabled, its wheels installed; the other zip is refused with Blender's own reason."""
     python = this_python()
     if python not in default_build["zips"]:
-        pytest.skip(f"no build target for Blender's Python {python} (3.11 and 3.13 only)")
+        pytest.skip(f"no build target for Blender's Python {python} "
+                    f"({', '.join(DEFAULT_PYTHONS)} only)")
     ours = default_build["zips"][python]
     try:
         _install_ours_then_the_other(default_build, python, ours, tmp_path)
