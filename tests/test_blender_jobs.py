@@ -157,7 +157,8 @@ def test_escape_cancels_then_killed_worker_then_next_job_works(lotus):
     assert drive(runner) == {'CANCELLED'}
     assert built[0].state == lotus.jobs.FAILED
     assert "stopped unexpectedly" in built[0].message
-    assert any("stopped unexpectedly" in text for text in reports.texts('ERROR'))
+    (killed,) = [text for text in reports.texts('ERROR') if "stopped unexpectedly" in text]
+    assert killed.count("Open Log") == 1, killed
 
     # The next job starts a fresh worker and works.
     reports = Reports()
@@ -183,6 +184,8 @@ def test_queue_runs_one_job_at_a_time(lotus):
     assert drive(runner, check) == {'FINISHED'}
     assert max(running_together) == 1
     assert all(job.state == lotus.jobs.DONE for job in built)
+    # One report names the depth and the normal maps (the status bar shows only the last one).
+    assert reports.texts('INFO') == ["Lotus: many0_depth, many0_normal"], reports
     remove_images("many")
 
 
@@ -198,7 +201,36 @@ def test_missing_model_with_online_access_off(lotus):
     with pytest.raises(RuntimeError, match="Allow Online Access"):
         bpy.ops.lotus.predict_image(image=image.name, task='DEPTH')
     assert "offline_src_depth" not in bpy.data.images
+    # Image Files... runs the operator again from the file browser (a nested call): its error
+    # comes back as one clean report, not as the RuntimeError Blender shows as a traceback.
+    photo = lotus.out.parent / "offline_photo.png"
+    photo.parent.mkdir(parents=True, exist_ok=True)
+    image.filepath_raw, image.file_format = str(photo), 'PNG'
+    image.save()
+    reports = Reports()
+    result = lotus.operators.call_reporting_errors(
+        reports, bpy.ops.lotus.predict_files, 'EXEC_DEFAULT', task='DEPTH', filepath=str(photo))
+    assert result == {'CANCELLED'}
+    (level, text), = reports
+    assert level == 'ERROR' and text.startswith("The model jingheya/lotus-depth-g-v2-1-disparity")
+    assert "Allow Online Access" in text and "Error:" not in text and "Traceback" not in text
     remove_images("offline_src")
+
+
+def test_a_disk_error_before_the_job_is_one_clean_report(lotus, monkeypatch):
+    """The job folders cannot be made (a read-only or full disk): one line, no traceback."""
+    import bpy
+    image = new_image("diskerr_src", gradient())
+
+    def read_only(*_args):
+        raise PermissionError(13, "Permission denied", "/home/artist/.config/lotus/jobs")
+    monkeypatch.setattr(lotus.jobs, "prune_job_folders", read_only)
+    with pytest.raises(RuntimeError) as raised:
+        bpy.ops.lotus.predict_image(image=image.name, task='DEPTH')
+    message = str(raised.value)
+    assert "Lotus cannot prepare the job: Permission denied (/home/artist/.config/lotus/jobs)" \
+        in message and "Traceback" not in message, message
+    remove_images("diskerr_src")
 
 
 def test_release_and_idle_release(lotus):

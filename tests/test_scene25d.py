@@ -358,7 +358,7 @@ def test_panel_draws_settings_and_live_controls(scene25d):
     assert bpy.types.LOTUS_PT_scene25d_live.poll(bpy.context)
     for panel in ("LOTUS_PT_scene25d", "LOTUS_PT_scene25d_options", "LOTUS_PT_scene25d_live"):
         getattr(bpy.types, panel).draw(fake, bpy.context)
-    assert fake.layout.operators == ["lotus.build_photo_scene", "lotus.camera_move"]
+    assert fake.layout.operators == ["image.open", "lotus.build_photo_scene", "lotus.camera_move"]
     assert {"photo", "depth", "normal", "near", "depth_range", "tear_threshold", "fill_behind",
             "move_range"} <= set(fake.layout.properties)
     # Live modifier inputs: ID properties before Blender 5.2, input structs' "value" from 5.2;

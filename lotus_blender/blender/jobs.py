@@ -333,6 +333,10 @@ class JobRunner:
         self.images: list = []
         self.problems: list[outputs.OutputError] = []
         self.finished: set[str] = set()
+        # The run's reports, given at its end: one line naming every map (Both: depth and
+        # normals; Blender's status bar shows only the last report), then what went wrong.
+        self.made: list[str] = []
+        self.notes: list[tuple[set, str]] = []
         manager.folders_in_use.update(job.job_dir for job in self.jobs)
 
     @property
@@ -359,6 +363,10 @@ class JobRunner:
             return {'RUNNING_MODAL'}
         folders = sorted({job.job_dir for job in self.jobs})
         manager.folders_in_use.difference_update(folders)
+        if self.made:
+            self.report({'INFO'}, f"Lotus: {', '.join(self.made)}")
+        for level, text in self.notes:
+            self.report(level, text)
         if self.problems:
             # Files are missing: the raw arrays stay (prune_job_folders bounds how many).
             self.report({'ERROR'}, describe_failures(self.problems, (
@@ -385,19 +393,23 @@ class JobRunner:
             images, problems = finish_job(job)
             self.images += images
             self.problems += problems
-            names = ", ".join(image.name for image in images if "preview" not in image.name)
-            if images:
-                self.report({'INFO'}, f"Lotus {job.task}: {names}")
+            self.made += [image.name for image in images if "preview" not in image.name]
             for note in job.info.get("notes", []):
-                self.report({'WARNING'}, f"Lotus {job.task}: {note}")
+                self._note({'WARNING'}, f"Lotus {job.task}: {note}")
             if job.output.temporary and job.output.written:
-                self.report({'WARNING'}, f"The .blend is not saved: maps were written to "
-                                         f"{job.output.folder}. Save the .blend, or Pack Results")
+                self._note({'WARNING'}, f"The .blend is not saved: maps were written to "
+                                        f"{job.output.folder}. Save the .blend, or Pack Results")
         elif job.state == FAILED:
-            self.report({'ERROR'}, f"Lotus {job.task}: {_first_line(job.message)} (details: "
-                                   f"Open Log)")
+            message = _first_line(job.message)
+            # Some messages send the artist to the log already.
+            details = "" if "Open Log" in message else " (details: Open Log)"
+            self._note({'ERROR'}, f"Lotus {job.task}: {message}{details}")
         else:
-            self.report({'WARNING'}, f"Lotus {job.task}: cancelled")
+            self._note({'WARNING'}, f"Lotus {job.task}: cancelled")
+
+    def _note(self, level: set, text: str) -> None:
+        if (level, text) not in self.notes:  # Both: the same warning once, not per part
+            self.notes.append((level, text))
 
 
 def _first_line(message: str, limit: int = 300) -> str:

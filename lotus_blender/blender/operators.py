@@ -34,6 +34,23 @@ STABILIZE_OPTION = dict(name="Stabilize Depth", default=True,
                         description="Sequences and movies: align each frame's depth to the frames "
                                     "before it (removes flicker)")
 TIMER_INTERVAL_S = 0.1
+# Where Image Files... last found photos in this session (the file browser opens there).
+_last_photo_folder = [""]
+
+
+def call_reporting_errors(report, operator, *args, **kwargs) -> set:
+    """Run another operator; what it reports as errors comes back as our own clean reports.
+    (A nested bpy.ops call turns the reports of a failed run into one RuntimeError, which
+    Blender would show as a Python traceback and the status bar as "Python: Traceback...".)"""
+    try:
+        return operator(*args, **kwargs)
+    except RuntimeError as ex:
+        for line in str(ex).strip().splitlines():
+            level, _, text = line.partition(": ")
+            known = {"Error": 'ERROR', "Warning": 'WARNING', "Info": 'INFO'}
+            report({known[level]} if level in known and text else {'ERROR'},
+                   text if level in known and text else line)
+        return {'CANCELLED'}
 
 
 def _tasks(choice: str) -> list[str]:
@@ -103,6 +120,10 @@ class _LotusJobOperator:
         except (models.ModelError, inputs.InputError, outputs.OutputError) as ex:
             self.report({'ERROR'}, str(ex))
             return {'CANCELLED'}
+        except OSError as ex:  # the job folders (a full or read-only disk): one line, no traceback
+            where = f" ({ex.filename})" if ex.filename else ""
+            self.report({'ERROR'}, f"Lotus cannot prepare the job: {ex.strerror or ex}{where}")
+            return {'CANCELLED'}
         if not built:
             return {'CANCELLED'}
         for job in built:
@@ -160,16 +181,31 @@ class LOTUS_OT_predict_files(_LotusJobOperator, Operator):
         if self.paths():  # dropped files (FileHandler) or a script that gave them
             return self._launch(context, blocking=False)
         self._from_browser = True
+        # Open on a folder with no file name filled in (else the browser shows the .blend's
+        # name, as for a Save As): the last folder photos came from, else the .blend's.
+        folder = _last_photo_folder[0] or (os.path.dirname(bpy.data.filepath)
+                                           if bpy.data.filepath else "")
+        if folder:
+            self.filepath = os.path.join(folder, "")
         context.window_manager.fileselect_add(self)
         return {'RUNNING_MODAL'}
+
+    def draw(self, context):
+        """The file browser's side panel (about 200 px): short labels that fit."""
+        layout = self.layout
+        layout.prop(self, "task", text="")
+        layout.prop(self, "tiled", text="Full Resolution")
+        layout.prop(self, "seamless")
 
     def execute(self, context):
         if not self.paths():
             self.report({'ERROR'}, "No image files given")
             return {'CANCELLED'}
         if getattr(self, "_from_browser", False) and not bpy.app.background:
+            _last_photo_folder[0] = self.directory or os.path.dirname(self.filepath)
             # Chosen in the file browser: run again through invoke, modal, so the UI stays live.
-            result = bpy.ops.lotus.predict_files(
+            result = call_reporting_errors(
+                self.report, bpy.ops.lotus.predict_files,
                 'INVOKE_DEFAULT', task=self.task, tiled=self.tiled, seamless=self.seamless,
                 directory=self.directory,
                 files=[{"name": f.name} for f in self.files], filepath=self.filepath)
@@ -332,11 +368,22 @@ _CLASSES = (LOTUS_OT_predict_files, LOTUS_OT_predict_image, LOTUS_OT_cancel_jobs
             LOTUS_OT_pack_results, LOTUS_FH_image_drop)
 
 
+@bpy.app.handlers.persistent
+def _move_results_on_save(filepath="", *_args):
+    """Saving the .blend brings maps out of the temporary folder, next to it."""
+    if filepath:
+        for problem in outputs.move_temporary_results(filepath, get_preferences().output_dir):
+            print(f"Lotus: {problem}")  # a handler cannot report; the panel keeps warning
+
+
 def register():
     for cls in _CLASSES:
         bpy.utils.register_class(cls)
+    bpy.app.handlers.save_pre.append(_move_results_on_save)
 
 
 def unregister():
+    if _move_results_on_save in bpy.app.handlers.save_pre:
+        bpy.app.handlers.save_pre.remove(_move_results_on_save)
     for cls in reversed(_CLASSES):
         bpy.utils.unregister_class(cls)

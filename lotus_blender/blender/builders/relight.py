@@ -504,6 +504,10 @@ class LOTUS_PT_relight(LotusSubPanel, bpy.types.Panel):
         op.geometry_mode = settings.geometry_mode
         op.albedo = settings.albedo
         op.shadow_catcher = settings.shadow_catcher
+        if not compat.cycles_can_denoise(context.scene):
+            # Distro builds without OpenImageDenoise (Debian's): say it before the noise shows.
+            draw_wrapped(layout, context, "This Blender has no denoiser: renders are not denoised",
+                         icon='INFO')
         relight_preview.draw_preview(layout, context, settings)
 
 

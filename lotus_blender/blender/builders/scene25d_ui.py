@@ -5,6 +5,7 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, Po
 
 from .. import compat
 from . import geonodes, scene25d, scene25d_camera
+from .materials import _is_photo
 from .transaction import report_failure
 from ..panels import LotusSubPanel, draw_wrapped
 
@@ -33,7 +34,7 @@ def _results_for(photo):
 
 
 class LotusScene25DSettings(bpy.types.PropertyGroup):
-    photo: PointerProperty(name="Photo", type=bpy.types.Image,
+    photo: PointerProperty(name="Photo", type=bpy.types.Image, poll=_is_photo,
                            description="The photo; its Lotus depth and normal results are found by name")
     depth: PointerProperty(name="Depth", type=bpy.types.Image,
                            description="Depth or disparity image (empty: the photo's Lotus depth result)")
@@ -147,7 +148,10 @@ class LOTUS_PT_scene25d(LotusSubPanel, bpy.types.Panel):
     def draw(self, context):
         layout = self.layout
         settings = context.scene.lotus_scene25d
-        layout.template_ID(settings, "photo", open="image.open")
+        # A "Photo:" field like the other builders' (it lists photos, not results), and Open.
+        row = layout.row(align=True)
+        row.prop(settings, "photo")
+        row.operator("image.open", text="", icon='FILE_FOLDER')
         photo = settings.photo
         if photo is not None and settings.depth is None and _results_for(photo)[0] is None:
             draw_wrapped(layout, context, "Predict depth for this photo first", icon='INFO')
@@ -178,10 +182,12 @@ class LOTUS_PT_scene25d_options(LotusSubPanel, bpy.types.Panel):
         row.active = settings.focal_source == 'MANUAL'
         row.prop(settings, "focal_35mm")
         col.prop(settings, "near")
-        col.prop(settings, "auto_depth_range")
-        row = col.row()
+        # "Automatic Depth Range" is cut beside its checkbox at the default width: a heading.
+        sub = col.column(heading="Depth Range")
+        sub.prop(settings, "auto_depth_range", text="Automatic")
+        row = sub.row()
         row.active = not settings.auto_depth_range
-        row.prop(settings, "depth_range")
+        row.prop(settings, "depth_range", text="")
         col.prop(settings, "refine")
         col.prop(settings, "max_vertices")
         col.prop(settings, "tear_threshold")
