@@ -99,3 +99,54 @@ def test_slanted_surfaces_and_creases_are_not_filled():
     boxed[40:60, 50:70] = 4.0
     _behind, distance = fill.extend_behind(boxed, 0.05, 30)
     assert (distance[40:60, 50:70] < fill.UNREACHED).mean() > 0.5
+
+
+def _blurred_log(depth, radius):
+    """Depth blurred in log over (2 radius + 1)^2 pixels: an occlusion edge softened into a ramp,
+    as a model draws it (tests/lotus_errors.py)."""
+    log = np.log(depth)
+    padded = np.pad(log, radius, mode='edge')
+    size = 2 * radius + 1
+    total = sum(padded[dy:dy + depth.shape[0], dx:dx + depth.shape[1]] for dy in range(size) for dx in range(size))
+    return np.exp(total / size ** 2)
+
+
+def test_soft_edges_are_sharpened_slanted_surfaces_are_not():
+    """A model's soft outline (a ramp of small steps that never tears) becomes a step the mesh
+    tears at, so there is a background to fill behind it; a floor at a grazing angle, its crease
+    with a wall and exact edges keep their depth."""
+    height, width = 96, 128
+    rows = np.arange(height)[:, None] + 0.5 - height / 2
+    with np.errstate(divide='ignore'):
+        floor = np.where(rows > 0, 100.0 * 1.5 / rows, np.inf)
+    room = np.minimum(np.broadcast_to(floor, (height, width)), 40.0)
+    sharpened, changed = fill.sharpen_soft_edges(room, 0.05)
+    assert not changed.any() and np.array_equal(sharpened, room)
+    # A table top seen at an angle: six rows of constant slope (3% a row) between two flat faces.
+    strip = np.full((height, width), 2.1)
+    strip[30:] = 2.1 / np.minimum(1.03 ** (np.arange(height - 30) + 1), 1.03 ** 6)[:, None]
+    assert not fill.sharpen_soft_edges(strip, 0.05)[1].any()
+    boxed = room.copy()
+    boxed[8:36, 40:80] = 28.0                  # a box a third nearer than the wall
+    assert not fill.sharpen_soft_edges(boxed, 0.05)[1].any()            # exact edges stay
+    soft = _blurred_log(boxed, 2)              # steps of a few percent: the mesh hardly tears
+    sharpened, changed = fill.sharpen_soft_edges(soft, 0.05)
+    assert changed.sum() > 50
+    box = np.zeros(room.shape, bool)
+    box[8:36, 40:80] = True
+    assert not changed[~_grown(box, 4)].any()      # only around the outline
+    # Each changed pixel takes one side's depth, most of them the side they truly belong to (the
+    # outline itself is known to a pixel or so).
+    exact = np.abs(sharpened[changed] - boxed[changed]) < 0.01 * boxed[changed]
+    assert exact.mean() > 0.7 and not (np.abs(soft[changed] - boxed[changed]) < 0.01 * boxed[changed]).any()
+    torn_soft = fill.extend_behind(soft, 0.05, 30)[1] < fill.UNREACHED
+    torn_sharp = fill.extend_behind(sharpened, 0.05, 30)[1] < fill.UNREACHED
+    assert torn_sharp[box].mean() > 0.5 > torn_soft[box].mean() + 0.2
+
+
+def _grown(mask, radius):
+    out = mask.copy()
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            out |= np.roll(np.roll(mask, dy, 0), dx, 1)
+    return out
