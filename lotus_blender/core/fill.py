@@ -136,66 +136,6 @@ def extend_behind(depth, threshold, max_distance):
     return behind, distance
 
 
-SOFT_SPAN = 1 / 24            # a softened edge is looked for over this fraction of the frame's longer side
-SOFT_MIDDLE = 1.25            # its slope in the middle is this many times its mean slope
-
-
-def sharpen_soft_edges(depth, threshold):
-    """(depth, changed): a depth map whose softened occlusion edges are steps again.
-
-    A model blurs an object's outline into a ramp over several pixels (a few percent each, below
-    the tear threshold), so the mesh never tears there and there is nothing to fill behind. A
-    pixel p lies inside such a ramp along an axis when, h = SOFT_SPAN / 2 of the frame to either
-    side, the depths a and b differ by more than twice the threshold, the jump (in inverse depth)
-    is more than RAMP_FACTOR times the slope of either side beyond it (a floor at a grazing angle
-    or a crease is a straight or bent line, never a ramp between two flat sides), p differs
-    from both a and b by more than the threshold (the interior of the ramp, not its plateaus: a
-    rounded limb is left as it is), and no single step from a to b holds a third of the jump or
-    tears by twice the threshold (a sharp edge, a slanted face beside a torn edge or a floor torn
-    row after row keeps its shape), and the ramp is steeper at p than on average (SOFT_MIDDLE: a blur
-    is; a slanted strip is not). Along rows and columns only. Such a pixel takes the depth of the side
-    it is nearer to in inverse depth, so the ramp becomes a step the mesh tears at.
-    """
-    depth = np.asarray(depth, np.float64)
-    height, width = depth.shape
-    valid = np.isfinite(depth) & (depth > 0)
-    inverse = np.where(valid, 1.0 / np.where(valid, depth, 1.0), np.nan)
-    half = max(2, int(round(max(height, width) * SOFT_SPAN / 2)))
-    grow = 1.0 + max(float(threshold), 0.0)
-    best_jump = np.zeros(depth.shape)
-    result = depth.copy()
-    for dy, dx in ((0, 1), (1, 0)):
-        a = _shifted(inverse, -half * dy, -half * dx, np.nan)
-        b = _shifted(inverse, half * dy, half * dx, np.nan)
-        a_beyond = _shifted(inverse, -2 * half * dy, -2 * half * dx, np.nan)
-        b_beyond = _shifted(inverse, 2 * half * dy, 2 * half * dx, np.nan)
-        jump = np.abs(a - b)
-        slope = np.maximum(np.abs(a - a_beyond), np.abs(b - b_beyond))
-        high, low = np.fmax(a, b), np.fmin(a, b)
-        with np.errstate(invalid="ignore"):
-            ramp = (high > low * grow * grow) & (jump > RAMP_FACTOR * slope) \
-                & (inverse < high / grow) & (inverse > low * grow) & (jump > best_jump)
-        ramp &= valid
-        # A ramp spreads the jump over its pixels: no one step on the way from a to b holds a third
-        # of it (a sharp edge does; so does a slanted face beside a torn edge), nor tears by twice
-        # the threshold (a floor at a grazing angle, torn row after row).
-        step = np.fmax(inverse, _shifted(inverse, dy, dx, np.nan)) / np.fmin(inverse, _shifted(inverse, dy, dx, np.nan))
-        steepest = np.zeros(depth.shape)
-        for offset in range(-half, half):
-            steepest = np.fmax(steepest, _shifted(step, offset * dy, offset * dx, np.inf))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ramp &= (np.log(steepest) <= np.log(high / low) / 3) & (steepest <= grow * grow)
-        # A blurred step is steepest in its middle; a slanted strip between two flat surfaces (a
-        # table top seen at an angle) has the same slope all along.
-        local = np.abs(_shifted(inverse, dy, dx, np.nan) - _shifted(inverse, -dy, -dx, np.nan)) / 2
-        with np.errstate(invalid="ignore"):
-            ramp &= local > SOFT_MIDDLE * jump / (2 * half)
-        side = np.where(np.abs(inverse - a) <= np.abs(inverse - b), a, b)
-        result = np.where(ramp, 1.0 / np.where(ramp, side, 1.0), result)
-        best_jump = np.where(ramp, jump, best_jump)
-    return result, best_jump > 0
-
-
 def _dilate(mask, radius):
     out = mask.copy()
     for axis in (0, 1):

@@ -178,27 +178,6 @@ def _packed_image(name, rgba, *, like=None, non_color=True):
     return image
 
 
-def sharpened_depth_image(name, depth_image, kind, near, depth_range, tear_threshold):
-    """The depth image with its softened occlusion edges made steps again (core.fill.sharpen_soft_edges),
-    as a new packed float image of the same kind, so that the mesh tears there and the fill fills
-    behind; the depth image itself when no edge was softened (exact maps)."""
-    values = scene25d_camera.image_values(depth_image)[..., 0].astype(np.float64)
-    far = near + max(depth_range, 1e-6)
-    metric = (maps.disparity_to_depth(values, near, far) if kind == "disparity"
-              else maps.relative_depth_to_depth(values, near, far))
-    sharpened, changed = fill.sharpen_soft_edges(metric, tear_threshold)
-    if not changed.any():
-        return depth_image
-    # Only the changed pixels go through the mapping and back; the others keep their exact values.
-    values = np.where(changed, fill.depth_to_map_values(sharpened, kind, near, far), values)
-    rgba = np.ones(values.shape + (4,), np.float32)
-    rgba[..., :3] = values[..., None]
-    image = _packed_image(name, rgba)
-    image["lotus_kind"] = kind
-    image["lotus_sharpened_from"] = depth_image.name
-    return image
-
-
 def build_behind_layer(name, depth_image, photo, kind, near, depth_range, lens, sensor, tear_threshold,
                        move_range, with_colour):
     """The layer behind the tears (core.fill) as images: "<name>_behind" (red: the background's
@@ -387,10 +366,6 @@ def build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", ne
         choice.extras.append("refined with the normals")
     choice.record(camera)
     material_block = create_photo_material(name + "_2.5D", photo, material)
-    refined = mesh_depth is not depth
-    if mode == "GEONODES" and fill_behind and tear_threshold > 0:
-        mesh_depth = sharpened_depth_image(name + "_depth_sharpened", mesh_depth, kind, near, mesh_range,
-                                           tear_threshold)
     if mode == "GEONODES":
         obj = _build_geonodes(name, mesh_depth, normal, material_block, kind, near, mesh_range, max_vertices,
                               tear_threshold, camera)
@@ -415,6 +390,6 @@ def build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", ne
     context.collection.objects.link(obj)
     obj["lotus_source"] = photo.name
     obj["lotus_mode"] = mode
-    obj["lotus_refined"] = refined
+    obj["lotus_refined"] = mesh_depth is not depth
     camera["lotus_source"] = photo.name
     return obj, camera
