@@ -162,10 +162,10 @@ def test_builder_takes_the_focal_from_the_photos_lines(blender_addon, scene_rend
     import bpy
     scene25d = live_module(blender_addon, "blender.builders.scene25d")
     width, height = SCENE_RESOLUTION
-    bpy.context.scene.camera = None
     for (name, lens), truth in scene_renders.items():
         if name not in ("table", "objects"):
             continue
+        bpy.context.scene.camera = None         # no scene camera to fall back to: the 50 mm default
         disparity, normals = model_maps(truth, 1.0, seed=0)
         lotus_normals = maps.blender_camera_to_lotus(normals)
         photo = float_image(f"gt_{name}", truth.combined[..., :3])
