@@ -23,11 +23,20 @@ least squares on the linear conditions, each scaled to an angle; then the focal 
 profile of the truncated squared angle (the shift re-fitted for each focal). One plane fixes only
 one combination of f and s; two differently turned surfaces (or a curved one) fix both.
 
-Confidence (0..1): the systematic angle (beyond the noise, which every candidate shares) that the
-nearest alternative adds, f moved by 25 % with the shift re-fitted, or the near/far ratio moved by
-0.1 with f kept; RISE_HALF_DEG of it gives 0.5. It is measured on the pixels whose normals are turned
-away from the camera axis (a fronto-parallel wall tells nothing about either) and lowered when few
-pixels are turned or the best fit is poor. Below CONFIDENT the builder falls back.
+Confidence (0..1), two tests that must both pass (the lower one counts):
+- sharpness: the systematic angle (beyond the noise, which every candidate shares) that the nearest
+  alternative adds, f moved by 25 % with the shift re-fitted, or the near/far ratio moved by 0.1
+  with f kept; RISE_HALF_DEG of it gives 0.5. Measured on the pixels whose normals are turned away
+  from the camera axis and lowered when few pixels are turned or the best fit is poor;
+- stability: how far the optimum moves when the maps carry one systematic error of the size real
+  Lotus maps have (tests/lotus_errors.py): the depth's range stretched by 8 %, a 6 % ramp of log
+  depth across the frame, all normals tilted by 3 degrees. A relative move of STABLE gives 0.5.
+  Systematic errors do not make the cost shallower, they move its minimum: on a room a 3 degree
+  tilt moves the focal by tens of percent, so the maps alone are (rightly) almost never confident
+  about the focal. The depth range at a known focal moves much less and often is.
+Below CONFIDENT the builder falls back. With the photo (estimate_camera(photo=...)) the focal from
+its orthogonal vanishing points (core.vanishing) is used when that is confident; the shift is then
+estimated at that focal.
 """
 
 from __future__ import annotations

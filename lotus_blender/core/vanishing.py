@@ -10,8 +10,10 @@ right and up of the centre) is the image of the direction (v_x, v_y, -f) in came
 which is how camera-matching tools such as fSpy find the focal from two pairs of lines the artist
 draws. Here the lines come from the image: gradients, a structure tensor that keeps straight edges
 (coherent orientation), connected runs of similar orientation fitted as segments, vanishing points
-by RANSAC over segment pairs, refined by least squares, and bootstrap resampling of each point's
-segments for the spread of the focal.
+by RANSAC over segment pairs, refined by least squares (each segment weighted by how well its
+direction is known), and a bootstrap (each point's segments resampled and turned by their own
+direction uncertainty) for the spread of each pair's focal. All pairs that pass are combined by their
+inverse variance; a pair far outside its spread from the others means a family is not orthogonal.
 
 Orthogonality is an assumption (two line families of a box turned against the room meet at 60
 degrees, say); `focal_from_lines` checks each candidate against the predicted normals: a line lies
@@ -238,8 +240,8 @@ def _fit_point(lines, weights):
 
 def vanishing_points(segments, width, height, *, seed=0, hypotheses=400) -> list:
     """Up to MAX_POINTS vanishing points, strongest first, each with its segments (sequential
-    RANSAC over segment pairs, refined by least squares). Points are homogeneous in pixels
-    divided by max(width, height) / 2 from the centre (see VanishingPoint)."""
+    RANSAC over segment pairs, refined by least squares). Points are homogeneous, in pixels from
+    the centre (see VanishingPoint)."""
     scale = max(width, height) / 2.0
     rng = np.random.default_rng(seed)
     lines = _lines(segments, scale)
