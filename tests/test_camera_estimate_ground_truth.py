@@ -181,6 +181,9 @@ def test_builder_takes_the_focal_from_the_photos_lines(blender_addon, scene_rend
         else:
             assert camera["lotus_focal_source"] == "default" and camera["lotus_camera_fallback"]
             assert "focal estimate not confident (" in report and "photo's lines: " in report
+            # No depth range from a shift fitted at a guessed focal.
+            assert camera["lotus_depth_range_source"] == "default"
+            assert "depth range not estimated: the focal is the 50 mm default, not known" in report
 
 
 def test_refinement_on_rendered_balls(blender_addon):

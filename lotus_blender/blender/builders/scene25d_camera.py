@@ -161,8 +161,11 @@ def choose_camera(context, photo, depth, normal, kind, *, focal_source, focal_35
     else:
         lens = geometry.lens_from_35mm(available[origin], width, height, sensor)
 
+    # A shift fitted at a guessed focal is as wrong as the guess (the two trade off in the fit):
+    # the depth range is estimated only at a focal that is known or confidently estimated.
+    focal_is_guess = origin == "default" or (origin == "scene camera" and focal_source != "SCENE")
     shift = shift_confidence = None
-    if values is not None:
+    if values is not None and not focal_is_guess:
         depth_height, depth_width = values.shape
         focal_px = lens / sensor * max(depth_width, depth_height)
         if estimate is None or origin != "estimated":
@@ -176,7 +179,8 @@ def choose_camera(context, photo, depth, normal, kind, *, focal_source, focal_35
         depth_range, range_origin = default_depth_range, "default"
         fallbacks.append("depth range not estimated" + (
             f" (shift confidence {shift_confidence:.2f})" if shift is not None else
-            ": no normal map" if normal is None else ""))
+            ": no normal map" if normal is None else
+            f": the focal is the {_ORIGIN_WORDS[origin]}, not known" if focal_is_guess else ""))
     confidence = estimate.focal_confidence if estimate is not None and not estimate.focal_given else None
     method = "the photo's lines" if estimate is not None and estimate.focal_source == "lines" else "depth + normals"
     choice = CameraChoice(lens, sensor, origin, confidence, float(depth_range), range_origin,
