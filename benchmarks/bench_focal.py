@@ -1,7 +1,7 @@
 """Benchmark: Auto focal and the automatic depth range on model-like maps (issue 14, section 2).
 
 Usage:  .venv-blender/5.3.0/bin/python benchmarks/bench_focal.py [--cache DIR] [--seeds 4]
-        [--lenses 18 24 35 50 85 135] [--resolution 192 144] [--out FILE.json]
+        [--lenses 18 24 35 50 85 135] [--resolution 256 192] [--out FILE.json]
 
 Cycles renders of the ground-truth SCENES (tests/ground_truth.py: objects, room, table, outdoor,
 closeup) through each lens (Blender mm on a 36 mm sensor) are cached in --cache (a temporary folder
