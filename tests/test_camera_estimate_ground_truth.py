@@ -23,7 +23,7 @@ import pytest
 from lotus_blender.core import camera_estimate, depth_refine, geometry, maps
 from tests import lotus_errors
 from tests import synthetic_scenes as scenes
-from tests.test_scene25d import evaluated_mesh_arrays, float_image, live_module, tracked_datablocks  # noqa: F401
+from tests.test_scene25d import float_image, live_module, tracked_datablocks  # noqa: F401
 
 RESOLUTION = (128, 96)
 LENSES_35MM = (24.0, 85.0)
