@@ -373,8 +373,10 @@ def test_operator_defaults_estimate_camera_and_depth_range(scene25d):
     from tests import synthetic_scenes
     settings = bpy.context.scene.lotus_scene25d
     assert (settings.focal_source, settings.auto_depth_range, settings.refine) == ('AUTO', True, True)
-    true_depth, normals, _, focal = synthetic_scenes.room(focal_35mm=30.0)
-    photo = _photo("s25_room", 128, 96)
+    from tests.test_core_camera_estimate import checker_room
+    # A tiled room: the focal comes from the photo's lines (the maps alone are not trusted with it).
+    photo_pixels, true_depth, normals, focal = checker_room(85.0, width=256, height=192)
+    photo = float_image("s25_room", np.repeat(photo_pixels[..., None], 3, axis=-1))
     disparity = synthetic_scenes.lotus_disparity(true_depth, np.random.default_rng(2))
     float_image("s25_room_depth", disparity, "disparity")["lotus_source"] = photo.name
     normal = float_image("s25_room_normal", maps.normals_to_normal_map(normals, "OPENGL"), "normal")
@@ -384,7 +386,8 @@ def test_operator_defaults_estimate_camera_and_depth_range(scene25d):
     camera = bpy.context.scene.camera
     assert camera["lotus_focal_source"] == "estimated" and camera["lotus_depth_range_source"] == "estimated"
     assert "refined with the normals" in camera["lotus_camera_report"]
-    intr = geometry.intrinsics_from_lens(camera.data.lens, camera.data.sensor_width, 128, 96)
+    assert "photo's lines" in camera["lotus_camera_report"]
+    intr = geometry.intrinsics_from_lens(camera.data.lens, camera.data.sensor_width, 256, 192)
     assert intr.focal_px == pytest.approx(focal, rel=0.1)
     obj = bpy.context.view_layer.objects.active
     modifier = obj.modifiers[scene25d.MODIFIER_NAME]

@@ -23,21 +23,30 @@ least squares on the linear conditions, each scaled to an angle; then the focal 
 profile of the truncated squared angle (the shift re-fitted for each focal). One plane fixes only
 one combination of f and s; two differently turned surfaces (or a curved one) fix both.
 
-Confidence (0..1): the systematic angle (beyond the noise, which every candidate shares) that the
-nearest alternative adds, f moved by 25 % with the shift re-fitted, or the near/far ratio moved by
-0.1 with f kept; RISE_HALF_DEG of it gives 0.5. It is measured on the pixels whose normals are turned
-away from the camera axis (a fronto-parallel wall tells nothing about either) and lowered when few
-pixels are turned or the best fit is poor. Below CONFIDENT the builder falls back.
+Confidence (0..1), two tests that must both pass (the lower one counts):
+- sharpness: the systematic angle (beyond the noise, which every candidate shares) that the nearest
+  alternative adds, f moved by 25 % with the shift re-fitted, or the near/far ratio moved by 0.1
+  with f kept; RISE_HALF_DEG of it gives 0.5. Measured on the pixels whose normals are turned away
+  from the camera axis and lowered when few pixels are turned or the best fit is poor;
+- stability: how far the optimum moves when the maps carry one systematic error of the size real
+  Lotus maps have (tests/lotus_errors.py): the depth's range stretched by 8 %, a 6 % ramp of log
+  depth across the frame, all normals tilted by 3 degrees. A relative move of STABLE gives 0.5.
+  Systematic errors do not make the cost shallower, they move its minimum: on a room a 3 degree
+  tilt moves the focal by tens of percent, so the maps alone are (rightly) almost never confident
+  about the focal. The depth range at a known focal moves much less and often is.
+Below CONFIDENT the builder falls back. With the photo (estimate_camera(photo=...)) the focal from
+its orthogonal vanishing points (core.vanishing) is used when that is confident; the shift is then
+estimated at that focal.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import depth_refine
+from . import depth_refine, vanishing
 from .geometry import FULL_FRAME_DIAGONAL_MM
 
 KINDS = ("disparity", "depth")
@@ -81,6 +90,8 @@ class CameraEstimate:
     shift_confidence: float
     error_deg: float          # median angle between implied and given normals (turned pixels)
     focal_given: bool = False
+    focal_source: str = "maps"   # "given", "maps" (depth + normals) or "lines" (vanishing points)
+    note: str = ""               # why the focal is not confident, in a few words
 
     @property
     def focal_35mm(self) -> float:
@@ -352,23 +363,110 @@ def _confidence(best, alternatives):
     return float(rise / (rise + RISE_HALF_DEG ** 2) * fit)
 
 
-def estimate_camera(values, normals, kind="disparity", *, focal_px=None, valid=None,
+# Systematic errors of real maps (tests/lotus_errors.py, from the Lotus paper's figures): the depth's
+# range compressed or stretched, a smooth ramp across the frame, the normals tilted as a whole.
+STRETCH = 0.08                   # log-depth gradients scaled by 1 +- this
+RAMP = 0.06                      # log depth changing by this across the frame's longer side
+TILT_DEG = 3.0                   # all normals turned by this about the image axes
+STABLE = 0.08                    # relative change of the focal (or near/far ratio) that halves confidence
+
+
+def _perturbed(samples, kind, amount):
+    """The samples as a map with one systematic error of Lotus's size would give them."""
+    out = _Samples(**vars(samples))
+    if kind == "stretch":
+        out.v_x, out.v_y = samples.v_x * (1.0 + amount), samples.v_y * (1.0 + amount)
+    elif kind in ("ramp_x", "ramp_y"):
+        # d(log z) gains RAMP / side per pixel: the map's gradient gains sign (v + s) RAMP / side;
+        # (v + s) is taken at the near/far ratio 0.5, the ramp's size is what matters.
+        side = 2.0 * max(np.abs(samples.x).max(), np.abs(samples.y).max(), 1.0)
+        q = samples.v + max(float(_shift_for_ratio(samples, 0.5)), 1e-6)
+        step = samples.sign * q * amount / side
+        if kind == "ramp_x":
+            out.v_x = samples.v_x + step
+        else:
+            out.v_y = samples.v_y + step
+    else:
+        angle = math.radians(amount)
+        c, s_ = math.cos(angle), math.sin(angle)
+        n = samples.n.copy()
+        if kind == "tilt_x":        # about the image X axis
+            n[:, 1], n[:, 2] = c * samples.n[:, 1] - s_ * samples.n[:, 2], s_ * samples.n[:, 1] + c * samples.n[:, 2]
+        else:
+            n[:, 0], n[:, 2] = c * samples.n[:, 0] + s_ * samples.n[:, 2], -s_ * samples.n[:, 0] + c * samples.n[:, 2]
+        out.n = n
+    return out
+
+
+_PERTURBATIONS = [("stretch", STRETCH), ("stretch", -STRETCH), ("ramp_x", RAMP), ("ramp_x", -RAMP),
+                  ("ramp_y", RAMP), ("ramp_y", -RAMP), ("tilt_x", TILT_DEG), ("tilt_x", -TILT_DEG),
+                  ("tilt_y", TILT_DEG), ("tilt_y", -TILT_DEG)]
+
+
+def _stability(samples, focal, shift, fit_focal):
+    """(focal change, near/far ratio change): the largest relative moves of the refitted optimum
+    under Lotus-sized systematic errors (_PERTURBATIONS). The curvature of the cost says nothing
+    about those: they move the minimum without making it shallower."""
+    base_focal, base_shift = _refit(samples, focal, shift, fit_focal)
+    base_ratio = float(_ratio_for_shift(samples, base_shift))
+    focal_change = ratio_change = 0.0
+    for kind, amount in _PERTURBATIONS:
+        moved_focal, moved_shift = _refit(_perturbed(samples, kind, amount), base_focal, base_shift, fit_focal)
+        if not (math.isfinite(moved_focal) and math.isfinite(moved_shift) and moved_focal > 0):
+            return float("inf"), float("inf")
+        focal_change = max(focal_change, abs(moved_focal / base_focal - 1.0))
+        moved_ratio = float(_ratio_for_shift(samples, moved_shift))
+        ratio_change = max(ratio_change, abs(moved_ratio / max(base_ratio, 1e-9) - 1.0))
+    return focal_change, ratio_change
+
+
+def _stable(change):
+    """Confidence factor of a relative change under the perturbations: STABLE gives 0.5."""
+    return 1.0 / (1.0 + (change / STABLE) ** 2) if math.isfinite(change) else 0.0
+
+
+def estimate_camera(values, normals, kind="disparity", *, focal_px=None, valid=None, photo=None,
                     max_size=ESTIMATION_SIZE) -> CameraEstimate:
-    """Focal length (unless given, in pixels of the map) and shift from a Lotus map and normals.
+    """Focal length (unless given, in pixels of the map) and shift from a Lotus map and normals,
+    and from the photo's straight lines when the photo is given.
 
     values: (H, W) disparity (near = 1) or relative depth (near = 0); normals: (H, W, 3) unit
     camera-space normals in Blender's convention (Lotus normals with X negated); valid: optional
-    (H, W) bool mask.
+    (H, W) bool mask; photo: the (h, w, 3|4) image the maps were made from (same aspect).
+    A confident focal from orthogonal vanishing points (core.vanishing) wins: the lines are not
+    distorted the way the maps are. Otherwise the maps' own estimate, confident only when it is
+    both sharp and stable under Lotus-sized systematic errors.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
     height, width = np.shape(values)
     samples = _samples(values, normals, kind, valid, max_size)
+    estimate = _estimate(samples, kind, width, height, focal_px)
+    if focal_px is not None:
+        return estimate
+    if not estimate.focal_is_confident:
+        estimate = replace(estimate, note=estimate.note or
+                           f"depth + normals: confidence {estimate.focal_confidence:.2f}")
+    if photo is None:
+        return estimate
+    lines = vanishing.focal_from_lines(photo, normals)
+    if not lines.confident:
+        return replace(estimate, note=f"{estimate.note}; photo's lines: {lines.reason}") \
+            if not estimate.focal_is_confident else estimate
+    from_lines = lines.focal_px * width / np.shape(photo)[1]       # photo pixels -> map pixels
+    with_lines = _estimate(samples, kind, width, height, from_lines)
+    confidence = float(np.clip(1.0 - lines.spread / (2.0 * vanishing.FOCAL_SPREAD_MAX), 0.5, 1.0))
+    return replace(with_lines, focal_confidence=confidence, focal_given=False, focal_source="lines", note="")
+
+
+def _estimate(samples, kind, width, height, focal_px):
+    """estimate_camera on the maps' samples."""
     focal_given = focal_px is not None
     fallback_focal = float(focal_px) if focal_given else float(focal_px_from_35mm(50.0, width, height))
     slanted = samples.slanted
     if samples.v.size < 50 or slanted.sum() < 30 or samples.v_high <= samples.v_low:
-        return CameraEstimate(kind, width, height, fallback_focal, 1.0 / 4.0, 0.0, 0.0, float("nan"), focal_given)
+        return CameraEstimate(kind, width, height, fallback_focal, 1.0 / 4.0, 0.0, 0.0, float("nan"), focal_given,
+                              "given" if focal_given else "maps", "too few turned surfaces in the maps")
 
     focal_grid = np.array([fallback_focal]) if focal_given else focal_px_from_35mm(_FOCAL_GRID, width, height)
     shifts = _shift_for_ratio(samples, _RATIO_GRID)
@@ -397,12 +495,17 @@ def estimate_camera(values, normals, kind="disparity", *, focal_px=None, valid=N
         if abs(other - ratio) > 1e-3:
             alternatives.append(_square_error(samples, focal, float(_shift_for_ratio(samples, other)), slanted))
     shift_confidence = _confidence(best, alternatives)
+    focal_change, ratio_change = _stability(samples, focal, shift, fit_focal=not focal_given)
+    # Both must hold: the cost rises sharply around the optimum AND the optimum stays put under
+    # errors real maps have (min: neither makes up for the other).
+    focal_confidence = min(focal_confidence, _stable(focal_change))
+    shift_confidence = min(shift_confidence, _stable(ratio_change))
     coverage = min(1.0, slanted.sum() / (0.05 * samples.v.size))
     median_angle = float(np.degrees(np.arccos(np.clip(np.median(_cosines(samples, focal, shift)[0][slanted]),
                                                       -1.0, 1.0))))
     return CameraEstimate(kind, width, height, float(focal), float(shift),
                           focal_confidence * (1.0 if focal_given else coverage), shift_confidence * coverage,
-                          median_angle, focal_given)
+                          median_angle, focal_given, "given" if focal_given else "maps")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -47,6 +47,19 @@ def camera_normals(normal_image, shape):
     return normals
 
 
+def photo_pixels(photo, depth):
+    """The photo's RGB (H, W, 3) for the vanishing-point estimate, or None: no photo besides the
+    depth map, no pixels (a Render Result), or another aspect than the maps."""
+    if photo is None or photo == depth or min(photo.size) < 2 or min(depth.size) < 2:
+        return None
+    if abs(photo.size[0] / photo.size[1] - depth.size[0] / depth.size[1]) > 0.01:
+        return None
+    try:
+        return image_values(photo)[..., :3]
+    except (RuntimeError, ValueError):
+        return None
+
+
 def recorded_focal_35mm(*images):
     """The 35 mm-equivalent focal recorded with the results, or read from the source's EXIF."""
     for image in images:
@@ -86,12 +99,13 @@ class CameraChoice:
     shift_confidence: float | None
     fallbacks: list                 # why something fell back, for the report
     extras: list = field(default_factory=list)   # what else was done (refinement)
+    focal_method: str = "the maps"  # what an estimated focal came from: the photo's lines or the maps
 
     def report(self):
         """One line for the operator's report."""
         focal = _ORIGIN_WORDS[self.focal_origin]
         if self.focal_origin == "estimated":
-            focal += f", confidence {self.focal_confidence:.2f}"
+            focal += f" from {self.focal_method}, confidence {self.focal_confidence:.2f}"
         return "; ".join([f"focal {focal}", f"depth range {self.depth_range_origin}"] + self.fallbacks + self.extras)
 
     def record(self, camera):
@@ -131,11 +145,11 @@ def choose_camera(context, photo, depth, normal, kind, *, focal_source, focal_35
         values = image_values(depth)[..., 0]
         normals = camera_normals(normal, values.shape)
         if wants_estimate:
-            estimate = camera_estimate.estimate_camera(values, normals, kind)
+            estimate = camera_estimate.estimate_camera(values, normals, kind, photo=photo_pixels(photo, depth))
             if estimate.focal_is_confident:
                 available["estimated"] = estimate.focal_35mm
             else:
-                fallbacks.append(f"focal estimate not confident ({estimate.focal_confidence:.2f})")
+                fallbacks.append(f"focal estimate not confident ({estimate.note})")
     elif wants_estimate:
         fallbacks.append("no normal map to estimate the focal from")
     origin, _fell_back = camera_estimate.focal_origin(focal_source, set(available))
@@ -147,8 +161,11 @@ def choose_camera(context, photo, depth, normal, kind, *, focal_source, focal_35
     else:
         lens = geometry.lens_from_35mm(available[origin], width, height, sensor)
 
+    # A shift fitted at a guessed focal is as wrong as the guess (the two trade off in the fit):
+    # the depth range is estimated only at a focal that is known or confidently estimated.
+    focal_is_guess = origin == "default" or (origin == "scene camera" and focal_source != "SCENE")
     shift = shift_confidence = None
-    if values is not None:
+    if values is not None and not focal_is_guess:
         depth_height, depth_width = values.shape
         focal_px = lens / sensor * max(depth_width, depth_height)
         if estimate is None or origin != "estimated":
@@ -160,10 +177,15 @@ def choose_camera(context, photo, depth, normal, kind, *, focal_source, focal_35
         depth_range, range_origin = camera_estimate.depth_range_for_shift(shift, near), "estimated"
     else:
         depth_range, range_origin = default_depth_range, "default"
-        fallbacks.append("depth range not estimated" + ("" if normal is not None else ": no normal map"))
+        fallbacks.append("depth range not estimated" + (
+            f" (shift confidence {shift_confidence:.2f})" if shift is not None else
+            ": no normal map" if normal is None else
+            f": the focal is the {_ORIGIN_WORDS[origin]}, not known" if focal_is_guess else ""))
     confidence = estimate.focal_confidence if estimate is not None and not estimate.focal_given else None
+    method = "the photo's lines" if estimate is not None and estimate.focal_source == "lines" else "depth + normals"
     choice = CameraChoice(lens, sensor, origin, confidence, float(depth_range), range_origin,
-                          shift if range_origin == "estimated" else None, shift_confidence, fallbacks)
+                          shift if range_origin == "estimated" else None, shift_confidence, fallbacks,
+                          focal_method=method)
     return choice, values, normals
 
 
