@@ -126,7 +126,9 @@ def builder_case(scene25d, truth, severity, seed, depth_range=None, tag="rb"):
                                         depth_range)
         mesh_depth, intrinsics = built_depth(obj, camera, true_depth.shape)
         figures[refine] = mesh_figures(mesh_depth, true_depth, intrinsics) + (used_range, bool(obj["lotus_refined"]))
+        range_source = camera.get("lotus_depth_range_source", "")
     return {"severity": severity, "seed": seed, "depth_range": "automatic" if depth_range is None else "given",
+            "range_source": range_source,
             "refined": figures[True][3] and not figures[False][3],
             "normal_deg": [round(figures[False][0], 3), round(figures[True][0], 3)],
             "error_3d": [round(figures[False][1], 5), round(figures[True][1], 5)],
