@@ -397,6 +397,8 @@ def main(argv: list[str]) -> int:
     except (ValueError, inputs.InputError) as ex:
         print(f"LOTUS error: {ex}", file=sys.stderr, flush=True)
         return EXIT_USAGE
+    for note in (note for source in sources for note in source.notes):
+        print(f"LOTUS warning: {note}", file=sys.stderr, flush=True)
     tasks = [protocol.TASK_DEPTH, protocol.TASK_NORMAL] if args.task == "both" else [args.task]
     job_dir = ""
     previous_handler = None
