@@ -57,3 +57,35 @@ def test_frames_of_animated_gif_and_pages_of_tiff(tmp_path):
     assert image_files.frame_count(str(tmp_path / "two.tif")) == 2
     assert image_files.frame_count(str(tmp_path / "one.tif")) == 1
     assert image_files.frame_count(str(tmp_path / "anim.png")) == 1
+
+
+def _box(kind: bytes, payload: bytes) -> bytes:
+    return (8 + len(payload)).to_bytes(4, "big") + kind + payload
+
+
+def _ebml(element: int, payload: bytes) -> bytes:
+    size = bytes([0x01]) + len(payload).to_bytes(7, "big")  # an 8-byte EBML size
+    return element.to_bytes(4, "big") + size + payload
+
+
+def test_movie_cut_short_or_without_its_index(tmp_path):
+    """Containers as their writers lay them out: ISO boxes (MP4, MOV), a Matroska Segment, AVI's
+    RIFF chunks. Blender's own movies are checked in test_blender_inputs and test_cli."""
+    path = tmp_path / "movie"
+    mp4 = _box(b"ftyp", b"isom" * 4) + _box(b"mdat", bytes(5000)) + _box(b"moov", bytes(300))
+    mkv = _ebml(0x1A45DFA3, bytes(20)) + _ebml(0x18538067, bytes(6000))
+    avi = b"RIFF" + (4 + 7000).to_bytes(4, "little") + b"AVI " + bytes(7000)
+    for data in (mp4, mkv, avi):
+        path.write_bytes(data)
+        assert image_files.movie_complete(str(path)) is True
+        for cut in (len(data) - 1, int(len(data) * 0.6), 30):
+            path.write_bytes(data[:cut])
+            assert image_files.movie_complete(str(path)) is False, (data[:8], cut)
+    path.write_bytes(_box(b"ftyp", b"isom" * 4) + _box(b"mdat", bytes(5000)))
+    assert image_files.movie_complete(str(path)) is False  # no index ("moov")
+    unknown = _ebml(0x1A45DFA3, bytes(20)) + (0x18538067).to_bytes(4, "big") + b"\x01" \
+        + b"\xff" * 7 + bytes(100)
+    path.write_bytes(unknown)
+    assert image_files.movie_complete(str(path)) is None  # a live recording: size unknown
+    path.write_bytes(b"OggS" + bytes(100))
+    assert image_files.movie_complete(str(path)) is None

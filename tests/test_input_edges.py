@@ -3,6 +3,8 @@ wide, a JPEG cut short, animated GIFs and multi-page TIFFs, a truncated OpenEXR.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -120,3 +122,18 @@ def test_truncated_exr_is_refused_before_blender_reads_it(lotus, tmp_path):
         with pytest.raises(lotus.inputs.InputError, match="cut.exr is incomplete"):
             lotus.inputs.load_image_file(str(tmp_path / "cut.exr"))
     assert "cut.exr" not in bpy.data.images
+    # Already loaded in Blender (opened in the Image Editor, no pixels read yet): the panel's
+    # Active Image route refuses it before anything reads its pixels (5.0.1 crashed here).
+    (tmp_path / "loaded.exr").write_bytes(data[:len(data) // 2])
+    loaded = bpy.data.images.load(str(tmp_path / "loaded.exr"))
+    assert not loaded.has_data
+    operator = SimpleNamespace(image="", layer="", render_pass="Combined", frame_start=0,
+                               frame_end=0, images=lambda context: [loaded])
+    prepared, problems = lotus.operators.LOTUS_OT_predict_image.gather(
+        operator, bpy.context, str(tmp_path), 64)
+    assert prepared == [] and len(problems) == 1
+    assert problems[0].startswith("'loaded.exr' (loaded.exr) is incomplete"), problems
+    with pytest.raises(lotus.inputs.InputError, match="is incomplete"):
+        lotus.inputs.prepare_image(loaded, str(tmp_path), 64, 0)
+    assert not loaded.has_data
+    bpy.data.images.remove(loaded)

@@ -284,8 +284,10 @@ def _riff_complete(handle, size: int) -> bool:
         tag, length = struct.unpack("<4sI", handle.read(8))
         if tag != b"RIFF":
             break
-        position += 8 + length + (length & 1)
-    return 0 < position <= size + 1  # a last odd-sized chunk may lack its pad byte
+        if position + 8 + length > size:
+            return False
+        position += 8 + length + (length & 1)  # chunks are padded to an even size
+    return position > 0
 
 
 def movie_complete(path: str) -> bool | None:
