@@ -428,6 +428,30 @@ def test_movie_cut_short_or_unreadable_is_one_clear_line(lotus, tmp_path):
 
 # -- output rules ---------------------------------------------------------------------------------
 
+def test_preview_png_holds_the_preview_pixels(lotus, tmp_path):
+    """The depth preview file is written with the Standard view transform: the file holds the
+    pixels the .blend holds (a new scene's AgX changed them by up to 35/255)."""
+    import bpy
+    from PIL import Image
+    from lotus_blender.core import maps
+    depth = np.linspace(0.0, 1.0, 48 * 64, dtype=np.float32).reshape(48, 64)
+    colours = maps.colorize_depth(depth, near_is_high=True)
+    paths = {"exr": str(tmp_path / "m_depth.exr"), "preview": str(tmp_path / "m_preview.png")}
+    lotus.outputs.write_map_files(depth, "disparity", 64, 48, paths)
+    stored = np.asarray(Image.open(paths["preview"]).convert("RGB"), np.float32) / 255
+    assert np.abs(stored - colours).max() <= 1 / 255 + 1e-6
+    # The add-on's own result image and its file agree too.
+    result = bpy.ops.lotus.predict_image(image=new_image("prev_src", gradient()).name,
+                                         task='DEPTH')
+    assert result == {'FINISHED'}
+    preview = bpy.data.images["prev_src_depth_preview"]
+    in_blend = image_pixels(preview)[..., :3]
+    on_disk = np.asarray(Image.open(bpy.path.abspath(preview.filepath)).convert("RGB"),
+                         np.float32) / 255
+    assert np.abs(in_blend - on_disk).max() <= 1 / 255 + 1e-6
+    remove_images("prev_src")
+
+
 def test_unwritable_output_folder_keeps_results(lotus, tmp_path):
     import bpy
     blocker = tmp_path / "not_a_folder"

@@ -181,6 +181,20 @@ def test_movie_frames_each_from_its_own_pixels(cli, tmp_path, capsys, monkeypatc
                       "or its index is missing); copy or render it again"]
 
 
+def test_over_long_name_one_warning(cli, tmp_path, capsys):
+    from PIL import Image
+    stem = ("take with a very long descriptive name " * 7)[:236]
+    Image.fromarray(np.round(gradient()[..., :3] * 255).astype(np.uint8)).save(
+        tmp_path / f"{stem}.png")
+    out = tmp_path / "out"
+    assert cli.main(["predict", str(tmp_path / f"{stem}.png"), "-o", str(out)]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines()
+                if line.startswith("LOTUS warning")]
+    assert len(warnings) == 1 and "too long" in warnings[0]
+    short = warnings[0].rsplit("'", 2)[1]
+    assert sorted(os.listdir(out)) == [f"{short}_depth.exr", f"{short}_depth_preview.png"]
+
+
 # The bpy module has no -c: check in a fresh Blender that enabling the add-on registers the
 # "lotus" command (registering the id again is refused with a warning) and disabling removes it.
 REGISTRATION_SCRIPT = r"""

@@ -205,6 +205,11 @@ def find_sources(paths: list[str], frames: list[int] | None) -> list[Source]:
                     kind=IMAGE, path=os.path.abspath(path)))
         else:
             raise inputs.InputError(f"Not found: {path}")
+    for source in sources:
+        short = naming.short_stem(source.name)
+        if short != source.name:
+            source.notes.append(naming.shortened_note(source.name, short))
+            source.name = short
     names = [s.name for s in sources]
     for source in sources:
         if names.count(source.name) > 1:
