@@ -165,6 +165,17 @@ def _write_half_then(lotus, monkeypatch, *, raise_error):
         if raise_error:
             raise RuntimeError(f"Error: Could not write image: No space left on device, '{path}'")
     monkeypatch.setattr(lotus.package.blender.files, "save_render", half_writer)
+    # The 16-bit normal PNG is written strip by strip by the add-on itself.
+    image_files = lotus.package.core.image_files
+    real_png = image_files.write_png_rgb16
+
+    def half_png(path, *args):
+        real_png(path, *args)
+        data = Path(path).read_bytes()
+        Path(path).write_bytes(data[:len(data) // 2])
+        if raise_error:
+            raise OSError(28, "No space left on device")
+    monkeypatch.setattr(image_files, "write_png_rgb16", half_png)
 
 
 @pytest.mark.parametrize("raise_error", [True, False], ids=["raises", "silent"])

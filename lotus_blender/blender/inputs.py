@@ -76,6 +76,9 @@ def _reduction_factors(width: int, height: int, processing_resolution: int) -> t
 
 def image_display_array(image: bpy.types.Image, processing_resolution: int) -> np.ndarray:
     """HxWx3 float32 display values, top row first, reduced by an integer area average."""
+    # Loaded here only to be read: its own buffer (8-bit or float) is freed once copied out, so
+    # Blender holds one full-size copy at a time; Blender loads the file again if it is shown.
+    loaded_here = not image.has_data and image.source == 'FILE' and image.packed_file is None
     width, height = image.size[0], image.size[1]
     channels = image.channels
     if width <= 0 or height <= 0 or channels <= 0 or len(image.pixels) == 0:
@@ -83,6 +86,8 @@ def image_display_array(image: bpy.types.Image, processing_resolution: int) -> n
                          f"(missing, empty or corrupt file?)")
     pixels = np.empty(width * height * channels, dtype=np.float32)
     image.pixels.foreach_get(pixels)
+    if loaded_here and not image.is_dirty:
+        image.buffers_free()
     pixels = pixels.reshape(height, width, channels)
     across, down = _reduction_factors(width, height, processing_resolution)
     out_h, out_w = max(1, height // down), max(1, width // across)
@@ -121,7 +126,8 @@ def _write_npy(array: np.ndarray, job_dir: str, stem: str) -> str:
 
 
 def _safe_stem(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "image"
+    """A job file's name: ASCII, short (the worker adds its own suffixes to it)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")[:40] or "image"
 
 
 def _source_name(image: bpy.types.Image) -> str:
@@ -162,14 +168,18 @@ def prepare_image(image: bpy.types.Image, job_dir: str, processing_resolution: i
     """Packed, generated, edited (dirty) and file images alike: read from Blender's pixels."""
     refuse_unreadable(image)
     array = image_display_array(image, processing_resolution)
-    name = name or _source_name(image)
+    full_name = name or _source_name(image)
+    name = naming.short_stem(full_name)
     path = _write_npy(array, job_dir, f"{index:04d}_{_safe_stem(name)}")
     source_path = _abs_path(image) if source_path is None else source_path
+    notes = file_notes(source_path, image) if source_path else []
+    if name != full_name:
+        notes.append(naming.shortened_note(full_name, name))
     return PreparedInput(name=name, npy_path=path, full_width=image.size[0],
                          full_height=image.size[1], source_image=image.name,
                          source_path=source_path,
                          focal_35mm=exif_focal_35mm(source_path) if source_path else 0.0,
-                         notes=file_notes(source_path, image) if source_path else [])
+                         notes=notes)
 
 
 def file_notes(path: str, image: bpy.types.Image | None = None) -> list[str]:
@@ -572,9 +582,14 @@ def prepare_frames(image: bpy.types.Image, first: int, last: int, job_dir: str,
     finally:
         if reader is not None:
             reader.close()
+    # One line per thing to say, not one per frame.
+    notes = list(dict.fromkeys(note for item in prepared for note in item.notes))
+    for item in prepared:
+        item.notes = []
     missing = [frame for frame in wanted if frame not in frames]
     if missing:
-        prepared[0].notes.append(missing_frames_note(label, missing, len(frames)))
+        notes.append(missing_frames_note(label, missing, len(frames)))
+    prepared[0].notes = notes
     return prepared
 
 

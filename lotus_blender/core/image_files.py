@@ -34,6 +34,36 @@ def png_complete(path: str) -> bool:
         return False
 
 
+def write_png_rgb16(path: str, width: int, height: int, strips) -> None:
+    """A 16-bit RGB PNG written strip by strip: ``strips`` yields uint16 arrays (rows, width, 3),
+    top row first, ``height`` rows in all. Blender's writer needs the whole picture as a float
+    buffer and then two more full-size copies (colour-managed and 16-bit) at once; this holds one
+    strip. Same pixels as Blender's 16-bit PNG of the same values (round to nearest)."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + \
+            struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    compressor = zlib.compressobj(6)
+    rows = 0
+    with open(path, "wb") as handle:
+        handle.write(PNG_SIGNATURE)
+        handle.write(chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)))
+        for strip in strips:
+            data = strip.astype(">u2").reshape(strip.shape[0], width * 3)
+            rows += data.shape[0]
+            # Filter type 0 (None) before every row.
+            raw = b"".join(b"\x00" + row.tobytes() for row in data)
+            compressed = compressor.compress(raw)
+            if compressed:
+                handle.write(chunk(b"IDAT", compressed))
+        if rows != height:
+            raise ValueError(f"{rows} rows given for a {height}-row picture")
+        handle.write(chunk(b"IDAT", compressor.flush()))
+        handle.write(PNG_END)
+
+
 def _cstring(handle) -> bytes:
     chars = bytearray()
     while True:
