@@ -3,6 +3,7 @@
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from lotus_blender.core import image_files
@@ -89,3 +90,29 @@ def test_movie_cut_short_or_without_its_index(tmp_path):
     assert image_files.movie_complete(str(path)) is None  # a live recording: size unknown
     path.write_bytes(b"OggS" + bytes(100))
     assert image_files.movie_complete(str(path)) is None
+
+
+def test_16bit_png_written_strip_by_strip(tmp_path):
+    import struct
+    import zlib
+    values = np.random.default_rng(2).integers(0, 65536, (37, 23, 3), dtype=np.uint16)
+    path = tmp_path / "n.png"
+    image_files.write_png_rgb16(str(path), 23, 37, (values[i:i + 5] for i in range(0, 37, 5)))
+    assert image_files.png_complete(str(path))
+    data = path.read_bytes()
+    position, idat, header = 8, b"", None
+    while position < len(data):
+        length, kind = struct.unpack(">I4s", data[position:position + 8])
+        body = data[position + 8:position + 8 + length]
+        assert zlib.crc32(kind + body) == struct.unpack(">I", data[position + 8 + length:
+                                                                   position + 12 + length])[0]
+        header = body if kind == b"IHDR" else header
+        idat += body if kind == b"IDAT" else b""
+        position += 12 + length
+    assert struct.unpack(">IIBBBBB", header) == (23, 37, 16, 2, 0, 0, 0)
+    rows = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(37, 1 + 23 * 6)
+    assert (rows[:, 0] == 0).all()
+    decoded = rows[:, 1:].copy().view(">u2").reshape(37, 23, 3)
+    assert (decoded == values).all()
+    with pytest.raises(ValueError):
+        image_files.write_png_rgb16(str(path), 23, 37, iter([values[:10]]))
