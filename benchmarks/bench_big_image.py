@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -159,7 +160,8 @@ def main() -> int:
                      for label, rss in measured["phases"].items()},
                  "result_sizes": measured["result_sizes"], "files": measured["files"]}
         report["sizes"][size] = entry
-        photo.unlink()
+        shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(root, ignore_errors=True)
     print(json.dumps(report, indent=2))
     return 0
 

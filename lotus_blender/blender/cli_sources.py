@@ -178,8 +178,8 @@ def _folder(folder: str, frames: list[int] | None) -> list[Source]:
         pattern = os.path.join(os.path.abspath(folder), f"{prefix}%0{width}d{suffix}{extension}")
         present = sorted(n for n, path in members if os.path.getsize(path) > 0)
         source = Source(name=_base_name(prefix, suffix), kind=SEQUENCE, path=pattern)
-        source.keep_present(frames or list(range(present[0], present[-1] + 1))
-                            if present else frames or [members[0][0]], set(present))
+        every = list(range(present[0], present[-1] + 1)) if present else [n for n, _ in members]
+        source.keep_present(frames or every, set(present))
         sources.append(source)
     return sources + singles
 

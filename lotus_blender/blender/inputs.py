@@ -33,6 +33,8 @@ from . import compat, naming
 # The worker never needs more than this many pixels per processing-resolution pixel of edge.
 OVERSAMPLE = 2
 RENDER_LIKE_TYPES = ('RENDER_RESULT', 'COMPOSITING')
+# Above this many pixels a file image's own buffer is freed once read (README, huge images).
+FREE_AFTER_READING_PIXELS = 4096 * 4096
 
 
 class InputError(RuntimeError):
@@ -76,17 +78,18 @@ def _reduction_factors(width: int, height: int, processing_resolution: int) -> t
 
 def image_display_array(image: bpy.types.Image, processing_resolution: int) -> np.ndarray:
     """HxWx3 float32 display values, top row first, reduced by an integer area average."""
-    # Loaded here only to be read: its own buffer (8-bit or float) is freed once copied out, so
-    # Blender holds one full-size copy at a time; Blender loads the file again if it is shown.
-    loaded_here = not image.has_data and image.source == 'FILE' and image.packed_file is None
     width, height = image.size[0], image.size[1]
     channels = image.channels
     if width <= 0 or height <= 0 or channels <= 0 or len(image.pixels) == 0:
         raise InputError(f"'{image.name}' has no pixels Blender can read "
                          f"(missing, empty or corrupt file?)")
+    needs_oetf = _needs_oetf(image)  # asked now: it loads the image, which may be freed below
     pixels = np.empty(width * height * channels, dtype=np.float32)
     image.pixels.foreach_get(pixels)
-    if loaded_here and not image.is_dirty:
+    if width * height > FREE_AFTER_READING_PIXELS and image.source == 'FILE' \
+            and image.packed_file is None and not image.is_dirty:
+        # A huge file image's own buffer (8-bit or float) goes once copied out, so Blender holds
+        # one full-size copy at a time; Blender reads the file again when it is shown.
         image.buffers_free()
     pixels = pixels.reshape(height, width, channels)
     across, down = _reduction_factors(width, height, processing_resolution)
@@ -106,7 +109,7 @@ def image_display_array(image: bpy.types.Image, processing_resolution: int) -> n
         block = strip.reshape(strip.shape[0], out_w, across, 3).mean(axis=(0, 2))
         result[row] = block
     del pixels
-    if _needs_oetf(image):
+    if needs_oetf:
         linear_to_srgb(result)
     else:
         np.clip(result, 0.0, 1.0, out=result)
@@ -167,6 +170,7 @@ def prepare_image(image: bpy.types.Image, job_dir: str, processing_resolution: i
                   name: str | None = None, source_path: str | None = None) -> PreparedInput:
     """Packed, generated, edited (dirty) and file images alike: read from Blender's pixels."""
     refuse_unreadable(image)
+    width, height = image.size  # before reading: asking after would load a freed huge image again
     array = image_display_array(image, processing_resolution)
     full_name = name or _source_name(image)
     name = naming.short_stem(full_name)
@@ -175,8 +179,8 @@ def prepare_image(image: bpy.types.Image, job_dir: str, processing_resolution: i
     notes = file_notes(source_path, image) if source_path else []
     if name != full_name:
         notes.append(naming.shortened_note(full_name, name))
-    return PreparedInput(name=name, npy_path=path, full_width=image.size[0],
-                         full_height=image.size[1], source_image=image.name,
+    return PreparedInput(name=name, npy_path=path, full_width=width,
+                         full_height=height, source_image=image.name,
                          source_path=source_path,
                          focal_35mm=exif_focal_35mm(source_path) if source_path else 0.0,
                          notes=notes)
@@ -245,7 +249,9 @@ def load_image_file(path: str) -> bpy.types.Image:
 def prepare_file(path: str, job_dir: str, processing_resolution: int, index: int) -> PreparedInput:
     image = load_image_file(path)
     source_path = os.path.abspath(bpy.path.abspath(path))
-    return prepare_image(image, job_dir, processing_resolution, index, source_path=source_path)
+    # Named after the file: Blender cuts a long name to fit its datablock names (63 bytes to 4.5).
+    return prepare_image(image, job_dir, processing_resolution, index,
+                         name=naming.stem(os.path.basename(source_path)), source_path=source_path)
 
 
 # -- things without pixel access: let Blender save them first ------------------------------------

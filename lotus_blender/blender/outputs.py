@@ -293,10 +293,6 @@ def _single_result(output, prepared, settings, writer, write_files, problems):
             file_format, depth, settings))
         if not saved:
             keep_in_blend(image)
-        elif image.size[0] * image.size[1] > 4096 * 4096:
-            # A huge result's pixels are in its file now: Blender reads them back when the image
-            # is shown or used, so the next map does not add a full-size copy to this one.
-            image.buffers_free()
     return made
 
 
