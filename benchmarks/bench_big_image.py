@@ -85,9 +85,11 @@ def child(work: Path, photo: Path, depth_model: str, normal_model: str) -> dict:
     inputs.image_display_array = labelled("read pixels and reduce", inputs.image_display_array)
     outputs._fill_image = labelled("fill a full-size result image", outputs._fill_image)
     files.WriterScene.write = labelled("write an EXR or PNG (Blender)", files.WriterScene.write)
-    outputs.write_normal_png = labelled("write the 16-bit normal PNG (strips)",
-                                        outputs.write_normal_png)
-    threading.Thread(target=sample, daemon=True).start()
+    if hasattr(outputs, "write_normal_png"):  # absent before issue 15 (for comparisons)
+        outputs.write_normal_png = labelled("write the 16-bit normal PNG (strips)",
+                                            outputs.write_normal_png)
+    if not os.environ.get("LOTUS_BENCH_NO_SAMPLING"):
+        threading.Thread(target=sample, daemon=True).start()
     baseline = _status("VmRSS")
     _reset_peak()
     result = bpy.ops.lotus.predict_files(task='BOTH', directory=str(photo.parent),
