@@ -7,9 +7,9 @@
     python build.py repo DIR [options]   # a static extension repository a studio can host
     python build.py --bundle-model SOURCE  # ship a compact fp16 Lotus checkpoint inside the zip
 
-One zip per platform and Blender Python (cp311: Blender 4.2-5.0, cp313: Blender 5.1+), each
-holding only its own wheels: Blender picks the one matching its Python from a repository and
-refuses the other. Wheels are resolved per target platform and Python with ``pip download --only-binary`` and cached
+One zip per platform and Blender Python (cp311: Blender 4.2-5.0, cp313: Blender 5.1+, cp314: Linux
+distro builds on Python 3.14; --python takes any 3.x from 3.11), each holding only its own wheels:
+Blender picks the one matching its Python from a repository and refuses the others. Wheels are resolved per target platform and Python with ``pip download --only-binary`` and cached
 under wheels/, so a second build downloads nothing. numpy is never bundled (Blender ships its own).
 The zip is built and validated by Blender's own extension tool (blender_ext.py from the installed
 ``bpy`` package, or ``blender --command extension`` with --blender).
@@ -59,14 +59,33 @@ PLATFORM_TAGS = {
                     "macosx_11_0_arm64", "macosx_10_9_universal2"],
 }
 # Blender's Python per release line: official builds run CPython 3.11 up to 5.0 and 3.13 from
-# 5.1. Linux distributions build Blender 4.x on their system Python too (3.13 in some), so only
-# the cp311 zip gets a maximum version: official 5.1+ then refuse it at install time instead of
-# after; Blender itself refuses a zip whose wheels are for another Python (python_versions).
-PYTHON_BLENDER_RANGE = {"3.11": ("4.2.0", "5.1.0"), "3.13": ("4.2.0", None)}
-# What to tell the user a zip installs on.
-PYTHON_BLENDERS = {"3.11": "Blender 4.2 to 5.0 (Python 3.11)",
-                   "3.13": "Blender 5.1 and newer, and 4.2+ builds on Python 3.13"}
-DEFAULT_PYTHONS = "3.11,3.13"
+# 5.1. Linux distributions build Blender on their system Python (3.11 to 3.14: Debian unstable's
+# 5.2 runs 3.14), so only the cp311 zip gets a maximum version: official 5.1+ then refuse it at
+# install time instead of after; Blender itself refuses a zip whose wheels are for another Python
+# (python_versions, read from the wheels' tags).
+BLENDER_VERSION_MAX = {"3.11": "5.1.0"}
+OFFICIAL_BLENDERS = {"3.13": "official Blender 5.1 and newer"}
+# Blender 4.2, the oldest this extension supports, runs Python 3.11.
+OLDEST_PYTHON = (3, 11)
+DEFAULT_PYTHONS = "3.11,3.13,3.14"
+
+
+def check_python(python: str) -> str:
+    """A Blender Python as "3.X", or a BuildError saying what is accepted."""
+    match = re.fullmatch(r"3\.(\d+)", python.strip())
+    if not match or (3, int(match.group(1))) < OLDEST_PYTHON:
+        raise BuildError(f"unknown Python {python!r}: give Blender's Python as 3.X, 3.11 or newer "
+                         "(3.11 for Blender 4.2-5.0, 3.13 for 5.1+, 3.14 for distro builds on it)")
+    return f"3.{int(match.group(1))}"
+
+
+def blenders_for(python: str) -> str:
+    """Which Blenders install the zip for this Python (told to the user)."""
+    if python in BLENDER_VERSION_MAX:
+        return f"Blender 4.2 to 5.0 on Python {python} (official and distro builds)"
+    distro = f"Linux distro builds of Blender 4.2+ on Python {python}"
+    official = OFFICIAL_BLENDERS.get(python)
+    return f"{official} (Python {python}) and {distro}" if official else distro
 # Where CPU-only torch builds live for platforms whose PyPI torch is the CUDA build.
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu128"
@@ -280,7 +299,7 @@ def staged_manifest(text: str, platforms: list[str], wheels: list[str], python: 
     extra = ""
     if wheels:
         extra += "wheels = [\n" + "".join(f'  "./wheels/{w}",\n' for w in wheels) + "]\n"
-        top = PYTHON_BLENDER_RANGE[python][1] if python else None
+        top = BLENDER_VERSION_MAX.get(python) if python else None
         if top:
             extra += f'blender_version_max = "{top}"\n'
     if not re.search(r"(?m)^blender_version_min\s*=", text):
@@ -346,14 +365,13 @@ class BuiltZip:
         torch_text = {"cpu": "torch (CPU) bundled", "cuda": "torch (CUDA) bundled",
                       "none": "light: no torch, the worker needs a Python with torch "
                               "(Preferences > Worker Python)"}[self.torch]
-        return f"built {self.path} ({size:.1f} MiB): {PYTHON_BLENDERS[self.python]}; {torch_text}"
+        return f"built {self.path} ({size:.1f} MiB): installs on {blenders_for(self.python)}; {torch_text}"
 
 
 def _torch_fallback_note(ex: TorchUnavailable, python: str) -> str:
     tag = "cp" + python.replace(".", "")
-    lines = "5.1+" if python == "3.13" else "4.2-5.0"
-    return (f"note: {ex}: the {tag} zip (Blender {lines}) is a light build instead; its users set "
-            f"Worker Python to a Python with torch (or build it with --torch cuda)")
+    return (f"note: {ex}: the {tag} zip ({blenders_for(python)}) is a light build instead; its "
+            f"users set Worker Python to a Python with torch (or build it with --torch cuda)")
 
 
 def build(args) -> list[BuiltZip]:
@@ -361,10 +379,9 @@ def build(args) -> list[BuiltZip]:
     for platform in platforms:
         if platform not in PLATFORM_TAGS:
             raise BuildError(f"unknown platform {platform!r} (choose from {', '.join(PLATFORM_TAGS)}, all)")
-    pythons = args.python.split(",")
-    for python in pythons:
-        if python not in PYTHON_BLENDER_RANGE:
-            raise BuildError(f"unknown Python {python!r} (3.11 for Blender 4.2-5.0, 3.13 for 5.1+)")
+    # Wheels for each Python are checked when they are resolved: a Python that PyPI has no
+    # wheel of some requirement for is one clear error naming it.
+    pythons = list(dict.fromkeys(check_python(python) for python in args.python.split(",")))
     tool = ExtensionTool(args.blender)
     output_dir = Path(args.output_dir).resolve()
     cache = Path(args.wheel_cache).resolve()
@@ -429,7 +446,8 @@ def main(argv: list[str]) -> int:
                              "(default: this machine's)")
     parser.add_argument("--python", default=DEFAULT_PYTHONS,
                         help="Blender Python version(s), comma separated, one zip each: "
-                             f"3.11 (Blender 4.2-5.0), 3.13 (Blender 5.1+); default {DEFAULT_PYTHONS}")
+                             "3.11 (Blender 4.2-5.0), 3.13 (Blender 5.1+), 3.14 (distro builds), "
+                             f"or any 3.X from 3.11; default {DEFAULT_PYTHONS}")
     parser.add_argument("--torch-index", help="extra package index for torch wheels")
     parser.add_argument("--blender", help="a blender binary to use instead of the bpy module's tool")
     parser.add_argument("--output-dir", default=str(ROOT / "dist"))

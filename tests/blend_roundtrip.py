@@ -87,7 +87,7 @@ def predict_into(work: Path, args: dict) -> dict:
     """Predict into an output folder that may fail (full or read-only): reports, images, files."""
     import bpy
     name = _install(work, args)
-    jobs = sys.modules[f"{name}.blender.jobs"]
+    job_folders = sys.modules[f"{name}.blender.job_folders"]
     reports = []
     for repeat in range(args.get("runs", 1)):
         try:
@@ -105,7 +105,7 @@ def predict_into(work: Path, args: dict) -> dict:
     folder = Path(args["output_dir"])
     files = {p.name: p.stat().st_size for p in folder.iterdir()} if folder.is_dir() else {}
     return {"reports": reports, "images": images, "files": files,
-            "jobs": sorted(os.listdir(jobs.jobs_folder()))}
+            "jobs": sorted(os.listdir(job_folders.jobs_folder()))}
 
 
 STEPS = {"build_and_save": build_and_save, "reopen": reopen, "predict_into": predict_into}

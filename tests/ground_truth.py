@@ -12,6 +12,12 @@ Pass facts (checked by tests/test_scene25d_ground_truth.py):
 - Depth (Z) is the PLANAR camera depth (distance along the camera's -Z axis), not the length of the
   view ray; the pixel filter is made tiny so each pixel's value is the one at its centre ray.
 - Normal is the world-space shading normal (unit length, smooth where the mesh is smooth).
+
+`SCENES` holds scenes of different content for the tests on model-like maps (tests/lotus_errors.py):
+"objects" (the default above), "room" (furniture in a room with tiled floor and walls), "table"
+(objects on a table in front of a wall), "outdoor" (buildings on open ground before a far
+background) and "closeup" (one wall filling most of the frame, a small object in front).
+`render_scene(name)` renders one of them; `GroundTruth.subject_mask` marks its foreground objects.
 """
 
 from __future__ import annotations
@@ -42,6 +48,52 @@ OBJECTS = {
 }
 SUBJECT_NAMES = ("gt_sphere", "gt_box")
 
+# Colours of the tiled (checker) surfaces: straight edges across the frame, as man-made scenes have.
+_TILE_LIGHT, _TILE_DARK = (0.7, 0.68, 0.62), (0.35, 0.33, 0.3)
+
+
+@dataclass(frozen=True)
+class SceneSpec:
+    """One ground-truth scene: objects as in OBJECTS (a colour may be a pair of colours: a checker
+    of `tile` metres), the camera, and which objects are the foreground subjects."""
+    objects: dict
+    camera_location: tuple
+    camera_target: tuple
+    lens: float
+    subjects: tuple
+
+
+SCENES = {
+    "objects": SceneSpec(OBJECTS, CAMERA_LOCATION, CAMERA_TARGET, CAMERA_LENS_MM, SUBJECT_NAMES),
+    "room": SceneSpec({
+        "room_cabinet": ("BOX", (-1.9, 2.2, 0.6), 1.2, (0.45, 0.3, 0.2), (0, 0, 0), (0.8, 0.6, 1.0)),
+        "room_table": ("BOX", (0.8, 0.8, 0.4), 1.0, (0.55, 0.45, 0.35), (0, 0, 0), (1.2, 0.8, 0.8)),
+        "room_ball": ("SPHERE", (0.6, 0.7, 1.15), 0.35, (0.8, 0.2, 0.15)),
+        "room_floor": ("PLANE", (0.0, 0.0, 0.0), 12.0, (_TILE_LIGHT, _TILE_DARK)),
+        "room_back": ("WALL", (0.0, 3.0, 0.0), 12.0, ((0.75, 0.75, 0.72), (0.55, 0.56, 0.6))),
+        "room_left": ("WALL", (-2.8, 0.0, 0.0), 12.0, ((0.7, 0.72, 0.75), (0.5, 0.52, 0.58)), (0, 0, 90)),
+        "room_right": ("WALL", (3.2, 0.0, 0.0), 12.0, ((0.7, 0.72, 0.75), (0.5, 0.52, 0.58)), (0, 0, 90)),
+    }, (1.2, -3.6, 1.6), (-0.4, 1.8, 0.8), 24.0, ("room_cabinet", "room_table", "room_ball")),
+    "table": SceneSpec({
+        "table_top": ("BOX", (0.0, 0.4, 0.7), 1.0, (0.5, 0.35, 0.22), (0, 0, 0), (1.8, 1.0, 0.08)),
+        "table_cup": ("BOX", (-0.35, 0.3, 0.86), 0.24, (0.2, 0.4, 0.75), (0, 0, 25), None),
+        "table_ball": ("SPHERE", (0.35, 0.45, 0.94), 0.2, (0.85, 0.6, 0.1)),
+        "table_wall": ("WALL", (0.0, 1.3, 0.0), 10.0, ((0.72, 0.7, 0.66), (0.5, 0.48, 0.45))),
+        "table_floor": ("PLANE", (0.0, 0.0, 0.0), 10.0, (_TILE_LIGHT, _TILE_DARK)),
+    }, (0.5, -1.7, 1.45), (0.0, 0.5, 0.8), 35.0, ("table_top", "table_cup", "table_ball")),
+    "outdoor": SceneSpec({
+        "outdoor_house": ("BOX", (-3.0, 10.0, 2.0), 1.0, (0.7, 0.55, 0.45), (0, 0, 15), (3.0, 3.0, 4.0)),
+        "outdoor_tower": ("BOX", (4.0, 18.0, 4.0), 1.0, (0.55, 0.58, 0.65), (0, 0, -10), (2.5, 2.5, 8.0)),
+        "outdoor_tree": ("SPHERE", (1.0, 6.0, 1.2), 1.2, (0.2, 0.45, 0.15)),
+        "outdoor_ground": ("PLANE", (0.0, 30.0, 0.0), 120.0, ((0.35, 0.42, 0.25), (0.3, 0.36, 0.22))),
+        "outdoor_far": ("WALL", (0.0, 70.0, 0.0), 200.0, (0.55, 0.62, 0.75)),
+    }, (0.0, -4.0, 1.7), (0.3, 12.0, 2.2), 35.0, ("outdoor_house", "outdoor_tower", "outdoor_tree")),
+    "closeup": SceneSpec({
+        "closeup_wall": ("WALL", (0.0, 1.0, 0.0), 6.0, ((0.7, 0.66, 0.6), (0.55, 0.5, 0.45)), (0, 0, 12)),
+        "closeup_ball": ("SPHERE", (0.25, 0.35, 0.95), 0.12, (0.8, 0.2, 0.15)),
+    }, (0.0, -0.9, 1.15), (0.15, 1.0, 1.0), 50.0, ("closeup_ball",)),
+}
+
 PASS_SOCKETS = {"combined": "Image", "depth": "Depth", "normal": "Normal", "diffuse_color": "Diffuse Color"}
 
 
@@ -58,14 +110,28 @@ class GroundTruth:
     sensor_fit: str
     resolution: tuple             # (width, height) in pixels
     object_names: dict = field(default_factory=dict)   # role -> object name
-    object_index: np.ndarray | None = None              # (H, W) int: 0 background, i+1 = OBJECTS order
+    object_index: np.ndarray | None = None              # (H, W) int: 0 background, i+1 = objects order
+    subject_indices: tuple = ()                          # object_index values of the subjects
 
     @property
     def subject_mask(self) -> np.ndarray:
-        """Pixels showing the sphere or the box."""
-        names = list(OBJECTS)
-        ids = [names.index(n) + 1 for n in SUBJECT_NAMES]
-        return np.isin(self.object_index, ids)
+        """Pixels showing the scene's foreground subjects (the sphere or the box by default)."""
+        return np.isin(self.object_index, self.subject_indices)
+
+    @property
+    def camera_normals(self) -> np.ndarray:
+        """The Normal pass in camera space (Blender convention: +X right, +Y up, +Z toward the
+        camera), turned to face the camera as Lotus predicts them (a plane's pass normal may face
+        away: Cycles does not flip it)."""
+        normals = self.normal @ self.matrix_world[:3, :3]
+        width, height = self.resolution
+        focal = self.lens / self.sensor_width * max(width, height)  # sensor fit AUTO
+        x = (np.arange(width) + 0.5 - width / 2) / focal
+        y = (height / 2 - np.arange(height) - 0.5) / focal
+        rays = np.stack(np.broadcast_arrays(x[None, :], y[:, None], -np.ones((height, width))), axis=-1)
+        away = np.sum(normals * rays, axis=-1) > 0
+        normals[away] *= -1
+        return normals
 
 
 def _look_at_matrix(location, target):
@@ -79,9 +145,11 @@ class GroundTruthScene:
     """Builds the known scene in a new bpy scene and removes every datablock it made."""
 
     def __init__(self, name: str = "lotus_ground_truth", *, objects=None, camera_location=CAMERA_LOCATION,
-                 camera_target=CAMERA_TARGET, lens=CAMERA_LENS_MM, resolution=RESOLUTION, samples=SAMPLES):
-        """objects: name -> (kind, location, size, colour[, rotation in degrees XYZ]) like OBJECTS
-        (the default); the object index pass numbers them from 1 in this order."""
+                 camera_target=CAMERA_TARGET, lens=CAMERA_LENS_MM, resolution=RESOLUTION, samples=SAMPLES,
+                 subjects=SUBJECT_NAMES):
+        """objects: name -> (kind, location, size, colour[, rotation in degrees XYZ[, scale XYZ]])
+        like OBJECTS (the default); the object index pass numbers them from 1 in this order. A
+        colour may be a pair of colours: a checker of 0.5 m tiles."""
         import bpy
         self._made = []  # (collection name in bpy.data, datablock)
         self.scene = bpy.data.scenes.new(name)
@@ -92,6 +160,7 @@ class GroundTruthScene:
         self._setup_world()
         self.camera = self._add_camera(camera_location, camera_target, lens)
         self.objects = {}
+        self.subjects = tuple(subjects)
         for index, (obj_name, spec) in enumerate((OBJECTS if objects is None else objects).items()):
             self.objects[obj_name] = self._add_object(obj_name, index + 1, *spec)
         self.sun = self._add_sun()
@@ -168,7 +237,7 @@ class GroundTruthScene:
         self.scene.collection.objects.link(obj)
         return obj
 
-    def _add_object(self, name, pass_index, kind, location, size, colour, rotation=None):
+    def _add_object(self, name, pass_index, kind, location, size, colour, rotation=None, scale=None):
         import bmesh
         import bpy
         from mathutils import Matrix
@@ -190,8 +259,19 @@ class GroundTruthScene:
         if material.node_tree is None:
             material.use_nodes = True
         bsdf = material.node_tree.nodes.get("Principled BSDF")
-        bsdf.inputs["Base Color"].default_value = (*colour, 1.0)
         bsdf.inputs["Roughness"].default_value = 0.8
+        if isinstance(colour[0], (tuple, list)):  # a checker of 0.5 m tiles in object space
+            nodes, links = material.node_tree.nodes, material.node_tree.links
+            coordinates = nodes.new("ShaderNodeTexCoord")
+            checker = nodes.new("ShaderNodeTexChecker")
+            checker.inputs["Color1"].default_value = (*colour[0], 1.0)
+            checker.inputs["Color2"].default_value = (*colour[1], 1.0)
+            checker.inputs["Scale"].default_value = 2.0  # cells of 1 / Scale object units
+            links.new(coordinates.outputs["Object"], checker.inputs["Vector"])
+            links.new(checker.outputs["Color"], bsdf.inputs["Base Color"])
+            colour = colour[0]
+        else:
+            bsdf.inputs["Base Color"].default_value = (*colour, 1.0)
         material.diffuse_color = (*colour, 1.0)
         mesh.materials.append(material)
         obj = self._keep("objects", bpy.data.objects.new(name, mesh))
@@ -200,6 +280,8 @@ class GroundTruthScene:
             obj.rotation_euler = tuple(math.radians(angle) for angle in rotation)
         elif kind == "BOX":
             obj.rotation_euler = (0.0, 0.0, math.radians(30.0))
+        if scale is not None:
+            obj.scale = scale
         obj.pass_index = pass_index
         self.scene.collection.objects.link(obj)
         return obj
@@ -241,6 +323,8 @@ class GroundTruthScene:
             object_names={"sphere": "gt_sphere", "box": "gt_box", "ground": "gt_ground",
                           "wall": "gt_wall", "camera": cam.name, "sun": self.sun.name},
             object_index=np.rint(planes["object_index"][..., 0]).astype(np.int32),
+            subject_indices=tuple(self.objects[name].pass_index for name in self.subjects
+                                  if name in self.objects),
         )
 
     @staticmethod
@@ -270,4 +354,15 @@ class GroundTruthScene:
 def render_ground_truth() -> GroundTruth:
     """Build, render and remove the known scene; returns the passes and the camera."""
     with GroundTruthScene() as scene:
+        return scene.render()
+
+
+def render_scene(name: str, *, lens: float | None = None, resolution=RESOLUTION,
+                 samples: int = SAMPLES) -> GroundTruth:
+    """Build, render and remove one of SCENES (optionally through another lens); returns the
+    passes and the camera."""
+    spec = SCENES[name]
+    with GroundTruthScene(f"lotus_gt_{name}", objects=spec.objects, camera_location=spec.camera_location,
+                          camera_target=spec.camera_target, lens=spec.lens if lens is None else lens,
+                          resolution=resolution, samples=samples, subjects=spec.subjects) as scene:
         return scene.render()

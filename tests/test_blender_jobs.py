@@ -35,7 +35,7 @@ def test_files_to_images_and_files(lotus, tmp_path):
     rgb = gradient()[..., :3]
     _write_png(tmp_path / "photo.png", rgb)
     _write_png(tmp_path / "gray16.png", rgb[..., 0], bits=16)
-    jobs_before = sorted(os.listdir(lotus.jobs.user_folder("jobs")))
+    jobs_before = sorted(os.listdir(lotus.job_folders.user_folder("jobs")))
     result = bpy.ops.lotus.predict_files(task='BOTH', directory=str(tmp_path),
                                          files=[{"name": "photo.png"}, {"name": "gray16.png"}])
     assert result == {'FINISHED'}
@@ -63,7 +63,7 @@ def test_files_to_images_and_files(lotus, tmp_path):
     depth.reload()
     assert np.allclose(image_pixels(depth), values, atol=1e-6)
     # The job folder (arrays) is cleaned once everything is written.
-    assert sorted(os.listdir(lotus.jobs.user_folder("jobs"))) == jobs_before
+    assert sorted(os.listdir(lotus.job_folders.user_folder("jobs"))) == jobs_before
 
     # Run again: the same images are updated, the old files are never overwritten.
     before = (lotus.out / "photo_depth.exr").read_bytes()
@@ -157,7 +157,8 @@ def test_escape_cancels_then_killed_worker_then_next_job_works(lotus):
     assert drive(runner) == {'CANCELLED'}
     assert built[0].state == lotus.jobs.FAILED
     assert "stopped unexpectedly" in built[0].message
-    assert any("stopped unexpectedly" in text for text in reports.texts('ERROR'))
+    (killed,) = [text for text in reports.texts('ERROR') if "stopped unexpectedly" in text]
+    assert killed.count("Open Log") == 1, killed
 
     # The next job starts a fresh worker and works.
     reports = Reports()
@@ -183,6 +184,8 @@ def test_queue_runs_one_job_at_a_time(lotus):
     assert drive(runner, check) == {'FINISHED'}
     assert max(running_together) == 1
     assert all(job.state == lotus.jobs.DONE for job in built)
+    # One report names the depth and the normal maps (the status bar shows only the last one).
+    assert reports.texts('INFO') == ["Lotus: many0_depth, many0_normal"], reports
     remove_images("many")
 
 
@@ -191,14 +194,43 @@ def test_missing_model_with_online_access_off(lotus):
     prefs = bpy.context.preferences.addons[lotus.name].preferences
     prefs.depth_model = "jingheya/lotus-depth-g-v2-1-disparity"
     assert not bpy.app.online_access
-    with pytest.raises(lotus.jobs.ModelError, match="Allow Online Access"):
-        lotus.jobs.model_request("depth")
+    with pytest.raises(lotus.models.ModelError, match="Allow Online Access"):
+        lotus.models.model_request("depth")
     image = new_image("offline_src", gradient())
     # In background mode Blender turns an ERROR report into a RuntimeError with its text.
     with pytest.raises(RuntimeError, match="Allow Online Access"):
         bpy.ops.lotus.predict_image(image=image.name, task='DEPTH')
     assert "offline_src_depth" not in bpy.data.images
+    # Image Files... runs the operator again from the file browser (a nested call): its error
+    # comes back as one clean report, not as the RuntimeError Blender shows as a traceback.
+    photo = lotus.out.parent / "offline_photo.png"
+    photo.parent.mkdir(parents=True, exist_ok=True)
+    image.filepath_raw, image.file_format = str(photo), 'PNG'
+    image.save()
+    reports = Reports()
+    result = lotus.operators.call_reporting_errors(
+        reports, bpy.ops.lotus.predict_files, 'EXEC_DEFAULT', task='DEPTH', filepath=str(photo))
+    assert result == {'CANCELLED'}
+    (level, text), = reports
+    assert level == 'ERROR' and text.startswith("The model jingheya/lotus-depth-g-v2-1-disparity")
+    assert "Allow Online Access" in text and "Error:" not in text and "Traceback" not in text
     remove_images("offline_src")
+
+
+def test_a_disk_error_before_the_job_is_one_clean_report(lotus, monkeypatch):
+    """The job folders cannot be made (a read-only or full disk): one line, no traceback."""
+    import bpy
+    image = new_image("diskerr_src", gradient())
+
+    def read_only(*_args):
+        raise PermissionError(13, "Permission denied", "/home/artist/.config/lotus/jobs")
+    monkeypatch.setattr(lotus.jobs, "prune_job_folders", read_only)
+    with pytest.raises(RuntimeError) as raised:
+        bpy.ops.lotus.predict_image(image=image.name, task='DEPTH')
+    message = str(raised.value)
+    assert "Lotus cannot prepare the job: Permission denied (/home/artist/.config/lotus/jobs)" \
+        in message and "Traceback" not in message, message
+    remove_images("diskerr_src")
 
 
 def test_release_and_idle_release(lotus):
@@ -270,10 +302,10 @@ def test_worker_errors_reach_the_artist_and_the_next_job_works(lotus, tmp_path):
     # A chosen interpreter of Blender's Python version also gets the bundled wheels' folder.
     import sys
     prefs.python_path = sys.executable
-    assert lotus.jobs.worker_settings().extra_paths == (lotus.jobs.extension_site_packages(),)
+    assert lotus.worker_session.worker_settings().extra_paths == (lotus.job_folders.extension_site_packages(),)
     # A worker interpreter that does not exist: a clear error, no hang.
     prefs.python_path = str(tmp_path / "no_python_here")
-    assert lotus.jobs.worker_settings().extra_paths == ()
+    assert lotus.worker_session.worker_settings().extra_paths == ()
     reports = Reports()
     built = lotus.operators.build_jobs(bpy.context, 'NORMAL', _gather_many(lotus, count=1), reports)
     lotus.jobs.manager.submit(built[0])
@@ -315,7 +347,7 @@ class _Layout:
 def test_panel_shows_progress_queue_and_cancel(lotus, tmp_path):
     import bpy
     manager = lotus.jobs.manager
-    settings = lotus.jobs.WorkerSettings(python="python", log_path=str(tmp_path / "log"),
+    settings = lotus.worker_session.WorkerSettings(python="python", log_path=str(tmp_path / "log"),
                                          extra_paths=())
     output = lotus.outputs.OutputSettings(folder=str(tmp_path), temporary=False)
     running = lotus.jobs.Job(task="depth", model={}, inputs=[], job_dir=str(tmp_path),
@@ -393,7 +425,7 @@ def test_bundled_model_is_offered_first_and_runs_offline(lotus, tiny_checkpoints
                   depth_model="BUNDLED:tiny-depth-fp16-bundle")
         modules = live(lotus.name)
         assert not bpy.app.online_access
-        assert modules.jobs.model_request("depth")["source"] == os.path.join(
+        assert modules.models.model_request("depth")["source"] == os.path.join(
             models, "tiny-depth-fp16-bundle")
         image = new_image("bundle_src", gradient())
         assert bpy.ops.lotus.predict_image(image=image.name, task='DEPTH') == {'FINISHED'}

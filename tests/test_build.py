@@ -65,6 +65,14 @@ def assert_wheels_only_for(python: str, wheels: list[str]) -> None:
         assert tag in tags or tags & {"py3", "py2"} or any(t.endswith("-abi3") for t in tags), wheel
 
 
+# What each default zip's build line says it installs on.
+INSTALLS_ON = {"3.11": "installs on Blender 4.2 to 5.0 on Python 3.11",
+               "3.13": "installs on official Blender 5.1 and newer (Python 3.13) and Linux distro "
+                       "builds of Blender 4.2+ on Python 3.13",
+               "3.14": "installs on Linux distro builds of Blender 4.2+ on Python 3.14"}
+DEFAULT_PYTHONS = tuple(INSTALLS_ON)
+
+
 def zip_manifest(zip_path: Path) -> dict:
     with zipfile.ZipFile(zip_path) as zf:
         return tomllib.loads(zf.read("blender_manifest.toml").decode())
@@ -106,13 +114,13 @@ def test_source_manifest_passes_strict_validation(tmp_path):
 def test_light_build_zips(light_build):
     """One light zip per Blender Python, each with only that Python's wheels."""
     proc, zips = light_build["proc"], light_build["zips"]
-    assert [z.name for z in zips] == ["lotus_blender-0.1.0-linux_x64-cp311-torch-none.zip",
-                                      "lotus_blender-0.1.0-linux_x64-cp313-torch-none.zip"]
+    assert [z.name for z in zips] == [f"lotus_blender-0.1.0-linux_x64-{python_tag(python)}-torch-none.zip"
+                                      for python in DEFAULT_PYTHONS]
     assert "Install from Disk" in proc.stdout
-    for zip_path, python in zip(zips, ("3.11", "3.13")):
+    for zip_path, python in zip(zips, DEFAULT_PYTHONS):
         line = next(ln for ln in proc.stdout.splitlines() if str(zip_path) in ln)
         assert "MiB" in line and "light" in line
-        assert ("Blender 4.2 to 5.0" if python == "3.11" else "Blender 5.1 and newer") in line
+        assert INSTALLS_ON[python] in line
         with zipfile.ZipFile(zip_path) as zf:
             names = zf.namelist()
         manifest = zip_manifest(zip_path)
@@ -124,7 +132,7 @@ def test_light_build_zips(light_build):
         assert manifest["platforms"] == ["linux-x64"]
         assert manifest["blender_version_min"] == "4.2.0"
         # Official 5.1+ run Python 3.13: the cp311 zip is refused there at install time. The cp313
-        # zip has no maximum and also serves distro builds of 4.x on Python 3.13.
+        # and cp314 zips have no maximum and also serve distro builds of 4.x on their Python.
         assert manifest.get("blender_version_max") == ("5.1.0" if python == "3.11" else None)
         assert "__init__.py" in names and "worker/__init__.py" in names and "protocol.py" in names
         assert not any("__pycache__" in n for n in names)
@@ -145,13 +153,14 @@ def test_second_build_downloads_nothing(light_build):
                      "--output-dir", str(dist2), env=OFFLINE_PIP)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "resolving wheels" not in proc.stdout
-    assert len(list(dist2.glob("*.zip"))) == 2
+    assert len(list(dist2.glob("*.zip"))) == len(DEFAULT_PYTHONS)
 
 
 def test_repo_serves_each_blender_the_zip_for_its_python(light_build, tmp_path):
-    """`build.py repo DIR` lists both zips under one id; Blender's own tool, syncing from it,
+    """`build.py repo DIR` lists every zip under one id; Blender's own tool, syncing from it,
     installs the cp311 zip on 4.2-5.0, the cp313 zip on 5.1+ and on a 4.x built on Python 3.13,
-    and nothing on a Blender whose Python no zip serves."""
+    the cp314 zip on a distro build on Python 3.14, and nothing on a Blender whose Python no zip
+    serves."""
     import bpy
     repo = light_build["base"] / "static-repo"
     proc = run_build("repo", str(repo), "--torch", "none", "--wheel-cache", str(light_build["cache"]),
@@ -159,8 +168,8 @@ def test_repo_serves_each_blender_the_zip_for_its_python(light_build, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "each Blender picks the zip" in proc.stdout
     entries = json.loads((repo / "index.json").read_text())["data"]
-    assert [e["id"] for e in entries] == ["lotus_blender", "lotus_blender"]
-    assert sorted(tuple(e["python_versions"]) for e in entries) == [("3.11",), ("3.13",)]
+    assert [e["id"] for e in entries] == ["lotus_blender"] * len(DEFAULT_PYTHONS)
+    assert sorted(tuple(e["python_versions"]) for e in entries) == [(p,) for p in DEFAULT_PYTHONS]
     assert all(e["platforms"] == ["linux-x64"] for e in entries)
     assert (repo / "index.html").is_file()
     assert all((repo / e["archive_url"].removeprefix("./")).is_file() for e in entries)
@@ -169,10 +178,12 @@ def test_repo_serves_each_blender_the_zip_for_its_python(light_build, tmp_path):
     url = (repo / "index.json").as_uri()
     this_blender = "%d.%d.%d" % bpy.app.version
     this = "%d.%d.%d" % sys.version_info[:3]
-    # (Blender, its Python, whether a zip serves it): this Blender, official builds, a distro 4.3
-    # on Python 3.13, and a 5.1 on Python 3.11 that no zip serves.
+    # (Blender, its Python, whether a zip serves it): this Blender, official builds, distro builds
+    # (4.3 on Python 3.13, Debian unstable's 5.2 on 3.14), and a 5.1 on Python 3.11 that no zip
+    # serves.
     cases = [(this_blender, this, True), ("4.2.23", "3.11.7", True), ("5.0.1", "3.11.13", True),
-             ("5.2.3", "3.13.0", True), ("4.3.2", "3.13.1", True), ("5.1.1", "3.11.7", False)]
+             ("5.2.3", "3.13.0", True), ("4.3.2", "3.13.1", True), ("5.2.2", "3.14.2", True),
+             ("5.1.1", "3.11.7", False)]
     for number, (blender, python, served) in enumerate(cases):
         local = tmp_path / f"local{number}"
         local.mkdir()
@@ -370,20 +381,21 @@ def default_build(tmp_path_factory):
     proc = run_build("--output-dir", str(dist))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return {"proc": proc, "zips": {python: next(dist.glob(f"*-{python_tag(python)}*.zip"), None)
-                                   for python in ("3.11", "3.13")}}
+                                   for python in DEFAULT_PYTHONS}}
 
 
 def test_default_build_makes_one_zip_per_blender_python(default_build):
-    """Both Blender Pythons, each zip with its own wheels; a zip without torch only where the
-    build said in one line that no CPU torch could be had, and what its users get instead."""
+    """Every Blender Python (official 3.11 and 3.13, distro 3.14), each zip with its own wheels
+    and a line saying which Blenders install it; a zip without torch only where the build said in
+    one line that no CPU torch could be had, and what its users get instead."""
     out = default_build["proc"].stdout.splitlines()
     for python, zip_path in default_build["zips"].items():
         assert zip_path is not None, out
         line = next(ln for ln in out if ln.startswith(f"built {zip_path} ("))
-        assert " MiB): " in line
-        assert ("Blender 4.2 to 5.0" if python == "3.11" else "Blender 5.1 and newer") in line
+        assert " MiB): " in line and INSTALLS_ON[python] in line
         wheels = [w.split("/")[-1] for w in zip_manifest(zip_path)["wheels"]]
         assert_wheels_only_for(python, wheels)
+        assert_blender_serves_only(zip_path, python)
         has_torch = any(w.startswith("torch-") for w in wheels)
         notes = [ln for ln in out if ln.startswith("note: ") and f"Python {python}" in ln]
         if has_torch:
@@ -401,10 +413,18 @@ def test_default_build_makes_one_zip_per_blender_python(default_build):
 
 INSTALL_AND_ENABLE = r"""
 import glob, json, os, sys
-zip_path = sys.argv[1]
+zip_path, as_python = sys.argv[1], sys.argv[2]
 import bpy
 import addon_utils
 name = "bl_ext.user_default.lotus_blender"
+real_version = sys.version_info
+if as_python:
+    # A Blender on another Python: everything Blender's extension code judges (the zip's
+    # python_versions, which wheels to install, the --python-version given to its tool) reads
+    # sys.version_info; only while it installs and enables.
+    import collections
+    version_info = collections.namedtuple("version_info", "major minor micro releaselevel serial")
+    sys.version_info = version_info(*map(int, as_python.split(".")), 0, "final", 0)
 report = {"blender": "%d.%d.%d" % bpy.app.version, "python": "%d.%d" % sys.version_info[:2]}
 try:
     # Install from Disk, as in Preferences > Get Extensions: Blender's own tool with this
@@ -413,20 +433,27 @@ try:
         filepath=zip_path, repo="user_default", enable_on_install=True))
 except RuntimeError as ex:
     report["error"] = str(ex)
+finally:
+    sys.version_info = real_version
 report["enabled"] = name in bpy.context.preferences.addons
 report["loaded"] = addon_utils.check(name)[1]
 report["operators"] = hasattr(bpy.types, "LOTUS_OT_predict_files")
 site = glob.glob(os.path.join(bpy.utils.user_resource('EXTENSIONS', path=".local"),
                               "lib", "python3*", "site-packages"))
+report["site"] = site[0] if site else None
 report["site_packages"] = sorted(os.listdir(site[0])) if site else []
+# Compiled modules of the installed wheels (the shared libraries they bundle live in *.libs/).
+report["extension_modules"] = sorted(
+    os.path.basename(path) for path in glob.glob(os.path.join(site[0], "**", "*.so"), recursive=True)
+    if ".libs" + os.sep not in path) if site else []
 print("REPORT " + json.dumps(report), flush=True)
 os._exit(0)  # PyPI bpy 4.2 can crash in its own shutdown once an extension was registered
 """
 
 
-def install_and_enable(zip_path: Path, user_dir: Path) -> tuple[dict, str]:
+def install_and_enable(zip_path: Path, user_dir: Path, as_python: str = "") -> tuple[dict, str]:
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(user_dir))
-    proc = subprocess.run([sys.executable, "-c", INSTALL_AND_ENABLE, str(zip_path)],
+    proc = subprocess.run([sys.executable, "-c", INSTALL_AND_ENABLE, str(zip_path), as_python],
                           capture_output=True, text=True, env=env, timeout=600)
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("REPORT ")]
     assert proc.returncode == 0 and line, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -438,7 +465,8 @@ def test_default_build_installs_and_enables_in_this_blender(default_build, tmp_p
     enabled, its wheels installed; the other zip is refused with Blender's own reason."""
     python = this_python()
     if python not in default_build["zips"]:
-        pytest.skip(f"no build target for Blender's Python {python} (3.11 and 3.13 only)")
+        pytest.skip(f"no build target for Blender's Python {python} "
+                    f"({', '.join(DEFAULT_PYTHONS)} only)")
     ours = default_build["zips"][python]
     try:
         _install_ours_then_the_other(default_build, python, ours, tmp_path)
@@ -464,3 +492,81 @@ def _install_ours_then_the_other(default_build, python, ours, tmp_path):
     # the cp313 zip but will not enable it (its wheels are for another Python).
     reason = "maximum version (5.1.0)" if python != "3.11" else "Python version (3.11) isn't compatible"
     assert reason in output, output
+
+
+@pytest.fixture(scope="module")
+def distro_build(tmp_path_factory):
+    """What the default build makes for Python 3.13 and 3.14 (the same options, only those
+    Pythons: the repository's wheel cache makes it quick after the first time)."""
+    if sys.version_info < (3, 12):
+        pytest.skip("Blender's extension code on Python 3.11 picks standard-library calls by "
+                    "sys.version_info (shutil.rmtree's onexc): it cannot judge as 3.14 here")
+    dist = tmp_path_factory.mktemp("distro-dist")
+    proc = run_build("--python", "3.13,3.14", "--output-dir", str(dist))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return {python: next(dist.glob(f"*-{python_tag(python)}*.zip")) for python in ("3.13", "3.14")}
+
+
+@pytest.mark.blender
+def test_python_314_blender_enables_the_zip_meant_for_it(distro_build, tmp_path):
+    """Debian unstable's Blender 5.2 runs Python 3.14 (no PyPI bpy does): this Blender's own
+    Install from Disk, wheel selection and enable, judging as a Python 3.14 Blender (the version
+    Blender's extension code reads, sys.version_info, set to 3.14 while it installs), enable the
+    cp314 zip with wheels whose compiled modules are for 3.14, and refuse the cp313 zip with the
+    message Debian's Blender gave. On Blender 5.2.3 this is Debian's 5.2 extension code; the real
+    Debian Blender gives the same (tests/gui/install_check.sh)."""
+    report, output = install_and_enable(distro_build["3.14"], tmp_path / "user", as_python="3.14")
+    assert report["python"] == "3.14" and "error" not in report, output
+    assert report["status"] == ["FINISHED"], output
+    assert report["enabled"] and report["loaded"] and report["operators"], output
+    assert report["site"].endswith(os.path.join("python3.14", "site-packages")), report["site"]
+    for package in ("diffusers", "transformers", "safetensors", "tokenizers", "PIL", "yaml", "regex"):
+        assert package in report["site_packages"], (package, report["site_packages"])
+    assert report["extension_modules"], report
+    for module in report["extension_modules"]:
+        assert ".abi3." in module or ".cpython-314-" in module, module
+
+    report, output = install_and_enable(distro_build["3.13"], tmp_path / "user-cp313",
+                                        as_python="3.14")
+    assert not report["enabled"] and not report["loaded"], output
+    assert "This Python version (3.14) isn't compatible with (3.13)" in output, output
+
+
+def blender_ext_module():
+    """Blender's extension tool as a module (plain standard-library Python)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("lotus_test_blender_ext", blender_ext())
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def assert_blender_serves_only(zip_path: Path, python: str) -> None:
+    """Blender's own reading of the zip: the Python versions its wheels give (what Install from
+    Disk and repositories compare with the running Python), and which Pythons it accepts."""
+    tool = blender_ext_module()
+    manifest = zip_manifest(zip_path)
+    versions = tool.python_versions_from_wheels(manifest["wheels"])
+    assert versions == {tuple(map(int, python.split(".")))}, (zip_path.name, versions)
+    item = dict(manifest, python_versions=[python])
+    for other in ("3.11", "3.12", "3.13", "3.14", "3.15"):
+        skipped = []
+        tool.repository_filter_skip(
+            item, filter_blender_version=(4, 5, 0) if other == "3.11" else (5, 2, 2),
+            filter_platform="linux-x64", filter_python_version=(3, int(other[2:]), 1),
+            skip_message_fn=skipped.append, error_fn=pytest.fail)
+        assert bool(skipped) == (other != python), (zip_path.name, other, skipped)
+
+
+def test_any_python_3x_is_built_when_its_wheels_exist(light_build, tmp_path):
+    """--python takes any 3.X from 3.11 (Blender 4.2's) and checks that wheels exist for it: a
+    Python no wheel serves is one clear error naming it (here offline, from the cp314 cache)."""
+    cached = light_build["cache"] / "linux-x64-cp314-torch-none"
+    dist = tmp_path / "dist"
+    proc = run_build("--torch", "none", "--python", "3.20", "--wheel-cache", str(tmp_path / "cache"),
+                     "--output-dir", str(dist), env=dict(OFFLINE_PIP, PIP_FIND_LINKS=str(cached)))
+    _assert_clean_failure(proc, dist, "for linux-x64 / Python 3.20")
+    assert "error: no wheel of " in proc.stderr
+    for bad in ("3.10", "3.x", "2.7"):
+        proc = run_build("--python", bad, "--output-dir", str(dist))
+        _assert_clean_failure(proc, dist, f"unknown Python '{bad}'")

@@ -78,26 +78,26 @@ def test_other_repo_asks_for_its_kind(lotus):
     prefs.depth_model_kind = 'AUTO'
     expected = ("Lotus cannot tell what someone/lotus-depth-finetune predicts: set Depth Model "
                 "Output (Disparity or Depth) in the Lotus add-on preferences")
-    with pytest.raises(lotus.jobs.ModelError) as caught:
-        lotus.jobs.model_request("depth")
+    with pytest.raises(lotus.models.ModelError) as caught:
+        lotus.models.model_request("depth")
     assert str(caught.value) == expected
     image = new_image("kind_src", gradient())
     try:
         with pytest.raises(RuntimeError, match="set Depth Model Output"):
             bpy.ops.lotus.predict_image(image=image.name, task='DEPTH')
         prefs.depth_model_repo = "not a repo id"
-        with pytest.raises(lotus.jobs.ModelError, match=r"repo id \(owner/name\)"):
-            lotus.jobs.model_request("depth")
+        with pytest.raises(lotus.models.ModelError, match=r"repo id \(owner/name\)"):
+            lotus.models.model_request("depth")
         # Once the kind is given, the repo goes the way of the known ones (here: offline).
         prefs.depth_model_repo = "someone/lotus-depth-finetune"
         prefs.depth_model_kind = 'DEPTH'
-        with pytest.raises(lotus.jobs.ModelError, match="online access is off"):
-            lotus.jobs.model_request("depth")
+        with pytest.raises(lotus.models.ModelError, match="online access is off"):
+            lotus.models.model_request("depth")
         # A known repo needs no kind.
         prefs.depth_model_repo = "jingheya/lotus-depth-g-v2-0-disparity"
         prefs.depth_model_kind = 'AUTO'
-        with pytest.raises(lotus.jobs.ModelError, match="online access is off"):
-            lotus.jobs.model_request("depth")
+        with pytest.raises(lotus.models.ModelError, match="online access is off"):
+            lotus.models.model_request("depth")
     finally:
         prefs.depth_model_repo = ""
         remove_images("kind_src")
@@ -121,14 +121,14 @@ def test_local_normal_model_without_kind_asks_then_runs(lotus, tiny_checkpoints,
         return drive(lotus.jobs.JobRunner(built, reports)), built[0]
 
     try:
-        assert "kind" not in lotus.jobs.model_request("normal")
+        assert "kind" not in lotus.models.model_request("normal")
         status, job = run()
         assert status == {'CANCELLED'}
         assert job.message == (f"Lotus cannot tell what {folder} predicts: set Normal Model "
                                f"Output (Normal) in the Lotus add-on preferences")
         assert lotus.jobs.manager.last_error.endswith(job.message)
         prefs.normal_model_kind = 'NORMAL'
-        assert lotus.jobs.model_request("normal")["kind"] == "normal"
+        assert lotus.models.model_request("normal")["kind"] == "normal"
         status, job = run()
         assert status == {'FINISHED'} and job.outputs[0]["kind"] == "normal"
     finally:

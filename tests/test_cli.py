@@ -62,6 +62,67 @@ def test_help_and_usage_errors(cli, capsys, tmp_path):
                      "--depth-model", str(tmp_path / "no-such-model")]) == 2
 
 
+def test_usage_errors_are_one_line_before_any_work(cli, lotus, capsys, tmp_path, monkeypatch,
+                                                   tiny_checkpoints):
+    """Every usage error exits 2 with one line, before any frame is computed or folder made."""
+    import shutil
+    plates = write_frames(tmp_path / "plates", "shot", [1001, 1002])
+    image = str(plates / "shot_1001.png")
+    out = tmp_path / "out"
+    work = tmp_path / "cwd"  # the node's working directory: maps must never land there
+    work.mkdir()
+    monkeypatch.chdir(work)
+
+    def usage(*argv) -> str:
+        assert cli.main(["predict", *argv]) == 2
+        captured = capsys.readouterr()
+        lines = captured.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("LOTUS error: "), captured.err
+        assert "usage:" not in captured.out + captured.err and not progress_lines(captured.out)
+        return lines[0]
+
+    assert "invalid choice: 'bogus'" in usage(image, "--task", "bogus", "-o", str(out))
+    assert "--frobnicate" in usage(image, "--frobnicate", "-o", str(out))
+    assert "not a frame range" in usage(image, "--frames", "<nil>", "-o", str(out))
+    # Outputs: empty or a farm's placeholder, a file, a folder that cannot be made.
+    for unset in ("", "<nil>", " "):
+        assert "The output folder is not set" in usage(image, "--output", unset)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    assert usage(image, "-o", str(a_file)).endswith(f"The output folder {a_file} is a file, "
+                                                     f"not a folder")
+    assert f"Cannot write to the output folder {a_file / 'maps'}: Not a directory" in \
+        usage(image, "-o", str(a_file / "maps"))
+    # A frame picked in a file browser, with --frames: its sequence is suggested.
+    line = usage(image, "--frames", "1001-1002", "-o", str(out))
+    assert "is a single image" in line and str(plates / "shot_####.png") in line
+    # Models: checked before the first frame, for every task of the run.
+    not_a_model = tmp_path / "not-a-model"
+    not_a_model.mkdir()
+    assert "not a Lotus checkpoint" in usage(image, "-o", str(out), "--depth-model",
+                                             str(not_a_model))
+    normal, depth = tiny_checkpoints[("G", "normal")], tiny_checkpoints[("G", "disparity")]
+    assert "predicts normal, it cannot be used for depth" in usage(
+        image, "-o", str(out), "--depth-model", str(normal))
+    assert "predicts disparity, it cannot be used for normal" in usage(
+        image, "-o", str(out), "--task", "both", "--normal-model", str(depth))
+    unlabelled = tmp_path / "unlabelled"
+    shutil.copytree(depth, unlabelled)
+    (unlabelled / "lotus.json").unlink()
+    assert "--depth-kind" in usage(image, "-o", str(out), "--depth-model", str(unlabelled))
+    assert "not downloaded" in usage(image, "-o", str(out), "--depth-model", "someone/lotus-x")
+    assert "neither a folder nor" in usage(image, "-o", str(out), "--depth-model", "no such")
+    assert "(--python) is not found" in usage(image, "-o", str(out), "--python", "<nil>")
+    assert not out.exists() and not os.listdir(work)
+
+
+def test_help_shows_the_real_model_defaults(cli, lotus, capsys):
+    assert cli.main(["predict", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "LOCAL" not in text and "now " not in text
+    assert "(default, from the preferences: the folder" in text
+
+
 def test_sequence_both_tasks_then_resume(cli, lotus, capsys, tmp_path):
     plates = write_frames(tmp_path / "plates", "shot", range(1001, 1006))
     out = tmp_path / "maps"
@@ -143,6 +204,34 @@ def test_folder_images_a_gap_and_a_failed_frame(cli, lotus, tmp_path, capsys):
     assert code == 1  # frame 5 still fails
     assert "LOTUS warning: seq_####.png: frame 3 missing, skipped (4 frames used)" \
         in capsys.readouterr().err
+
+
+def test_worker_crash_fails_the_frames_in_flight_then_a_new_worker_goes_on(cli, lotus, capsys,
+                                                                          tmp_path, monkeypatch):
+    """The command line's worker session (the panel's): a worker that dies takes the requests in
+    flight with it; the next frame starts a fresh worker."""
+    plates = write_frames(tmp_path / "plates", "crash", range(1, 5))
+    out = tmp_path / "out"
+
+    class CrashingSession(lotus.worker_session.WorkerSession):
+        sent = 0
+
+        def send(self, request, settings, keep=None):
+            super().send(request, settings, keep)
+            CrashingSession.sent += 1
+            if CrashingSession.sent == 2:  # both requests in flight: the worker dies
+                self.client.process.kill()
+
+    monkeypatch.setattr(cli, "WorkerSession", CrashingSession)
+    argv = ["predict", str(plates / "crash_####.png"), "-o", str(out)]
+    assert cli.main(argv) == 1
+    captured = capsys.readouterr()
+    assert [(line[4], line[5]) for line in progress_lines(captured.out)] == [
+        ("1", "failed"), ("2", "failed"), ("3", "computed"), ("4", "computed")]
+    assert "the worker stopped (exit code -9)" in captured.err
+    assert cli.main(argv) == 0  # the failed frames are computed again, the others skipped
+    assert sorted((line[4], line[5]) for line in progress_lines(capsys.readouterr().out)) == [
+        ("1", "computed"), ("2", "computed"), ("3", "skipped"), ("4", "skipped")]
 
 
 def test_movie_frames_each_from_its_own_pixels(cli, tmp_path, capsys, monkeypatch):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import PROGRESS, write_frames
+from tests.test_cli import PROGRESS, cli, write_frames  # noqa: F401 (the cli fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILD = ROOT / "tests" / "cli_child.py"
@@ -75,10 +75,16 @@ def test_killed_run_resumes_without_rewriting(node, tmp_path):
     first.wait(timeout=30)
     assert sorted(finished) == [f"shot_depth_{f:04d}.exr" for f in computed]
     assert [n for n in os.listdir(out) if n.endswith(".lotus-claim")]  # the frames in flight
+    # Its job folder stays behind, named by the rule the panel's pruning reads: it is the
+    # killed process's, so any Blender may prune it.
+    from lotus_blender.blender.job_folders import folder_pid
+    left = [p for p in (tmp_path / "a" / "user").rglob("jobs/*") if p.is_dir()]
+    assert [folder_pid(p.name) for p in left] == [first.pid], left
 
     second = node(*argv)
     stdout, stderr = second.communicate(timeout=600)
     assert second.returncode == 0, stdout[-2000:] + stderr[-2000:]
+    assert "LOTUS waiting" not in stdout  # the killed run's claims were taken over at once
     statuses = _statuses(stdout)
     assert [frame for frame, status in statuses if status == "skipped"] == \
         [str(f) for f in computed]
@@ -123,6 +129,54 @@ def test_overlapping_ranges_share_the_frames(node, tmp_path):
     assert sorted(os.listdir(out)) == [f"plate_depth_{f:04d}.exr" for f in range(1, 11)]
 
 
+def _claim(out, name, **owner):
+    from lotus_blender.blender import batch_files
+    path = batch_files.Claims.path_for(str(out / name))
+    os.makedirs(out, exist_ok=True)
+    with open(path, "w") as handle:
+        json.dump(dict(owner, token="theirs"), handle)
+    return path
+
+
+def test_requeue_after_sigkill_takes_over_claims_of_gone_processes_at_once(cli, capsys,
+                                                                          tmp_path):
+    """A farm's SIGKILL leaves claims behind. Requeued on the same host, the task finishes at
+    once: here with the claims' process ids in use again (a container restarts the task with the
+    same id; another process got the other), which the start time tells apart."""
+    from lotus_blender.blender import batch_files, processes
+    if not processes.process_start():
+        pytest.skip("this system does not tell process start times")
+    plates = write_frames(tmp_path / "plates", "req", [1, 2, 3])
+    out = tmp_path / "maps"
+    _claim(out, "req_depth_0001.exr", host=batch_files.HOST, pid=os.getpid(), start="1:1")
+    _claim(out, "req_depth_0002.exr", host=batch_files.HOST, pid=os.getppid(), start="1:1")
+    started = time.monotonic()
+    assert cli.main(["predict", str(plates / "req_####.png"), "-o", str(out),
+                     "--stale-claim", "600"]) == 0
+    assert time.monotonic() - started < 300
+    captured = capsys.readouterr()
+    assert "LOTUS waiting" not in captured.out
+    assert [status for _, status in _statuses(captured.out)] == ["computed"] * 3
+    assert sorted(os.listdir(out)) == [f"req_depth_{f:04d}.exr" for f in (1, 2, 3)]
+
+
+def test_claim_of_another_host_waits_with_one_line_then_is_taken_over(cli, capsys, tmp_path):
+    """Another host's claim cannot be proven dead: the run says once that it waits, and takes
+    the frame over when the claim has not been touched for --stale-claim seconds."""
+    plates = write_frames(tmp_path / "plates", "far", [1, 2])
+    out = tmp_path / "maps"
+    _claim(out, "far_depth_0002.exr", host="render-node-7", pid=4242)
+    assert cli.main(["predict", str(plates / "far_####.png"), "-o", str(out),
+                     "--stale-claim", "3"]) == 0
+    captured = capsys.readouterr()
+    waiting = [line for line in captured.out.splitlines() if line.startswith("LOTUS waiting")]
+    assert len(waiting) == 1, captured.out
+    assert "1 frame(s) claimed by other runs (first: host render-node-7, process 4242" in \
+        waiting[0] and "not touched for 3 s is taken over" in waiting[0]
+    assert [frame for frame, _ in _statuses(captured.out)] == ["1", "2"]
+    assert sorted(os.listdir(out)) == ["far_depth_0001.exr", "far_depth_0002.exr"]
+
+
 # -- claims and partial files, without Blender -----------------------------------------------------
 
 def _dead_pid() -> int:
@@ -155,6 +209,23 @@ def test_claims(tmp_path):
     assert mine.acquire(final)
     mine.release_all()
     assert not os.path.exists(claim)
+
+
+
+def test_process_alive_is_proven_by_id_and_start_time():
+    from lotus_blender.blender import batch_files, processes
+    me = processes.process_start()
+    assert processes.process_alive(os.getpid(), me) and processes.process_alive(os.getppid())
+    assert not processes.process_alive(_dead_pid()) and not processes.process_alive(0)
+    if me:  # Linux, Windows: an id in use again by another process is told apart
+        assert not processes.process_alive(os.getpid(), "1:1")
+        assert processes.process_start(os.getppid()) not in ("", me)
+    # A claim from a process namespace of its own (a container sharing the host name) is never
+    # judged by its process id here.
+    owner = {"host": batch_files.HOST, "pid": _dead_pid()}
+    assert batch_files.owner_gone(owner)
+    assert not batch_files.owner_gone(dict(owner, pid_space="pid:[1]"))
+    assert not batch_files.owner_gone(dict(owner, host="render-node-7"))
 
 
 def test_partial_files_and_commit(tmp_path):

@@ -218,26 +218,28 @@ def test_prompt_embedding_is_cached_and_text_encoder_never_needed_again(tiny_che
     np.testing.assert_array_equal(first, second)
 
 
-def test_prompt_cache_goes_to_cache_dir_when_model_folder_is_not_writable(tiny_checkpoints, tmp_path):
-    folder = tmp_path / "locked-model"
+def test_prompt_cache_goes_to_the_cache_never_into_the_users_model_folder(tiny_checkpoints, tmp_path):
+    """With a cache folder (the add-on always gives its own), the computed empty-prompt
+    embedding is written there: the user's model folder stays exactly as it was."""
+    folder = tmp_path / "users-model"
     shutil.copytree(tiny_checkpoints[("D", "normal")], folder)
     (folder / "lotus_empty_prompt.safetensors").unlink(missing_ok=True)  # cached by earlier tests
-    # A directory where the cache file would go makes writing beside the model fail, even as root.
-    (folder / "lotus_empty_prompt.safetensors").mkdir()
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
     cache = tmp_path / "cache"
     engine = LotusEngine()
     path = tmp_path / "in.npy"
     np.save(path, smooth_image(16, 16))
-    engine.run({"task": "normal", "model": {"source": str(folder), "cache_dir": str(cache)},
-                "inputs": [str(path)], "output_dir": str(tmp_path / "out"),
-                "options": {"processing_resolution": RES}}, lambda *event: None, lambda: False)
-    cached = list((cache / "prompt_embeddings").glob("*.safetensors"))
-    assert len(cached) == 1
+    request = {"task": "normal", "model": {"source": str(folder), "cache_dir": str(cache)},
+               "inputs": [str(path)], "output_dir": str(tmp_path / "out"),
+               "options": {"processing_resolution": RES}}
+    engine.run(request, lambda *event: None, lambda: False)
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
+    cached = list((cache / "prompt_embeddings").iterdir())
+    assert len(cached) == 1 and cached[0].suffix == ".safetensors"   # no partial file left
+    # The cached embedding is used from now on: the text encoder is never needed again.
     shutil.rmtree(folder / "text_encoder")
     engine.release()
-    engine.run({"task": "normal", "model": {"source": str(folder), "cache_dir": str(cache)},
-                "inputs": [str(path)], "output_dir": str(tmp_path / "out"),
-                "options": {"processing_resolution": RES}}, lambda *event: None, lambda: False)
+    engine.run(request, lambda *event: None, lambda: False)
 
 
 def test_warm_model_is_reused_and_release_frees_it(tiny_checkpoints, tmp_path):

@@ -221,7 +221,7 @@ def test_failed_writes_leave_no_file_and_keep_the_new_pixels(lotus, monkeypatch,
 def test_job_folders_of_failed_and_cancelled_runs_do_not_pile_up(lotus):
     import bpy
     jobs = lotus.jobs
-    root = jobs.jobs_folder()
+    root = lotus.job_folders.jobs_folder()
     jobs.prune_job_folders(keep=0)  # what earlier tests left
     before = set(os.listdir(root))
     source = new_image("jobsclean", gradient())
@@ -238,17 +238,26 @@ def test_job_folders_of_failed_and_cancelled_runs_do_not_pile_up(lotus):
     # Leftovers of crashed sessions (dead process ids) are pruned to the newest few; a folder of
     # another running Blender (a live pid) is left alone.
     dead_pid = 2 ** 22 + 12345
-    for number in range(jobs.KEEP_JOB_FOLDERS + 4):
+    for number in range(lotus.job_folders.KEEP_JOB_FOLDERS + 4):
         folder = os.path.join(root, f"20260101-00000{number}-{dead_pid}-{number}")
         os.makedirs(os.path.join(folder, "out_depth"))
         os.utime(folder, (1_000_000 + number, 1_000_000 + number))
     live = os.path.join(root, f"20260101-000000-{os.getppid()}-1")
     os.makedirs(live, exist_ok=True)
+    # The command line's folders follow the same rule: one of a running process is left alone
+    # (its time is never read as a process id), one of a killed run is a leftover.
+    cli_name = lotus.job_folders.job_folder_name("cli")
+    assert lotus.job_folders.folder_pid(cli_name) == os.getpid()
+    running_cli = os.path.join(root, cli_name.replace(f"-{os.getpid()}-", f"-{os.getppid()}-"))
+    killed_cli = os.path.join(root, cli_name.replace(f"-{os.getpid()}-", f"-{dead_pid}-"))
+    for folder in (running_cli, killed_cli):
+        os.makedirs(folder)
+        os.utime(folder, (1_000_000, 1_000_000))  # older than the kept leftovers
     removed = jobs.prune_job_folders()
     left = set(os.listdir(root)) - before
-    assert len(removed) == 4
-    assert left == {os.path.basename(live)} | {
-        f"20260101-00000{n}-{dead_pid}-{n}" for n in range(4, jobs.KEEP_JOB_FOLDERS + 4)}
+    assert len(removed) == 5 and killed_cli in removed
+    assert left == {os.path.basename(live), os.path.basename(running_cli)} | {
+        f"20260101-00000{n}-{dead_pid}-{n}" for n in range(4, lotus.job_folders.KEEP_JOB_FOLDERS + 4)}
     for name in left:
         shutil.rmtree(os.path.join(root, name))
     remove_images("jobsclean")

@@ -118,7 +118,7 @@ def _texts(log, kind):
 
 
 def _fake_job(lotus, tmp_path, **fields):
-    settings = lotus.jobs.WorkerSettings(python="python", log_path=str(tmp_path / "log"),
+    settings = lotus.worker_session.WorkerSettings(python="python", log_path=str(tmp_path / "log"),
                                          extra_paths=())
     output = lotus.outputs.OutputSettings(folder=str(tmp_path), temporary=False)
     defaults = dict(task="depth", model={}, inputs=[], job_dir=str(tmp_path), options={},
@@ -180,6 +180,59 @@ def test_every_lotus_panel_draws_uncut_in_both_spaces(lotus, tmp_path, fresh_dat
         settings.tiled = False
         for name in ("lotus_scene25d", "lotus_materials", "lotus_relight"):
             getattr(bpy.context.scene, name).photo = None
+
+
+# What fitted beside a checkbox in the real window at the default width (Debian's 5.2.2 under
+# Xvfb): "Automatic Depth R..." in the 2.5D Options and "Full Resolution (Til..." in the file
+# browser's side panel, the same width in Blender's font.
+FITTED_CHECKBOX_TEXT = "Automatic Depth R..."
+
+
+def _checkbox_texts(log, owner_type):
+    """The texts of the checkboxes drawn for properties of owner_type (their own name unless
+    the panel gives one)."""
+    texts = []
+    for name, args, kw, _enabled in log:
+        if name != "prop" or not isinstance(args[0], owner_type):
+            continue
+        prop = args[0].bl_rna.properties[args[1]]
+        if prop.type == 'BOOLEAN':
+            texts.append(kw.get("text", prop.name))
+    return texts
+
+
+def test_checkbox_labels_are_never_cut(lotus):
+    """Checkboxes in the builders' Options (split layout: the label beside the box in the right
+    column) and in Image Files...' side panel fit where the real window showed they are cut."""
+    import bpy
+    panels = lotus.panels
+    context = _sidebar_context()
+    measure = panels.text_measure(context)
+    room = measure(FITTED_CHECKBOX_TEXT)
+    full_width = panels.text_width(context, panels.PANEL_INSET_PX + panels.ICON_PX)
+    for panel in ("LOTUS_PT_scene25d_options", "LOTUS_PT_materials_options",
+                  "LOTUS_PT_relight_options", "LOTUS_PT_view3d_options"):
+        log = []
+        root = _StrictLayout(log)
+        getattr(bpy.types, panel).draw(SimpleNamespace(layout=root), context)
+        texts = _checkbox_texts(log, bpy.types.PropertyGroup)
+        assert texts, panel
+        split = root.__dict__.get("use_property_split", False)
+        for text in texts:
+            assert measure(text) <= (room if split else full_width), (panel, split, text)
+    assert "Automatic" in _checkbox_texts(_draw("LOTUS_PT_scene25d_options", context),
+                                          bpy.types.PropertyGroup)
+    # The file browser's side panel of Image Files...: the operator's own draw().
+    operator = bpy.types.LOTUS_OT_predict_files
+    rna = bpy.ops.lotus.predict_files.get_rna_type()
+    log = []
+    properties = SimpleNamespace(layout=_StrictLayout(log), bl_rna=rna,
+                                 path_resolve=lambda path: rna.properties[path])
+    operator.draw(properties, context)
+    drawn = {args[1]: kw.get("text", rna.properties[args[1]].name)
+             for name, args, kw, _e in log if name == "prop"}
+    assert set(drawn) == {"task", "tiled", "seamless"}
+    assert all(measure(drawn[key]) <= room for key in ("tiled", "seamless")), drawn
 
 
 def test_builders_fit_one_1080p_sidebar(lotus):
@@ -267,31 +320,97 @@ def test_cancel_shows_cancelling_until_the_worker_stops(lotus):
     remove_images("panel")
 
 
-def test_render_result_and_viewer_buttons_only_with_pixels(lotus, fresh_data):
+def _containers_before_tools(log):
+    """The layout calls that make lines, up to the tools row (Release, Log, Models)."""
+    release = next(i for i, entry in enumerate(log)
+                   if entry[0] == "operator" and entry[1][0] == "lotus.release_model")
+    return [entry[0] for entry in log[:release] if entry[0] in ("row", "column", "box", "split")]
+
+
+def test_render_result_and_viewer_buttons_only_with_the_artists_pixels(lotus, fresh_data):
+    """Render Result and Compositor Viewer show only after the artist rendered or composited in
+    this session (never for the add-on's own renders, nor for a Viewer image a file brought),
+    in a row that is always there: the buttons below never move."""
     import bpy
     panels = lotus.panels
     context = _sidebar_context()
     panels._file_loaded()
     assert not panels.has_pixels(None)
-    assert not panels.has_pixels(SimpleNamespace(type='COMPOSITING', has_data=False))
-    assert panels.has_pixels(SimpleNamespace(type='COMPOSITING', has_data=True))
+    viewer = SimpleNamespace(type='COMPOSITING', has_data=True)  # Blender 5.2's black 256x256
+    assert not panels.has_pixels(viewer)
+    empty = _draw("LOTUS_PT_view3d", context)
+    assert "Render Result" not in _texts(empty, "operator")
+    (hint,) = [text for text in _texts(empty, "label") if text and "F12" in text]
+    measure = panels.text_measure(context)
+    assert measure(hint) <= panels.text_width(context, panels.PANEL_INSET_PX + panels.ICON_PX)
     scene = bpy.context.scene
     engine, size = scene.render.engine, (scene.render.resolution_x, scene.render.resolution_y)
     scene.render.engine = 'CYCLES'
     scene.cycles.samples = 1
     scene.render.resolution_x, scene.render.resolution_y = 16, 12
     try:
+        with panels.own_renders():           # Preview Relight's bands, for example
+            bpy.ops.render.render()
+        assert "Render Result" not in _texts(_draw("LOTUS_PT_view3d", context), "operator")
         bpy.ops.render.render()
         result = bpy.data.images["Render Result"]
         assert not result.has_data           # why has_data alone cannot tell
-        assert "Render Result" in _texts(_draw("LOTUS_PT_view3d", context), "operator")
+        rendered = _draw("LOTUS_PT_view3d", context)
+        assert "Render Result" in _texts(rendered, "operator")
+        assert _containers_before_tools(rendered) == _containers_before_tools(empty)
+        # A temporary scene of the add-on renders into Render Result: the artist's render is gone.
+        temporary = bpy.data.scenes.new(panels.TEMPORARY_SCENE_PREFIX + "test")
+        try:
+            panels._render_finished(temporary)
+        finally:
+            bpy.data.scenes.remove(temporary)
+        assert "Render Result" not in _texts(_draw("LOTUS_PT_view3d", context), "operator")
+        bpy.ops.render.render()
         panels._file_loaded()                # what load_post runs: a loaded file has no render
         assert "Render Result" not in _texts(_draw("LOTUS_PT_view3d", context), "operator")
     finally:
         scene.render.engine = engine
         scene.render.resolution_x, scene.render.resolution_y = size
+    # The Viewer counts once the artist's scene composites into a Viewer node.
+    panels._composited(scene)
+    assert not panels.has_pixels(viewer)    # no Viewer node in this scene's compositor
+    viewer_scene = SimpleNamespace(name="Scene", render=SimpleNamespace(use_compositing=True))
+    real_trees = lotus.panels.compat.compositor_trees
+    lotus.panels.compat.compositor_trees = lambda _scene: [SimpleNamespace(
+        nodes=[SimpleNamespace(type='VIEWER')])]
+    try:
+        panels._composited(viewer_scene)
+    finally:
+        lotus.panels.compat.compositor_trees = real_trees
+    assert panels.has_pixels(viewer)
+    assert not panels.has_pixels(SimpleNamespace(type='COMPOSITING', has_data=False))
+    panels._file_loaded()
+    assert not panels.has_pixels(viewer)
     assert panels._render_finished in bpy.app.handlers.render_complete
+    assert panels._composited in bpy.app.handlers.composite_post
     assert panels._file_loaded in bpy.app.handlers.load_post
+
+
+def test_compositor_trees_finds_the_scenes_viewer(lotus, fresh_data):
+    """compat.compositor_trees on this Blender: effects (5.3), the node group (5.0-5.2) or the
+    scene's tree (4.x), without touching an API this Blender deprecates."""
+    import warnings
+    import bpy
+    scene = bpy.data.scenes.new("compositor_trees_test")
+    group = None
+    try:
+        assert lotus.panels.compat.compositor_trees(scene) == []
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DeprecationWarning)
+            tree, group, _socket = lotus.panels.compat.new_compositor(scene, "compositor_trees_test")
+            tree.nodes.new("CompositorNodeViewer")
+            trees = lotus.panels.compat.compositor_trees(scene)
+        assert [t.name for t in trees] == [tree.name]
+        assert lotus.panels._has_viewer_node(scene)
+    finally:
+        bpy.data.scenes.remove(scene)
+        if group is not None:
+            bpy.data.node_groups.remove(group)
 
 
 def test_status_bar_keeps_its_percentage(lotus, tmp_path):
@@ -309,3 +428,69 @@ def test_status_bar_keeps_its_percentage(lotus, tmp_path):
         manager.current = None
     assert _texts(log, "progress") == ["Lotus 58%", "Lotus: Cancelling..."]
     assert job.status_text() == "Depth photo: cancelling..."
+
+
+def test_relight_panel_says_when_this_blender_cannot_denoise(lotus, fresh_data, monkeypatch):
+    """Distro builds without OpenImageDenoise (Debian's 4.3 and 5.2) render without denoising:
+    the Relight panel says so, in lines that fit."""
+    import bpy
+    panels = lotus.panels
+    context = _sidebar_context()
+    photo = bpy.data.images.new("denoise_photo", 4, 4)
+    bpy.context.scene.lotus_relight.photo = photo
+    try:
+        said = [t for t in _texts(_draw("LOTUS_PT_relight", context), "label") if "denois" in t]
+        assert not said  # PyPI bpy has OpenImageDenoise
+        monkeypatch.setattr(panels.compat, "cycles_can_denoise", lambda scene: False)
+        lines = _texts(_draw("LOTUS_PT_relight", context), "label")
+        said = " ".join(line for line in lines if line)
+        assert "This Blender has no denoiser: renders are not denoised" in said, lines
+        width = panels.text_width(context, panels.PANEL_INSET_PX + panels.ICON_PX)
+        assert all(panels.text_measure(context)(line) <= width for line in lines if line)
+    finally:
+        bpy.context.scene.lotus_relight.photo = None
+
+
+def test_online_access_note_only_when_a_model_is_downloaded(lotus):
+    """With only Local Folder models, the preferences say nothing about online access."""
+    import bpy
+    prefs = bpy.context.preferences.addons[lotus.name].preferences
+    assert not bpy.app.online_access
+    saved = prefs.depth_model, prefs.normal_model
+
+    def drawn():
+        log = []
+        type(prefs).draw(SimpleNamespace(layout=_StrictLayout(log),
+                                         depth_model=prefs.depth_model,
+                                         normal_model=prefs.normal_model,
+                                         downloads_models=lambda: type(prefs).downloads_models(prefs),
+                                         path_resolve=prefs.path_resolve), bpy.context)
+        return " ".join(text or "" for text in _texts(log, "label"))
+    try:
+        prefs.depth_model, prefs.normal_model = 'LOCAL', 'LOCAL'
+        assert "Online access is off" not in drawn()
+        prefs.depth_model = "jingheya/lotus-depth-g-v2-1-disparity"
+        assert "Online access is off" in drawn()
+    finally:
+        prefs.depth_model, prefs.normal_model = saved
+
+
+def test_photo_pickers_are_labelled_and_list_only_photos(lotus, fresh_data, tmp_path):
+    """The 2.5D builder's picker says "Photo:" like the others, and none offers Lotus results."""
+    import bpy
+    from PIL import Image
+    Image.new("RGB", (4, 4)).save(tmp_path / "picker_photo.png")
+    photo = bpy.data.images.load(str(tmp_path / "picker_photo.png"))
+    result = bpy.data.images.new("picker_photo_depth", 4, 4)
+    result["lotus_kind"] = "disparity"
+    log = _draw("LOTUS_PT_scene25d", _sidebar_context())
+    # A property field without text of its own: Blender labels it "Photo:", as in the others.
+    (photo_field,) = [kw for name, args, kw, _e in log if name == "prop" and args[1] == "photo"]
+    assert "text" not in photo_field
+    assert type(bpy.context.scene.lotus_scene25d).bl_rna.properties["photo"].name == "Photo"
+    for name in ("lotus_scene25d", "lotus_materials", "lotus_relight"):
+        settings = getattr(bpy.context.scene, name)
+        # The picker lists the images the property's poll accepts.
+        poll = type(settings).__annotations__["photo"].keywords.get("poll")
+        assert poll is not None, name
+        assert poll(settings, photo) and not poll(settings, result), name

@@ -110,9 +110,13 @@ def test_fast_preview_size_pixels_and_settings_then_the_scene_is_untouched(
     scene = relit_scene(blender_addon, "fastprev")
     scene.render.resolution_x, scene.render.resolution_y = 400, 300  # preview: 40x30
     before = scene_state(scene)
+    panels = sys.modules[f"{blender_addon}.blender.panels"]
+    panels._file_loaded()
     with bpy.context.temp_override(scene=scene):
         image = preview.render_preview(bpy.context, "fastprev_preview", max_size=40)
     assert tuple(image.size) == (40, 30)
+    # Its renders are not the artist's: the panel offers no Render Result after a preview.
+    assert not panels.has_pixels(bpy.data.images.get("Render Result"))
     pixels = materials.read_pixels(image)[..., :3]
     assert np.isfinite(pixels).all() and pixels.max() > 0.05 and pixels.std() > 0.01
     assert len(render_watch) == preview.math.ceil(30 / preview.BAND_ROWS['FAST'])

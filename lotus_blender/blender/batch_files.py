@@ -7,8 +7,9 @@
 - Before computing a frame a run claims it: ``.NAME.lotus-claim`` created with O_EXCL (atomic on
   local and network file systems), holding the host, the process id and a token. Other runs skip
   claimed frames and come back to them. The owner touches its claims while it works; a claim is
-  stale when its process is gone (same host) or it has not been touched for ``stale_after``
-  seconds (another host, or a hung process), and is then taken over.
+  stale when its process is provably gone (same host and process namespace, and no process with
+  that id and start time: a SIGKILLed run, requeued) or it has not been touched for
+  ``stale_after`` seconds (another host, or a hung process), and is then taken over.
 """
 
 from __future__ import annotations
@@ -21,12 +22,16 @@ import socket
 import time
 import uuid
 
+from .processes import process_alive, process_space, process_start
+
 CLAIM_SUFFIX = ".lotus-claim"
 PARTIAL_MARK = ".lotus-partial"
 HEARTBEAT_S = 15.0
 DEFAULT_STALE_AFTER_S = 300.0
 
 HOST = socket.gethostname()
+# Who this process is, written into each claim: with the host, enough to prove it gone later.
+_OWNER = {"host": HOST, "pid_space": process_space(), "pid": os.getpid(), "start": process_start()}
 _PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<host>[^.]+)\.(?P<pid>\d+)" + re.escape(PARTIAL_MARK))
 
 
@@ -53,18 +58,6 @@ def finished(finals: dict) -> bool:
     return all(os.path.isfile(path) and os.path.getsize(path) > 0 for path in finals.values())
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: it exists
-        return True
-    except OSError:
-        return False
-    return True
-
-
 def _read_claim(path: str) -> dict:
     try:
         with open(path, encoding="utf-8") as handle:
@@ -80,10 +73,27 @@ def claim_is_stale(path: str, stale_after: float = DEFAULT_STALE_AFTER_S) -> boo
         return True
     if age > stale_after:
         return True
+    return owner_gone(_read_claim(path))
+
+
+def owner_gone(owner: dict) -> bool:
+    """The claim's process is provably gone: it ran here (same host, same process namespace) and
+    no process with its id and start time runs now."""
+    space = owner.get("pid_space")
+    if owner.get("host") != HOST or (space and space != _OWNER["pid_space"]):
+        return False
+    pid = owner.get("pid")
+    return isinstance(pid, int) and not process_alive(pid, str(owner.get("start") or ""))
+
+
+def describe_claim(path: str) -> str:
+    """"host b, process 4242, touched 12 s ago" for the line a waiting run prints."""
     owner = _read_claim(path)
-    if owner.get("host") == HOST and isinstance(owner.get("pid"), int):
-        return not _process_alive(owner["pid"])
-    return False
+    try:
+        age = f", touched {time.time() - os.stat(path).st_mtime:.0f} s ago"
+    except OSError:
+        age = ""
+    return f"host {owner.get('host', '?')}, process {owner.get('pid', '?')}{age}"
 
 
 class _StopSignal:
@@ -147,8 +157,8 @@ class Claims:
             except FileExistsError:
                 return False
             with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                json.dump({"host": HOST, "pid": os.getpid(), "token": token,
-                           "since": time.strftime("%Y-%m-%d %H:%M:%S")}, handle)
+                json.dump(dict(_OWNER, pid=os.getpid(), token=token,
+                               since=time.strftime("%Y-%m-%d %H:%M:%S")), handle)
             self.held[path] = token
         return True
 
@@ -233,7 +243,7 @@ def remove_stale_partials(folder: str, stale_after: float = DEFAULT_STALE_AFTER_
         except OSError:
             continue
         same_host = match.group("host") == _host_label()
-        if (same_host and not _process_alive(int(match.group("pid")))) or age > stale_after:
+        if (same_host and not process_alive(int(match.group("pid")))) or age > stale_after:
             try:
                 os.remove(path)
                 removed.append(path)

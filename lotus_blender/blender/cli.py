@@ -25,9 +25,13 @@ import numpy as np
 
 from .. import protocol
 from ..core import temporal
-from . import batch_files, cli_sources, inputs, jobs, outputs
+from . import batch_files, cli_sources, inputs, job_folders, jobs, models, outputs
+from .cli_checks import (UsageError, check_frames_apply, make_output_folder, output_folder,
+                         resolve_models)
 from .preferences import get_preferences
-from .worker_client import EV_EXITED, WorkerClient
+from .worker_client import EV_EXITED
+from .worker_session import (WorkerSession, WorkerSettings, WorkerUnavailable,
+                             prediction_options, worker_settings)
 
 COMMAND_ID = "lotus"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -51,13 +55,22 @@ resume and farms: a frame is finished when its files exist; rerunning the same c
 finished frames. Files are written to hidden temporary names and renamed when complete. Runs with
 overlapping ranges claim frames (.NAME.lotus-claim files) so each frame is computed once.
 
-exit status: 0 when every frame of the range is finished, 1 when a frame failed, 2 for a
-usage error (bad option, missing input, unusable model).
+exit status: 0 when every frame of the range is finished; 1 when a frame failed (the others
+are still written) or the run was stopped (SIGTERM, Ctrl+C); 2 for a usage error, found before
+any work and told in one line: a bad option, a missing input, --frames given with a single
+image, a model that is missing, is not a Lotus checkpoint or does not predict the task, a --python
+that is not found, an output folder that is not set, is a file or cannot be written.
 """
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (UsageError) instead of the usage block."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def build_parser(defaults: dict) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="blender -b -c lotus",
         description="Lotus depth and normal maps for images, image sequences and movies, "
                     "without opening a .blend. Options default to the add-on's preferences.")
@@ -81,7 +94,7 @@ def build_parser(defaults: dict) -> argparse.ArgumentParser:
     for task in ("depth", "normal"):
         predict.add_argument(f"--{task}-model", metavar="REPO_OR_DIR", default=None,
                              help=f"{task} checkpoint: Hugging Face repo id or local folder "
-                                  f"(default: the preferences, now {defaults[task + '_model']})")
+                                  f"(default, from the preferences: {defaults[task + '_model']})")
     predict.add_argument("--depth-kind", choices=("disparity", "depth"), default=None,
                          help="what a local depth folder predicts, when it has no lotus.json")
     predict.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"),
@@ -115,40 +128,12 @@ def build_parser(defaults: dict) -> argparse.ArgumentParser:
 def _defaults() -> dict:
     prefs = get_preferences()
     output = prefs.output_dir if prefs.output_dir and not prefs.output_dir.startswith("//") else ""
-    return {"output": output, "depth_model": prefs.depth_model, "normal_model": prefs.normal_model,
+    return {"output": output, "depth_model": models.preferences_model_label("depth"),
+            "normal_model": models.preferences_model_label("normal"),
             "device": prefs.device.lower(), "precision": prefs.precision.lower(),
             "resolution": int(prefs.processing_resolution),
             "convention": prefs.normal_convention.lower(),
             "python": bpy.path.abspath(prefs.python_path) if prefs.python_path else ""}
-
-
-# -- models and the worker ------------------------------------------------------------------------
-
-def model_spec(task: str, choice: str | None, depth_kind: str | None) -> dict:
-    """The protocol MODEL for a task: the preferences', or a repo id / folder from the command."""
-    if not choice:
-        return jobs.model_request(task)
-    if os.path.isdir(choice):
-        spec = {"source": os.path.abspath(choice), "cache_dir": jobs.models_folder(),
-                "allow_network": False}
-        if task == protocol.TASK_DEPTH and depth_kind:
-            spec["kind"] = depth_kind
-        return spec
-    if "/" not in choice or os.sep in choice.replace("/", "", 1) or choice.startswith("."):
-        raise jobs.ModelError(f"The {task} model is neither a folder nor a repo id: {choice}")
-    online = bool(bpy.app.online_access)
-    if not online and not jobs._downloaded(choice, jobs.models_folder()):
-        raise jobs.ModelError(f"The model {choice} is not downloaded and online access is off: "
-                              f"run once with Blender's --online-mode, or give a folder")
-    return {"source": choice, "cache_dir": jobs.models_folder(), "allow_network": online}
-
-
-def worker_settings(python: str) -> jobs.WorkerSettings:
-    if not python:
-        return jobs.worker_settings()
-    same = jobs.python_version(python) == f"{sys.version_info.major}.{sys.version_info.minor}"
-    return jobs.WorkerSettings(python=python, log_path=jobs.log_path(),
-                               extra_paths=(jobs.extension_site_packages(),) if same else ())
 
 
 # -- units of work --------------------------------------------------------------------------------
@@ -185,7 +170,7 @@ def final_paths(source: cli_sources.Source, frame, task: str, folder: str,
 class Batch:
     """One run of the predict command."""
 
-    def __init__(self, args, units: list[Unit], models: dict, worker: jobs.WorkerSettings,
+    def __init__(self, args, units: list[Unit], models: dict, worker: WorkerSettings,
                  job_dir: str, out=None):
         self.args = args
         self.units = units
@@ -194,8 +179,8 @@ class Batch:
         self.job_dir = job_dir
         self.out = out or sys.stdout
         self.claims = batch_files.Claims(args.stale_claim)
-        self.client: WorkerClient | None = None
-        self.in_flight: collections.deque = collections.deque()   # (unit, prepared, id, sent)
+        self.session = WorkerSession()   # requests in flight: id -> (unit, prepared)
+        self.waiting_told = False        # the line saying that it waits for other runs
         self.stabilizers: dict[str, temporal.TemporalStabilizer] = {}
         self.counts = {"computed": 0, "skipped": 0, "failed": 0}
         self.requests = 0
@@ -221,26 +206,14 @@ class Batch:
 
     # -- the worker -----------------------------------------------------------------------------
 
-    def _client(self) -> WorkerClient:
-        if self.client is None or not self.client.is_alive():
-            if self.client is not None:
-                self.client.kill()
-            package = jobs.PACKAGE_DIR
-            self.client = WorkerClient(self.worker.python, os.path.dirname(package),
-                                       os.path.basename(package), self.worker.log_path,
-                                       self.worker.extra_paths)
-            self.client.start()
-        return self.client
-
     def _request(self, unit: Unit, prepared: inputs.PreparedInput) -> dict:
         self.requests += 1
         args = self.args
-        options = {"processing_resolution": args.resolution, "device": args.device,
-                   "precision": args.precision, "tiled": args.tiled, "seamless": args.seamless,
-                   "seed": args.seed}
-        if unit.source.is_clip:
-            # G models: one noise latent for the clip, blended with the previous frame's.
-            options.update(video_smoothing=True, clip=f"{os.getpid()}-{unit.source.name}-{unit.task}")
+        # G models: one noise latent for a clip, blended with the previous frame's.
+        clip = f"{os.getpid()}-{unit.source.name}-{unit.task}" if unit.source.is_clip else ""
+        options = prediction_options(args.resolution, args.device, args.precision,
+                                     tiled=args.tiled, seamless=args.seamless, seed=args.seed,
+                                     clip=clip)
         output_dir = os.path.join(self.job_dir, f"out{self.requests:05d}")
         return protocol.predict_request(f"cli{os.getpid()}-{self.requests}", unit.task,
                                         self.models[unit.task], [prepared.npy_path], output_dir,
@@ -252,21 +225,21 @@ class Batch:
         pending = collections.deque(self.units)
         deferred: list[Unit] = []
         try:
-            while pending or self.in_flight or deferred:
-                while pending and len(self.in_flight) < IN_FLIGHT:
+            while pending or self.session.in_flight or deferred:
+                while pending and len(self.session.in_flight) < IN_FLIGHT:
                     self._start(pending.popleft(), deferred)
-                if self.in_flight:
+                if self.session.in_flight:
                     self._wait()
                 elif deferred:
                     # Only frames other runs hold are left: wait for them to finish (or die).
+                    self._tell_waiting(deferred)
                     time.sleep(WAIT_FOR_OTHERS_S)
                     pending.extend(deferred)
                     deferred.clear()
                 self.claims.heartbeat()
         finally:
             self.claims.release_all()
-            if self.client is not None:
-                self.client.stop()
+            self.session.stop()
         failed = self.counts["failed"]
         print(f"LOTUS done: {len(self.units)} maps, {self.counts['computed']} computed, "
               f"{self.counts['skipped']} skipped (finished), {failed} failed; output "
@@ -292,38 +265,38 @@ class Batch:
         except (inputs.InputError, RuntimeError) as ex:
             self._fail(unit, str(ex))
             return
-        request = self._request(unit, prepared)
         try:
-            client = self._client()
-        except OSError as ex:
-            self._fail(unit, f"cannot start the worker ({self.worker.python}): {ex}")
+            self.session.send(self._request(unit, prepared), self.worker, keep=(unit, prepared))
+        except WorkerUnavailable as ex:
+            self._fail(unit, f"{ex}; see its log {self.worker.log_path}" if ex.logged else str(ex))
             return
-        if not client.send(request):
-            self._fail(unit, f"the worker exited; see its log {self.worker.log_path}")
+        self.waiting_told = False
+
+    def _tell_waiting(self, deferred: list) -> None:
+        """One line when the run starts waiting for frames other runs claim (a run killed on
+        another host holds its claims until they are --stale-claim seconds old)."""
+        if self.waiting_told:
             return
-        self.in_flight.append((unit, prepared, request["id"]))
+        self.waiting_told = True
+        owner = batch_files.describe_claim(self.claims.path_for(deferred[0].main))
+        print(f"LOTUS waiting for {len(deferred)} frame(s) claimed by other runs (first: {owner}); "
+              f"a claim not touched for {self.args.stale_claim:g} s is taken over",
+              file=self.out, flush=True)
 
     def _wait(self) -> None:
-        event = self.client.wait_event(timeout=0.5) if self.client is not None else None
-        if event is None:
-            return
+        for event in self.session.events(wait=0.5):
+            self._handle(event)
+
+    def _handle(self, event: dict) -> None:
         kind = event.get("event")
         if kind == EV_EXITED:
-            code = event.get("returncode")
-            while self.in_flight:
-                unit, _, _ = self.in_flight.popleft()
-                self._fail(unit, f"the worker stopped (exit code {code}); see its log "
-                                 f"{self.worker.log_path}")
-            self.client.kill()
-            self.client = None
+            for _, (unit, _) in event["lost"]:
+                self._fail(unit, f"the worker stopped (exit code {event.get('returncode')}); "
+                                 f"see its log {self.worker.log_path}")
             return
-        if kind not in protocol.JOB_END_EVENTS:
+        if kind not in protocol.JOB_END_EVENTS or event.get("kept") is None:
             return
-        ids = [item[2] for item in self.in_flight]
-        if event.get("id") not in ids:
-            return
-        unit, prepared, _ = self.in_flight[ids.index(event["id"])]
-        self.in_flight.remove((unit, prepared, event["id"]))
+        unit, prepared = event["kept"]
         if kind == protocol.EV_RESULT and event.get("outputs"):
             try:
                 self._write(unit, prepared, event["outputs"][0])
@@ -377,49 +350,63 @@ class Batch:
 
 # -- entry point ----------------------------------------------------------------------------------
 
-def _parse(argv: list[str]):
-    parser = build_parser(_defaults())
-    try:
-        return parser.parse_args(argv), None
-    except SystemExit as ex:  # --help (0) or a usage error (2): argparse has printed why
-        return None, int(ex.code) if isinstance(ex.code, int) else EXIT_USAGE
+def _error(message) -> None:
+    """An error as one line on stderr."""
+    print("LOTUS error: " + " ".join(str(message).split()), file=sys.stderr, flush=True)
 
 
 def main(argv: list[str]) -> int:
     """``blender -b -c lotus ARGS``: returns the exit status."""
-    args, code = _parse(list(argv))
-    if args is None:
-        return code
-    args.output = os.path.abspath(bpy.path.abspath(args.output))
     try:
-        frames = cli_sources.parse_frames(args.frames)
-        sources = cli_sources.find_sources(args.inputs, frames)
-    except (ValueError, inputs.InputError) as ex:
-        print(f"LOTUS error: {ex}", file=sys.stderr, flush=True)
+        args = build_parser(_defaults()).parse_args(list(argv))
+    except SystemExit as ex:  # --help, which argparse has printed
+        return int(ex.code) if isinstance(ex.code, int) else EXIT_USAGE
+    except UsageError as ex:
+        _error(ex)
         return EXIT_USAGE
-    for note in (note for source in sources for note in source.notes):
-        print(f"LOTUS warning: {note}", file=sys.stderr, flush=True)
     tasks = [protocol.TASK_DEPTH, protocol.TASK_NORMAL] if args.task == "both" else [args.task]
+    sources = []
+    try:
+        # Every usage error is found here, before the first frame.
+        try:
+            output = output_folder(args.output)
+            frames = cli_sources.parse_frames(args.frames)
+            sources = cli_sources.find_sources(args.inputs, frames)
+            check_frames_apply(args.frames, args.inputs, sources)
+            chosen = resolve_models(args, tasks)
+            if args.python and not shutil.which(args.python):
+                raise UsageError(f"The worker interpreter {args.python} (--python) is not found")
+            make_output_folder(output)
+        except (ValueError, inputs.InputError, models.ModelError) as ex:
+            _error(ex)
+            return EXIT_USAGE
+        args.output = output
+        for note in (note for source in sources for note in source.notes):
+            print(f"LOTUS warning: {note}", file=sys.stderr, flush=True)
+        return _run(args, tasks, sources, chosen)
+    finally:
+        cli_sources.release(sources)
+
+
+def _run(args, tasks: list[str], sources: list, chosen: dict) -> int:
     job_dir = ""
     previous_handler = None
     try:
-        models = {task: model_spec(task, getattr(args, f"{task}_model"), args.depth_kind)
-                  for task in tasks}
-        os.makedirs(args.output, exist_ok=True)
         batch_files.remove_stale_partials(args.output, args.stale_claim)
         # One model at a time: all frames of a task, then the next task (no model swapping).
         units = [Unit(task, source, frame, final_paths(source, frame, task, args.output,
                                                        args.normal_convention))
                  for task in tasks for source in sources for frame in source.frames]
-        job_dir = jobs.user_folder("jobs", f"cli-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
-        batch = Batch(args, units, models, worker_settings(args.python), job_dir)
+        jobs.prune_job_folders()  # those of killed runs
+        job_dir = job_folders.new_job_folder("cli")
+        batch = Batch(args, units, chosen, worker_settings(python=args.python), job_dir)
         if hasattr(signal, "SIGTERM"):
             # A farm stopping the task: leave through the finally blocks (claims, worker).
             previous_handler = signal.signal(signal.SIGTERM, batch_files.stop_requested)
         return batch.run()
-    except (jobs.ModelError, OSError) as ex:
-        print(f"LOTUS error: {ex}", file=sys.stderr, flush=True)
-        return EXIT_USAGE
+    except OSError as ex:
+        _error(ex)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("LOTUS stopped", file=sys.stderr, flush=True)
         return EXIT_FAILED
@@ -428,7 +415,6 @@ def main(argv: list[str]) -> int:
             signal.signal(signal.SIGTERM, previous_handler)
         if job_dir:
             shutil.rmtree(job_dir, ignore_errors=True)
-        cli_sources.release(sources)
 
 
 # -- registration ---------------------------------------------------------------------------------

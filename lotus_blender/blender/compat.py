@@ -1,4 +1,4 @@
-"""Every Blender API difference the add-on meets between 4.2 LTS and 5.2, in one place.
+"""Every Blender API difference the add-on meets between 4.2 LTS and 5.3, in one place.
 
 Each difference is detected by feature (an attribute, a node type, a socket type) rather than by
 comparing version numbers, so distro builds and point releases take the right path; the comment
@@ -118,10 +118,12 @@ def cycles_can_denoise(scene) -> bool:
         import _cycles
     except ImportError:
         return True
-    # Without OpenImageDenoise its enum item is gone and the denoiser reads as ''.
-    if getattr(scene.cycles, "denoiser", '') == 'OPTIX':
+    if getattr(_cycles, "with_openimagedenoise", True):
         return True
-    return bool(getattr(_cycles, "with_openimagedenoise", True))
+    # Without OpenImageDenoise its enum item is gone, and reading the denoiser then prints a
+    # warning each time (panels ask on every redraw): read it only where OptiX can be chosen.
+    items = scene.cycles.bl_rna.properties["denoiser"].enum_items.keys()
+    return 'OPTIX' in items and scene.cycles.denoiser == 'OPTIX'
 
 
 # -- compositor and sequencer -----------------------------------------------------------------
@@ -129,12 +131,17 @@ def cycles_can_denoise(scene) -> bool:
 def new_compositor(scene, name: str):
     """A compositor tree for scene and the socket whose image becomes the render.
 
-    Blender 5.0+: a compositor node group assigned to ``scene.compositing_node_group`` (returned as
-    the group to remove afterwards); before, the scene's own ``node_tree`` with ``use_nodes``
-    (returned group None: it belongs to the scene)."""
-    if hasattr(scene, "compositing_node_group"):
+    Blender 5.0+: a compositor node group (returned as the group to remove afterwards), run by a
+    compositor effect of the scene from 5.3 (which deprecates ``scene.compositing_node_group``,
+    "Use compositor_effects instead"), assigned to ``compositing_node_group`` in 5.0 to 5.2;
+    before, the scene's own ``node_tree`` with ``use_nodes`` (returned group None: it belongs to
+    the scene)."""
+    if hasattr(scene, "compositor_effects") or hasattr(scene, "compositing_node_group"):
         group = bpy.data.node_groups.new(name, "CompositorNodeTree")
-        scene.compositing_node_group = group
+        if hasattr(scene, "compositor_effects"):
+            scene.compositor_effects.new(name=name).node_group = group
+        else:
+            scene.compositing_node_group = group
         group.interface.new_socket("Image", in_out='OUTPUT', socket_type='NodeSocketColor')
         output = group.nodes.new("NodeGroupOutput")
         return group, group, output.inputs[0]
@@ -143,6 +150,18 @@ def new_compositor(scene, name: str):
     tree.nodes.clear()
     output = tree.nodes.new("CompositorNodeComposite")
     return tree, None, output.inputs[0]
+
+
+def compositor_trees(scene) -> list:
+    """The node trees that composite scene's renders: its compositor effects' groups from 5.3
+    (where ``compositing_node_group`` is deprecated), that group in 5.0 to 5.2, the scene's own
+    ``node_tree`` before."""
+    if hasattr(scene, "compositor_effects"):
+        return [effect.node_group for effect in scene.compositor_effects
+                if effect.node_group is not None]
+    if hasattr(scene, "compositing_node_group"):
+        return [scene.compositing_node_group] if scene.compositing_node_group else []
+    return [scene.node_tree] if scene.use_nodes and scene.node_tree else []
 
 
 # Render Layers node outputs: full pass names ("Diffuse Color") from Blender 5.0; short ones before.

@@ -7,18 +7,17 @@ results of one run are one undo step (undo removes the images, never the files o
 
 from __future__ import annotations
 
-import itertools
 import os
 import shutil
-import time
 
 import bpy
 from bpy.props import BoolProperty, CollectionProperty, EnumProperty, IntProperty, StringProperty
 from bpy.types import Operator, OperatorFileListElement
 
 from .. import protocol
-from . import inputs, jobs, outputs
+from . import inputs, job_folders, jobs, models, outputs
 from .preferences import get_preferences
+from .worker_session import preferences_options, worker_settings
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr", ".hdr", ".bmp", ".webp",
                     ".tga", ".jp2", ".dpx", ".cin", ".sgi", ".rgb")
@@ -35,7 +34,23 @@ STABILIZE_OPTION = dict(name="Stabilize Depth", default=True,
                         description="Sequences and movies: align each frame's depth to the frames "
                                     "before it (removes flicker)")
 TIMER_INTERVAL_S = 0.1
-_batch_numbers = itertools.count(1)
+# Where Image Files... last found photos in this session (the file browser opens there).
+_last_photo_folder = [""]
+
+
+def call_reporting_errors(report, operator, *args, **kwargs) -> set:
+    """Run another operator; what it reports as errors comes back as our own clean reports.
+    (A nested bpy.ops call turns the reports of a failed run into one RuntimeError, which
+    Blender would show as a Python traceback and the status bar as "Python: Traceback...".)"""
+    try:
+        return operator(*args, **kwargs)
+    except RuntimeError as ex:
+        for line in str(ex).strip().splitlines():
+            level, _, text = line.partition(": ")
+            known = {"Error": 'ERROR', "Warning": 'WARNING', "Info": 'INFO'}
+            report({known[level]} if level in known and text else {'ERROR'},
+                   text if level in known and text else line)
+        return {'CANCELLED'}
 
 
 def _tasks(choice: str) -> list[str]:
@@ -53,10 +68,9 @@ def build_jobs(context, task_choice: str, gather, report, tiled: bool = False,
     and movies get depth aligned from frame to frame (core.temporal)."""
     prefs = get_preferences(context)
     tasks = _tasks(task_choice)
-    models = {task: jobs.model_request(task, context) for task in tasks}
+    chosen = {task: models.model_request(task, context) for task in tasks}
     jobs.prune_job_folders()
-    batch_dir = jobs.user_folder("jobs", time.strftime("%Y%m%d-%H%M%S")
-                                 + f"-{os.getpid()}-{next(_batch_numbers)}")
+    batch_dir = job_folders.new_job_folder()
     prepared, problems = gather(context, batch_dir, 0 if tiled else prefs.processing_resolution)
     for problem in problems:
         report({'ERROR'}, problem)
@@ -67,18 +81,17 @@ def build_jobs(context, task_choice: str, gather, report, tiled: bool = False,
         shutil.rmtree(batch_dir, ignore_errors=True)
         return []
     folder, temporary = outputs.resolve_output_folder(prefs.output_dir)
-    settings = jobs.worker_settings(context)
+    settings = worker_settings(context)
     label = prepared[0].name + (f" (+{len(prepared) - 1})" if len(prepared) > 1 else "")
     # A run of several jobs shows under one label ("Depth & Normals photo"); one job, its own.
     run_label = next(name for key, name, _ in TASK_ITEMS if key == task_choice) + f" {label}" \
         if len(tasks) > 1 else ""
     built = []
     for part, task in enumerate(tasks):
-        options = jobs.worker_options(context, tiled=tiled, seamless=seamless)
-        if any(p.frame is not None for p in prepared):
-            options["video_smoothing"] = True
+        options = preferences_options(context, tiled=tiled, seamless=seamless,
+                                      video=any(p.frame is not None for p in prepared))
         built.append(jobs.Job(
-            task=task, model=models[task], inputs=prepared, job_dir=batch_dir, options=options,
+            task=task, model=chosen[task], inputs=prepared, job_dir=batch_dir, options=options,
             output=outputs.OutputSettings(folder=folder, temporary=temporary,
                                           convention=prefs.normal_convention,
                                           stabilize=stabilize),
@@ -104,8 +117,12 @@ class _LotusJobOperator:
         try:
             built = build_jobs(context, self.task, self.gather, self.report, tiled=self.tiled,
                                seamless=self.seamless, stabilize=self.stabilize)
-        except (jobs.ModelError, inputs.InputError, outputs.OutputError) as ex:
+        except (models.ModelError, inputs.InputError, outputs.OutputError) as ex:
             self.report({'ERROR'}, str(ex))
+            return {'CANCELLED'}
+        except OSError as ex:  # the job folders (a full or read-only disk): one line, no traceback
+            where = f" ({ex.filename})" if ex.filename else ""
+            self.report({'ERROR'}, f"Lotus cannot prepare the job: {ex.strerror or ex}{where}")
             return {'CANCELLED'}
         if not built:
             return {'CANCELLED'}
@@ -164,16 +181,31 @@ class LOTUS_OT_predict_files(_LotusJobOperator, Operator):
         if self.paths():  # dropped files (FileHandler) or a script that gave them
             return self._launch(context, blocking=False)
         self._from_browser = True
+        # Open on a folder with no file name filled in (else the browser shows the .blend's
+        # name, as for a Save As): the last folder photos came from, else the .blend's.
+        folder = _last_photo_folder[0] or (os.path.dirname(bpy.data.filepath)
+                                           if bpy.data.filepath else "")
+        if folder:
+            self.filepath = os.path.join(folder, "")
         context.window_manager.fileselect_add(self)
         return {'RUNNING_MODAL'}
+
+    def draw(self, context):
+        """The file browser's side panel (about 200 px): short labels that fit."""
+        layout = self.layout
+        layout.prop(self, "task", text="")
+        layout.prop(self, "tiled", text="Full Resolution")
+        layout.prop(self, "seamless")
 
     def execute(self, context):
         if not self.paths():
             self.report({'ERROR'}, "No image files given")
             return {'CANCELLED'}
         if getattr(self, "_from_browser", False) and not bpy.app.background:
+            _last_photo_folder[0] = self.directory or os.path.dirname(self.filepath)
             # Chosen in the file browser: run again through invoke, modal, so the UI stays live.
-            result = bpy.ops.lotus.predict_files(
+            result = call_reporting_errors(
+                self.report, bpy.ops.lotus.predict_files,
                 'INVOKE_DEFAULT', task=self.task, tiled=self.tiled, seamless=self.seamless,
                 directory=self.directory,
                 files=[{"name": f.name} for f in self.files], filepath=self.filepath)
@@ -290,7 +322,7 @@ class LOTUS_OT_open_log(Operator):
     bl_label = "Open Log"
 
     def execute(self, context):
-        path = jobs.manager.worker_log or jobs.log_path()
+        path = jobs.manager.worker_log or job_folders.log_path()
         if not os.path.isfile(path):
             self.report({'WARNING'}, f"No log yet ({path})")
             return {'CANCELLED'}
@@ -304,7 +336,7 @@ class LOTUS_OT_open_model_folder(Operator):
     bl_label = "Open Model Folder"
 
     def execute(self, context):
-        bpy.ops.wm.path_open(filepath=jobs.models_folder())
+        bpy.ops.wm.path_open(filepath=job_folders.models_folder())
         return {'FINISHED'}
 
 
@@ -337,11 +369,22 @@ _CLASSES = (LOTUS_OT_predict_files, LOTUS_OT_predict_image, LOTUS_OT_cancel_jobs
             LOTUS_OT_pack_results, LOTUS_FH_image_drop)
 
 
+@bpy.app.handlers.persistent
+def _move_results_on_save(filepath="", *_args):
+    """Saving the .blend brings maps out of the temporary folder, next to it."""
+    if filepath:
+        for problem in outputs.move_temporary_results(filepath, get_preferences().output_dir):
+            print(f"Lotus: {problem}")  # a handler cannot report; the panel keeps warning
+
+
 def register():
     for cls in _CLASSES:
         bpy.utils.register_class(cls)
+    bpy.app.handlers.save_pre.append(_move_results_on_save)
 
 
 def unregister():
+    if _move_results_on_save in bpy.app.handlers.save_pre:
+        bpy.app.handlers.save_pre.remove(_move_results_on_save)
     for cls in reversed(_CLASSES):
         bpy.utils.unregister_class(cls)

@@ -7,13 +7,14 @@ cut and the three builders fit on a 1080p screen without scrolling.
 Other features add sub-panels with ``bl_parent_id = "LOTUS_PT_view3d"`` (mixin LotusSubPanel).
 """
 
+import contextlib
+
 import blf
 import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
 
-from . import jobs, outputs
+from . import compat, jobs, outputs
 from .operators import SEAMLESS_OPTION, STABILIZE_OPTION, TASK_ITEMS, TILED_OPTION
-from .preferences import get_preferences
 
 # Sidebar width without a region to ask (tests, scripts): Blender's default at UI scale 1.
 DEFAULT_SIDEBAR_PX = 280
@@ -135,27 +136,66 @@ def draw_wrapped(layout, context, text: str, icon: str = 'NONE', in_box: bool = 
 # -- the panel's parts ----------------------------------------------------------------------------
 
 # A render's pixels live in Blender's render engine, not in the Render Result image (its has_data
-# stays False): remember whether this session rendered since the file was loaded.
-_render_state = {"has_pixels": False}
+# stays False), and a file may bring a Viewer image that was never composited here (Blender 5.2
+# makes a black 256x256 one): remember what the artist rendered or composited in this session.
+# The add-on's own renders (Preview Relight's bands, its temporary scenes) do not count, and they
+# replace what Render Result held.
+_render_state = {"render": False, "viewer": False, "own": 0}
+TEMPORARY_SCENE_PREFIX = "lotus_"  # inputs._TemporaryScene names
+
+
+@contextlib.contextmanager
+def own_renders():
+    """Renders the add-on makes itself: not the artist's render, and Render Result no longer
+    holds the artist's pixels afterwards."""
+    _render_state["own"] += 1
+    try:
+        yield
+    finally:
+        _render_state["own"] -= 1
+        _render_state["render"] = False
+
+
+def _is_artists(scene) -> bool:
+    if _render_state["own"] or scene is None:
+        return False
+    return not scene.name.startswith(TEMPORARY_SCENE_PREFIX)
+
+
+def _has_viewer_node(scene) -> bool:
+    return any(node.type == 'VIEWER' for tree in compat.compositor_trees(scene)
+               for node in tree.nodes)
 
 
 @bpy.app.handlers.persistent
-def _render_finished(*_args):
-    _render_state["has_pixels"] = True
+def _render_finished(scene=None, *_args):
+    if _is_artists(scene):
+        _render_state["render"] = True
+        if scene.render.use_compositing and _has_viewer_node(scene):
+            _render_state["viewer"] = True
+    elif scene is not None and scene.name.startswith(TEMPORARY_SCENE_PREFIX):
+        _render_state["render"] = False  # Render Result now holds the add-on's temporary render
+
+
+@bpy.app.handlers.persistent
+def _composited(scene=None, *_args):
+    if _is_artists(scene) and _has_viewer_node(scene):
+        _render_state["viewer"] = True
 
 
 @bpy.app.handlers.persistent
 def _file_loaded(*_args):
-    _render_state["has_pixels"] = False
+    _render_state["render"] = _render_state["viewer"] = False
 
 
 def has_pixels(image) -> bool:
-    """Whether a Render Result or Viewer image has something to predict from."""
+    """Whether a Render Result or Viewer image holds pixels rendered or composited in this
+    session (by the artist, not by the add-on)."""
     if image is None:
         return False
     if image.type == 'RENDER_RESULT':
-        return _render_state["has_pixels"] or bool(image.has_data)
-    return bool(image.has_data)
+        return _render_state["render"]
+    return _render_state["viewer"] and bool(image.has_data)
 
 
 def draw_progress(layout, context) -> None:
@@ -199,14 +239,15 @@ def draw_last_error(layout, context) -> None:
 
 
 def draw_output_warning(layout, context) -> None:
-    folder, temporary = outputs.resolve_output_folder(get_preferences().output_dir)
-    if temporary and any("lotus_kind" in image and image.packed_file is None
-                         for image in bpy.data.images):
+    """While maps live in the temporary folder (the system cleans it): saving the .blend moves
+    them next to it; until then, or when that failed, say so and offer Pack Results."""
+    if outputs.results_in_temporary_folder():
         box = layout.box()
         box.alert = True
-        draw_wrapped(box, context, "Unsaved .blend: maps are in a temp folder", icon='ERROR',
-                     in_box=True)
-        draw_wrapped(box, context, folder, in_box=True)
+        text = ("Maps are still in a temp folder" if bpy.data.filepath else
+                "Unsaved .blend: maps are in a temp folder")
+        draw_wrapped(box, context, text, icon='ERROR', in_box=True)
+        draw_wrapped(box, context, outputs.temporary_output_folder(), in_box=True)
         box.operator("lotus.pack_results", icon='PACKAGE')
 
 
@@ -215,6 +256,23 @@ def draw_tools(layout) -> None:
     row.operator("lotus.release_model", text="Release", icon='X')
     row.operator("lotus.open_log", text="Log", icon='TEXT')
     row.operator("lotus.open_model_folder", text="Models", icon='FILE_FOLDER')
+
+
+def draw_render_sources(layout, context, settings) -> None:
+    """Render Result and Compositor Viewer, only when they hold the artist's pixels, in one row
+    that is always there (a hint while there is nothing): the buttons below never move."""
+    row = layout.row(align=True)
+    sources = [(("Render Result", "Render"), 'RENDER_RESULT', "Render Result"),
+               (("Compositor Viewer", "Viewer"), 'NODE_COMPOSITING', "Viewer Node")]
+    shown = [source for source in sources if has_pixels(bpy.data.images.get(source[2]))]
+    measure = text_measure(context)
+    width = text_width(context, PANEL_INSET_PX) / max(1, len(shown)) - ICON_PX * ui_scale(context)
+    for texts, icon, image_name in shown:
+        _image_button(row, settings, fit_text(texts, width, measure), icon, image_name)
+    if not shown:
+        row.enabled = False
+        row.label(text=fit_text(["Render Result: after a render (F12)", "Render first (F12)"],
+                                 width, measure), icon='RENDER_RESULT')
 
 
 def _image_button(layout, settings, text, icon, image_name=""):
@@ -248,14 +306,13 @@ class _LotusPanel:
             _image_button(col, settings, "Active Image", 'IMAGE_DATA')
         else:
             _image_button(col, settings, "Selected Texture Nodes", 'NODE_TEXTURE')
-        if has_pixels(bpy.data.images.get("Render Result")):
-            _image_button(col, settings, "Render Result", 'RENDER_RESULT', "Render Result")
-        if has_pixels(bpy.data.images.get("Viewer Node")):
-            _image_button(col, settings, "Compositor Viewer", 'NODE_COMPOSITING', "Viewer Node")
+        draw_render_sources(col, context, settings)
+        # The tools above what comes and goes (progress, errors): a click never lands on them
+        # because a box above them vanished.
+        draw_tools(layout)
         draw_progress(layout, context)
         draw_last_error(layout, context)
         draw_output_warning(layout, context)
-        draw_tools(layout)
 
 
 class _LotusOptionsPanel:
@@ -335,6 +392,7 @@ _CLASSES = (LotusPanelSettings, LOTUS_PT_view3d, LOTUS_PT_image_editor, LOTUS_PT
             LOTUS_PT_image_editor_options)
 _HANDLERS = ((bpy.app.handlers.render_complete, _render_finished),
              (bpy.app.handlers.render_cancel, _render_finished),  # a cancelled render keeps its tiles
+             (bpy.app.handlers.composite_post, _composited),
              (bpy.app.handlers.load_post, _file_loaded))
 
 

@@ -141,6 +141,11 @@ class LotusPreferences(bpy.types.AddonPreferences):
         items=[('OPENGL', "OpenGL (Blender)", "Green channel up (+Y), as Blender expects"),
                ('DIRECTX', "DirectX", "Green channel down (-Y), for DirectX engines")])
 
+    def downloads_models(self) -> bool:
+        """Whether a chosen model comes from Hugging Face (not a Local Folder, not bundled)."""
+        choices = (self.depth_model, self.normal_model)
+        return any(c != 'LOCAL' and not c.startswith(BUNDLED_PREFIX) for c in choices)
+
     def draw(self, context):
         layout = self.layout
         col = layout.column(heading="Models")
@@ -150,7 +155,7 @@ class LotusPreferences(bpy.types.AddonPreferences):
             if choice in {'LOCAL', 'REPO'}:
                 col.prop(self, f"{task}_model_path" if choice == 'LOCAL' else f"{task}_model_repo")
                 col.prop(self, f"{task}_model_kind")
-        if not bpy.app.online_access:
+        if not bpy.app.online_access and self.downloads_models():
             box = col.box()
             box.label(text="Online access is off: models are not downloaded.", icon='INFO')
             box.label(text="Enable it in System > Network, or use a Local Folder model.")

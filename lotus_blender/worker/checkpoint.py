@@ -172,21 +172,29 @@ def _recognise_kind(folder: Path, task: str, repo_id: str | None,
 def prompt_cache_path(folder: Path, cache_dir: Path | None, must_exist: bool = False) -> Path | None:
     """The existing empty-prompt embedding file (beside the model, else in the cache folder).
 
-    With ``must_exist`` False: the first place to write it (see ``prompt_cache_candidates``).
+    With ``must_exist`` False: where to write it (see ``prompt_cache_target``).
     """
-    candidates = prompt_cache_candidates(folder, cache_dir)
     if not must_exist:
-        return candidates[0]
-    return next((c for c in candidates if c.is_file()), None)
+        return prompt_cache_target(folder, cache_dir)
+    return next((c for c in prompt_cache_candidates(folder, cache_dir) if c.is_file()), None)
 
 
 def prompt_cache_candidates(folder: Path, cache_dir: Path | None) -> list[Path]:
-    """Where the empty-prompt embedding may live, in order: next to the model, then the cache."""
+    """Where the empty-prompt embedding may be read from, in order: next to the model (compact
+    bundles ship it there), then the cache."""
     candidates = [Path(folder) / EMPTY_PROMPT_FILE]
     if cache_dir is not None:
-        key = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(Path(folder).resolve()))[-120:]
-        candidates.append(Path(cache_dir) / "prompt_embeddings" / f"{key}.safetensors")
+        candidates.append(prompt_cache_target(folder, cache_dir))
     return candidates
+
+
+def prompt_cache_target(folder: Path, cache_dir: Path | None) -> Path:
+    """Where a computed embedding is written: the cache folder (the add-on's), never the user's
+    own model folder; beside the model only when no cache folder is given."""
+    if cache_dir is None:
+        return Path(folder) / EMPTY_PROMPT_FILE
+    key = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(Path(folder).resolve()))[-120:]
+    return Path(cache_dir) / "prompt_embeddings" / f"{key}.safetensors"
 
 
 def resolve_source(model: dict, progress: Callable[[str, float, str], None] | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,17 +167,17 @@ def load_prompt_embeds(info: checkpoint.CheckpointInfo, cache_dir: Path | None):
     with torch.inference_mode():
         embeds = encoder(ids)[0].to(torch.float32).contiguous()
     del encoder
-    for target in checkpoint.prompt_cache_candidates(info.folder, cache_dir):
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            save_file({"prompt_embeds": embeds}, str(target))
-        except (OSError, SafetensorError) as ex:  # a read-only model folder: try the cache next
-            log.info("cannot cache the empty-prompt embedding in %s: %s", target, ex)
-            continue
-        log.info("cached the empty-prompt embedding in %s", target)
-        break
+    target = checkpoint.prompt_cache_target(info.folder, cache_dir)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        save_file({"prompt_embeds": embeds}, str(partial))
+        os.replace(partial, target)  # another worker may read it at any moment: whole or absent
+    except (OSError, SafetensorError) as ex:  # computed again next time: slower, not wrong
+        partial.unlink(missing_ok=True)
+        log.warning("could not cache the empty-prompt embedding in %s: %s", target, ex)
     else:
-        log.warning("could not cache the empty-prompt embedding anywhere")
+        log.info("cached the empty-prompt embedding in %s", target)
     return embeds
 
 

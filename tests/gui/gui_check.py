@@ -26,7 +26,7 @@ from pathlib import Path
 import bpy
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-STEP_TIMEOUT_S = 240.0
+STEP_TIMEOUT_S = 600.0  # a loaded 2-core machine (CI-sized) needs minutes per run
 
 
 def parse_args():
@@ -73,11 +73,23 @@ def install_extension():
     prefs.normal_model_path = str(checkpoints / "tiny-normal")
     prefs.python_path = ARGS.worker_python
     # Large enough that a run lasts a few seconds on a CPU, so its progress can be seen.
-    prefs.processing_resolution = 512
+    prefs.processing_resolution = 384
     prefs.device = 'CPU'
     prefs.precision = 'FP32'
     prefs.output_dir = "//lotus/"
+    # The worker must write the empty-prompt embedding into the add-on's cache, never into the
+    # user's model folders: start without one (an older add-on may have left it there).
+    for folder in ("tiny-depth", "tiny-normal"):
+        (checkpoints / folder / "lotus_empty_prompt.safetensors").unlink(missing_ok=True)
+    REPORT["model_folders_before"] = model_folder_files()
     return name
+
+
+def model_folder_files():
+    checkpoints = Path(ARGS.checkpoints)
+    return {folder: sorted(str(p.relative_to(checkpoints / folder))
+                           for p in (checkpoints / folder).rglob("*"))
+            for folder in ("tiny-depth", "tiny-normal")}
 
 
 def window_parts():
@@ -131,11 +143,20 @@ def make_photo_scene():
     scene.render.resolution_x, scene.render.resolution_y = 480, 320
     scene.render.resolution_percentage = 100
     scene.view_settings.view_transform = 'Standard'
-    # A compositor Viewer so that the Viewer Node image gets pixels from the render.
-    scene.use_nodes = True
-    tree = scene.node_tree
+    # A compositor Viewer so that the Viewer Node image gets pixels from the render: the scene's
+    # node tree up to 4.x, a compositor node group from 5.0.
+    if hasattr(scene, "compositing_node_group"):
+        tree = bpy.data.node_groups.new("gui_compositor", "CompositorNodeTree")
+        scene.compositing_node_group = tree
+        layers = tree.nodes.new("CompositorNodeRLayers")
+        tree.interface.new_socket("Image", in_out='OUTPUT', socket_type='NodeSocketColor')
+        tree.links.new(layers.outputs["Image"], tree.nodes.new("NodeGroupOutput").inputs[0])
+    else:
+        scene.use_nodes = True
+        tree = scene.node_tree
+        layers = tree.nodes["Render Layers"]
     viewer = tree.nodes.new("CompositorNodeViewer")
-    tree.links.new(tree.nodes["Render Layers"].outputs["Image"], viewer.inputs["Image"])
+    tree.links.new(layers.outputs["Image"], viewer.inputs["Image"])
 
 
 def image_state(name):
@@ -179,9 +200,12 @@ def screenshot(name, note=""):
 def panel_state():
     """What the panel shows now, from the add-on's live state."""
     jobs = addon_module("jobs")
+    panels = addon_module("panels")
     manager = jobs.manager
     job = manager.current
-    state = {"last_error": manager.last_error, "queued": len(manager.queue)}
+    state = {"last_error": manager.last_error, "queued": len(manager.queue),
+             "render_result_button": panels.has_pixels(bpy.data.images.get("Render Result")),
+             "viewer_button": panels.has_pixels(bpy.data.images.get("Viewer Node"))}
     if job is not None:
         state.update(job=job.label, stage=job.stage, fraction=job.fraction,
                      status=job.status_text())
@@ -195,6 +219,26 @@ def check(condition, message):
     if not condition:
         REPORT["failures"].append(message)
         log(f"FAILED: {message}")
+
+
+def recent_reports():
+    """The reports Blender keeps (status bar, Info editor), as text: copied from an Info editor
+    (the timeline area, switched for the moment) through the clipboard."""
+    window = bpy.context.window_manager.windows[0]
+    area = min(window.screen.areas, key=lambda a: a.height)  # the timeline at the bottom
+    old_type = area.ui_type
+    area.ui_type = 'INFO'
+    try:
+        region = next(r for r in area.regions if r.type == 'WINDOW')
+        with bpy.context.temp_override(window=window, area=area, region=region):
+            bpy.ops.info.select_all(action='SELECT')
+            bpy.ops.info.report_copy()
+        return bpy.context.window_manager.clipboard
+    except Exception as ex:  # noqa: BLE001 - the check that reads it fails instead
+        log(f"cannot read the reports: {ex}")
+        return ""
+    finally:
+        area.ui_type = old_type
 
 
 def addon_module(name):
@@ -235,6 +279,10 @@ def steps():
     REPORT["sidebar_width"] = sidebar.width
     REPORT["ui_scale"] = bpy.context.preferences.system.ui_scale
     screenshot("01_panel_default", "the Lotus tab at the sidebar's default width, nothing run yet")
+    REPORT["viewer_image_at_start"] = image_state("Viewer Node")
+    state = panel_state()
+    check(not state["render_result_button"] and not state["viewer_button"],
+          f"source buttons before any render: {state}")
 
     # A photo: render the scene (fills Render Result and the compositor Viewer).
     make_photo_scene()
@@ -257,6 +305,9 @@ def steps():
         extra.append(copy.name)
     yield from settle()
     screenshot("02_panel_after_render", "Render Result and Compositor Viewer have pixels now")
+    state = panel_state()
+    check(state["render_result_button"] and state["viewer_button"],
+          f"source buttons after the render: {state}")
 
     # Depth & Normals on four files: watch one progress bar for the whole run.
     settings.task = 'BOTH'
@@ -288,6 +339,10 @@ def steps():
     screenshot("04_done", "the Depth & Normals run finished")
     check("studio_depth" in bpy.data.images and "studio_normal" in bpy.data.images,
           "no studio_depth / studio_normal images")
+    both = [line for line in recent_reports().splitlines() if "Lotus: " in line]
+    REPORT["both_report"] = both[-1:] 
+    check(both and "studio_depth" in both[-1] and "studio_normal" in both[-1],
+          f"the Both report does not name depth and normal maps: {both[-1:]}")
 
     # Cancel with a real ESC key press while a run is going.
     with override():
@@ -334,6 +389,7 @@ def steps():
     screenshot("08_error_cleared", "the next job runs: the old error is gone")
     yield from wait_until(lambda: not jobs.manager.busy)
 
+
     # The three builders, from the photo and its maps.
     photo = bpy.data.images.get("studio") or bpy.data.images.load(str(photo_path),
                                                                    check_existing=True)
@@ -343,7 +399,9 @@ def steps():
     scene = bpy.context.scene
     for name in ("lotus_scene25d", "lotus_materials", "lotus_relight"):
         getattr(scene, name).photo = photo
-    yield from settle()
+    # The last run's box has just gone: panels slide up one step per redraw, slowly on a busy
+    # machine.
+    yield from settle(5.0)
     screenshot("09_builders", "the three builders with a photo chosen")
     yield from build("lotus.build_photo_scene", "10_scene25d", 'MATERIAL', camera_view=True,
                      wait=10.0)
@@ -353,6 +411,148 @@ def steps():
     # Relight reuses the 2.5D scene's mesh and camera: keep them in view.
     yield from build("lotus.relight_setup", "12_relight", 'RENDERED', camera_view=True,
                      wait=45.0, keep=REPORT["10_scene25d"]["new_objects"])
+    # Kill the worker mid-run: one error, "(Open Log)" once.
+    import signal
+    with override():
+        bpy.ops.lotus.predict_files('INVOKE_DEFAULT', task='DEPTH', directory=str(photos),
+                                    files=[{"name": n} for n in ["studio.png"] + extra])
+    yield from wait_until(lambda: jobs.manager.current is not None
+                          and jobs.manager.current.progress > 0)
+    os.kill(jobs.manager.client.pid, signal.SIGKILL)
+    yield from wait_until(lambda: not jobs.manager.busy)
+    yield from settle()
+    killed = [line for line in recent_reports().splitlines() if "stopped unexpectedly" in line]
+    REPORT["kill_report"] = killed[-1:]
+    check(killed and killed[-1].count("Open Log") == 1, f"kill report: {killed[-1:]}")
+    screenshot("08b_killed", "the worker killed mid-run: one error line, (Open Log) once")
+
+    # Image Files... through the real file browser, with a model that cannot be had (the default
+    # Hugging Face model, online access off): one clean report, no traceback.
+    yield from image_files_error(photos)
+
+    # Preview Relight renders into Render Result: not the artist's render, no button for it.
+    area.spaces.active.shading.type = 'SOLID'
+    with override():
+        bpy.ops.lotus.preview_relight(max_size=64, quality='FAST')
+    yield from settle()
+    state = panel_state()
+    REPORT["after_preview_relight"] = state
+    check(not state["render_result_button"], "Render Result offered after Preview Relight")
+    screenshot("13_after_preview_relight", "Preview Relight done: no Render Result button")
+    options_panels()
+    yield from preferences_window()
+    REPORT["model_folders_after"] = model_folder_files()
+    check(REPORT["model_folders_after"] == REPORT["model_folders_before"],
+          "the worker wrote into the user's model folders")
+    cache = Path(addon_module("jobs").models_folder()) / "prompt_embeddings"
+    REPORT["prompt_cache"] = sorted(p.name for p in cache.glob("*")) if cache.is_dir() else []
+    check(len(REPORT["prompt_cache"]) == 2, f"prompt cache: {REPORT['prompt_cache']}")
+    yield from save_moves_results(photos)
+
+
+def image_files_error(photos):
+    """Image Files... in the file browser Blender opens (a window of its own), with the default
+    Hugging Face model while online access is off."""
+    prefs = bpy.context.preferences.addons[ADDON].preferences
+    local = prefs.depth_model
+    prefs.depth_model = "jingheya/lotus-depth-g-v2-1-disparity"
+    before = set(bpy.context.window_manager.windows)
+    with override():
+        bpy.ops.lotus.predict_files('INVOKE_DEFAULT', task='DEPTH')
+    yield from settle(2.0)
+    browsers = [w for w in bpy.context.window_manager.windows if w not in before]
+    check(len(browsers) == 1, f"the file browser window did not open: {len(browsers)}")
+    if not browsers:
+        prefs.depth_model = local
+        return
+    window = browsers[0]
+    area = next(a for a in window.screen.areas if a.type == 'FILE_BROWSER')
+    params = area.spaces.active.params
+    REPORT["file_browser"] = {"directory": params.directory.decode() if isinstance(
+        params.directory, bytes) else params.directory, "filename": params.filename}
+    check(not params.filename, f"the file browser opened with a file name: {params.filename!r}")
+    screenshot("14_file_browser", "Image Files...: no .blend name filled in, side panel uncut")
+    params.directory = str(photos).encode() if isinstance(params.directory, bytes) else str(photos)
+    params.filename = "studio.png"
+    yield from settle(1.0)
+    region = next(r for r in area.regions if r.type == 'WINDOW')
+    with bpy.context.temp_override(window=window, area=area, region=region):
+        bpy.ops.file.execute()
+    yield from settle(2.0)
+    reports = recent_reports()
+    lines = [line for line in reports.splitlines() if "not downloaded" in line]
+    REPORT["image_files_error"] = lines[-1:]
+    check(lines and "Traceback" not in reports and "RuntimeError" not in reports,
+          f"Image Files... error report: {reports[-600:]}")
+    screenshot("15_image_files_error", "Image Files... with an unavailable model: one clean report")
+    prefs.depth_model = local
+
+
+def options_panels():
+    """The collapsed Options of the Lotus tab and of the 2.5D builder, open in the next file's
+    sidebar (re-registered open: Python cannot click a panel header; see save_moves_results)."""
+    for name in ("LOTUS_PT_view3d_options", "LOTUS_PT_scene25d_options"):
+        cls = getattr(bpy.types, name)
+        bpy.utils.unregister_class(cls)
+        cls.bl_options = set()
+        bpy.utils.register_class(cls)
+    bpy.context.window_manager.lotus_panel.tiled = True
+
+
+def preferences_window():
+    """The add-on's preferences with Local Folder models only: no online-access note."""
+    prefs = bpy.context.preferences
+    prefs.active_section = 'ADDONS'
+    bpy.context.window_manager.addon_search = "Lotus"
+    before = set(bpy.context.window_manager.windows)
+    with override():
+        bpy.ops.screen.userpref_show()
+        bpy.ops.preferences.addon_expand(module=ADDON)
+    yield from settle(2.0)
+    screenshot("17_preferences", "Local Folder models only: no 'Online access is off' note")
+    for window in set(bpy.context.window_manager.windows) - before:
+        with bpy.context.temp_override(window=window):
+            bpy.ops.wm.window_close()
+    yield from settle(1.0)
+
+
+def save_moves_results(photos):
+    """A new, unsaved file: maps go to the temp folder (the panel warns); saving the .blend
+    moves them next to it and the warning goes."""
+    outputs = addon_module("outputs")
+    bpy.ops.wm.read_homefile(use_empty=False)
+    yield from settle(2.0)
+    window, area, sidebar, main = window_parts()
+    area.spaces.active.show_region_ui = True
+    yield 0.5
+    window, area, sidebar, main = window_parts()
+    sidebar.active_panel_category = "Lotus"
+    yield from settle(2.0)
+    screenshot("16_options", "the Options sub-panels open at the default width: no cut label")
+    jobs = addon_module("jobs")
+    with override():
+        bpy.ops.lotus.predict_files('INVOKE_DEFAULT', task='DEPTH', directory=str(photos),
+                                    files=[{"name": "studio.png"}])
+    yield from wait_until(lambda: not jobs.manager.busy)
+    yield from settle()
+    depth = bpy.data.images.get("studio_depth")
+    in_temp = bool(outputs.results_in_temporary_folder())
+    REPORT["unsaved"] = {"path": depth.filepath if depth else None, "in_temp": in_temp}
+    check(in_temp, "the unsaved file's map is not in the temp folder")
+    screenshot("18_unsaved_warning", "unsaved .blend: maps in the temp folder, Pack Results")
+    blend = OUT / "saved_later" / "shot.blend"
+    blend.parent.mkdir(exist_ok=True)
+    with override():
+        bpy.ops.wm.save_as_mainfile(filepath=str(blend))
+    yield from settle()
+    depth = bpy.data.images.get("studio_depth")
+    REPORT["saved"] = {"path": depth.filepath if depth else None,
+                       "in_temp": bool(outputs.results_in_temporary_folder()),
+                       "files": sorted(os.listdir(blend.parent / "lotus"))
+                       if (blend.parent / "lotus").is_dir() else []}
+    check(depth is not None and depth.filepath.startswith("//lotus/")
+          and not REPORT["saved"]["in_temp"], f"after saving: {REPORT['saved']}")
+    screenshot("19_saved_moved", "saved: the maps moved next to the .blend, the warning is gone")
 
 
 def write_exact_maps(depth_image, normal_image):
@@ -462,6 +662,12 @@ def convert(*args):
     subprocess.run(["convert", *map(str, args)], check=True)
 
 
+def side_by_side(target, crop, *shots):
+    parts = [OUT / f"{name}_sidebar.png" for name in shots]
+    convert(*parts, "-crop", crop, "+repage", "-bordercolor", "#1d1d1d", "-border", "4",
+            "+append", "-colors", "256", target)
+
+
 def readme_images(folder):
     """Small PNGs for the README: the panel, a run (progress, cancelling, an error) and each
     builder's result (the 3D View with the sidebar, scaled down)."""
@@ -474,6 +680,12 @@ def readme_images(folder):
                                                       "07_error")]
     convert(*parts, "-crop", "x330+0+0", "+repage", "-bordercolor", "#1d1d1d", "-border", "4",
             "+append", folder / "running.png")
+    # The source row before and after a render (nothing below moves), the temp-folder warning
+    # before and after saving, and the 2.5D Options uncut at the default width.
+    side_by_side(folder / "sources.png", "x130+0+0", "01_panel_default", "02_panel_after_render")
+    side_by_side(folder / "saved.png", "x290+0+0", "18_unsaved_warning", "19_saved_moved")
+    convert(OUT / "16_options_sidebar.png", "-crop", "x700+0+0", "+repage", "-colors", "256",
+            folder / "options.png")
     for name, shot in (("scene25d", "10_scene25d"), ("material", "11_material"),
                        ("relight", "12_relight")):
         if shot not in steps:
@@ -531,4 +743,5 @@ except Exception:  # noqa: BLE001 - without the add-on there is nothing to check
     log(traceback.format_exc())
     sys.stdout.flush()
     os._exit(2)
-bpy.app.timers.register(make_driver(), first_interval=2.0)
+# Persistent: the check goes on across the new file it opens at the end.
+bpy.app.timers.register(make_driver(), first_interval=2.0, persistent=True)

@@ -25,6 +25,7 @@ import numpy as np
 from bpy.props import EnumProperty, IntProperty
 
 from .. import compat, outputs
+from ..panels import own_renders
 from . import materials, scene25d
 
 QUALITY_ITEMS = [
@@ -202,7 +203,9 @@ class PreviewRender:
         render.border_max_y = (high + 0.25) / self.height if high < self.height else 1.0
         try:
             # In the interface a failed render only reports; in background mode it raises.
-            if bpy.ops.render.render(write_still=False) != {'FINISHED'}:
+            with own_renders():  # not the artist's render: the Render Result button stays hidden
+                finished = bpy.ops.render.render(write_still=False)
+            if finished != {'FINISHED'}:
                 raise RuntimeError("the render did not finish (its message is in the Info editor)")
         except RuntimeError as error:
             # Builds without OpenImageDenoise (Debian's Blender 4.3) fail every denoised render.
