@@ -50,6 +50,9 @@ def build_and_save(work: Path, args: dict) -> dict:
     # Predictions alone (nothing uses them yet) are saved too, in a copy.
     bpy.ops.wm.save_as_mainfile(filepath=str(work / "predicted.blend"), copy=True)
     assert bpy.ops.lotus.build_photo_scene(photo=photo.name) == {'FINISHED'}
+    # Built again with another focal source: it replaces the first build.
+    bpy.context.scene.lotus_scene25d.focal_source = 'MANUAL'
+    assert bpy.ops.lotus.build_photo_scene(photo=photo.name) == {'FINISHED'}
     assert bpy.ops.lotus.normal_material(photo=photo.name, target='NEW_PLANE',
                                          convention='OPENGL') == {'FINISHED'}
     assert bpy.ops.lotus.normal_material(photo=photo.name, target='NEW_PLANE',
@@ -60,7 +63,9 @@ def build_and_save(work: Path, args: dict) -> dict:
               if image.name not in ("Render Result", "Viewer Node")}
     objects = sorted(obj.name for obj in bpy.data.objects)
     bpy.ops.wm.save_mainfile()
-    return {"images": images, "objects": objects,
+    filepaths = {image.name: image.filepath for image in bpy.data.images
+                 if image.filepath and image.packed_file is None}
+    return {"images": images, "objects": objects, "filepaths": filepaths,
             "files": sorted(os.listdir(work / "lotus"))}
 
 

@@ -104,3 +104,61 @@ def remove_images(prefix: str) -> None:
     import bpy
     for image in [i for i in bpy.data.images if i.name.startswith(prefix)]:
         bpy.data.images.remove(image)
+
+
+def moving_frames(count: int, width=48, height=32) -> list:
+    """``count`` RGB pictures (top row first, values in [0, 1]) that really differ: a white bar
+    moving 6 px a frame over a dark gradient, a frame's grey level rising with its number."""
+    frames = []
+    for frame in range(count):
+        picture = np.repeat(gradient(width, height)[..., :1] * 0.3, 3, axis=2)
+        picture += 0.4 * frame / max(1, count - 1)
+        left = (frame * 6) % (width - 8)
+        picture[:, left:left + 8] = 1.0
+        frames.append(np.clip(picture, 0.0, 1.0))
+    return frames
+
+
+def write_movie(path_prefix: str, frames: list, container='MPEG4', codec='H264') -> str:
+    """Encode the pictures into a movie with Blender's own FFmpeg writer (the sequencer plays
+    them as an image strip) and return its path; frame 1 is the first picture."""
+    import os
+    import bpy
+    from tests import blender_env
+    compat = blender_env.compat()
+    folder = os.path.dirname(path_prefix)
+    height, width = frames[0].shape[:2]
+    names = []
+    for number, picture in enumerate(frames, 1):
+        rgba = np.ones((height, width, 4), np.float32)
+        rgba[..., :3] = picture
+        image = new_image("lotus_movie_source", rgba)
+        image.filepath_raw = os.path.join(folder, f".movie_source_{number:04d}.png")
+        image.file_format = 'PNG'
+        image.save()
+        bpy.data.images.remove(image)
+        names.append(f".movie_source_{number:04d}.png")
+    scene = bpy.data.scenes.new("lotus_movie_writer")
+    try:
+        scene.render.resolution_x, scene.render.resolution_y = width, height
+        scene.render.resolution_percentage = 100
+        scene.frame_start, scene.frame_end = 1, len(frames)
+        scene.view_settings.view_transform = 'Standard'
+        strips = compat.sequencer_strips(scene.sequence_editor_create())
+        strip = strips.new_image("frames", os.path.join(folder, names[0]), 1, 1)
+        for name in names[1:]:
+            strip.elements.append(name)
+        compat.set_file_format(scene.render.image_settings, 'FFMPEG')
+        scene.render.ffmpeg.format = container
+        scene.render.ffmpeg.codec = codec
+        scene.render.ffmpeg.constant_rate_factor = 'PERC_LOSSLESS'
+        scene.render.filepath = path_prefix
+        # The animation path renders frame_start..frame_end of this scene (never the window's).
+        bpy.ops.render.render(scene=scene.name, animation=True)
+    finally:
+        bpy.data.scenes.remove(scene)
+        for name in names:
+            os.remove(os.path.join(folder, name))
+    base = os.path.basename(path_prefix)
+    return next(os.path.join(folder, entry) for entry in sorted(os.listdir(folder))
+                if entry.startswith(base) and not entry.endswith(".png"))

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from tests import blender_env
-from tests.blender_side import Reports, drive, gradient, image_pixels, new_image, remove_images
+from tests.blender_side import (Reports, drive, gradient, image_pixels, moving_frames, new_image,
+                                remove_images, write_movie)
 
 
 def _srgb(linear):
@@ -313,58 +314,143 @@ def test_multilayer_exr_pass(lotus, tiny_render_scene, tmp_path):
     remove_images("layers")
 
 
-def test_image_sequence_one_result_per_frame(lotus, tmp_path):
+def test_image_sequence_one_result_per_frame_and_a_gap(lotus, tmp_path):
+    """The default range runs from the first file to the last; a missing frame is skipped with
+    one warning (the command line does the same: test_cli)."""
     import bpy
     from PIL import Image
     frames = tmp_path / "frames"
     frames.mkdir()
-    for number in (1, 2, 3):
-        picture = np.roll(gradient(), number * 3, axis=1)[..., :3]
-        Image.fromarray(np.round(picture * 255).astype(np.uint8)).save(
+    pictures = {}
+    for number in (1, 2, 3, 5):
+        pictures[number] = np.roll(gradient(), number * 3, axis=1)[..., :3]
+        Image.fromarray(np.round(pictures[number] * 255).astype(np.uint8)).save(
             frames / f"clip_{number:04d}.png")
     image = bpy.data.images.load(str(frames / "clip_0001.png"))
     image.source = 'SEQUENCE'
-    assert lotus.inputs.frame_range(image) == (1, 3)
-    result = bpy.ops.lotus.predict_image(image=image.name, task='DEPTH', frame_start=1,
-                                         frame_end=3)
+    assert lotus.inputs.frame_range(image) == (1, 5)
+    prepared = lotus.inputs.prepare_frames(image, 1, 5, str(tmp_path), 0)
+    assert [item.frame for item in prepared] == [1, 2, 3, 5]
+    for item in prepared:
+        assert np.abs(np.load(item.npy_path) - pictures[item.frame]).max() < 1 / 255 + 1e-6
+    assert [n for item in prepared for n in item.notes] == \
+        ["clip_####.png: frame 4 missing, skipped (4 frames used)"]
+    reports = Reports()
+    operator = SimpleNamespace(image=image.name, frame_start=0, frame_end=0)
+    gather = lambda context, job_dir, resolution: lotus.operators.LOTUS_OT_predict_image.gather(
+        SimpleNamespace(images=lambda context: [image], layer="", render_pass="Combined",
+                        **vars(operator)), context, job_dir, resolution)
+    result, _ = _run(lotus, reports, gather)
     assert result == {'FINISHED'}
-    for number in (1, 2, 3):
+    assert reports.texts('WARNING') == ["clip_####.png: frame 4 missing, skipped (4 frames used)"]
+    for number in (1, 2, 3, 5):
         assert (lotus.out / f"clip_depth_{number:04d}.exr").is_file()
+    assert not (lotus.out / "clip_depth_0004.exr").exists()
     sequence = bpy.data.images["clip_depth"]
-    assert sequence.source == 'SEQUENCE' and list(sequence["lotus_frames"]) == [1, 3]
+    assert sequence.source == 'SEQUENCE' and list(sequence["lotus_frames"]) == [1, 5]
     assert sequence["lotus_kind"] == "disparity"
     bpy.data.images.remove(image)
     remove_images("clip")
 
 
-def test_movie_one_result_per_frame(lotus, tiny_render_scene, tmp_path):
+def _nearest_frames(arrays, pictures):
+    """For each array, the index of the picture it is closest to (mean absolute difference)."""
+    return [int(np.argmin([np.abs(array - picture).mean() for picture in pictures]))
+            for array in arrays]
+
+
+def test_movie_one_result_per_frame_from_that_frame(lotus, tmp_path):
+    """Each frame's input is that frame's pixels (issue 15: every frame came out as the movie's
+    first, the artist's current frame), and the predict operator writes one map per frame."""
     import bpy
     if not bpy.app.build_options.codec_ffmpeg:
         pytest.skip("this Blender build has no FFmpeg")
-    settings = tiny_render_scene.render.image_settings
-    blender_env.compat().set_file_format(settings, 'FFMPEG')
-    tiny_render_scene.render.ffmpeg.format = 'MPEG4'
-    tiny_render_scene.render.ffmpeg.codec = 'H264'
-    tiny_render_scene.frame_start, tiny_render_scene.frame_end = 1, 3
-    tiny_render_scene.render.filepath = str(tmp_path / "movie_")
-    bpy.ops.render.render(scene=tiny_render_scene.name, animation=True)
-    movie = next(p for p in tmp_path.iterdir() if p.name.startswith("movie_"))
-    image = bpy.data.images.load(str(movie))
+    pictures = moving_frames(6)
+    movie = write_movie(str(tmp_path / "take_"), pictures)
+    image = bpy.data.images.load(movie)
     assert image.source == 'MOVIE'
-    assert lotus.inputs.frame_range(image) == (1, 3)
-    result = bpy.ops.lotus.predict_image(image=image.name, task='NORMAL', frame_start=1,
-                                         frame_end=3)
+    assert lotus.inputs.frame_range(image) == (1, 6)
+    scene = bpy.context.scene
+    scene.frame_current = 4  # the artist's frame must not leak into any other
+    try:
+        prepared = lotus.inputs.prepare_frames(image, 1, 6, str(tmp_path), 0)
+    finally:
+        scene.frame_current = 1
+    arrays = [np.load(item.npy_path) for item in prepared]
+    assert [item.frame for item in prepared] == [1, 2, 3, 4, 5, 6]
+    assert _nearest_frames(arrays, pictures) == [0, 1, 2, 3, 4, 5]
+    for array, picture in zip(arrays, pictures):
+        assert np.abs(array - picture).mean() < 0.02  # the frame as stored (Standard, sRGB)
+    assert np.abs(arrays[0] - arrays[5]).max() > 0.3
+    result = bpy.ops.lotus.predict_image(image=image.name, task='NORMAL', frame_start=2,
+                                         frame_end=4)
     assert result == {'FINISHED'}
-    stem = os.path.splitext(movie.name)[0]
-    for number in (1, 2, 3):
+    stem = os.path.splitext(os.path.basename(movie))[0]
+    for number in (2, 3, 4):
         assert (lotus.out / f"{stem}_normal_{number:04d}.exr").is_file()
         assert (lotus.out / f"{stem}_normal_opengl_{number:04d}.png").is_file()
+    assert not (lotus.out / f"{stem}_normal_0001.exr").exists()
     assert bpy.data.images[f"{stem}_normal"].source == 'SEQUENCE'
     bpy.data.images.remove(image)
     remove_images(stem)
 
 
+def test_movie_cut_short_or_unreadable_is_one_clear_line(lotus, tmp_path):
+    """A movie cut at 60% is refused (FFmpeg would repeat its last whole frame, or Blender finds
+    a 0x0 image and a 4x4 map came out); frames past its end are skipped with one warning."""
+    import bpy
+    if not bpy.app.build_options.codec_ffmpeg:
+        pytest.skip("this Blender build has no FFmpeg")
+    movie = write_movie(str(tmp_path / "whole_"), moving_frames(8), container='MKV')
+    data = open(movie, "rb").read()
+    for container, cut in (("mkv", 0.6), ("mkv", 0.95)):
+        path = tmp_path / f"cut_{cut}.{container}"
+        path.write_bytes(data[:int(len(data) * cut)])
+        image = bpy.data.images.load(str(path))
+        with pytest.raises(lotus.inputs.InputError, match="is incomplete"):
+            lotus.inputs.prepare_frames(image, 1, 8, str(tmp_path), 0)
+        bpy.data.images.remove(image)
+    garbage = tmp_path / "noise.mp4"
+    garbage.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(range(256)) * 8)
+    image = bpy.data.images.load(str(garbage))
+    with pytest.raises(lotus.inputs.InputError) as error:
+        lotus.inputs.prepare_frames(image, 1, 1, str(tmp_path), 0)
+    assert "noise.mp4" in str(error.value) and "\n" not in str(error.value)
+    bpy.data.images.remove(image)
+    # Past the end: skipped, one note naming the frames.
+    image = bpy.data.images.load(movie)
+    prepared = lotus.inputs.prepare_frames(image, 7, 12, str(tmp_path), 0)
+    assert [item.frame for item in prepared] == [7, 8]
+    notes = [note for item in prepared for note in item.notes]
+    assert notes == [f"{os.path.basename(movie)}: frames 9-12 missing, skipped (2 frames used)"]
+    bpy.data.images.remove(image)
+
+
 # -- output rules ---------------------------------------------------------------------------------
+
+def test_preview_png_holds_the_preview_pixels(lotus, tmp_path):
+    """The depth preview file is written with the Standard view transform: the file holds the
+    pixels the .blend holds (a new scene's AgX changed them by up to 35/255)."""
+    import bpy
+    from PIL import Image
+    from lotus_blender.core import maps
+    depth = np.linspace(0.0, 1.0, 48 * 64, dtype=np.float32).reshape(48, 64)
+    colours = maps.colorize_depth(depth, near_is_high=True)
+    paths = {"exr": str(tmp_path / "m_depth.exr"), "preview": str(tmp_path / "m_preview.png")}
+    lotus.outputs.write_map_files(depth, "disparity", 64, 48, paths)
+    stored = np.asarray(Image.open(paths["preview"]).convert("RGB"), np.float32) / 255
+    assert np.abs(stored - colours).max() <= 1 / 255 + 1e-6
+    # The add-on's own result image and its file agree too.
+    result = bpy.ops.lotus.predict_image(image=new_image("prev_src", gradient()).name,
+                                         task='DEPTH')
+    assert result == {'FINISHED'}
+    preview = bpy.data.images["prev_src_depth_preview"]
+    in_blend = image_pixels(preview)[..., :3]
+    on_disk = np.asarray(Image.open(bpy.path.abspath(preview.filepath)).convert("RGB"),
+                         np.float32) / 255
+    assert np.abs(in_blend - on_disk).max() <= 1 / 255 + 1e-6
+    remove_images("prev_src")
+
 
 def test_unwritable_output_folder_keeps_results(lotus, tmp_path):
     import bpy

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests import blender_env
-from tests.blender_side import gradient
+from tests.blender_side import gradient, moving_frames, write_movie
 
 PROGRESS = re.compile(r"^LOTUS +(\d+\.\d)% (\d+)/(\d+) (depth|normal) frame (\S+) "
                       r"(computed|skipped|failed) ([\d.]+)s")
@@ -172,20 +172,26 @@ def test_stabilization_is_the_core_alignment(cli, lotus, tmp_path, capsys):
         np.testing.assert_allclose(mine, theirs, atol=1e-5)
 
 
-def test_folder_images_and_a_failed_frame(cli, lotus, tmp_path, capsys):
+def test_folder_images_a_gap_and_a_failed_frame(cli, lotus, tmp_path, capsys):
+    """A missing frame is skipped with one warning (as in the panel); an unreadable one fails."""
     from PIL import Image
     folder = tmp_path / "in"
-    write_frames(folder, "seq", [1, 2, 4])  # frame 3 is missing from the requested range
+    write_frames(folder, "seq", [1, 2, 4])  # frame 3 is missing, frame 5 is not a picture
+    (folder / "seq_0005.png").write_bytes(b"not a picture at all" * 10)
     Image.fromarray(np.round(gradient()[..., :3] * 255).astype(np.uint8)).save(folder / "still.png")
     out = tmp_path / "out"
-    code = cli.main(["predict", str(folder), "--frames", "1-4", "-o", str(out),
+    code = cli.main(["predict", str(folder), "--frames", "1-6", "-o", str(out),
                      "--normal-convention", "directx", "--task", "both"])
     captured = capsys.readouterr()
     assert code == 1
-    assert "frame 3" in captured.err and "seq_0003.png" in captured.err
+    warnings = [line for line in captured.err.splitlines() if line.startswith("LOTUS warning")]
+    assert warnings == ["LOTUS warning: seq_####.png: frames 3, 6 missing, skipped "
+                        "(4 frames used)"]
+    assert "frame 5" in captured.err and "seq_0005.png" in captured.err
     statuses = {(task, frame): status for _, _, _, task, frame, status, _ in
                 progress_lines(captured.out)}
-    assert statuses[("depth", "3")] == "failed" and statuses[("normal", "3")] == "failed"
+    assert statuses[("depth", "5")] == "failed" and statuses[("normal", "5")] == "failed"
+    assert ("depth", "3") not in statuses
     assert statuses[("depth", "-")] == "computed"  # the still image
     for name in ("seq_depth_0001.exr", "seq_depth_0004.exr", "seq_normal_directx_0002.png",
                  "still_depth.exr", "still_depth_preview.png", "still_normal.exr",
@@ -193,6 +199,11 @@ def test_folder_images_and_a_failed_frame(cli, lotus, tmp_path, capsys):
         assert (out / name).is_file(), name
     assert not (out / "seq_depth_0003.exr").exists()
     assert "LOTUS done: 10 maps, 8 computed, 0 skipped (finished), 2 failed" in captured.out
+    # Without --frames: from the first file to the last, the gap reported the same way.
+    code = cli.main(["predict", str(folder / "seq_####.png"), "-o", str(out)])
+    assert code == 1  # frame 5 still fails
+    assert "LOTUS warning: seq_####.png: frame 3 missing, skipped (4 frames used)" \
+        in capsys.readouterr().err
 
 
 def test_worker_crash_fails_the_frames_in_flight_then_a_new_worker_goes_on(cli, lotus, capsys,
@@ -223,37 +234,54 @@ def test_worker_crash_fails_the_frames_in_flight_then_a_new_worker_goes_on(cli, 
         ("1", "computed"), ("2", "computed"), ("3", "skipped"), ("4", "skipped")]
 
 
-def test_movie_frames(cli, tmp_path, capsys):
+def test_movie_frames_each_from_its_own_pixels(cli, tmp_path, capsys, monkeypatch):
+    """``predict movie --frames 1,3,5`` sends each frame's own pixels (issue 15: all were the
+    first frame); a movie cut short is one usage error; frames past its end are skipped."""
     import bpy
     if not bpy.app.build_options.codec_ffmpeg:
         pytest.skip("this Blender build has no FFmpeg")
-    scene = bpy.data.scenes.new("lotus_cli_movie")
-    try:
-        scene.render.resolution_x, scene.render.resolution_y = 32, 24
-        scene.render.resolution_percentage = 100
-        scene.render.engine = 'CYCLES'
-        scene.cycles.samples = 1
-        camera = bpy.data.objects.new("lotus_cli_movie", bpy.data.cameras.new("lotus_cli_movie"))
-        scene.collection.objects.link(camera)
-        scene.camera = camera
-        blender_env.compat().set_file_format(scene.render.image_settings, 'FFMPEG')
-        scene.render.ffmpeg.format = 'MPEG4'
-        scene.render.ffmpeg.codec = 'H264'
-        scene.frame_start, scene.frame_end = 1, 3
-        scene.render.filepath = str(tmp_path / "take_")
-        bpy.ops.render.render(scene=scene.name, animation=True)
-    finally:
-        bpy.data.scenes.remove(scene)
-        camera_data = camera.data
-        bpy.data.objects.remove(camera)
-        bpy.data.cameras.remove(camera_data)
-    movie = next(p for p in tmp_path.iterdir() if p.name.startswith("take_"))
+    pictures = moving_frames(6)
+    movie = write_movie(str(tmp_path / "take_"), pictures)
+    sent = {}
+    prepare = cli.cli_sources.prepare
+
+    def recording(source, frame, *args):
+        prepared = prepare(source, frame, *args)
+        sent[frame] = np.load(prepared.npy_path)
+        return prepared
+    monkeypatch.setattr(cli.cli_sources, "prepare", recording)
     out = tmp_path / "out"
-    assert cli.main(["predict", str(movie), "--frames", "2-3", "-o", str(out)]) == 0
-    stem = movie.stem
-    assert sorted(os.listdir(out)) == [f"{stem}_depth_0002.exr", f"{stem}_depth_0003.exr"]
-    assert [line[4] for line in progress_lines(capsys.readouterr().out)] == ["2", "3"]
-    assert not [i for i in bpy.data.images if i.filepath.endswith(movie.name)]
+    assert cli.main(["predict", movie, "--frames", "1,3,5,9", "-o", str(out)]) == 0
+    stem = os.path.splitext(os.path.basename(movie))[0]
+    assert sorted(os.listdir(out)) == [f"{stem}_depth_{f:04d}.exr" for f in (1, 3, 5)]
+    captured = capsys.readouterr()
+    assert [line[4] for line in progress_lines(captured.out)] == ["1", "3", "5"]
+    assert f"LOTUS warning: {os.path.basename(movie)}: frame 9 missing, skipped" in captured.err
+    for frame in (1, 3, 5):
+        distances = [np.abs(sent[frame] - picture).mean() for picture in pictures]
+        assert int(np.argmin(distances)) == frame - 1 and distances[frame - 1] < 0.02
+    assert not [i for i in bpy.data.images if i.filepath.endswith(os.path.basename(movie))]
+    data = open(movie, "rb").read()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[:int(len(data) * 0.6)])
+    assert cli.main(["predict", str(cut), "-o", str(out)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "LOTUS error" in line]
+    assert errors == ["LOTUS error: cut.mp4 is incomplete (the file ends before the movie does, "
+                      "or its index is missing); copy or render it again"]
+
+
+def test_over_long_name_one_warning(cli, tmp_path, capsys):
+    from PIL import Image
+    stem = ("take with a very long descriptive name " * 7)[:236]
+    Image.fromarray(np.round(gradient()[..., :3] * 255).astype(np.uint8)).save(
+        tmp_path / f"{stem}.png")
+    out = tmp_path / "out"
+    assert cli.main(["predict", str(tmp_path / f"{stem}.png"), "-o", str(out)]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines()
+                if line.startswith("LOTUS warning")]
+    assert len(warnings) == 1 and "too long" in warnings[0]
+    short = warnings[0].rsplit("'", 2)[1]
+    assert sorted(os.listdir(out)) == [f"{short}_depth.exr", f"{short}_depth_preview.png"]
 
 
 # The bpy module has no -c: check in a fresh Blender that enabling the add-on registers the

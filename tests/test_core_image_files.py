@@ -3,6 +3,7 @@
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from lotus_blender.core import image_files
@@ -57,3 +58,61 @@ def test_frames_of_animated_gif_and_pages_of_tiff(tmp_path):
     assert image_files.frame_count(str(tmp_path / "two.tif")) == 2
     assert image_files.frame_count(str(tmp_path / "one.tif")) == 1
     assert image_files.frame_count(str(tmp_path / "anim.png")) == 1
+
+
+def _box(kind: bytes, payload: bytes) -> bytes:
+    return (8 + len(payload)).to_bytes(4, "big") + kind + payload
+
+
+def _ebml(element: int, payload: bytes) -> bytes:
+    size = bytes([0x01]) + len(payload).to_bytes(7, "big")  # an 8-byte EBML size
+    return element.to_bytes(4, "big") + size + payload
+
+
+def test_movie_cut_short_or_without_its_index(tmp_path):
+    """Containers as their writers lay them out: ISO boxes (MP4, MOV), a Matroska Segment, AVI's
+    RIFF chunks. Blender's own movies are checked in test_blender_inputs and test_cli."""
+    path = tmp_path / "movie"
+    mp4 = _box(b"ftyp", b"isom" * 4) + _box(b"mdat", bytes(5000)) + _box(b"moov", bytes(300))
+    mkv = _ebml(0x1A45DFA3, bytes(20)) + _ebml(0x18538067, bytes(6000))
+    avi = b"RIFF" + (4 + 7000).to_bytes(4, "little") + b"AVI " + bytes(7000)
+    for data in (mp4, mkv, avi):
+        path.write_bytes(data)
+        assert image_files.movie_complete(str(path)) is True
+        for cut in (len(data) - 1, int(len(data) * 0.6), 30):
+            path.write_bytes(data[:cut])
+            assert image_files.movie_complete(str(path)) is False, (data[:8], cut)
+    path.write_bytes(_box(b"ftyp", b"isom" * 4) + _box(b"mdat", bytes(5000)))
+    assert image_files.movie_complete(str(path)) is False  # no index ("moov")
+    unknown = _ebml(0x1A45DFA3, bytes(20)) + (0x18538067).to_bytes(4, "big") + b"\x01" \
+        + b"\xff" * 7 + bytes(100)
+    path.write_bytes(unknown)
+    assert image_files.movie_complete(str(path)) is None  # a live recording: size unknown
+    path.write_bytes(b"OggS" + bytes(100))
+    assert image_files.movie_complete(str(path)) is None
+
+
+def test_16bit_png_written_strip_by_strip(tmp_path):
+    import struct
+    import zlib
+    values = np.random.default_rng(2).integers(0, 65536, (37, 23, 3), dtype=np.uint16)
+    path = tmp_path / "n.png"
+    image_files.write_png_rgb16(str(path), 23, 37, (values[i:i + 5] for i in range(0, 37, 5)))
+    assert image_files.png_complete(str(path))
+    data = path.read_bytes()
+    position, idat, header = 8, b"", None
+    while position < len(data):
+        length, kind = struct.unpack(">I4s", data[position:position + 8])
+        body = data[position + 8:position + 8 + length]
+        assert zlib.crc32(kind + body) == struct.unpack(">I", data[position + 8 + length:
+                                                                   position + 12 + length])[0]
+        header = body if kind == b"IHDR" else header
+        idat += body if kind == b"IDAT" else b""
+        position += 12 + length
+    assert struct.unpack(">IIBBBBB", header) == (23, 37, 16, 2, 0, 0, 0)
+    rows = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(37, 1 + 23 * 6)
+    assert (rows[:, 0] == 0).all()
+    decoded = rows[:, 1:].copy().view(">u2").reshape(37, 23, 3)
+    assert (decoded == values).all()
+    with pytest.raises(ValueError):
+        image_files.write_png_rgb16(str(path), 23, 37, iter([values[:10]]))

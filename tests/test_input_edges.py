@@ -3,6 +3,8 @@ wide, a JPEG cut short, animated GIFs and multi-page TIFFs, a truncated OpenEXR.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -120,3 +122,44 @@ def test_truncated_exr_is_refused_before_blender_reads_it(lotus, tmp_path):
         with pytest.raises(lotus.inputs.InputError, match="cut.exr is incomplete"):
             lotus.inputs.load_image_file(str(tmp_path / "cut.exr"))
     assert "cut.exr" not in bpy.data.images
+    # Already loaded in Blender (opened in the Image Editor, no pixels read yet): the panel's
+    # Active Image route refuses it before anything reads its pixels (5.0.1 crashed here).
+    (tmp_path / "loaded.exr").write_bytes(data[:len(data) // 2])
+    loaded = bpy.data.images.load(str(tmp_path / "loaded.exr"))
+    assert not loaded.has_data
+    operator = SimpleNamespace(image="", layer="", render_pass="Combined", frame_start=0,
+                               frame_end=0, images=lambda context: [loaded])
+    prepared, problems = lotus.operators.LOTUS_OT_predict_image.gather(
+        operator, bpy.context, str(tmp_path), 64)
+    assert prepared == [] and len(problems) == 1
+    assert problems[0].startswith("'loaded.exr' (loaded.exr) is incomplete"), problems
+    with pytest.raises(lotus.inputs.InputError, match="is incomplete"):
+        lotus.inputs.prepare_image(loaded, str(tmp_path), 64, 0)
+    assert not loaded.has_data
+    bpy.data.images.remove(loaded)
+
+
+def test_over_long_file_name_gives_one_line_and_distinct_results(lotus, tmp_path):
+    """A 240-character file name: 5.x failed with "File name too long" showing the job folder's
+    path; 4.2's 63-byte names made the results X, X.001, X.002."""
+    import bpy
+    from PIL import Image
+    stem = "a very long photo name " * 10
+    stem = stem[:236]
+    path = tmp_path / f"{stem}.png"
+    Image.fromarray(np.round(gradient()[..., :3] * 255).astype(np.uint8)).save(path)
+    result, reports = _run(lotus, _files(lotus, path), task='BOTH')
+    assert result == {'FINISHED'}, reports
+    assert not reports.texts('ERROR')
+    short = lotus.package.blender.naming.short_stem(stem)
+    assert short != stem and short.startswith("a very long photo name")
+    lines = [text for text in reports.texts('WARNING') if "too long" in text]
+    assert len(lines) == 1 and f"its results are called '{short}'" in lines[0], reports
+    for suffix in ("depth", "depth_preview", "normal"):
+        image = bpy.data.images[f"{short}_{suffix}"]
+        assert image["lotus_source_path"] == str(path)
+    assert not [i for i in bpy.data.images if i.name.startswith(short) and i.name[-4:-3] == "."]
+    assert (lotus.out / f"{short}_depth.exr").is_file()
+    assert (lotus.out / f"{short}_normal_opengl.png").is_file()
+    remove_images(short)
+    remove_images(stem[:20])

@@ -66,6 +66,20 @@ def test_results_and_builder_outputs_survive_save_and_reopen(tiny_checkpoints, t
         assert after["pixels"] > 0 and after["size"] == before["size"], (name, after)
         assert after["sum"] == pytest.approx(before["sum"], rel=1e-4, abs=1e-3), name
     assert reopened["objects"] == saved["objects"]
+    # Every image with a file points into //lotus/ (the material's normal map PNG was absolute):
+    # the .blend moved with its lotus/ folder keeps every image.
+    results = {name: path for name, path in saved["filepaths"].items() if name != photo}
+    assert f"{stem}_normal_opengl" in results
+    assert all(path.startswith("//lotus/") for path in results.values()), results
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.move(str(tmp_path / "lotus"), str(moved / "lotus"))
+    shutil.copy(tmp_path / "shot.blend", moved / "shot.blend")
+    after_moving = _child("reopen", moved, args)["images"]
+    for name in expected - {photo}:
+        assert after_moving[name]["pixels"] > 0, name
+        assert after_moving[name]["sum"] == pytest.approx(saved["images"][name]["sum"],
+                                                          rel=1e-4, abs=1e-3), name
     # One naming rule: the stem with its accents, no extension; the material reused the
     # prediction's OpenGL PNG and wrote the DirectX one (that the prediction did not) once.
     assert sorted(saved["files"]) == sorted([
@@ -151,6 +165,17 @@ def _write_half_then(lotus, monkeypatch, *, raise_error):
         if raise_error:
             raise RuntimeError(f"Error: Could not write image: No space left on device, '{path}'")
     monkeypatch.setattr(lotus.package.blender.files, "save_render", half_writer)
+    # The 16-bit normal PNG is written strip by strip by the add-on itself.
+    image_files = lotus.package.core.image_files
+    real_png = image_files.write_png_rgb16
+
+    def half_png(path, *args):
+        real_png(path, *args)
+        data = Path(path).read_bytes()
+        Path(path).write_bytes(data[:len(data) // 2])
+        if raise_error:
+            raise OSError(28, "No space left on device")
+    monkeypatch.setattr(image_files, "write_png_rgb16", half_png)
 
 
 @pytest.mark.parametrize("raise_error", [True, False], ids=["raises", "silent"])

@@ -321,6 +321,45 @@ def test_operator_finds_the_photo_results(scene25d):
     assert (panel.bl_parent_id, panel.bl_space_type, panel.bl_category) == ("LOTUS_PT_view3d", 'VIEW_3D', "Lotus")
 
 
+def test_second_build_replaces_the_first(scene25d, monkeypatch):
+    """Building again (another Focal Source) rebuilds in place: no "<stem>.001" or
+    "<stem>_camera.001"; a rebuild that fails leaves the first build as it was."""
+    import bpy
+    photo = _photo("s25_again", 20, 10)
+    depth = float_image("s25_again_depth", np.linspace(0.2, 0.8, 200).reshape(10, 20), "disparity")
+    normal = float_image("s25_again_normal", np.full((10, 20, 3), (0.5, 0.5, 1.0)))
+    first, _ = scene25d.build_photo_scene(bpy.context, photo, depth, normal, focal_35mm=24.0)
+    child = bpy.data.objects.new("s25_again_child", None)
+    bpy.context.collection.objects.link(child)
+    child.parent = first
+    mesh, camera = scene25d.build_photo_scene(bpy.context, photo, depth, normal, focal_35mm=85.0)
+    names = lambda collection: sorted(b.name for b in collection if b.name.startswith("s25_again"))
+    assert names(bpy.data.objects) == ["s25_again", "s25_again_camera", "s25_again_child"]
+    assert (mesh.name, camera.name) == ("s25_again", "s25_again_camera")
+    assert names(bpy.data.meshes) == ["s25_again"] and names(bpy.data.cameras) == ["s25_again_camera"]
+    assert "s25_again_2.5D" in names(bpy.data.materials)
+    assert "s25_again_depth_refined" in names(bpy.data.images)
+    for collection in (bpy.data.materials, bpy.data.images, bpy.data.textures):
+        copies = [n for n in names(collection) if n[-4:-3] == "." and n[-3:].isdigit()]
+        assert not copies, copies
+    assert child.parent == mesh and bpy.context.scene.camera == camera
+    lens_85 = camera.data.lens
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+    monkeypatch.setattr(scene25d, "create_photo_material", fail)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        scene25d.build_photo_scene(bpy.context, photo, depth, normal, focal_35mm=35.0)
+    assert names(bpy.data.objects) == ["s25_again", "s25_again_camera", "s25_again_child"]
+    assert bpy.data.objects["s25_again_camera"].data.lens == lens_85
+    assert bpy.context.scene.camera == bpy.data.objects["s25_again_camera"]
+    monkeypatch.undo()
+    mesh, _ = scene25d.build_photo_scene(bpy.context, photo, depth, None, mode="DISPLACE")
+    assert names(bpy.data.objects) == ["s25_again", "s25_again_camera", "s25_again_child"]
+    assert names(bpy.data.textures) == ["s25_again_depth"] and mesh["lotus_mode"] == "DISPLACE"
+    assert not [n for n in names(bpy.data.materials) if n[-4:-3] == "." and n[-3:].isdigit()]
+
+
 class _RecordingLayout:
     """Stands in for UILayout: records operators and properties, fails on paths that do not resolve."""
 

@@ -381,6 +381,8 @@ def main(argv: list[str]) -> int:
             _error(ex)
             return EXIT_USAGE
         args.output = output
+        for note in (note for source in sources for note in source.notes):
+            print(f"LOTUS warning: {note}", file=sys.stderr, flush=True)
         return _run(args, tasks, sources, chosen)
     finally:
         cli_sources.release(sources)

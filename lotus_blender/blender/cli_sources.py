@@ -30,7 +30,9 @@ class Source:
     kind: str                        # IMAGE, SEQUENCE or MOVIE
     path: str                        # the file, the printf-style pattern, or the movie
     frames: list = field(default_factory=lambda: [None])
+    notes: list = field(default_factory=list)   # one-line warnings (frames missing, skipped)
     _movie: object = None            # the movie's Blender image, loaded once
+    _reader: object = None           # its inputs.MovieFrames, opened at the first frame read
 
     @property
     def is_clip(self) -> bool:
@@ -38,6 +40,20 @@ class Source:
 
     def file_for(self, frame) -> str:
         return self.path % frame if self.kind == SEQUENCE else self.path
+
+    def keep_present(self, wanted: list[int], present) -> None:
+        """Frames = the wanted ones that exist; those missing are skipped with one note (README:
+        the panel does the same). InputError when none exists."""
+        self.frames = [frame for frame in wanted if frame in present]
+        missing = [frame for frame in wanted if frame not in present]
+        label = _PRINTF.sub(lambda m: "#" * max(1, int(m.group(2) or 1)),
+                            os.path.basename(self.path)) if self.kind == SEQUENCE \
+            else os.path.basename(self.path)
+        if not self.frames:
+            raise inputs.InputError(f"{label} has none of the frames "
+                                    f"{inputs.frame_ranges_text(wanted)}")
+        if missing:
+            self.notes.append(inputs.missing_frames_note(label, missing, len(self.frames)))
 
 
 def parse_frames(text: str | None) -> list[int] | None:
@@ -96,16 +112,17 @@ def _sequence_from_pattern(pattern: str, frames: list[int] | None) -> Source:
     if match is None:
         raise inputs.InputError(f"The frame number must come before the extension: {pattern}")
     name = _base_name(stem[:match.start()], stem[match.end():])
-    if frames is None:
-        regex = _pattern_regex(filename)
-        found = sorted(int(m.group(1)) for m in
-                       (regex.match(entry) for entry in (os.listdir(folder)
-                                                         if os.path.isdir(folder) else []))
-                       if m)
-        if not found:
-            raise inputs.InputError(f"No files match {pattern}")
-        frames = found
-    return Source(name=name, kind=SEQUENCE, path=pattern, frames=list(frames))
+    regex = _pattern_regex(filename)
+    found = sorted(int(m.group(1)) for m in
+                   (regex.match(entry) for entry in (os.listdir(folder)
+                                                     if os.path.isdir(folder) else []))
+                   if m and os.path.getsize(os.path.join(folder, m.group(0))) > 0)
+    if not found:
+        raise inputs.InputError(f"No files match {pattern}")
+    source = Source(name=name, kind=SEQUENCE, path=pattern)
+    # Without --frames: from the first file to the last, so that a gap is reported.
+    source.keep_present(frames or list(range(found[0], found[-1] + 1)), set(found))
+    return source
 
 
 def _movie(path: str, frames: list[int] | None) -> Source:
@@ -117,11 +134,16 @@ def _movie(path: str, frames: list[int] | None) -> Source:
     if image.source != 'MOVIE':
         bpy.data.images.remove(image)
         raise inputs.InputError(f"Blender does not read {path} as a movie")
+    try:
+        inputs.check_movie(image)
+    except inputs.InputError:
+        bpy.data.images.remove(image)
+        raise
     first, last = inputs.frame_range(image)
     name = naming.file_stem(os.path.splitext(os.path.basename(path))[0])
-    return Source(name=name, kind=MOVIE, path=path,
-                  frames=list(frames) if frames is not None else list(range(first, last + 1)),
-                  _movie=image)
+    source = Source(name=name, kind=MOVIE, path=path, _movie=image)
+    source.keep_present(frames or list(range(first, last + 1)), range(first, last + 1))
+    return source
 
 
 def _folder(folder: str, frames: list[int] | None) -> list[Source]:
@@ -154,9 +176,11 @@ def _folder(folder: str, frames: list[int] | None) -> list[Source]:
                                   kind=IMAGE, path=os.path.abspath(path)))
             continue
         pattern = os.path.join(os.path.abspath(folder), f"{prefix}%0{width}d{suffix}{extension}")
-        wanted = sorted(n for n, _ in members) if frames is None else frames
-        sources.append(Source(name=_base_name(prefix, suffix), kind=SEQUENCE, path=pattern,
-                              frames=list(wanted)))
+        present = sorted(n for n, path in members if os.path.getsize(path) > 0)
+        source = Source(name=_base_name(prefix, suffix), kind=SEQUENCE, path=pattern)
+        every = list(range(present[0], present[-1] + 1)) if present else [n for n, _ in members]
+        source.keep_present(frames or every, set(present))
+        sources.append(source)
     return sources + singles
 
 
@@ -181,6 +205,11 @@ def find_sources(paths: list[str], frames: list[int] | None) -> list[Source]:
                     kind=IMAGE, path=os.path.abspath(path)))
         else:
             raise inputs.InputError(f"Not found: {path}")
+    for source in sources:
+        short = naming.short_stem(source.name)
+        if short != source.name:
+            source.notes.append(naming.shortened_note(source.name, short))
+            source.name = short
     names = [s.name for s in sources]
     for source in sources:
         if names.count(source.name) > 1:
@@ -193,11 +222,13 @@ def prepare(source: Source, frame, job_dir: str, processing_resolution: int,
             index: int) -> inputs.PreparedInput:
     """One frame (or the image) as the worker's input, read by Blender and not kept in the file."""
     if source.kind == MOVIE:
-        return inputs.prepare_frames(source._movie, frame, frame, job_dir, processing_resolution,
-                                     start_index=index)[0]
+        if source._reader is None:  # kept open: the next frames decode from where it is
+            source._reader = inputs.MovieFrames(source._movie)
+        return source._reader.prepare(frame, job_dir, processing_resolution, index, source.name)
     path = source.file_for(frame)
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
         raise inputs.InputError(f"Missing or empty file: {path}")
+    inputs.refuse_incomplete_exr(path)
     try:
         image = bpy.data.images.load(path, check_existing=False)
     except RuntimeError as ex:
@@ -213,6 +244,9 @@ def prepare(source: Source, frame, job_dir: str, processing_resolution: int,
 
 def release(sources: list[Source]) -> None:
     for source in sources:
+        if source._reader is not None:
+            source._reader.close()
+            source._reader = None
         if source._movie is not None:
             try:
                 bpy.data.images.remove(source._movie)

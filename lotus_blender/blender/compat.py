@@ -252,6 +252,10 @@ def output_file_path(folder: str, prefix: str, name: str) -> str:
 
 # -- properties -------------------------------------------------------------------------------
 
+# Datablock names hold 63 bytes up to Blender 4.5 and 255 from 5.0 (a longer one is cut, and a
+# second cut to the same text becomes "X.001").
+MAX_ID_NAME_BYTES = bpy.types.ID.bl_rna.properties["name"].length_max - 1
+
 # The 'PATH_SUPPORTS_BLEND_RELATIVE' option (a file path field with the // toggle) exists from 4.5,
 # where properties gained ``is_path_supports_blend_relative``.
 BLEND_RELATIVE_PATH_OPTIONS = (

@@ -119,10 +119,18 @@ def write_atomically(path: str, file_format: str, write) -> str:
 
 
 class WriterScene:
-    """A throwaway scene whose image settings say how Blender writes a file."""
+    """A throwaway scene whose image settings say how Blender writes a file. Its view transform
+    is Standard with no look: a new scene's default (AgX from Blender 4.0) would change the
+    colours of 8-bit files such as the depth preview (by up to 35/255), and the file would
+    differ from the image the .blend holds."""
 
     def __enter__(self):
         self.scene = bpy.data.scenes.new("lotus_write")
+        view = self.scene.view_settings
+        view.view_transform = 'Standard'
+        view.look = 'None'
+        view.exposure, view.gamma = 0.0, 1.0
+        view.use_curve_mapping = False
         return self
 
     def write(self, image, path: str, file_format: str, depth: str, mode: str = 'RGB') -> str:

@@ -33,6 +33,8 @@ from . import compat, naming
 # The worker never needs more than this many pixels per processing-resolution pixel of edge.
 OVERSAMPLE = 2
 RENDER_LIKE_TYPES = ('RENDER_RESULT', 'COMPOSITING')
+# Above this many pixels a file image's own buffer is freed once read (README, huge images).
+FREE_AFTER_READING_PIXELS = 4096 * 4096
 
 
 class InputError(RuntimeError):
@@ -81,8 +83,14 @@ def image_display_array(image: bpy.types.Image, processing_resolution: int) -> n
     if width <= 0 or height <= 0 or channels <= 0 or len(image.pixels) == 0:
         raise InputError(f"'{image.name}' has no pixels Blender can read "
                          f"(missing, empty or corrupt file?)")
+    needs_oetf = _needs_oetf(image)  # asked now: it loads the image, which may be freed below
     pixels = np.empty(width * height * channels, dtype=np.float32)
     image.pixels.foreach_get(pixels)
+    if width * height > FREE_AFTER_READING_PIXELS and image.source == 'FILE' \
+            and image.packed_file is None and not image.is_dirty:
+        # A huge file image's own buffer (8-bit or float) goes once copied out, so Blender holds
+        # one full-size copy at a time; Blender reads the file again when it is shown.
+        image.buffers_free()
     pixels = pixels.reshape(height, width, channels)
     across, down = _reduction_factors(width, height, processing_resolution)
     out_h, out_w = max(1, height // down), max(1, width // across)
@@ -101,7 +109,7 @@ def image_display_array(image: bpy.types.Image, processing_resolution: int) -> n
         block = strip.reshape(strip.shape[0], out_w, across, 3).mean(axis=(0, 2))
         result[row] = block
     del pixels
-    if _needs_oetf(image):
+    if needs_oetf:
         linear_to_srgb(result)
     else:
         np.clip(result, 0.0, 1.0, out=result)
@@ -121,7 +129,8 @@ def _write_npy(array: np.ndarray, job_dir: str, stem: str) -> str:
 
 
 def _safe_stem(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "image"
+    """A job file's name: ASCII, short (the worker adds its own suffixes to it)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")[:40] or "image"
 
 
 def _source_name(image: bpy.types.Image) -> str:
@@ -160,15 +169,21 @@ def exif_focal_35mm(path: str) -> float:
 def prepare_image(image: bpy.types.Image, job_dir: str, processing_resolution: int, index: int,
                   name: str | None = None, source_path: str | None = None) -> PreparedInput:
     """Packed, generated, edited (dirty) and file images alike: read from Blender's pixels."""
+    refuse_unreadable(image)
+    width, height = image.size  # before reading: asking after would load a freed huge image again
     array = image_display_array(image, processing_resolution)
-    name = name or _source_name(image)
+    full_name = name or _source_name(image)
+    name = naming.short_stem(full_name)
     path = _write_npy(array, job_dir, f"{index:04d}_{_safe_stem(name)}")
     source_path = _abs_path(image) if source_path is None else source_path
-    return PreparedInput(name=name, npy_path=path, full_width=image.size[0],
-                         full_height=image.size[1], source_image=image.name,
+    notes = file_notes(source_path, image) if source_path else []
+    if name != full_name:
+        notes.append(naming.shortened_note(full_name, name))
+    return PreparedInput(name=name, npy_path=path, full_width=width,
+                         full_height=height, source_image=image.name,
                          source_path=source_path,
                          focal_35mm=exif_focal_35mm(source_path) if source_path else 0.0,
-                         notes=file_notes(source_path, image) if source_path else [])
+                         notes=notes)
 
 
 def file_notes(path: str, image: bpy.types.Image | None = None) -> list[str]:
@@ -190,6 +205,24 @@ def file_notes(path: str, image: bpy.types.Image | None = None) -> list[str]:
     return notes
 
 
+def refuse_incomplete_exr(path: str, label: str = "") -> None:
+    """InputError for an OpenEXR file cut short: Blender crashes reading its pixels."""
+    if path.lower().endswith(".exr") and os.path.isfile(path) \
+            and image_files.exr_complete(path) is False:
+        raise InputError(f"{label or os.path.basename(path)} is incomplete (the file ends before "
+                         f"the picture does); copy or render it again")
+
+
+def refuse_unreadable(image: bpy.types.Image) -> None:
+    """Before anything reads a Blender image's pixels: refuse one whose pixels would come from an
+    OpenEXR file cut short (Blender 5.0 crashes reading it, also when it is already loaded).
+    Packed and edited (dirty) images hold their own pixels."""
+    if image.source in ('FILE', 'SEQUENCE') and image.packed_file is None and not image.is_dirty:
+        path = _abs_path(image)
+        if path:
+            refuse_incomplete_exr(path, f"'{image.name}' ({os.path.basename(path)})")
+
+
 def load_image_file(path: str) -> bpy.types.Image:
     """A file as a Blender image (reusing one already loaded); clear error when unreadable."""
     path = os.path.abspath(bpy.path.abspath(path))
@@ -197,10 +230,8 @@ def load_image_file(path: str) -> bpy.types.Image:
         raise InputError(f"File not found: {path}")
     if os.path.getsize(path) == 0:
         raise InputError(f"Empty file (0 bytes): {os.path.basename(path)}")
-    if path.lower().endswith(".exr") and image_files.exr_complete(path) is False:
-        # Blender crashes on the pixels of a truncated OpenEXR: never let it read one.
-        raise InputError(f"{os.path.basename(path)} is incomplete (the file ends before the "
-                         f"picture does); copy or render it again")
+    # Blender crashes on the pixels of a truncated OpenEXR: never let it read one.
+    refuse_incomplete_exr(path)
     known = set(bpy.data.images)
     try:
         image = bpy.data.images.load(path, check_existing=True)
@@ -218,7 +249,9 @@ def load_image_file(path: str) -> bpy.types.Image:
 def prepare_file(path: str, job_dir: str, processing_resolution: int, index: int) -> PreparedInput:
     image = load_image_file(path)
     source_path = os.path.abspath(bpy.path.abspath(path))
-    return prepare_image(image, job_dir, processing_resolution, index, source_path=source_path)
+    # Named after the file: Blender cuts a long name to fit its datablock names (63 bytes to 4.5).
+    return prepare_image(image, job_dir, processing_resolution, index,
+                         name=naming.stem(os.path.basename(source_path)), source_path=source_path)
 
 
 # -- things without pixel access: let Blender save them first ------------------------------------
@@ -242,6 +275,17 @@ class _TemporaryScene:
         if self.node_group is not None:
             bpy.data.node_groups.remove(self.node_group)
         return False
+
+
+def render_scene(scene: bpy.types.Scene) -> None:
+    """Render ``scene`` at its own current frame into the Render Result.
+
+    ``bpy.ops.render.render(scene=NAME)`` first copies the context scene's current frame into the
+    scene it is given (render_internal.cc, screen_render_single_layer_set; 4.2 to 5.3), so a
+    throwaway scene rendered that way always shows the artist's frame, not its own: a movie gave
+    its first frame for every frame. Made the context's scene, it keeps its own frame."""
+    with bpy.context.temp_override(scene=scene, view_layer=scene.view_layers[0]):
+        bpy.ops.render.render()
 
 
 def _load_temporary(path: str, job_dir: str, processing_resolution: int, index: int,
@@ -341,7 +385,7 @@ def prepare_multilayer_pass(image: bpy.types.Image, layer: str, pass_name: str, 
             raise InputError(f"'{image.name}': Blender cannot read the pass {pass_name}")
         node.id_data.links.new(node.outputs[pass_name], output_socket)
         # No Render Layers node: Blender runs only the compositor, nothing is rendered.
-        bpy.ops.render.render(scene=temporary.name)
+        render_scene(temporary)
         settings = temporary.render.image_settings
         settings.file_format = 'OPEN_EXR'
         settings.color_depth = '32'
@@ -357,36 +401,79 @@ def prepare_multilayer_pass(image: bpy.types.Image, layer: str, pass_name: str, 
 _FRAME_DIGITS = re.compile(r"(\d+)(?!.*\d)")
 
 
-def frame_range(image: bpy.types.Image) -> tuple[int, int]:
-    """The frames an image sequence or movie has, numbered as its files are (1-based for movies)."""
-    if image.source == 'MOVIE':
-        return 1, max(1, image.frame_duration)
-    if image.source == 'SEQUENCE':
-        # Blender only counts a sequence's frames when it is shown: count the files on disk.
-        stem = os.path.splitext(os.path.basename(_abs_path(image)))[0]
-        match = _FRAME_DIGITS.search(stem)
-        first = int(match.group(1)) if match else 1
-        last = first
-        while match and os.path.isfile(_sequence_file(image, last + 1)):
-            last += 1
-        return first, last
-    return 1, 1
+def frame_ranges_text(frames: list[int]) -> str:
+    """[3, 5, 6, 7] -> "3, 5-7"."""
+    parts, frames = [], sorted(frames)
+    start = previous = None
+    for frame in frames + [None]:
+        if start is not None and frame != previous + 1:
+            parts.append(str(start) if start == previous else f"{start}-{previous}")
+            start = None
+        if start is None:
+            start = frame
+        previous = frame
+    return ", ".join(parts)
 
 
-def _sequence_file(image: bpy.types.Image, frame: int) -> str:
-    path = _abs_path(image)
-    folder, filename = os.path.split(path)
+def missing_frames_note(label: str, missing: list[int], used: int) -> str:
+    """The one line for frames a sequence or movie lacks (README "Sequences and render farms":
+    they are skipped, the rest is used)."""
+    what = "frame" if len(missing) == 1 else "frames"
+    return (f"{label}: {what} {frame_ranges_text(missing)} missing, skipped "
+            f"({used} frame{'s' if used != 1 else ''} used)")
+
+
+def _sequence_parts(image: bpy.types.Image) -> tuple[str, str, int, str, str]:
+    """(folder, prefix, digits, suffix, extension) of a sequence's file name."""
+    folder, filename = os.path.split(_abs_path(image))
     stem, ext = os.path.splitext(filename)
     match = _FRAME_DIGITS.search(stem)
     if match is None:
         raise InputError(f"'{image.name}' has no frame number in its file name")
-    digits = match.group(1)
-    return os.path.join(folder, stem[:match.start()] + str(frame).zfill(len(digits))
-                        + stem[match.end():] + ext)
+    return folder, stem[:match.start()], len(match.group(1)), stem[match.end():], ext
+
+
+def sequence_frames(image: bpy.types.Image) -> list[int]:
+    """The frame numbers whose files exist (not empty), in order, found in the sequence's folder
+    (Blender only counts a sequence's frames when it is shown)."""
+    folder, prefix, digits, suffix, ext = _sequence_parts(image)
+    pattern = re.compile(re.escape(prefix) + r"(\d+)" + re.escape(suffix + ext) + "$")
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        match = pattern.match(entry)
+        # Blender names frame f with at least the first file's digits: 0007, 0123, 12345.
+        if match and str(int(match.group(1))).zfill(digits) == match.group(1) \
+                and os.path.getsize(os.path.join(folder, entry)) > 0:
+            found.append(int(match.group(1)))
+    return sorted(found)
+
+
+def frame_range(image: bpy.types.Image) -> tuple[int, int]:
+    """The frames an image sequence or movie has, numbered as its files are (1-based for movies);
+    a sequence's range runs from its first file to its last, over any gap."""
+    if image.source == 'MOVIE':
+        return 1, max(1, image.frame_duration)
+    if image.source == 'SEQUENCE':
+        found = sequence_frames(image)
+        if found:
+            return found[0], found[-1]
+        number = _FRAME_DIGITS.search(os.path.splitext(os.path.basename(_abs_path(image)))[0])
+        return (int(number.group(1)),) * 2 if number else (1, 1)
+    return 1, 1
+
+
+def _sequence_file(image: bpy.types.Image, frame: int) -> str:
+    folder, prefix, digits, suffix, ext = _sequence_parts(image)
+    return os.path.join(folder, prefix + str(frame).zfill(digits) + suffix + ext)
 
 
 def _load_temporary_frame(path, job_dir, processing_resolution, index, name) -> PreparedInput:
     """One sequence frame through its own throwaway image (the sequence image shows one frame)."""
+    refuse_incomplete_exr(path)
     frame_image = bpy.data.images.load(path, check_existing=False)
     try:
         return prepare_image(frame_image, job_dir, processing_resolution, index, name=name,
@@ -395,56 +482,120 @@ def _load_temporary_frame(path, job_dir, processing_resolution, index, name) -> 
         bpy.data.images.remove(frame_image)
 
 
+def check_movie(image: bpy.types.Image) -> str:
+    """The movie's file path, or InputError in one line when Blender cannot read all of it: a
+    missing file, one cut short (FFmpeg would repeat its last whole frame, or open nothing and
+    leave a 0x0 image), one Blender cannot decode."""
+    path = _abs_path(image)
+    filename = os.path.basename(path)
+    if not path or not os.path.isfile(path):
+        raise InputError(f"Movie file not found: {path or image.name}")
+    if image_files.movie_complete(path) is False:
+        raise InputError(f"{filename} is incomplete (the file ends before the movie does, or "
+                         f"its index is missing); copy or render it again")
+    if image.size[0] <= 0 or image.size[1] <= 0:
+        raise InputError(f"Cannot read movie {filename}: Blender finds no frames in it "
+                         f"(damaged, or a codec this Blender cannot decode)")
+    return path
+
+
+class MovieFrames:
+    """Frames of a movie decoded by Blender's own movie reader (FFmpeg), one at a time, through a
+    throwaway scene whose sequencer holds the movie, saved as 16-bit PNG with the Standard view
+    transform (the frame as stored, sRGB-encoded)."""
+
+    def __init__(self, image: bpy.types.Image):
+        self.image = image
+        self.path = check_movie(image)
+        self.frame_count = max(1, image.frame_duration)
+        self._guard = _TemporaryScene("lotus_movie_frames")
+        self.scene = self._guard.__enter__()
+        try:
+            self.scene.render.resolution_x, self.scene.render.resolution_y = image.size
+            self.scene.view_settings.view_transform = 'Standard'
+            editor = self.scene.sequence_editor_create()
+            compat.sequencer_strips(editor).new_movie("lotus_movie", self.path, 1, 1)
+            compat.set_image_format(self.scene.render.image_settings, 'PNG', 'RGB', '16')
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._guard is not None:
+            self._guard.__exit__(None, None, None)
+            self._guard = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def prepare(self, frame: int, job_dir: str, processing_resolution: int, index: int,
+                name: str) -> PreparedInput:
+        if not 1 <= frame <= self.frame_count:
+            raise InputError(f"{os.path.basename(self.path)} has no frame {frame} "
+                             f"(it has frames 1-{self.frame_count})")
+        self.scene.frame_current = frame
+        render_scene(self.scene)
+        path = os.path.join(job_dir, f"{index:04d}_frame.png")
+        bpy.data.images["Render Result"].save_render(path, scene=self.scene)
+        return _load_temporary(path, job_dir, processing_resolution, index, name,
+                               self.image.name, frame=frame, source_path=self.path)
+
+
 def prepare_frames(image: bpy.types.Image, first: int, last: int, job_dir: str,
                    processing_resolution: int, start_index: int = 0) -> list[PreparedInput]:
-    """One input per frame of an image sequence (its files) or a movie (through the sequencer)."""
+    """One input per frame of an image sequence (its files) or a movie (its decoded frames).
+    Frames the sequence or movie lacks are skipped with one note on the first input; none at all
+    is an InputError."""
     if last < first:
         raise InputError(f"Empty frame range {first}-{last}")
-    base = _source_name(image)
-    prepared = []
+    wanted = range(first, last + 1)
     if image.source == 'SEQUENCE':
         # "clip_0001.png" -> "clip": results are numbered by frame themselves.
-        stem = os.path.splitext(os.path.basename(_abs_path(image)))[0]
-        match = _FRAME_DIGITS.search(stem)
-        if match:
-            base = (stem[:match.start()] + stem[match.end():]).rstrip("_-. ") or base
-        for offset, frame in enumerate(range(first, last + 1)):
-            path = _sequence_file(image, frame)
-            if not os.path.isfile(path) or os.path.getsize(path) == 0:
-                raise InputError(f"Frame {frame} of '{image.name}' is missing: {path}")
-            try:
-                item = _load_temporary_frame(path, job_dir, processing_resolution,
-                                             start_index + offset, base)
-            except RuntimeError as ex:
-                raise InputError(f"Cannot read frame {frame} of '{image.name}': {ex}") from None
+        _, prefix, digits, suffix, ext = _sequence_parts(image)
+        base = (prefix + suffix).rstrip("_-. ") or _source_name(image)
+        label = prefix + "#" * digits + suffix + ext
+        present = set(sequence_frames(image))
+        frames = [frame for frame in wanted if frame in present]
+        reader = None
+    elif image.source == 'MOVIE':
+        base, label = _source_name(image), os.path.basename(_abs_path(image)) or image.name
+        reader = MovieFrames(image)
+        frames = [frame for frame in wanted if 1 <= frame <= reader.frame_count]
+    else:
+        raise InputError(f"'{image.name}' is not an image sequence or a movie")
+    prepared = []
+    try:
+        if not frames:
+            raise InputError(f"{label} has none of the frames {first}-{last}")
+        for offset, frame in enumerate(frames):
+            index = start_index + offset
+            if reader is not None:
+                item = reader.prepare(frame, job_dir, processing_resolution, index, base)
+            else:
+                try:
+                    item = _load_temporary_frame(_sequence_file(image, frame), job_dir,
+                                                 processing_resolution, index, base)
+                except RuntimeError as ex:
+                    raise InputError(f"Cannot read frame {frame} of '{image.name}': "
+                                     f"{ex}") from None
             item.source_image = image.name
             item.frame = frame
             prepared.append(item)
-        return prepared
-    if image.source != 'MOVIE':
-        raise InputError(f"'{image.name}' is not an image sequence or a movie")
-    movie_path = _abs_path(image)
-    if not os.path.isfile(movie_path):
-        raise InputError(f"Movie file not found: {movie_path}")
-    width, height = image.size[0], image.size[1]
-    with _TemporaryScene("lotus_movie_frames") as temporary:
-        temporary.render.resolution_x, temporary.render.resolution_y = width, height
-        temporary.view_settings.view_transform = 'Standard'
-        editor = temporary.sequence_editor_create()
-        # The collection was called "sequences" before Blender 4.4.
-        compat.sequencer_strips(editor).new_movie("lotus_movie", movie_path, 1, 1)
-        settings = temporary.render.image_settings
-        settings.file_format = 'PNG'
-        settings.color_depth = '16'
-        settings.color_mode = 'RGB'
-        for offset, frame in enumerate(range(first, last + 1)):
-            temporary.frame_set(frame)
-            bpy.ops.render.render(scene=temporary.name)
-            path = os.path.join(job_dir, f"{start_index + offset:04d}_frame.png")
-            bpy.data.images["Render Result"].save_render(path, scene=temporary)
-            prepared.append(_load_temporary(path, job_dir, processing_resolution,
-                                            start_index + offset, base, image.name, frame=frame,
-                                            source_path=movie_path))
+    finally:
+        if reader is not None:
+            reader.close()
+    # One line per thing to say, not one per frame.
+    notes = list(dict.fromkeys(note for item in prepared for note in item.notes))
+    for item in prepared:
+        item.notes = []
+    missing = [frame for frame in wanted if frame not in frames]
+    if missing:
+        notes.append(missing_frames_note(label, missing, len(frames)))
+    prepared[0].notes = notes
     return prepared
 
 

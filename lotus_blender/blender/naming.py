@@ -9,13 +9,21 @@ image already holds gets one suffix, " (Lotus)", and that name is reused by the 
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import bpy
 
+from . import compat
+
 TAKEN_SUFFIX = " (Lotus)"
 _BLENDER_DUPLICATE = re.compile(r"\.\d{3}$")  # "photo.png.001": Blender's copy of a name
 _NOT_IN_FILE_NAMES = re.compile(r'[\x00-\x1f<>:"/\\|?*]')
+# Room a stem leaves for the longest suffix a result gets ("_shadow_catcher (Lotus)",
+# "_normal_directx_0001.png").
+_SUFFIX_BYTES = 26
+# File names hold 255 bytes; hidden partial files add ".HOST.PID.lotus-partial" around a name.
+_FILE_STEM_BYTES = 150
 
 
 def _has_media_extension(name: str) -> bool:
@@ -34,6 +42,25 @@ def stem(name: str) -> str:
 def source_stem(image) -> str:
     """The stem of the photo an image is, or that a Lotus result was made from."""
     return stem(image.get("lotus_source") or image.name)
+
+
+def short_stem(name: str) -> str:
+    """The stem as results can carry it: cut so that every result's Blender name (63 bytes up to
+    Blender 4.5) and file name (255 bytes) holds it whole, ending in "~" and four hex digits of
+    the full name, so that two long names stay apart; short names as they are."""
+    limit = min(compat.MAX_ID_NAME_BYTES - _SUFFIX_BYTES, _FILE_STEM_BYTES)
+    data = name.encode("utf-8")
+    if len(data) <= limit:
+        return name
+    head = data[:limit - 5].decode("utf-8", "ignore").rstrip(" ._-")
+    return f"{head}~{hashlib.sha1(data).hexdigest()[:4]}"
+
+
+def shortened_note(name: str, short: str) -> str:
+    """The one line that says a name was cut."""
+    shown = name if len(name) <= 40 else name[:39] + "\u2026"
+    return (f"The name '{shown}' ({len(name)} characters) is too long for Blender's and the file "
+            f"system's names: its results are called '{short}'")
 
 
 def file_stem(name: str) -> str:

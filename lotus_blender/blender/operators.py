@@ -246,6 +246,7 @@ class LOTUS_OT_predict_image(_LotusJobOperator, Operator):
         for image in found:
             index = len(prepared)
             try:
+                inputs.refuse_unreadable(image)  # before _is_multilayer reads its pixels
                 if image.type in inputs.RENDER_LIKE_TYPES:
                     prepared.append(inputs.prepare_render_like(image, context.scene, job_dir,
                                                                resolution, index))

@@ -6,7 +6,8 @@ For a source named "photo":
   photo_depth_preview  colour-mapped preview (near = bright), at the size the model saw
   photo_normal         float, Non-Color, camera-space normals encoded as an OpenGL normal map
                        (rgb = 0.5 n + 0.5, Blender camera convention: +X right, +Y up, +Z to camera)
-Files (Blender's own image writers, never overwriting: new names get _001, _002...; each file is
+Files (Blender's own image writers, the 16-bit normal PNG strip by strip; never overwriting: new
+names get _001, _002...; each file is
 written under a temporary name in the same folder and renamed once complete, so a failed write
 leaves nothing behind):
   photo_depth.exr (32-bit float), photo_depth_preview.png, photo_normal.exr (32-bit float, OpenGL),
@@ -26,9 +27,9 @@ import bpy
 import numpy as np
 
 from .. import protocol
-from ..core import maps, temporal
+from ..core import image_files, maps, temporal
 from . import naming
-from .files import OutputError, WriterScene, ensure_folder
+from .files import OutputError, WriterScene, ensure_folder, write_atomically
 
 SUFFIX_LIMIT = 999
 
@@ -285,7 +286,7 @@ def _single_result(output, prepared, settings, writer, write_files, problems):
         _tag(image, kind, prepared)
         made.append(image)
         if write_files:
-            _try(problems, lambda: _write_normal_png(image, values, prepared, settings, writer))
+            _try(problems, lambda: _write_normal_png(image, values, prepared, settings))
         saves = [(image, "normal", ".exr", 'OPEN_EXR', '32')]
     for image, suffix, extension, file_format, depth in saves:
         saved = write_files and _try(problems, lambda: _save_bound(
@@ -305,20 +306,22 @@ def _try(problems: list, action) -> bool:
     return True
 
 
-def _write_normal_png(image, values, prepared, settings, writer, path=None):
-    """The 16-bit PNG normal map in the preferred convention (the Blender image is OpenGL)."""
+def write_normal_png(values: np.ndarray, width: int, height: int, path: str,
+                     convention: str) -> str:
+    """The 16-bit PNG normal map of ``values`` (Lotus normals at the model's size) at width x
+    height in a convention, written atomically strip by strip: Blender's PNG writer would need a
+    full-size float image and two more full-size copies (issue 15: 16000x16000 peaked at 13 GB)."""
+    encode = _normal_map_encoder(convention)
+    strips = (maps.to_uint16(encode(strip)) for _, strip in resized_strips(values, width, height))
+    return write_atomically(path, 'PNG', lambda temporary: image_files.write_png_rgb16(
+        temporary, width, height, strips))
+
+
+def _write_normal_png(image, values, prepared, settings, path=None):
+    """The normal map PNG in the preferred convention (the Blender image is OpenGL)."""
     label = settings.convention.lower()
     path = path or unique_path(settings.folder, _file_stem(prepared, f"normal_{label}"), ".png")
-    if settings.convention == "OPENGL":
-        writer.write(image, path, 'PNG', '16')
-    else:
-        temporary = bpy.data.images.new("lotus_normal_png", image.size[0], image.size[1],
-                                        alpha=False, float_buffer=True, is_data=True)
-        try:
-            _fill_image(temporary, values, _normal_map_encoder(settings.convention))
-            writer.write(temporary, path, 'PNG', '16')
-        finally:
-            bpy.data.images.remove(temporary)
+    write_normal_png(values, image.size[0], image.size[1], path, settings.convention)
     settings.written.append(path)
     if prepared.frame is None:
         # The normal-mapped material uses this file rather than writing a second one.
@@ -359,7 +362,7 @@ def _sequence_result(items, settings, writer, problems):
                 writer.write(frame_image, path, 'OPEN_EXR', '32')
                 settings.written.append(path)
                 if png_stem:
-                    _write_normal_png(frame_image, values, prepared, settings, writer,
+                    _write_normal_png(frame_image, values, prepared, settings,
                                       os.path.join(settings.folder,
                                                    f"{png_stem}_{prepared.frame:04d}.png"))
             except OutputError as ex:
@@ -485,11 +488,8 @@ def write_map_files(values: np.ndarray, kind: str, width: int, height: int, path
             _fill_image(image, values, _grey if is_depth else _normal_map_encoder("OPENGL"))
             written.append(writer.write(image, paths["exr"], 'OPEN_EXR', '32'))
             if not is_depth and paths.get("png"):
-                if convention == "OPENGL":
-                    written.append(writer.write(image, paths["png"], 'PNG', '16'))
-                else:
-                    _fill_image(image, values, _normal_map_encoder(convention))
-                    written.append(writer.write(image, paths["png"], 'PNG', '16'))
+                written.append(write_normal_png(values, width, height, paths["png"],
+                                                convention))
             if is_depth and paths.get("preview"):
                 preview = bpy.data.images.new("lotus_map_preview", values.shape[1],
                                               values.shape[0], alpha=False)

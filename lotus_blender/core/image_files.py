@@ -34,6 +34,36 @@ def png_complete(path: str) -> bool:
         return False
 
 
+def write_png_rgb16(path: str, width: int, height: int, strips) -> None:
+    """A 16-bit RGB PNG written strip by strip: ``strips`` yields uint16 arrays (rows, width, 3),
+    top row first, ``height`` rows in all. Blender's writer needs the whole picture as a float
+    buffer and then two more full-size copies (colour-managed and 16-bit) at once; this holds one
+    strip. Same pixels as Blender's 16-bit PNG of the same values (round to nearest)."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + \
+            struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    compressor = zlib.compressobj(6)
+    rows = 0
+    with open(path, "wb") as handle:
+        handle.write(PNG_SIGNATURE)
+        handle.write(chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)))
+        for strip in strips:
+            data = strip.astype(">u2").reshape(strip.shape[0], width * 3)
+            rows += data.shape[0]
+            # Filter type 0 (None) before every row.
+            raw = b"".join(b"\x00" + row.tobytes() for row in data)
+            compressed = compressor.compress(raw)
+            if compressed:
+                handle.write(chunk(b"IDAT", compressed))
+        if rows != height:
+            raise ValueError(f"{rows} rows given for a {height}-row picture")
+        handle.write(chunk(b"IDAT", compressor.flush()))
+        handle.write(PNG_END)
+
+
 def _cstring(handle) -> bytes:
     chars = bytearray()
     while True:
@@ -124,10 +154,10 @@ def jpeg_complete(path: str) -> bool | None:
     start-of-scan is enough."""
     try:
         with open(path, "rb") as handle:
-            data = handle.read()
+            if handle.read(2) != b"\xff\xd8":
+                return None  # not read further: this may be a movie of several GB
+            data = b"\xff\xd8" + handle.read()
     except OSError:
-        return None
-    if not data.startswith(b"\xff\xd8"):
         return None
     position = 2
     while position + 4 <= len(data):
@@ -218,3 +248,95 @@ def frame_count(path: str) -> int:
     if lower.endswith((".tif", ".tiff")):
         return max(1, tiff_page_count(path))
     return 1
+
+
+# -- movies: does the container's own structure end where the file does? ------------------------
+
+def _iso_boxes_complete(handle, size: int) -> bool:
+    """ISO base media (MP4, MOV): the top-level boxes tile the file; the last one must not run
+    past its end, and the index ("moov") must be there."""
+    position, seen_index = 0, False
+    while position + 8 <= size:
+        handle.seek(position)
+        length, kind = struct.unpack(">I4s", handle.read(8))
+        if length == 1:
+            length = struct.unpack(">Q", handle.read(8))[0]
+        elif length == 0:  # "to the end of the file"
+            length = size - position
+        if length < 8:
+            return False
+        seen_index = seen_index or kind == b"moov"
+        position += length
+    return position == size and seen_index
+
+
+def _ebml_number(handle, is_size: bool):
+    """One EBML variable-length number: (value, is_unknown); ValueError when malformed."""
+    first = handle.read(1)
+    if not first:
+        raise EOFError
+    length = 1
+    while length <= 8 and not first[0] & (0x80 >> (length - 1)):
+        length += 1
+    if length > 8:
+        raise ValueError("bad EBML number")
+    rest = handle.read(length - 1)
+    if len(rest) != length - 1:
+        raise EOFError
+    value = int.from_bytes(first + rest, "big")
+    if is_size:
+        value &= (1 << (7 * length)) - 1
+        return value, value == (1 << (7 * length)) - 1
+    return value, False
+
+
+def _matroska_complete(handle, size: int) -> bool | None:
+    """Matroska and WebM: the header and the Segment must fit in the file (a Segment of unknown
+    size, as live recorders write, cannot be checked)."""
+    handle.seek(0)
+    for expected in (0x1A45DFA3, 0x18538067):  # EBML header, then Segment
+        element, _ = _ebml_number(handle, False)
+        length, unknown = _ebml_number(handle, True)
+        if element != expected:
+            return None
+        if unknown:
+            return None
+        if expected == 0x1A45DFA3:
+            handle.seek(handle.tell() + length)
+    return handle.tell() + length <= size
+
+
+def _riff_complete(handle, size: int) -> bool:
+    """AVI: its RIFF chunks (more than one past 1 GB, OpenDML) must fit in the file."""
+    position = 0
+    while position + 8 <= size:
+        handle.seek(position)
+        tag, length = struct.unpack("<4sI", handle.read(8))
+        if tag != b"RIFF":
+            break
+        if position + 8 + length > size:
+            return False
+        position += 8 + length + (length & 1)  # chunks are padded to an even size
+    return position > 0
+
+
+def movie_complete(path: str) -> bool | None:
+    """False when a movie file ends before its container says it does (a cut copy or download;
+    FFmpeg then repeats the last frame it could decode, or Blender cannot open the file at all),
+    True when it is whole, None for containers not checked here."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            head = handle.read(12)
+            if len(head) >= 8 and head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free",
+                                                  b"skip", b"pnot"):
+                return _iso_boxes_complete(handle, size)
+            if head[:4] == b"\x1a\x45\xdf\xa3":
+                return _matroska_complete(handle, size)
+            if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+                return _riff_complete(handle, size)
+            return None
+    except (EOFError, struct.error, ValueError):
+        return False
+    except OSError:
+        return None

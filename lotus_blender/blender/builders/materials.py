@@ -194,6 +194,8 @@ def prediction_normal_map(photo_name, normal_image, convention):
     if not path or not os.path.isfile(path):
         return None
     image = bpy.data.images.load(path, check_existing=True)
+    if image.filepath != outputs.stored_path(path):
+        image.filepath = outputs.stored_path(path)  # relative to a saved .blend, as every result
     image.colorspace_settings.name = 'Non-Color'
     name = naming.result_image_name(f"{naming.stem(photo_name)}_normal_{suffix}",
                                     lambda other: other == image or _made_by_lotus(other))

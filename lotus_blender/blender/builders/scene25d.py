@@ -314,6 +314,62 @@ def _build_displace(name, depth, material, kind, near, depth_range, max_vertices
     return obj
 
 
+def _previous_build(scene, photo) -> list:
+    """The 2.5D meshes and cameras an earlier build made for the photo in this scene."""
+    return [obj for obj in scene.objects if obj.get("lotus_source") == photo.name
+            and ((obj.type == 'CAMERA') or ("lotus_mode" in obj and not obj.get("lotus_gap_fill")))]
+
+
+_BUILD_IMAGE_SUFFIXES = ("_depth_refined", "_behind", "_fill")
+
+
+def _replace_previous(previous, obj, camera, name) -> None:
+    """A second build replaces the first in the same place: the earlier objects go, with the data
+    only they used (children, such as a gap fill, move to the new mesh), and the new objects take
+    their names rather than "<stem>.001". Runs last, once nothing can fail any more."""
+    if not previous:
+        return
+    for old in previous:
+        for child in old.children:
+            matrix = child.matrix_world.copy()
+            child.parent = obj
+            child.matrix_world = matrix
+    owned = []
+    for old in previous:
+        owned.append(old.data)
+        if old.type == 'MESH':
+            owned += [slot.material for slot in old.material_slots if slot.material is not None]
+            owned += [mod.texture for mod in old.modifiers
+                      if mod.type == 'DISPLACE' and mod.texture is not None]
+    # The earlier build's own images (refined depth, layer behind the tears, its fill).
+    owned += [bpy.data.images.get(name + suffix) for suffix in _BUILD_IMAGE_SUFFIXES]
+    bpy.data.batch_remove(previous)
+    while True:  # meshes first, then what only they used (materials, refined depth)
+        owned = [block for block in dict.fromkeys(owned) if block is not None]
+        orphans = [block for block in owned if block.users == 0]
+        if not orphans:
+            break
+        owned = [block for block in owned if block not in orphans]
+        bpy.data.batch_remove(orphans)
+    obj.name = obj.data.name = name
+    camera.name = camera.data.name = name + "_camera"
+    for slot in obj.material_slots:  # "<stem>_2.5D.001" -> "<stem>_2.5D", "..._fill.001" -> "..._fill"
+        material = slot.material
+        base = material.name.rsplit(".", 1)[0] if material is not None else ""
+        if material is not None and material.get("lotus_material") and \
+                material.name[len(base):][1:].isdigit() and base not in bpy.data.materials:
+            material.name = base
+    for modifier in obj.modifiers:
+        if modifier.type == 'DISPLACE' and modifier.texture is not None:
+            modifier.texture.name = name + "_depth"
+    for suffix in _BUILD_IMAGE_SUFFIXES:  # the new build's "<stem>_behind.001" -> "<stem>_behind"
+        base = name + suffix
+        newer = [image for image in bpy.data.images
+                 if image.name.startswith(base + ".") and image.name[len(base) + 1:].isdigit()]
+        if newer and base not in bpy.data.images:
+            max(newer, key=lambda image: image.name).name = base
+
+
 @atomic_builder
 def build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", near=None, depth_range=None,
                       focal_35mm=None, focal_source=None, refine=None, max_vertices=None, tear_threshold=None,
@@ -349,6 +405,7 @@ def build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", ne
     # The camera renders at the photo's size; the depth map (same aspect) may be smaller.
     width, height = photo.size if photo.size[0] > 1 and photo.size[1] > 1 else depth.size
     name = source_name(photo)
+    previous = _previous_build(context.scene, photo)
 
     choice, values, normals = scene25d_camera.choose_camera(
         context, photo, depth, normal, kind, focal_source=focal_source, focal_35mm=focal_35mm, near=near,
@@ -392,4 +449,5 @@ def build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", ne
     obj["lotus_mode"] = mode
     obj["lotus_refined"] = mesh_depth is not depth
     camera["lotus_source"] = photo.name
+    _replace_previous(previous, obj, camera, name)
     return obj, camera
