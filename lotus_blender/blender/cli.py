@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import protocol
 from ..core import temporal
-from . import batch_files, cli_sources, inputs, job_folders, jobs, models, outputs
+from . import batch_files, cli_sources, inputs, job_folders, jobs, models, naming, outputs
 from .cli_checks import (UsageError, check_frames_apply, make_output_folder, output_folder,
                          resolve_models)
 from .preferences import get_preferences
@@ -156,15 +156,16 @@ class Unit:
 
 def final_paths(source: cli_sources.Source, frame, task: str, folder: str,
                 convention: str) -> dict:
-    """The add-on's file names (outputs.py) for one map of one frame or image."""
-    number = "" if frame is None else f"_{frame:04d}"
+    """The add-on's file names (naming.result_file_name, as the panel's outputs) for one map of
+    one frame or image; fixed names (no " (Lotus)" or numbering) so that a rerun finds them."""
+    def path(suffix, extension):
+        return os.path.join(folder, naming.result_file_name(source.name, suffix, extension, frame))
     if task == protocol.TASK_DEPTH:
-        paths = {MAIN_FILE: os.path.join(folder, f"{source.name}_depth{number}.exr")}
+        paths = {MAIN_FILE: path("depth", ".exr")}
         if frame is None:
-            paths["preview"] = os.path.join(folder, f"{source.name}_depth_preview.png")
+            paths["preview"] = path("depth_preview", ".png")
         return paths
-    return {MAIN_FILE: os.path.join(folder, f"{source.name}_normal{number}.exr"),
-            "png": os.path.join(folder, f"{source.name}_normal_{convention}{number}.png")}
+    return {MAIN_FILE: path("normal", ".exr"), "png": path(f"normal_{convention}", ".png")}
 
 
 class Batch:

@@ -69,6 +69,19 @@ def file_stem(name: str) -> str:
     return cleaned or "image"
 
 
+def result_file_name(name: str, suffix: str, extension: str = "", frame: int | None = None) -> str:
+    """The file name of one result of a source (the panel's outputs and the command line):
+    "<name>_<suffix>[_<frame as 4 digits>]<extension>" with file-system-safe characters. Without
+    an extension: the stem that the panel's unique_path / unique_sequence_stem start from."""
+    number = "" if frame is None else f"_{frame:04d}"
+    return f"{file_stem(f'{name}_{suffix}')}{number}{extension}"
+
+
+def frame_file_name(stem: str, frame: int, extension: str) -> str:
+    """A frame's file of a sequence whose stem is already chosen: "<stem>_<frame as 4 digits>"."""
+    return f"{stem}_{frame:04d}{extension}"
+
+
 def result_image_name(name: str, is_ours) -> str:
     """The Blender name for a result: ``name``, unless an image that ``is_ours(image)`` rejects
     holds it; then ``name (Lotus)``, the same every run, so nothing piles up."""

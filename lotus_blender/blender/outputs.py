@@ -256,7 +256,7 @@ def create_results(outputs: list[dict], prepared_by_npy: dict, settings: OutputS
 
 
 def _file_stem(prepared, suffix: str) -> str:
-    return naming.file_stem(f"{prepared.name}_{suffix}")
+    return naming.result_file_name(prepared.name, suffix)
 
 
 def _single_result(output, prepared, settings, writer, write_files, problems):
@@ -357,20 +357,20 @@ def _sequence_result(items, settings, writer, problems):
                 values, _ = stabilizer.align(prepared.frame, values)
             encode = _grey if is_depth else _normal_map_encoder("OPENGL")
             _fill_image(frame_image, values, encode)
-            path = os.path.join(settings.folder, f"{stem}_{prepared.frame:04d}.exr")
+            path = os.path.join(settings.folder, naming.frame_file_name(stem, prepared.frame, ".exr"))
             try:
                 writer.write(frame_image, path, 'OPEN_EXR', '32')
                 settings.written.append(path)
                 if png_stem:
                     _write_normal_png(frame_image, values, prepared, settings,
-                                      os.path.join(settings.folder,
-                                                   f"{png_stem}_{prepared.frame:04d}.png"))
+                                      os.path.join(settings.folder, naming.frame_file_name(
+                                          png_stem, prepared.frame, ".png")))
             except OutputError as ex:
                 problems.append(ex)
                 return []
     finally:
         bpy.data.images.remove(frame_image)
-    first_path = os.path.join(settings.folder, f"{stem}_{frames[0]:04d}.exr")
+    first_path = os.path.join(settings.folder, naming.frame_file_name(stem, frames[0], ".exr"))
     made_by_us = naming.made_by_lotus(kind, first_prepared.source_image or first_prepared.name)
     name, image = naming.claim_image(base, lambda i: made_by_us(i) and i.source == 'SEQUENCE')
     if image is not None:
