@@ -12,6 +12,8 @@ Environments (created on first use, reinstalled only when their requirements cha
 - ``.venv-blender/<version>/``: PyPI ``bpy`` of that version with pytest and Pillow only. These run
   the tests that exercise Blender (see tests/conftest.py) with the worker environment's Python as the
   add-on's Worker Python.
+- ``.venv-openjd/``: the farm tools the OpenJD tests run (openjd-cli, Deadline Cloud's client),
+  created when the worker line runs; its bin folder is passed on as LOTUS_TEST_OPENJD_BIN.
 
 Each session writes a JUnit report; the closing lines sum them up per Blender version. The exit
 status is non-zero when any version has a failure or an error, or did not report at all.
@@ -38,6 +40,9 @@ WORKER_VENV = ROOT / ".venv"
 BLENDER_VENVS = ROOT / ".venv-blender"
 WORKER_REQUIREMENTS = ROOT / "tests" / "requirements.txt"
 BLENDER_REQUIREMENTS = ROOT / "tests" / "requirements-blender.txt"
+# The farm tools (openjd-cli, Deadline Cloud's client) for tests/test_openjd.py, kept apart.
+OPENJD_VENV = ROOT / ".venv-openjd"
+OPENJD_REQUIREMENTS = ROOT / "tests" / "requirements-openjd.txt"
 
 # The Blender lines under test: the newest PyPI bpy of each, and the CPython it is built for.
 WORKER_BLENDER = "5.0.1"
@@ -126,9 +131,11 @@ def junit_counts(path: Path) -> dict | None:
 
 
 def run_session(blender: str, python: Path, worker_python: Path, pytest_args: list[str],
-                report_dir: Path) -> dict:
+                report_dir: Path, openjd_python: Path | None) -> dict:
     report = report_dir / f"junit-{blender}.xml"
     env = dict(os.environ, LOTUS_TEST_WORKER_PYTHON=str(worker_python))
+    if openjd_python is not None:
+        env["LOTUS_TEST_OPENJD_BIN"] = str(openjd_python.parent)
     if blender != WORKER_BLENDER:
         env["LOTUS_TEST_BLENDER_ONLY"] = "1"  # the core, worker and build tests ran with 5.0.1
     # The whole suite unless the arguments name test files or folders of their own.
@@ -159,6 +166,10 @@ def main(argv: list[str]) -> int:
         worker_python = ensure_venv(WORKER_VENV, BLENDERS[WORKER_BLENDER],
                                     requirement_lines(WORKER_REQUIREMENTS), "the worker environment")
         pythons = {WORKER_BLENDER: worker_python}
+        # The OpenJD tests run with the worker line only (they need no other Blender).
+        openjd_python = ensure_venv(OPENJD_VENV, BLENDERS[WORKER_BLENDER],
+                                    requirement_lines(OPENJD_REQUIREMENTS),
+                                    "the farm tools") if WORKER_BLENDER in chosen else None
         # Downloads dominate on a fresh machine: prepare the Blender environments side by side.
         with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
             futures = {blender: pool.submit(
@@ -175,7 +186,7 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="lotus-junit-") as report_dir:
         for blender in chosen:
             results.append(run_session(blender, pythons[blender], worker_python, pytest_args,
-                                       Path(report_dir)))
+                                       Path(report_dir), openjd_python))
 
     print("\n=== Summary per Blender version", flush=True)
     totals = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}

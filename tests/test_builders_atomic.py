@@ -81,9 +81,9 @@ def test_failed_node_group_build_leaves_nothing_and_does_not_poison(blender_addo
     assert _scene_state(scene) == state
 
     monkeypatch.setattr(geonodes, "_build", real_build)
-    obj, camera = scene25d.build_photo_scene(bpy.context, photo, depth, normal)
+    obj, camera = scene25d.build_photo_scene(bpy.context, photo, depth, normal, tear_threshold=0.0)
     evaluated = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
-    assert len(evaluated.data.vertices) == 12 * 8  # the group was built anew, complete
+    assert len(evaluated.data.vertices) == 12 * 8  # the group was built anew, complete (untorn)
     assert scene.camera == camera
 
 

@@ -34,3 +34,23 @@ def test_delight_recovers_albedo_up_to_scale():
     kept = photo / albedo
     assert np.percentile(np.abs(kept / np.median(kept) - 1.0), 95) > 0.3
     assert np.corrcoef(estimated_shading.ravel(), shading.ravel())[0, 1] > 0.99
+
+
+def test_delight_leaves_the_photo_when_the_normals_do_not_explain_its_shading():
+    """Normals unrelated to the photo's shading (what badly wrong predictions are): the shading
+    they imply is not divided out, so their errors do not end up in the albedo (issue 14)."""
+    rng = np.random.default_rng(7)
+    height, width = 48, 64
+    rows, cols = np.mgrid[0:height, 0:width]
+    x = (cols - width / 2) / 20.0
+    y = (height / 2 - rows) / 20.0
+    normals = maps.normalize_vectors(np.stack([x, y, np.ones_like(x)], axis=-1))
+    photo = rng.uniform(0.2, 0.8, (height, width, 3)) * (0.4 + normals @ np.array([0.5, 0.3, 0.6]))[..., None]
+    wrong = maps.normalize_vectors(np.stack([np.sin(9 * x + 1), np.sin(7 * y + 2), np.ones_like(x)], axis=-1))
+    estimated, estimated_shading = shading_core.estimate_albedo(photo, wrong)
+    assert np.allclose(estimated_shading, 1.0) and np.allclose(estimated, np.clip(photo, 0, 1), atol=1e-6)
+    # With the right normals the shading is divided out in full.
+    lum = photo @ shading_core.LUMINANCE
+    coefficients = shading_core.fit_shading(lum, normals)
+    fitted = coefficients[0] + normals @ coefficients[1:]
+    assert shading_core.shading_strength(lum, fitted / fitted.mean()) == 1.0

@@ -59,10 +59,28 @@ def evaluated_mesh_arrays(obj):
     return arrays
 
 
+def main_mesh(mesh, vertex_count):
+    """The 2.5D mesh proper out of evaluated_mesh_arrays (its vertices come first): the first
+    vertex_count vertices and the faces made of them only, without the layer behind the tears."""
+    corners_per_face = np.split(mesh["corner_verts"], np.cumsum(mesh["loop_total"])[:-1])
+    keep = np.array([corners.max() < vertex_count for corners in corners_per_face], bool)
+    corner_keep = np.repeat(keep, mesh["loop_total"])
+    loop_total = mesh["loop_total"][keep]
+    out = dict(mesh, co=mesh["co"][:vertex_count], corner_verts=mesh["corner_verts"][corner_keep],
+               corner_normals=mesh["corner_normals"][corner_keep], loop_total=loop_total,
+               loop_start=np.concatenate([[0], np.cumsum(loop_total)[:-1]]).astype(np.int32),
+               polygon_normals=mesh["polygon_normals"][keep], smooth=mesh["smooth"][keep])
+    out["uv"] = None if mesh["uv"] is None else mesh["uv"][corner_keep]
+    return out
+
+
 def vertex_pixels(co, intr):
-    """(row, col) of the pixel each camera-space vertex projects into."""
+    """(row, col) of the pixel whose centre is nearest to each camera-space vertex (the
+    outermost vertices lie on the frame's edges, those on the near side of a tear less than half
+    a pixel toward the far side: both still count as their own pixels)."""
     pixel = geometry.project(co.astype(np.float64), intr)
-    return np.floor(pixel[:, 1]).astype(int), np.floor(pixel[:, 0]).astype(int)
+    rows = np.clip(np.round(pixel[:, 1] - 0.5).astype(int), 0, intr.height - 1)
+    return rows, np.clip(np.round(pixel[:, 0] - 0.5).astype(int), 0, intr.width - 1)
 
 
 @pytest.fixture
@@ -116,12 +134,20 @@ def test_geonodes_mesh_matches_core_unprojection(scene25d):
     intr = geometry.intrinsics_from_lens(camera.data.lens, camera.data.sensor_width, width, height)
     rows, cols = vertex_pixels(mesh["co"], intr)
     assert len(set(zip(rows.tolist(), cols.tolist()))) == width * height      # one vertex per pixel
-    expected = geometry.unproject(maps.disparity_to_depth(disparity, 1.5, 7.5), intr)
+    expected = geometry.unproject_grid(maps.disparity_to_depth(disparity, 1.5, 7.5), intr)
     assert np.abs(mesh["co"] - expected[rows, cols]).max() < 1e-4
-    # UVs sit on the centre of the vertex's pixel (v = 0 at the bottom row).
+    # The mesh covers the whole frame: its outermost vertices lie on the frame's edges.
+    pixel = geometry.project(mesh["co"].astype(np.float64), intr)
+    assert pixel[:, 0].min() == pytest.approx(0.0, abs=0.01) and pixel[:, 0].max() == pytest.approx(width, abs=0.01)
+    assert pixel[:, 1].min() == pytest.approx(0.0, abs=0.01) and pixel[:, 1].max() == pytest.approx(height, abs=0.01)
+    # UVs sit on the vertex's ray: the centre of its pixel inside, the frame's edge at the border
+    # (v = 0 at the bottom).
     corner_rows, corner_cols = rows[mesh["corner_verts"]], cols[mesh["corner_verts"]]
-    assert np.allclose(mesh["uv"][:, 0], (corner_cols + 0.5) / width, atol=1e-6)
-    assert np.allclose(mesh["uv"][:, 1], 1.0 - (corner_rows + 0.5) / height, atol=1e-6)
+    right, down = geometry.RAY_OFFSET_PX
+    assert np.allclose(mesh["uv"][:, 0], geometry.grid_ray_coordinates(width, width, right)[corner_cols] / width,
+                       atol=1e-6)
+    ray_rows = geometry.grid_ray_coordinates(height, height, down)
+    assert np.allclose(mesh["uv"][:, 1], 1.0 - ray_rows[corner_rows] / height, atol=1e-6)
 
 
 def test_relative_depth_and_live_controls(scene25d):
@@ -137,7 +163,7 @@ def test_relative_depth_and_live_controls(scene25d):
     def check(near, far):
         mesh = evaluated_mesh_arrays(obj)
         rows, cols = vertex_pixels(mesh["co"], intr)
-        expected = geometry.unproject(maps.relative_depth_to_depth(relative, near, far), intr)
+        expected = geometry.unproject_grid(maps.relative_depth_to_depth(relative, near, far), intr)
         assert np.abs(mesh["co"] - expected[rows, cols]).max() < 1e-4
 
     check(3.0, 5.0)
@@ -162,10 +188,16 @@ def test_tearing_and_resolution_are_live(scene25d):
     obj, camera = scene25d.build_photo_scene(bpy.context, _photo("s25_step", width, height), depth,
                                              near=2.0, depth_range=10.0)
     metric = maps.relative_depth_to_depth(relative, 2.0, 12.0)
-    expected_faces = np.count_nonzero(~geometry.torn_faces(metric, scene25d.DEFAULT_TEAR_THRESHOLD))
+    torn = geometry.torn_faces(metric, scene25d.DEFAULT_TEAR_THRESHOLD)
+    geonodes.set_inputs(obj.modifiers[scene25d.MODIFIER_NAME], Fill_Behind=False)
+    obj.update_tag()
     mesh = evaluated_mesh_arrays(obj)
-    assert len(mesh["loop_start"]) == expected_faces < (width - 1) * (height - 1)
-    assert len(mesh["co"]) == width * height        # tearing removes faces, never vertices
+    # The mesh keeps every vertex and the untorn faces; the torn faces move to the layer behind
+    # (their own vertices, pushed back to the far side), so each grid quad is there exactly once.
+    assert 0 < np.count_nonzero(torn) < (width - 1) * (height - 1)
+    assert len(mesh["loop_start"]) == (width - 1) * (height - 1)
+    assert len(mesh["co"]) == width * height + 4 * np.count_nonzero(torn)
+    assert len(main_mesh(mesh, width * height)["loop_start"]) == np.count_nonzero(~torn)
     modifier = obj.modifiers[scene25d.MODIFIER_NAME]
     geonodes.set_inputs(modifier, Tear_Threshold=1.0)
     obj.update_tag()
@@ -177,7 +209,7 @@ def test_tearing_and_resolution_are_live(scene25d):
     assert len(mesh["co"]) == across * down <= 200
     intr = geometry.intrinsics_from_lens(camera.data.lens, camera.data.sensor_width, width, height)
     samples, rows, cols = geometry.downsample_grid(metric, 200)
-    expected = geometry.unproject(samples, intr, rows=rows, cols=cols).reshape(-1, 3)
+    expected = geometry.unproject_grid(samples, intr).reshape(-1, 3)
     # Each grid vertex is one of the expected pixel-centre points.
     distances = np.linalg.norm(mesh["co"][:, None, :] - expected[None, :, :], axis=-1).min(axis=1)
     assert distances.max() < 1e-4
@@ -326,12 +358,13 @@ def test_panel_draws_settings_and_live_controls(scene25d):
     assert bpy.types.LOTUS_PT_scene25d_live.poll(bpy.context)
     for panel in ("LOTUS_PT_scene25d", "LOTUS_PT_scene25d_options", "LOTUS_PT_scene25d_live"):
         getattr(bpy.types, panel).draw(fake, bpy.context)
-    assert fake.layout.operators == ["lotus.build_photo_scene"]
-    assert {"photo", "depth", "normal", "near", "depth_range", "tear_threshold"} <= set(fake.layout.properties)
+    assert fake.layout.operators == ["lotus.build_photo_scene", "lotus.camera_move"]
+    assert {"photo", "depth", "normal", "near", "depth_range", "tear_threshold", "fill_behind",
+            "move_range"} <= set(fake.layout.properties)
     # Live modifier inputs: ID properties before Blender 5.2, input structs' "value" from 5.2;
     # "Use Normals" only where Set Mesh Normal exists (4.5+).
     live = [path for path in fake.layout.properties if path.startswith('["Socket_') or path == "value"]
-    assert len(live) == (6 if blender_env.compat().HAS_SET_MESH_NORMAL else 5)
+    assert len(live) == (8 if blender_env.compat().HAS_SET_MESH_NORMAL else 7)
 
 
 def test_operator_defaults_estimate_camera_and_depth_range(scene25d):

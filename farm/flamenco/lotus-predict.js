@@ -1,11 +1,17 @@
 // Flamenco custom job type: Lotus depth and normal maps for an image sequence or a movie.
 //
 // Install: copy this file into the Flamenco Manager's `scripts/` folder (next to the manager
-// executable) and restart the Manager. Every Worker needs Blender with the Lotus extension
-// installed and enabled (its preferences give the defaults of the empty settings below).
+// executable) and restart the Manager. Needs Flamenco 3.3 or newer (the `exec` command);
+// `extra_args` needs 3.6 (`shellSplit`). Every Worker needs Blender with the Lotus extension
+// installed and enabled (its preferences give the models when the model settings are empty).
 // Each task runs, for one chunk of frames:
-//     {blender} -b -c lotus predict INPUT --frames A-B --output DIR [options]
+//     {blender} -b -c lotus predict INPUT --frames CHUNK --output DIR [options]
 // Frames already finished are skipped, so a requeued task only computes what is missing.
+//
+// The Manager stores the submitted settings as they come (no defaults, no checks: a missing value
+// reaches the Worker as the text "<nil>"), so compileJob applies every default and check itself,
+// and refuses the job with a message (an exception: the submitter sees it) instead of authoring
+// tasks that cannot work.
 
 const JOB_TYPE = {
   label: "Lotus Depth & Normals",
@@ -13,9 +19,10 @@ const JOB_TYPE = {
     "computed by the Lotus Blender extension in chunks of frames",
   settings: [
     { key: "input", type: "string", subtype: "file_path", required: true,
-      description: "Plate sequence (shot_####.exr or shot_%04d.exr), folder or movie" },
+      description: "Plate sequence (shot_####.exr, shot_%04d.exr, or any one frame of it), " +
+        "folder or movie" },
     { key: "frames", type: "string", required: true,
-      description: "Frame range, e.g. 1001-1100 (or 1-50,60-80)" },
+      description: "Frames to compute, e.g. 1001-1100 (or 1-50,60-80)" },
     { key: "chunk_size", type: "int32", default: 25, propargs: { min: 1 },
       description: "Frames per task: the model loads once per task, so larger is faster" },
     { key: "output", type: "string", subtype: "dir_path", required: true,
@@ -38,33 +45,111 @@ const JOB_TYPE = {
       description: "Run chunks one after the other, so depth stabilization continues across " +
         "chunk boundaries (no parallelism)" },
     { key: "extra_args", type: "string", default: "",
-      description: "More options for `lotus predict`, separated by spaces" },
+      description: "More options for `lotus predict`, split like a shell command line " +
+        "(quotes work; Flamenco 3.6+)" },
   ],
 };
 
-// "1001-1100" or "1-50,60-80" -> [[first, last], ...] with at most chunkSize frames each.
-function lotusFrameChunks(frames, chunkSize) {
-  const size = Math.max(1, Math.floor(chunkSize || 1));
-  const chunks = [];
-  for (const part of String(frames).split(",")) {
-    const text = part.trim();
-    if (!text) continue;
-    const match = /^(-?\d+)(?:\s*(?:-|\.\.|:)\s*(-?\d+))?$/.exec(text);
-    if (!match) throw `Lotus: not a frame range: "${text}"`;
-    const first = parseInt(match[1], 10);
-    const last = match[2] === undefined ? first : parseInt(match[2], 10);
-    if (last < first) throw `Lotus: frame range "${text}" ends before it starts`;
-    for (let start = first; start <= last; start += size) {
-      chunks.push([start, Math.min(last, start + size - 1)]);
-    }
-  }
-  if (!chunks.length) throw "Lotus: no frames given";
-  return chunks;
+// Blender's still-image extensions (bpy.path.extensions_image, 4.2 to 5.3): a picked file with
+// one of these is a frame of a sequence. Movies and folders are passed on as they are.
+const LOTUS_IMAGE_EXTENSIONS = [
+  ".avif", ".bmp", ".cin", ".dds", ".dpx", ".exr", ".hdr", ".j2c", ".jp2", ".jpeg", ".jpg",
+  ".pdd", ".png", ".psb", ".psd", ".rgb", ".rgba", ".sgi", ".tga", ".tif", ".tiff", ".tx", ".webp",
+];
+const LOTUS_JS_TYPES = { string: "string", int32: "number", float: "number", bool: "boolean" };
+const LOTUS_PLACEHOLDERS = ["<nil>", "undefined", "null", "None"];
+
+function lotusLabel(setting) {
+  return setting.key.replace(/_/g, " ");
 }
 
-function lotusArgs(settings, first, last) {
+// The submitted settings with every default applied and every value checked; throws a message
+// naming the setting otherwise.
+function lotusSettings(submitted) {
+  const known = new Set(JOB_TYPE.settings.map((s) => s.key));
+  for (const key of Object.keys(submitted)) {
+    if (!known.has(key)) {
+      throw `Lotus: unknown setting "${key}" (known: ${JOB_TYPE.settings.map((s) => s.key).join(", ")})`;
+    }
+  }
+  const settings = {};
+  for (const setting of JOB_TYPE.settings) {
+    let value = submitted[setting.key];
+    if (value === undefined || value === null) {
+      if (!("default" in setting)) throw `Lotus: the "${lotusLabel(setting)}" setting is missing`;
+      value = setting.default;
+    }
+    if (typeof value !== LOTUS_JS_TYPES[setting.type] ||
+        (setting.type === "int32" && !Number.isInteger(value))) {
+      throw `Lotus: "${lotusLabel(setting)}" must be a ${setting.type}, not ${JSON.stringify(value)}`;
+    }
+    if (typeof value === "string") {
+      value = value.trim();
+      if (LOTUS_PLACEHOLDERS.includes(value))
+        throw `Lotus: "${lotusLabel(setting)}" holds the placeholder "${value}", not a value`;
+      if (setting.required && !value) throw `Lotus: the "${lotusLabel(setting)}" setting is empty`;
+    }
+    if (setting.choices && !setting.choices.includes(value)) {
+      throw `Lotus: "${lotusLabel(setting)}" must be one of ${setting.choices.join(", ")}, ` +
+        `not "${value}"`;
+    }
+    const min = setting.propargs && setting.propargs.min;
+    if (min !== undefined && value < min) throw `Lotus: "${lotusLabel(setting)}" must be at least ${min}`;
+    settings[setting.key] = value;
+  }
+  for (const key of ["input", "output"]) lotusCheckPath(key, settings[key]);
+  for (const key of ["depth_model", "normal_model"]) {
+    if (settings[key].startsWith("//")) lotusCheckPath(key, settings[key]);
+  }
+  return settings;
+}
+
+// Workers run in their own folder, so a path must be absolute (or start with a Flamenco
+// variable such as {render}); a Blender-relative path (//plates) means nothing to them.
+function lotusCheckPath(key, value) {
+  const name = key.replace(/_/g, " ");
+  if (value.startsWith("//")) {
+    throw `Lotus: "${name}" is relative to the blend file (${value}): make it absolute ` +
+      "(untick Relative Path in the file browser)";
+  }
+  const absolute = /^([\\/]|[A-Za-z]:[\\/]|\{[^}]+\})/.test(value);
+  if (!absolute) throw `Lotus: "${name}" must be an absolute path, not "${value}"`;
+}
+
+// "/plates/shot_1001.exr" (a frame picked in the file browser) -> "/plates/shot_####.exr".
+// Patterns, folders and movies are returned as they are; a single still image is refused.
+function lotusSequencePattern(input) {
+  const cut = Math.max(input.lastIndexOf("/"), input.lastIndexOf("\\")) + 1;
+  const folder = input.slice(0, cut);
+  const name = input.slice(cut);
+  if (/#|%0?\d*d/.test(name)) return input;
+  const dot = name.lastIndexOf(".");
+  const extension = dot > 0 ? name.slice(dot).toLowerCase() : "";
+  if (!LOTUS_IMAGE_EXTENSIONS.includes(extension)) return input;
+  // The last run of digits in the name is the frame number (the command line's own rule).
+  const match = /^(.*?)(\d+)(\D*)$/.exec(name.slice(0, dot));
+  if (!match) {
+    throw `Lotus: "${name}" is a single image, not a sequence: give a frame of the sequence, ` +
+      "a pattern such as shot_####.exr, or its folder";
+  }
+  return folder + match[1] + "#".repeat(match[2].length) + match[3] + name.slice(dot);
+}
+
+function lotusExtraArgs(text) {
+  if (!text) return [];
+  if (typeof shellSplit !== "function") {
+    throw "Lotus: \"extra args\" needs Flamenco 3.6 or newer (shellSplit); leave it empty here";
+  }
+  try {
+    return shellSplit(text);
+  } catch (error) {
+    throw `Lotus: "extra args" cannot be split (${error}): ${text}`;
+  }
+}
+
+function lotusArgs(settings, chunk, extraArgs) {
   const args = ["-b", "-c", "lotus", "predict", settings.input,
-                "--frames", `${first}-${last}`, "--output", settings.output,
+                "--frames", chunk, "--output", settings.output,
                 "--task", settings.task, "--device", settings.device,
                 "--precision", settings.precision];
   if (settings.depth_model) args.push("--depth-model", settings.depth_model);
@@ -72,23 +157,35 @@ function lotusArgs(settings, first, last) {
   if (settings.resolution > 0) args.push("--resolution", String(settings.resolution));
   if (settings.tiled) args.push("--tiled");
   args.push(settings.stabilize ? "--stabilize" : "--no-stabilize");
-  for (const extra of String(settings.extra_args || "").split(" ")) {
-    if (extra) args.push(extra);
-  }
-  return args;
+  return args.concat(extraArgs);
 }
 
 function compileJob(job) {
-  const settings = job.settings;
+  const settings = lotusSettings(job.settings);
+  settings.input = lotusSequencePattern(settings.input);
+  const extraArgs = lotusExtraArgs(settings.extra_args);
+  let chunks;
+  try {
+    chunks = frameChunker(settings.frames, settings.chunk_size);
+  } catch (error) {
+    throw `Lotus: "frames" is not a frame range such as 1001-1100 or 1-50,60-80 ` +
+      `(${settings.frames}): ${error}`;
+  }
+  // What will run, as the job's settings: the web interface shows the values really used.
+  for (const key of Object.keys(settings)) job.settings[key] = settings[key];
+
   let previous = null;
-  for (const [first, last] of lotusFrameChunks(settings.frames, settings.chunk_size)) {
-    const task = author.Task(`lotus-${first}-${last}`, "blender");
+  for (const chunk of chunks) {
+    const task = author.Task(`lotus-${chunk}`, "blender");
+    // No step count: `exec` reports no steps of its own, so the Worker counts the command as
+    // one step when it finishes (Flamenco 3.8+ shows it in the task list).
     task.addCommand(author.Command("exec", {
       exe: "{blender}",
-      args: lotusArgs(settings, first, last),
+      args: lotusArgs(settings, chunk, extraArgs),
     }));
     if (settings.chain_chunks && previous !== null) task.addDependency(previous);
     job.addTask(task);
     previous = task;
   }
+  print(`Lotus: ${chunks.length} tasks for frames ${settings.frames} of ${settings.input}`);
 }

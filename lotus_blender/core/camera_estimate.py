@@ -440,21 +440,20 @@ def refine_map(values, normals, kind, focal_px, shift, *, tear_threshold=depth_r
                pixel_size=1.0):
     """A Lotus map refined with the normals -> (map of the same kind in [0, 1], depth range / near).
 
-    The refined depth is re-encoded with its nearest point at value 1 (disparity) or 0 (depth) and
-    its farthest at the other end, so the builder's Near is the nearest point's distance and
-    Depth Range = near * the returned ratio reproduces the refined shape.
+    The refined depth is encoded with the map's own mapping (value 1 or 0 at Near, the other end
+    at near / shift farther), clipped to [0, 1] as the model's maps are: the artist's Near and the
+    Depth Range keep their meaning and the surfaces stay where the depth put them. (Re-encoding
+    between the refined map's own extremes let one moved pixel rescale the whole mesh.)
     """
-    depth = map_to_depth(values, kind, shift, 1.0)
+    s = max(float(shift), 1.0 / MAX_RANGE_RATIO)
+    depth = map_to_depth(values, kind, s, 1.0)
     refined = depth_refine.refine_depth(depth, normals, focal_px, tear_threshold=tear_threshold,
                                         pixel_size=pixel_size).astype(np.float64)
-    finite = np.isfinite(refined) & (refined > 0)
-    nearest, farthest = float(refined[finite].min()), float(refined[finite].max())
-    refined = np.where(finite, refined, farthest) / nearest
-    farthest /= nearest
-    if farthest <= 1.0 + 1e-9:
-        return np.full(refined.shape, 1.0 if kind == "disparity" else 0.0, np.float32), 0.0
+    refined = np.where(np.isfinite(refined) & (refined > 0), refined, depth)
     if kind == "disparity":
-        encoded = (1.0 / refined - 1.0 / farthest) / (1.0 - 1.0 / farthest)
+        encoded = (1.0 + s) / refined - s          # the inverse of map_to_depth
     else:
-        encoded = (refined - 1.0) / (farthest - 1.0)
-    return np.clip(encoded, 0.0, 1.0).astype(np.float32), farthest - 1.0
+        encoded = refined * s - s
+    far_end = 0.0 if kind == "disparity" else 1.0   # where the map had no value
+    encoded = np.where(np.isfinite(encoded), encoded, far_end)
+    return np.clip(encoded, 0.0, 1.0).astype(np.float32), 1.0 / s

@@ -205,6 +205,34 @@ def grid_pixel_indices(vertex_count: int, pixel_count: int) -> np.ndarray:
     return np.floor((np.arange(vertex_count) + 0.5) * pixel_count / vertex_count).astype(np.int64)
 
 
+# The 2.5D mesh's vertices sit this far (pixels right, down) off the centres of the pixels they
+# sample. A render's ray through a pixel's centre would otherwise pass exactly through a vertex,
+# where it can slip between the faces around it (Cycles showed the world through scattered
+# pixels of a mesh without tears). The UVs follow the vertices, so the photo still maps exactly.
+RAY_OFFSET_PX = (0.0031, -0.0017)
+
+
+def grid_ray_coordinates(vertex_count: int, pixel_count: int, offset: float = 0.0) -> np.ndarray:
+    """Image coordinate (pixels from the left or top edge) of the ray through each grid vertex: the
+    centre of the pixel it samples, except the outermost vertices, which lie on the frame's edges
+    so that the mesh covers the border pixels whole; plus `offset` (RAY_OFFSET_PX's component)."""
+    coordinates = grid_pixel_indices(vertex_count, pixel_count) + 0.5
+    coordinates[0], coordinates[-1] = 0.0, float(pixel_count)
+    return coordinates + offset
+
+
+def unproject_grid(samples: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
+    """Camera-space points (down, across, 3) of the 2.5D mesh's grid vertices: planar depth
+    samples (as downsample_grid takes them) placed on the rays of grid_ray_coordinates."""
+    samples = np.asarray(samples, dtype=np.float64)
+    down, across = samples.shape
+    right, down_shift = RAY_OFFSET_PX
+    x = (grid_ray_coordinates(across, intrinsics.width, right) - intrinsics.cx) / intrinsics.focal_px
+    y = (intrinsics.cy - grid_ray_coordinates(down, intrinsics.height, down_shift)) / intrinsics.focal_px
+    x, y = np.broadcast_arrays(x[None, :], y[:, None])
+    return np.stack([x * samples, y * samples, -samples], axis=-1)
+
+
 def downsample_grid(values: np.ndarray, max_vertices: int):
     """Nearest (pixel-centre) samples of an (H, W, ...) map on the builder's grid.
 

@@ -2,7 +2,10 @@
 
 Relighting needs the photo's albedo, but a photo has its lighting baked in. ``estimate_albedo``
 divides out a first-order spherical-harmonics shading fitted to the photo's luminance from the
-predicted normals: crude (cast shadows stay) but it removes the broad light direction.
+predicted normals: crude (cast shadows stay) but it removes the broad light direction. It divides
+out only as much of that shading as makes the photo flatter (``shading_strength``): with normals
+too wrong to explain the photo's shading it leaves the photo as it is, rather than painting the
+normals' errors into the albedo.
 """
 
 from __future__ import annotations
@@ -45,15 +48,56 @@ def fit_shading(luminance, normals, max_samples=200_000):
     return coefficients
 
 
+STRENGTH_BLOCK = 4            # pixels averaged before judging flatness: texture averages out, shading stays
+STRENGTH_GAIN = (0.01, 0.03)  # flatness gained (fraction of the variation): none below, full strength above
+
+
+def _block_mean(values, factor):
+    rows, cols = values.shape[0] // factor, values.shape[1] // factor
+    if rows < 2 or cols < 2:
+        return values
+    return values[:rows * factor, :cols * factor].reshape(rows, factor, cols, factor).mean(axis=(1, 3))
+
+
+def shading_strength(luminance, shading, steps=11):
+    """How much of an estimated shading to divide out, 0..1.
+
+    An albedo is flatter than the photo: the exponent k that leaves log(luminance / shading^k)
+    with the least total variation (on STRENGTH_BLOCK-pixel block means) is the share of the
+    shading the photo bears out. When even the best k flattens the photo by less than
+    STRENGTH_GAIN[0] the normals do not explain its shading (wrong normals, or albedo that merely
+    follows the orientation) and nothing is divided out; the strength ramps up to k by
+    STRENGTH_GAIN[1].
+    """
+    log_luminance = _block_mean(np.log(np.maximum(np.asarray(luminance, np.float64), 1e-4)), STRENGTH_BLOCK)
+    log_shading = _block_mean(np.log(np.maximum(np.asarray(shading, np.float64), 1e-3)), STRENGTH_BLOCK)
+
+    def variation(k):
+        flat = log_luminance - k * log_shading
+        return float(np.abs(np.diff(flat, axis=0)).sum() + np.abs(np.diff(flat, axis=1)).sum())
+
+    candidates = np.linspace(0.0, 1.0, steps)
+    variations = np.array([variation(k) for k in candidates])
+    best = int(np.argmin(variations))
+    if not variations[0] > 0.0:
+        return 0.0
+    gain = 1.0 - variations[best] / variations[0]
+    low, high = STRENGTH_GAIN
+    return float(candidates[best] * np.clip((gain - low) / (high - low), 0.0, 1.0))
+
+
 def estimate_albedo(rgb_linear, normals, floor=0.2):
     """Photo / estimated shading, scaled so that the mean shading is 1 (the albedo keeps the
-    photo's overall brightness). floor: the shading never drops below this fraction of its mean,
-    so dark shadows are not blown up into bright albedo. Returns (albedo in [0, 1], shading)."""
+    photo's overall brightness), raised to shading_strength (0: the photo as it is). floor: the
+    shading never drops below this fraction of its mean, so dark shadows are not blown up into
+    bright albedo. Returns (albedo in [0, 1], the shading divided out)."""
     rgb = np.asarray(rgb_linear, dtype=np.float32)
-    coefficients = fit_shading(rgb @ LUMINANCE, normals)
+    luminance = rgb @ LUMINANCE
+    coefficients = fit_shading(luminance, normals)
     shading = coefficients[0] + np.asarray(normals, dtype=np.float64) @ coefficients[1:]
     mean = float(np.mean(shading))
     if not mean > 0.0:
         return np.clip(rgb, 0.0, 1.0), np.ones(rgb.shape[:2], dtype=np.float32)
-    shading = np.maximum(shading / mean, floor).astype(np.float32)
+    shading = np.maximum(shading / mean, floor)
+    shading = (shading ** shading_strength(luminance, shading)).astype(np.float32)
     return np.clip(rgb / shading[..., None], 0.0, 1.0), shading

@@ -8,6 +8,7 @@ from .. import registrar
 
 SUBMODULES = [
     "scene25d_ui",
+    "camera_move",
     "materials",
     "relight",
     "relight_preview",

@@ -9,8 +9,15 @@ range, resolution, focal length) show at once, and no Python loops over vertices
      Normal" exists from Blender 4.5, older versions keep smooth geometric normals)
   -> positions: depth image sampled with Closest interpolation, mapped to metric depth exactly as
      core.maps.disparity_to_depth / relative_depth_to_depth do, unprojected along the pixel's ray
+     (the outermost vertices on the frame's edges, so the mesh covers whole pixels up to the
+     border: core.geometry.grid_ray_coordinates)
   -> tearing: edges whose relative depth jump |z1 - z2| / min(z1, z2) exceeds the threshold are
      deleted with their faces (core.geometry.torn_faces is the numpy twin)
+  -> the layer behind the tears (Fill Behind, core.fill): a copy of the grid placed at the depth
+     of the "Behind" image (the far side continued under the near side), keeping the torn faces
+     (pushed back to the far side: seen from the camera they close the tear's one-pixel gap with
+     the photo's own colours) and, with Fill Behind, the faces of the band a camera move of Move
+     Range can reveal (|near edge distance| <= core.fill.band_width), shown with Fill Material
   -> smooth shading, material.
 
 The object's local space is the camera's space (the builder gives the object the camera's
@@ -19,12 +26,16 @@ transform), so the mesh looks down -Z like the camera.
 
 import bpy
 
+from ...core import geometry
 from .. import compat
 
 GROUP_NAME = "Lotus 2.5D Mesh"
-GROUP_VERSION = 5
+GROUP_VERSION = 6
 UV_MAP_NAME = "UVMap"
-_POINT_UV = "lotus_uv"  # per-vertex texture coordinate, removed before the output
+_POINT_UV = "lotus_uv"  # per-vertex texture coordinate of the sampled pixel, removed before the output
+_RAY_UV = "lotus_ray_uv"  # per-vertex texture coordinate of the ray (frame edges at the border)
+_FACE_FAR, _FACE_BAND = "lotus_face_far", "lotus_face_band"   # per-face, removed before the output
+FILL_WEIGHT = "lotus_fill"  # 1 where the layer behind shows the filled background, 0: the photo
 
 # Modifier inputs: name -> (socket type, default, min, max, description).
 INPUTS = {
@@ -44,7 +55,21 @@ INPUTS = {
     "Normal": ('NodeSocketImage', None, None, None, "Lotus normal image (Blender camera space)"),
     "Use Normals": ('NodeSocketBool', True, None, None, "Custom normals from the normal image"),
     "Material": ('NodeSocketMaterial', None, None, None, "Material showing the photo"),
+    "Behind": ('NodeSocketImage', None, None, None,
+               "The background continued behind the near side of the tears (red: depth values like "
+               "the Depth image; green: pixels from the tear), written by Build 2.5D Scene"),
+    "Fill Behind": ('NodeSocketBool', True, None, None,
+                    "Fill the background a camera move can reveal behind every tear"),
+    "Move Range": ('NodeSocketFloat', 0.1, 0.0, 1.0,
+                   "How far the camera may move, as a fraction of the subject distance: the width "
+                   "of the filled band behind each near edge follows from it"),
+    "Fill Material": ('NodeSocketMaterial', None, None, None, "Material showing the filled background"),
 }
+# core.fill's band: f_px * move_range * (1 - z_near / z_far) * BAND_MARGIN + BAND_EXTRA_PX
+BAND_MARGIN = 1.25
+BAND_EXTRA_PX = 2.0
+LIP_PX = 0.45  # how far the near side of a tear reaches past its edge pixels' centres: almost
+# to the pixel's edge (the mesh covers whole pixels), never past it
 
 
 class _Graph:
@@ -99,14 +124,30 @@ class _Graph:
     def combine(self, x, y, z):
         return self.node("ShaderNodeCombineXYZ", {"X": x, "Y": y, "Z": z}).outputs[0]
 
-    def sample_red(self, image, vector):
+    def sample(self, image, vector, channels=("Red",)):
         texture = self.node("GeometryNodeImageTexture", {"Image": image, "Vector": vector},
                             interpolation='Closest', extension='EXTEND')
-        return self.node("FunctionNodeSeparateColor", {"Color": texture.outputs["Color"]}).outputs["Red"]
+        separate = self.node("FunctionNodeSeparateColor", {"Color": texture.outputs["Color"]})
+        return [separate.outputs[channel] for channel in channels]
+
+    def sample_red(self, image, vector):
+        return self.sample(image, vector)[0]
+
+    def boolean(self, operation, a, b=None):
+        inputs = {0: a} if b is None else {0: a, 1: b}
+        return self.node("FunctionNodeBooleanMath", inputs, operation=operation).outputs[0]
+
+    def on_domain(self, value, domain):
+        """A float field evaluated on `domain`, then read in the context's domain (Blender averages:
+    edges -> face is the mean over the face's edges)."""
+        node = self.node("GeometryNodeFieldOnDomain", {0: value}, domain=domain, data_type='FLOAT')
+        return node.outputs[0]
 
 
 def _pixel_centre_uv(graph, across, down, width, height):
-    """Texture coordinate (u, v, 0) of the centre of the pixel each grid vertex samples.
+    """Texture coordinates (u, v, 0) of the centre of the pixel each grid vertex samples, and of
+    the vertex's ray: the same, except on the outermost rows and columns, which lie on the frame's
+    edges (u or v = 0 or 1) so that the mesh covers the whole of the border pixels.
 
     The grid spans [-0.5, 0.5]; vertex k of n along an axis is round((c + 0.5) * (n - 1)) and
     samples pixel floor((k + 0.5) * pixels / n), rows counted from the top
@@ -125,7 +166,18 @@ def _pixel_centre_uv(graph, across, down, width, height):
                                                graph.combine(across, down, 1.0)))
     inverse_size = graph.combine(graph.div(1.0, width), graph.div(-1.0, height), 0.0)
     offset = graph.combine(graph.div(0.5, width), graph.sub(1.0, graph.div(0.5, height)), 0.0)
-    return graph.vector('MULTIPLY_ADD', pixel, inverse_size, offset)   # v = 1 - (row + 0.5) / H
+    uv = graph.vector('MULTIPLY_ADD', pixel, inverse_size, offset)   # v = 1 - (row + 0.5) / H
+    # Border weight per axis: 1 - min(k (n - 1 - k), 1) is 1 on the outermost vertices (k = 0 or
+    # n - 1), 0 inside; there the ray's coordinate is k / (n - 1), i.e. 0 or 1.
+    last = graph.combine(graph.sub(across, 1.0), graph.sub(down, 1.0), 1.0)
+    inside = graph.vector('MULTIPLY', index, graph.vector('SUBTRACT', last, index))
+    border = graph.vector('SUBTRACT', (1.0, 1.0, 1.0), graph.vector('MINIMUM', inside, (1.0, 1.0, 1.0)))
+    edge = graph.vector('DIVIDE', index, last)
+    ray_uv = graph.vector('MULTIPLY_ADD', graph.vector('SUBTRACT', edge, uv), border, uv)
+    # A few thousandths of a pixel off the centres (core.geometry.RAY_OFFSET_PX says why).
+    right, down_shift = geometry.RAY_OFFSET_PX
+    ray_uv = graph.vector('ADD', ray_uv, graph.combine(graph.div(right, width), graph.div(-down_shift, height), 0.0))
+    return uv, ray_uv
 
 
 def _custom_normals(graph, geometry, inp, uv):
@@ -175,39 +227,57 @@ def _build(tree):
 
     # Computed once per vertex and stored: evaluating this chain per corner (4x as many) or
     # again for each texture lookup costs more than the rest of the tree.
+    pixel_uv, ray_uv = _pixel_centre_uv(graph, across, down, width, height)
     geometry = graph.node("GeometryNodeStoreNamedAttribute",
-                          {"Geometry": grid.outputs["Mesh"], "Name": _POINT_UV, "Value": _pixel_centre_uv(graph, across, down, width, height)},
+                          {"Geometry": grid.outputs["Mesh"], "Name": _POINT_UV, "Value": pixel_uv},
+                          data_type='FLOAT_VECTOR', domain='POINT').outputs[0]
+    geometry = graph.node("GeometryNodeStoreNamedAttribute",
+                          {"Geometry": geometry, "Name": _RAY_UV, "Value": ray_uv},
                           data_type='FLOAT_VECTOR', domain='POINT').outputs[0]
     uv = graph.node("GeometryNodeInputNamedAttribute", {"Name": _POINT_UV}, data_type='FLOAT_VECTOR').outputs[0]
-    geometry = graph.node("GeometryNodeStoreNamedAttribute",
-                          {"Geometry": geometry, "Name": UV_MAP_NAME, "Value": uv},
-                          data_type='FLOAT2', domain='CORNER').outputs[0]
+    ray_uv = graph.node("GeometryNodeInputNamedAttribute", {"Name": _RAY_UV}, data_type='FLOAT_VECTOR').outputs[0]
+    grid_geometry = geometry
 
     if compat.HAS_SET_MESH_NORMAL:  # before, smooth geometric normals
         geometry = _custom_normals(graph, geometry, inp, uv)
 
     # Metric planar depth, the same mapping as core.maps (values clamped to [0, 1]).
-    value = graph.clamp(graph.sample_red(inp["Depth"], uv), 0.0, 1.0)
     near, depth_range = inp["Near"], inp["Depth Range"]
     far = graph.add(near, depth_range)
     inverse_far = graph.div(1.0, far)
-    # disparity_to_depth: 1 / (d * (1/near - 1/far) + 1/far)
-    from_disparity = graph.div(1.0, graph.add(graph.mul(value, graph.sub(graph.div(1.0, near), inverse_far)),
-                                              inverse_far))
-    # relative_depth_to_depth: near + r * (far - near)
-    from_relative = graph.add(near, graph.mul(value, depth_range))
-    depth = graph.switch('FLOAT', inp["Disparity"], from_relative, from_disparity)
 
-    # Unproject along the pixel's ray: P = depth * ((u W - W/2) / f_px, (v H - H/2) / f_px, -1)
+    def metric(value):
+        value = graph.clamp(value, 0.0, 1.0)
+        # disparity_to_depth: 1 / (d * (1/near - 1/far) + 1/far)
+        from_disparity = graph.div(1.0, graph.add(graph.mul(value, graph.sub(graph.div(1.0, near), inverse_far)),
+                                                  inverse_far))
+        # relative_depth_to_depth: near + r * (far - near)
+        from_relative = graph.add(near, graph.mul(value, depth_range))
+        return graph.switch('FLOAT', inp["Disparity"], from_relative, from_disparity)
+
+    depth = metric(graph.sample_red(inp["Depth"], uv))
+
+    # Unproject along the vertex's ray: P = depth * ((u W - W/2) / f_px, (v H - H/2) / f_px, -1)
     # with f_px = lens / sensor * max(W, H).
     metres_per_pixel = graph.div(inp["Sensor Width"],
                                  graph.mul(inp["Focal Length"], graph.math('MAXIMUM', width, height)))
     ray_scale = graph.combine(graph.mul(width, metres_per_pixel), graph.mul(height, metres_per_pixel), 0.0)
     ray_offset = graph.combine(graph.mul(graph.mul(width, metres_per_pixel), -0.5),
                                graph.mul(graph.mul(height, metres_per_pixel), -0.5), -1.0)
-    ray = graph.vector('MULTIPLY_ADD', uv, ray_scale, ray_offset)
-    scaled = graph.node("ShaderNodeVectorMath", {0: ray, "Scale": depth}, operation='SCALE').outputs[0]
-    geometry = graph.node("GeometryNodeSetPosition", {"Geometry": geometry, "Position": scaled}).outputs[0]
+
+    def placed(geometry, depth, ray_uv):
+        """Vertices on the rays through ray_uv at the planar depth; the UV map follows the rays."""
+        ray = graph.vector('MULTIPLY_ADD', ray_uv, ray_scale, ray_offset)
+        scaled = graph.node("ShaderNodeVectorMath", {0: ray, "Scale": depth}, operation='SCALE').outputs[0]
+        geometry = graph.node("GeometryNodeSetPosition", {"Geometry": geometry, "Position": scaled}).outputs[0]
+        return graph.node("GeometryNodeStoreNamedAttribute", {"Geometry": geometry, "Name": UV_MAP_NAME,
+                                                              "Value": ray_uv},
+                          data_type='FLOAT2', domain='CORNER').outputs[0]
+
+    grow = graph.add(inp["Tear Threshold"], 1.0)
+    lip = _near_edge_lip(graph, inp, uv, depth, metric, grow, across, down, width, height)
+    geometry = placed(geometry, depth, graph.vector('ADD', ray_uv, lip))
+    grid_geometry = placed(grid_geometry, depth, ray_uv)
 
     # Tearing on edges: relative jump of the planar depth (-Z) of the two vertices.
     ends = graph.node("GeometryNodeInputMeshEdgeVertices")
@@ -216,18 +286,127 @@ def _build(tree):
     # |a - b| / min(a, b) > t  <=>  max(a, b) > (1 + t) min(a, b); with z = -depth:
     # min(z1, z2) < (1 + t) max(z1, z2).
     farther, nearer = graph.math('MINIMUM', z1, z2), graph.math('MAXIMUM', z1, z2)
-    too_far = graph.math('LESS_THAN', farther, graph.mul(nearer, graph.add(inp["Tear Threshold"], 1.0)))
-    cut = graph.node("FunctionNodeBooleanMath", {0: inp["Tear"], 1: too_far}, operation='AND').outputs[0]
+    too_far = graph.math('LESS_THAN', farther, graph.mul(nearer, grow))
+    cut = graph.boolean('AND', inp["Tear"], too_far)
     geometry = graph.node("GeometryNodeDeleteGeometry", {"Geometry": geometry, "Selection": cut},
                           domain='EDGE', mode='EDGE_FACE').outputs[0]  # vertices stay
+    geometry = graph.node("GeometryNodeSetMaterial", {"Geometry": geometry, "Material": inp["Material"]}).outputs[0]
 
-    geometry = graph.node("GeometryNodeRemoveAttribute", {"Geometry": geometry, "Name": _POINT_UV}).outputs[0]
+    behind = _behind_layer(graph, grid_geometry, inp, uv, ray_uv, depth, metric, placed, cut, grow, metres_per_pixel)
+    join = graph.node("GeometryNodeJoinGeometry")
+    # The mesh first, so its vertices keep their indices (a multi-input lists the last link first).
+    tree.links.new(behind, join.inputs[0])
+    tree.links.new(geometry, join.inputs[0])
+    geometry = join.outputs[0]
+
+    for name in (_POINT_UV, _RAY_UV):
+        geometry = graph.node("GeometryNodeRemoveAttribute", {"Geometry": geometry, "Name": name}).outputs[0]
     smooth = graph.node("GeometryNodeSetShadeSmooth", {"Shade Smooth": True}, domain='FACE')
     tree.links.new(geometry, compat.geometry_input(smooth))
     geometry = smooth.outputs[0]
-    geometry = graph.node("GeometryNodeSetMaterial", {"Geometry": geometry, "Material": inp["Material"]}).outputs[0]
     group_out = graph.node("NodeGroupOutput")
     tree.links.new(geometry, group_out.inputs[0])
+
+
+def _near_edge_lip(graph, inp, uv, depth, metric, grow, across, down, width, height):
+    """Texture-space offset of a vertex on the near side of a tear: LIP_PX toward its farther
+    neighbours (of the 8 around it on the grid). With it the near surface reaches a little past
+    its edge pixels' centres, so the rays through them meet the near surface, never the layer
+    behind (which shows the filled background right up to the tear)."""
+    direction = None
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            if dx == dy == 0:
+                continue
+            step = graph.combine(graph.div(float(dx), across), graph.div(float(dy), down), 0.0)
+            neighbour = metric(graph.sample_red(inp["Depth"], graph.vector('ADD', uv, step)))
+            farther = graph.math('GREATER_THAN', neighbour, graph.mul(depth, grow))
+            term = graph.node("ShaderNodeVectorMath", {0: (float(dx), float(dy), 0.0), "Scale": farther},
+                              operation='SCALE').outputs[0]
+            direction = term if direction is None else graph.vector('ADD', direction, term)
+    unit = graph.vector('NORMALIZE', direction)       # zero where no neighbour is farther
+    size = graph.mul(inp["Tear"], LIP_PX)
+    return graph.vector('MULTIPLY', unit, graph.combine(graph.div(size, width), graph.div(size, height), 0.0))
+
+
+def _face_farthest(graph, geometry, depth):
+    """Per face (a field in the face domain): the largest depth of its four corners."""
+    farthest = None
+    for sort_index in range(4):
+        corner = graph.node("GeometryNodeCornersOfFace", {"Sort Index": sort_index}).outputs["Corner Index"]
+        vertex = graph.node("GeometryNodeVertexOfCorner", {"Corner Index": corner}).outputs[0]
+        sample = graph.node("GeometryNodeSampleIndex", {"Geometry": geometry, "Value": depth, "Index": vertex},
+                            data_type='FLOAT', domain='POINT').outputs[0]
+        farthest = sample if farthest is None else graph.math('MAXIMUM', farthest, sample)
+    return farthest
+
+
+def _store(graph, geometry, name, value, data_type, domain):
+    return graph.node("GeometryNodeStoreNamedAttribute", {"Geometry": geometry, "Name": name, "Value": value},
+                      data_type=data_type, domain=domain).outputs[0]
+
+
+def _named(graph, name, data_type='FLOAT'):
+    return graph.node("GeometryNodeInputNamedAttribute", {"Name": name}, data_type=data_type).outputs[0]
+
+
+def _behind_layer(graph, geometry, inp, uv, ray_uv, depth, metric, placed, cut, grow, metres_per_pixel):
+    """The layer behind the tears: the torn faces, each corner on the near side of its face
+    pushed back to the background the Behind image continues under it (the far surface extended,
+    never averaged across the tear), and with Fill Behind the faces of the band behind each near
+    edge at the Behind image's depth. FILL_WEIGHT is 1 on the corners that show the filled background, 0 on those
+    that keep the photo (the far side of a torn face)."""
+    behind_value, distance = graph.sample(inp["Behind"], uv, ("Red", "Green"))
+    has_behind = graph.math('GREATER_THAN', graph.node("GeometryNodeImageInfo", {"Image": inp["Behind"]})
+                            .outputs["Width"], 0.0)
+    behind_depth = graph.switch('FLOAT', has_behind, depth, metric(behind_value))
+    # A vertex of the band: the background lies behind it by more than the tear threshold, and it
+    # is no farther from the near edge than a move of Move Range reveals (core.fill.band_width).
+    in_front = graph.math('GREATER_THAN', behind_depth, graph.mul(depth, grow))
+    opening = graph.clamp(graph.sub(1.0, graph.div(depth, behind_depth)), 0.0, 1.0)
+    focal_px = graph.div(1.0, metres_per_pixel)
+    band = graph.add(graph.mul(graph.mul(focal_px, graph.mul(inp["Move Range"], BAND_MARGIN)), opening),
+                     BAND_EXTRA_PX)
+    within = graph.math('LESS_THAN', distance, graph.add(band, 1e-3))
+    filling = graph.boolean('AND', graph.boolean('AND', inp["Fill Behind"], inp["Tear"]), has_behind)
+    in_band = graph.boolean('AND', filling, graph.boolean('AND', in_front, within))
+    # Faces: torn (an edge cut) or wholly in the band; the rest of the copy is dropped.
+    torn = graph.math('GREATER_THAN', graph.on_domain(cut, 'EDGE'), 0.0)     # any edge cut
+    band_face = graph.math('GREATER_THAN', graph.on_domain(in_band, 'POINT'), 0.999)   # every corner
+    band_only = graph.boolean('AND', band_face, graph.boolean('NOT', torn))
+    material = graph.node("GeometryNodeSwitch", {"Switch": filling, "False": inp["Material"],
+                                                 "True": inp["Fill Material"]}, input_type='MATERIAL').outputs[0]
+    geometry = graph.node("GeometryNodeSetMaterial", {"Geometry": geometry, "Material": material}).outputs[0]
+    geometry = _store(graph, geometry, _FACE_FAR, _face_farthest(graph, geometry, depth), 'FLOAT', 'FACE')
+    geometry = _store(graph, geometry, _FACE_BAND, band_only, 'BOOLEAN', 'FACE')
+    keep = graph.boolean('OR', torn, band_only)
+    geometry = graph.node("GeometryNodeDeleteGeometry", {"Geometry": geometry,
+                                                         "Selection": graph.boolean('NOT', keep)},
+                          domain='FACE', mode='ALL').outputs[0]
+    # Every face its own corners, so a pixel's vertex can be near in one torn face (pushed back)
+    # and far in the next (kept where the photo shows it).
+    split = graph.node("GeometryNodeSplitEdges")
+    graph.tree.links.new(geometry, compat.geometry_input(split))
+    geometry = split.outputs[0]
+    far, in_band_face = _named(graph, _FACE_FAR), _named(graph, _FACE_BAND, 'BOOLEAN')
+    near_corner = graph.math('LESS_THAN', graph.mul(depth, grow), far)
+    # A near corner with a background behind it (the Behind image: a step, not a slanted
+    # surface's tears) goes back to that background, where the band meets it without a crack;
+    # elsewhere the torn face stays where the mesh is (a slope seen at a grazing angle).
+    pushed = graph.boolean('AND', near_corner, in_front)
+    torn_depth = graph.switch('FLOAT', pushed, depth, behind_depth)
+    fill_weight = graph.boolean('AND', filling, graph.boolean('OR', in_band_face, pushed))
+    geometry = _store(graph, geometry, FILL_WEIGHT, fill_weight, 'FLOAT', 'POINT')
+    geometry = placed(geometry, graph.switch('FLOAT', in_band_face, torn_depth, behind_depth), ray_uv)
+    for name in (_FACE_FAR, _FACE_BAND):
+        geometry = graph.node("GeometryNodeRemoveAttribute", {"Geometry": geometry, "Name": name}).outputs[0]
+    if compat.HAS_SET_MESH_NORMAL:  # the same kind of normals as the mesh, from its own shape
+        normal = graph.node("GeometryNodeInputNormal").outputs[0]
+        set_normal = graph.node("GeometryNodeSetMeshNormal", {"Custom Normal": normal}, mode='FREE',
+                                domain='POINT')
+        graph.tree.links.new(geometry, compat.geometry_input(set_normal))
+        geometry = set_normal.outputs[0]
+    return geometry
 
 
 def get_node_group():

@@ -369,10 +369,12 @@ def build_relight_scene(context, photo, depth=None, normal=None, *, geometry_mod
     if albedo == "DELIGHT":
         if normal is None:
             raise ValueError("Removing the shading needs the Lotus normals")
-        albedo_rgb, _ = shading.estimate_albedo(photo_linear_rgb(photo),
-                                                materials.lotus_camera_normals(normal))
+        albedo_rgb, removed = shading.estimate_albedo(photo_linear_rgb(photo),
+                                                      materials.lotus_camera_normals(normal))
         albedo_image = materials.write_float_image(f"{name}_albedo", albedo_rgb, non_color=False)
         albedo_image["lotus_kind"] = "albedo"
+        # False: the normals explain too little of the photo's shading, its colours were kept.
+        albedo_image["lotus_shading_removed"] = bool(np.ptp(removed) > 1e-3)
         albedo_image["lotus_source"] = photo.name
         outputs.keep_in_blend(albedo_image)
     else:
@@ -381,6 +383,8 @@ def build_relight_scene(context, photo, depth=None, normal=None, *, geometry_mod
     old_material = obj.data.materials[0] if obj.data.materials else None
     material = build_relight_material(f"{name}_relight", albedo_image, normal_object, roughness=roughness)
     replace_material(obj, material)
+    if geometry_mode == "MESH":
+        scene25d.shade_fill(obj)   # the filled background behind the tears is lit as well
     if old_material is not None and old_material.users == 0:
         bpy.data.materials.remove(old_material)
 
@@ -467,6 +471,8 @@ class LOTUS_OT_relight_setup(bpy.types.Operator):
         selected.select_set(True)
         context.view_layer.objects.active = selected
         missing = "" if normal is not None else " (no Lotus normals: shading follows the mesh)"
+        if made["albedo"].get("lotus_shading_removed") is False:
+            missing += " (Remove Shading: the normals explain too little of the photo's shading, colours kept)"
         reused = " (its 2.5D scene, reused)" if made["reused"] else ""
         self.report({'INFO'}, f"Relight setup for {photo.name}: {made['object'].name}{reused}, "
                               f"{len(made['lights'])} lights{missing}")

@@ -30,7 +30,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from ...core import geometry
+from ...core import fill, geometry, maps
 from .. import compat, naming
 from . import geonodes, scene25d_camera
 from .transaction import atomic_builder
@@ -41,6 +41,7 @@ DEFAULT_NEAR = 2.0
 DEFAULT_DEPTH_RANGE = 8.0
 DEFAULT_TEAR_THRESHOLD = 0.05
 DEFAULT_MAX_VERTICES = 1024 * 1024
+DEFAULT_MOVE_RANGE = fill.DEFAULT_MOVE_RANGE
 MODIFIER_NAME = "Lotus 2.5D"
 # Camera looking along +Y from the origin: used when the scene has no camera to copy.
 DEFAULT_CAMERA_MATRIX = Matrix.Rotation(math.radians(90.0), 4, 'X')
@@ -89,9 +90,12 @@ def _create_camera(context, name, width, height, lens, sensor):
     return obj
 
 
-def create_photo_material(name, photo, variant="EMISSION"):
+def create_photo_material(name, photo, variant="EMISSION", fill_image=None):
     """A material showing the photo through the "UVMap" UVs: emission (looks exactly like the photo
-    under the Standard view transform) or shaded (Principled BSDF, reacts to lights)."""
+    under the Standard view transform) or shaded (Principled BSDF, reacts to lights).
+
+    With fill_image (the layer behind the tears): the photo and the filled image mixed by the
+    mesh's geonodes.FILL_WEIGHT attribute (the filled background where it is 1)."""
     if variant not in MATERIALS:
         raise ValueError(f"material must be one of {MATERIALS}")
     material = bpy.data.materials.new(name)
@@ -100,22 +104,47 @@ def create_photo_material(name, photo, variant="EMISSION"):
     nodes.clear()
     uv = nodes.new("ShaderNodeUVMap")
     uv.uv_map = geonodes.UV_MAP_NAME
-    uv.location = (-600, 0)
+    uv.location = (-800, 0)
     texture = nodes.new("ShaderNodeTexImage")
     texture.image = photo
     texture.extension = 'EXTEND'
-    texture.location = (-400, 0)
+    texture.location = (-600, 0)
     links.new(uv.outputs["UV"], texture.inputs["Vector"])
+    colour = texture.outputs["Color"]
+    if fill_image is not None:
+        filled = nodes.new("ShaderNodeTexImage")
+        filled.image = fill_image
+        filled.extension = 'EXTEND'
+        filled.location = (-600, -300)
+        links.new(uv.outputs["UV"], filled.inputs["Vector"])
+        weight = nodes.new("ShaderNodeAttribute")
+        weight.attribute_name = geonodes.FILL_WEIGHT
+        weight.location = (-600, 300)
+        # The filled image from a quarter of the way across a torn face: its far corner keeps
+        # the photo, and the photo's near-side colours never bleed into the gap a move opens.
+        factor = nodes.new("ShaderNodeMath")
+        factor.operation = 'MULTIPLY'
+        factor.use_clamp = True
+        factor.inputs[1].default_value = 4.0
+        factor.location = (-450, 300)
+        links.new(weight.outputs["Fac"], factor.inputs[0])
+        mix = nodes.new("ShaderNodeMix")
+        mix.data_type = 'RGBA'
+        mix.location = (-300, 0)
+        links.new(factor.outputs[0], mix.inputs["Factor"])
+        links.new(texture.outputs["Color"], mix.inputs[6])    # A (colour sockets of the RGBA mode)
+        links.new(filled.outputs["Color"], mix.inputs[7])     # B
+        colour = mix.outputs[2]
     output = nodes.new("ShaderNodeOutputMaterial")
     output.location = (200, 0)
     if variant == "EMISSION":
         shader = nodes.new("ShaderNodeEmission")
         shader.inputs["Strength"].default_value = 1.0
-        links.new(texture.outputs["Color"], shader.inputs["Color"])
+        links.new(colour, shader.inputs["Color"])
     else:
         shader = nodes.new("ShaderNodeBsdfPrincipled")
         shader.inputs["Roughness"].default_value = 0.8
-        links.new(texture.outputs["Color"], shader.inputs["Base Color"])
+        links.new(colour, shader.inputs["Base Color"])
     shader.location = (-100, 0)
     links.new(shader.outputs[0], output.inputs["Surface"])
     material["lotus_material"] = variant
@@ -134,6 +163,77 @@ def _drive_from_camera(obj, modifier, input_name, camera, camera_path):
     variable.targets[0].id_type = 'CAMERA'
     variable.targets[0].id = camera.data
     variable.targets[0].data_path = camera_path
+
+
+def _packed_image(name, rgba, *, like=None, non_color=True):
+    """A new packed image of (H, W, 4) top-row-first values: float and Non-Color, or with the
+    buffer type and colour space of `like` (values copied as they are stored, no conversion)."""
+    height, width = rgba.shape[:2]
+    is_float = True if like is None else bool(like.is_float)
+    image = bpy.data.images.new(name, width, height, alpha=True, float_buffer=is_float)
+    image.colorspace_settings.name = 'Non-Color' if like is None else like.colorspace_settings.name
+    image.pixels.foreach_set(np.ascontiguousarray(rgba[::-1], np.float32).ravel())
+    image.update()
+    image.pack()        # generated pixels are lost on reload unless packed
+    return image
+
+
+def build_behind_layer(name, depth_image, photo, kind, near, depth_range, lens, sensor, tear_threshold,
+                       move_range, with_colour):
+    """The layer behind the tears (core.fill) as images: "<name>_behind" (red: the background's
+    depth values continued under the near side, in the depth image's own kind; green: pixels from
+    the tear, fill.UNREACHED outside the band) and, with_colour, "<name>_fill" (the photo with the
+    band filled from the surrounding background). Returns (behind, fill image or None)."""
+    values = scene25d_camera.image_values(depth_image)[..., 0].astype(np.float64)
+    far = near + max(depth_range, 1e-6)
+    metric = (maps.disparity_to_depth(values, near, far) if kind == "disparity"
+              else maps.relative_depth_to_depth(values, near, far)).astype(np.float64)
+    height, width = metric.shape
+    focal_px = lens / sensor * max(width, height)
+    colours = None
+    if with_colour and photo is not None and photo.size[0] > 1 and photo.size[1] > 1:
+        colours = scene25d_camera.image_values(photo)
+    layer = fill.fill_behind(metric, colours, threshold=tear_threshold, focal_px=focal_px, move_range=move_range)
+    rgba = np.ones((height, width, 4), np.float32)
+    rgba[..., 0] = np.clip(fill.depth_to_map_values(layer.behind, kind, near, far), 0.0, 1.0)
+    rgba[..., 1] = layer.distance
+    rgba[..., 2] = layer.region
+    behind = _packed_image(name + "_behind", rgba)
+    behind["lotus_kind"] = "behind"
+    behind["lotus_behind_of"] = depth_image.name
+    fill_image = None
+    if layer.colour is not None:
+        fill_image = _packed_image(name + "_fill", layer.colour.astype(np.float32), like=photo)
+        fill_image["lotus_kind"] = "fill"
+        fill_image["lotus_source"] = photo.name
+    opening = float(np.max(1.0 - metric[layer.region] / layer.behind[layer.region])) if layer.region.any() else 0.0
+    return behind, fill_image, opening
+
+
+def shade_fill(obj):
+    """Give the layer behind the tears a shaded material (Principled BSDF, the same photo and
+    filled images), so that it receives light and shadows like a relit mesh. Returns it, or None
+    when the mesh has no filled layer."""
+    modifier = obj.modifiers.get(MODIFIER_NAME)
+    if modifier is None or modifier.type != 'NODES' or modifier.node_group is None:
+        return None
+    try:
+        key = geonodes.input_identifier(modifier.node_group, "Fill Material")
+    except KeyError:        # built before Fill Behind existed
+        return None
+    current = compat.get_modifier_input(modifier, key)
+    if current is None or current.get("lotus_material") == "SHADED":
+        return current
+    images = [node.image for node in compat.node_tree(current).nodes
+              if node.bl_idname == "ShaderNodeTexImage" and node.image is not None]
+    fill_image = next((image for image in images if image.get("lotus_kind") == "fill"), None)
+    photo = next((image for image in images if image is not fill_image), None)
+    if fill_image is None or photo is None:
+        return None
+    material = create_photo_material(current.name + "_shaded", photo, "SHADED", fill_image)
+    obj.data.materials.append(material)
+    geonodes.set_inputs(modifier, Fill_Material=material)
+    return material
 
 
 def _build_geonodes(name, depth, normal, material, kind, near, depth_range, max_vertices,
@@ -217,7 +317,7 @@ def _build_displace(name, depth, material, kind, near, depth_range, max_vertices
 @atomic_builder
 def build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", near=None, depth_range=None,
                       focal_35mm=None, focal_source=None, refine=None, max_vertices=None, tear_threshold=None,
-                      material="EMISSION"):
+                      material="EMISSION", fill_behind=None, move_range=None):
     """Build the 2.5D mesh and its matching camera (set as the scene camera). Returns (mesh, camera).
 
     focal_source: one of scene25d_camera.FOCAL_SOURCE_ITEMS (default: 'MANUAL' when focal_35mm is
@@ -225,6 +325,9 @@ def build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", ne
     else DEFAULT_DEPTH_RANGE). refine (default: when there is a normal image, geometry-nodes mode):
     the mesh uses the depth refined with the normals. The camera records where its focal length
     and the depth range came from (custom properties, "lotus_camera_report" in one line).
+    fill_behind (default: when tearing, geometry-nodes mode): the background a camera move of
+    move_range (fraction of the subject distance, default DEFAULT_MOVE_RANGE) can reveal behind
+    every tear is filled (core.fill); with tearing the torn faces always close the tears' gaps.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
@@ -236,6 +339,10 @@ def build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", ne
         raise ValueError("near must be positive and the depth range not negative")
     max_vertices = DEFAULT_MAX_VERTICES if max_vertices is None else int(max_vertices)
     tear_threshold = DEFAULT_TEAR_THRESHOLD if tear_threshold is None else float(tear_threshold)
+    fill_behind = (tear_threshold > 0 and mode == "GEONODES") if fill_behind is None else bool(fill_behind)
+    move_range = DEFAULT_MOVE_RANGE if move_range is None else float(move_range)
+    if not 0.0 <= move_range <= 1.0:
+        raise ValueError("the move range is a fraction of the subject distance, between 0 and 1")
     focal_source = focal_source or ("MANUAL" if focal_35mm else "AUTO")
     refine = (normal is not None and mode == "GEONODES") if refine is None else bool(refine and normal is not None)
     photo = photo if photo is not None else depth
@@ -262,6 +369,20 @@ def build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", ne
     if mode == "GEONODES":
         obj = _build_geonodes(name, mesh_depth, normal, material_block, kind, near, mesh_range, max_vertices,
                               tear_threshold, camera)
+        if tear_threshold > 0:
+            behind, fill_image, opening = build_behind_layer(
+                name, mesh_depth, photo, kind, near, mesh_range, choice.lens, choice.sensor, tear_threshold,
+                move_range, fill_behind)
+            fill_material = None
+            if fill_image is not None:
+                fill_material = create_photo_material(name + "_2.5D_fill", photo, material, fill_image)
+                obj.data.materials.append(fill_material)
+            modifier = obj.modifiers[MODIFIER_NAME]
+            geonodes.set_inputs(modifier, Behind=behind, Fill_Behind=fill_image is not None, Move_Range=move_range)
+            if fill_material is not None:
+                geonodes.set_inputs(modifier, Fill_Material=fill_material)
+            obj["lotus_fill_opening"] = opening
+        obj["lotus_move_range"] = move_range
     else:
         obj = _build_displace(name, depth, material_block, kind, near, mesh_range, max_vertices, camera,
                               *depth.size)

@@ -17,7 +17,8 @@ _MATERIAL_ITEMS = [
     ('SHADED', "Shaded", "Principled BSDF with the photo as base colour, reacts to lights"),
 ]
 # Live controls shown in the panel for the active 2.5D object (geometry-nodes inputs).
-_LIVE_INPUTS = ("Near", "Depth Range", "Max Vertices", "Tear", "Tear Threshold", "Use Normals")
+_LIVE_INPUTS = ("Near", "Depth Range", "Max Vertices", "Tear", "Tear Threshold", "Use Normals", "Fill Behind",
+                "Move Range")
 
 
 def _results_for(photo):
@@ -58,6 +59,12 @@ class LotusScene25DSettings(bpy.types.PropertyGroup):
                                                             "(0 = never cut)")
     focal_35mm: FloatProperty(name="Focal (35 mm)", default=50.0, min=1.0, soft_max=300.0,
                               description="35 mm-equivalent focal length (Focal Source: Manual)")
+    fill_behind: BoolProperty(name="Fill Behind", default=True,
+                              description="Fill the background a camera move can reveal behind every tear "
+                                          "(with Tear Threshold above 0)")
+    move_range: FloatProperty(name="Move Range", default=scene25d.DEFAULT_MOVE_RANGE, min=0.0, max=1.0,
+                              subtype='FACTOR', description="How far the camera may move, as a fraction of "
+                                                            "the subject distance: the filled band follows from it")
 
 
 class LOTUS_OT_build_photo_scene(bpy.types.Operator):
@@ -103,7 +110,8 @@ class LOTUS_OT_build_photo_scene(bpy.types.Operator):
                 depth_range=None if settings.auto_depth_range else settings.depth_range,
                 focal_35mm=settings.focal_35mm, focal_source=settings.focal_source, refine=settings.refine,
                 max_vertices=settings.max_vertices, tear_threshold=settings.tear_threshold,
-                material=settings.material)
+                material=settings.material, fill_behind=settings.fill_behind and settings.tear_threshold > 0,
+                move_range=settings.move_range)
         except Exception as error:  # noqa: BLE001 - one line for the artist, nothing half-built
             return report_failure(self, "Build 2.5D Scene", error)
         for other in context.view_layer.objects:
@@ -177,6 +185,12 @@ class LOTUS_PT_scene25d_options(LotusSubPanel, bpy.types.Panel):
         col.prop(settings, "refine")
         col.prop(settings, "max_vertices")
         col.prop(settings, "tear_threshold")
+        row = col.row()
+        row.active = settings.tear_threshold > 0 and settings.mode == 'GEONODES'
+        row.prop(settings, "fill_behind")
+        row = col.row()
+        row.active = settings.fill_behind and settings.tear_threshold > 0
+        row.prop(settings, "move_range")
 
 
 def _live_modifier(context):
@@ -208,7 +222,31 @@ class LOTUS_PT_scene25d_live(LotusSubPanel, bpy.types.Panel):
                 continue  # the group has the input, but nothing behind it before 4.5
             key = geonodes.input_identifier(modifier.node_group, name)
             compat.draw_modifier_input(col, modifier, key, name)
+        _draw_fill_band(layout, context, modifier)
+        layout.operator("lotus.camera_move", icon='VIEW_CAMERA')
         _draw_camera_origin(layout, context, context.scene.camera)
+
+
+def _draw_fill_band(layout, context, modifier):
+    """How wide the filled band is at the largest depth jump, for the current Move Range."""
+    obj = context.active_object
+    opening = obj.get("lotus_fill_opening")
+    tree = modifier.node_group
+    try:
+        values = {name: compat.get_modifier_input(modifier, geonodes.input_identifier(tree, name))
+                  for name in ("Fill Behind", "Tear", "Move Range", "Behind")}
+    except KeyError:        # a mesh built before Fill Behind existed
+        return
+    if opening is None or values["Behind"] is None or not (values["Fill Behind"] and values["Tear"]):
+        return
+    camera = context.scene.camera
+    depth_size = max(values["Behind"].size)
+    lens, sensor = (camera.data.lens, camera.data.sensor_width) if camera is not None and camera.type == 'CAMERA' \
+        else (50.0, 36.0)
+    band = scene25d.fill.band_width(1.0, 1.0 / max(1.0 - opening, 1e-6), lens / sensor * depth_size,
+                                    values["Move Range"])
+    draw_wrapped(layout, context, f"Fill: up to {float(band):.0f} px behind near edges "
+                                  f"(Move Range {values['Move Range'] * 100:.0f}%)", icon='MOD_MASK')
 
 
 _CLASSES = (LotusScene25DSettings, LOTUS_OT_build_photo_scene, LOTUS_PT_scene25d,

@@ -1,0 +1,118 @@
+"""Benchmark: Refine with Normals and Relight Setup on maps degraded like real Lotus output
+(issue 14, sections 3 and 5).
+
+Usage:  .venv/bin/python benchmarks/bench_refine.py [--seeds 5] [--relight-seeds 2] [--skip-relight]
+
+Prints one JSON object. Views: the Cycles scenes of tests/ground_truth.SCENES (160x120) and the
+analytic room and balls of tests/synthetic_scenes.py; maps degraded by tests/lotus_errors.py at
+severities 0, 0.5 and 1 over --seeds seeds.
+- "refine": per severity and scene, the mesh the builder makes from the map (core path, the
+  artist's Near and the true Depth Range), unrefined -> refined, means over the seeds: median face
+  normal error (degrees), median 3D error (of the median true depth), the worst per-seed ratio of
+  the 3D errors and the largest Depth Range change (tests/refine_eval.refine_case).
+- "builder": the same through the real 2.5D builder (build_photo_scene, Cycles scenes, seed 0):
+  severity 0 with the automatic Depth Range (the default build), 0.5 and 1 with the true one;
+  Depth Range change, normal and 3D error unrefined -> refined (tests/refine_eval.builder_case).
+- "relight": Relight Setup's relit PSNR (dB, display-encoded, over the subjects and the whole
+  frame) against the scene rendered under the new light, severities 0, 0.5 and 1, Albedo: Photo and
+  Remove Shading, means over --relight-seeds seeds (tests/relight_eval.py).
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _mean(values, digits=4):
+    return round(sum(values) / len(values), digits)
+
+
+def refine_table(views, seeds):
+    from tests import lotus_errors, refine_eval
+    table = []
+    for severity in lotus_errors.SEVERITIES:
+        for name, (depth, normals, focal) in views.items():
+            cases = [refine_eval.refine_case(depth, normals, focal, severity, seed,
+                                             depth_range=float(depth.max() - depth.min())) for seed in seeds]
+            table.append({
+                "severity": severity, "scene": name, "seeds": len(cases),
+                "normal_deg": [_mean([c["normal_deg"][i] for c in cases], 2) for i in (0, 1)],
+                "error_3d_pct": [_mean([100 * c["error_3d"][i] for c in cases], 3) for i in (0, 1)],
+                "worst_3d_ratio": round(max(c["error_3d"][1] / c["error_3d"][0] for c in cases), 3),
+                "max_depth_range_change_pct": round(100 * max(abs(c["depth_range_change"]) for c in cases), 3)})
+    return table
+
+
+def builder_table(addon, truths):
+    from tests import refine_eval
+    scene25d = sys.modules[f"{addon}.blender.builders.scene25d"]
+    table = []
+    for name, truth in truths.items():
+        true_range = float(truth.depth.max() - truth.depth.min())
+        for severity, given in ((0.0, None), (0.5, true_range), (1.0, true_range)):
+            case = refine_eval.builder_case(scene25d, truth, severity, 0, depth_range=given, tag=f"bench_{name}")
+            table.append({"severity": severity, "scene": name, "depth_range": case["depth_range"],
+                          "depth_range_change_pct": round(100 * case["depth_range_change"], 3),
+                          "normal_deg": case["normal_deg"],
+                          "error_3d_pct": [round(100 * e, 3) for e in case["error_3d"]]})
+    return table
+
+
+def relight_table(addon, names, seeds):
+    from tests import relight_eval
+    table = []
+    for name in names:
+        cases = relight_eval.relight_cases(addon, name, severities=(0.0, 0.5, 1.0), seeds=seeds)
+        for severity in (0.0, 0.5, 1.0):
+            row = {"severity": severity, "scene": name, "seeds": len(seeds)}
+            for albedo in relight_eval.ALBEDOS:
+                chosen = [c for c in cases if c["severity"] == severity and c["albedo"] == albedo]
+                row[albedo.lower()] = {"subject_db": _mean([c["psnr_subject_db"] for c in chosen], 2),
+                                       "frame_db": _mean([c["psnr_frame_db"] for c in chosen], 2)}
+            row["unrelit_subject_db"] = cases[0]["unrelit_subject_db"]
+            table.append(row)
+    return table
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--relight-seeds", type=int, default=2)
+    parser.add_argument("--skip-relight", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="lotus-bench-user-"))
+    # Blender writes its render log to the process's stdout: send it to stderr, keep the JSON apart.
+    sys.stdout.flush()
+    json_out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.path.insert(0, str(REPO_ROOT))
+    from tests import blender_env, ground_truth, refine_eval, synthetic_scenes
+
+    start = time.perf_counter()
+    addon = blender_env.install_extension(Path(tempfile.mkdtemp(prefix="lotus-bench-")))
+    truths = {name: ground_truth.render_scene(name) for name in ground_truth.SCENES}
+    views = {name: refine_eval.cycles_view(truth) for name, truth in truths.items()}
+    for name in ("room", "balls"):
+        depth, normals, _labels, focal = getattr(synthetic_scenes, name)(*ground_truth.RESOLUTION)
+        views["analytic_" + name] = (depth, normals, focal)
+    result = {"python": platform.python_version(), "load_average": os.getloadavg()[0],
+              "resolution": list(ground_truth.RESOLUTION),
+              "refine": refine_table(views, range(args.seeds)),
+              "builder": builder_table(addon, truths)}
+    if not args.skip_relight:
+        result["relight"] = relight_table(addon, list(ground_truth.SCENES), tuple(range(args.relight_seeds)))
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    json_out.write(json.dumps(result, indent=1) + "\n")
+    json_out.flush()
+    os._exit(0)     # PyPI bpy may crash or hang in its own shutdown (see tests/conftest.py)
+
+
+if __name__ == "__main__":
+    main()

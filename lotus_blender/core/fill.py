@@ -1,0 +1,366 @@
+"""Fill Behind: what a camera move can reveal behind every tear of a 2.5D mesh (numpy only).
+
+A 2.5D mesh torn at depth discontinuities opens holes onto the world when the camera moves. The
+layer built here lies behind the near side of each tear:
+
+- depth: the far side's surface continued under the near side (`extend_behind`): a wavefront
+  grows from the far pixels of every tear into the pixels in front of them, each new pixel taking
+  the mean of the far-side values it grew from, never the near side's (no averaging across the
+  discontinuity);
+- extent: only a band a camera move can uncover (`band_width`): a lateral move m reveals
+  f_px * m * (1/z_near - 1/z_far) pixels behind an edge; with m = move_range * z_near that is
+  f_px * move_range * (1 - z_near / z_far), plus a margin;
+- colour (`fill_colour`): texture continued from the surrounding background by copying it along
+  one offset per tile of the band (the offset whose shift of the background ring around the band
+  matches the ring best, searched coarse to fine: a simple shift-map / exemplar inpainting), so
+  stripes and tiles carry on across the band instead of a smear; pixels no offset can reach get
+  a multi-scale (push-pull) fill.
+
+`fill_behind()` does all three for a depth map and a photo.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_MOVE_RANGE = 0.1      # how far the camera may move, as a fraction of the subject distance
+BAND_MARGIN = 1.25            # the band is this much wider than the lateral-move estimate ...
+BAND_EXTRA_PX = 2.0           # ... plus this many pixels (edges are not lines; orbits add rotation)
+UNREACHED = 1e6               # distance stored where no fill was computed
+RAMP_FACTOR = 3.0             # a tear is a step this many times either side's own slope (inverse depth) ...
+RAMP_SCALE = 1 / 64           # ... measured over this fraction of the frame's longer side
+
+_NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+_RING_PX = 3                  # width of the background ring an offset is judged on
+_COARSE_STEPS = 10            # candidate offsets per half axis in the coarse search
+_SAMPLE_LIMIT = 4000          # ring and hole samples used by the coarse search
+_SOURCE_FARTHER = 3.0         # a source may lie this many tear thresholds behind the background
+
+
+@dataclass
+class BehindLayer:
+    behind: np.ndarray     # (H, W) depth of the background continued behind the near side (= depth elsewhere)
+    distance: np.ndarray   # (H, W) pixels from the tear into the near side (UNREACHED where not filled)
+    region: np.ndarray     # (H, W) bool: the filled band
+    colour: np.ndarray | None = None   # (H', W', C) the photo with the band inpainted (photo's size)
+
+
+def band_width(depth, behind, focal_px, move_range):
+    """Pixels behind a near edge that a camera move of move_range x the near depth can reveal."""
+    depth, behind = np.asarray(depth, np.float64), np.asarray(behind, np.float64)
+    opening = np.clip(1.0 - depth / np.maximum(behind, 1e-12), 0.0, 1.0)
+    return focal_px * move_range * opening * BAND_MARGIN + BAND_EXTRA_PX
+
+
+def _shifted(values, dy, dx, fill):
+    """out[y, x] = values[y + dy, x + dx], `fill` outside the image."""
+    height, width = values.shape[:2]
+    out = np.full_like(values, fill)
+    out[max(0, -dy):height - max(0, dy), max(0, -dx):width - max(0, dx)] = \
+        values[max(0, dy):height - max(0, -dy), max(0, dx):width - max(0, -dx)]
+    return out
+
+
+def extend_behind(depth, threshold, max_distance):
+    """(behind depth, distance in pixels) of the far side continued under the near side of every
+    tear, up to max_distance pixels (8-connected steps) from the tear.
+
+    A tear starts where a pixel p lies in front of a neighbour q by more than the tear threshold
+    (depth(p) * (1 + t) < depth(q), the jump that tears the mesh) and the jump is a step, not the
+    continuation of a slanted surface: in inverse depth, over RAMP_SCALE of the frame, it is more
+    than RAMP_FACTOR times the slope of either side next to it (a floor seen at a grazing angle
+    tears row after row, and meets a wall in a crease, but has no background behind it). The near
+    pixels of the tears take the mean depth of their far neighbours; the wavefront then grows
+    across the near surface (untorn edges) into pixels still in front of that background by more
+    than the threshold.
+    """
+    depth = np.asarray(depth, np.float64)
+    height, width = depth.shape
+    valid_depth = np.where(np.isfinite(depth) & (depth > 0), depth, np.inf)
+    inverse = 1.0 / valid_depth
+    behind = valid_depth.copy()
+    distance = np.full(depth.shape, UNREACHED)
+    grow = 1.0 + max(float(threshold), 0.0)
+    # Step 1, on the whole image: the near pixels of every step take the mean of their far neighbours.
+    total, count = np.zeros_like(depth), np.zeros_like(depth)
+    reach = max(2, int(round(max(height, width) * RAMP_SCALE)))
+
+    def inverse_at(rows, cols):
+        inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+        return np.where(inside, inverse[np.clip(rows, 0, height - 1), np.clip(cols, 0, width - 1)], np.nan)
+
+    for dy, dx in _NEIGHBOURS:
+        neighbour = _shifted(valid_depth, dy, dx, 0.0)
+        rows, cols = np.nonzero(np.isfinite(neighbour) & (valid_depth * grow < neighbour))
+        # Inverse depth over `reach` pixels, at the jumps only: the jump from p outward, the far
+        # side's slope beyond it, the near side's slope behind p (blurred edges of real maps still
+        # make steps); an unknown slope (off the frame) is not a step.
+        here = inverse[rows, cols]
+        outward = inverse_at(rows + reach * dy, cols + reach * dx)
+        far_slope = np.abs(outward - inverse_at(rows + 2 * reach * dy, cols + 2 * reach * dx))
+        near_slope = np.abs(inverse_at(rows - reach * dy, cols - reach * dx) - here)
+        slope = np.nan_to_num(np.maximum(far_slope, near_slope), nan=np.inf)
+        step = np.nan_to_num(here - outward, nan=0.0) > RAMP_FACTOR * slope
+        rows, cols = rows[step], cols[step]
+        total[rows, cols] += neighbour[rows, cols]
+        count[rows, cols] += 1
+    new = count > 0
+    behind[new] = total[new] / count[new]
+    distance[new] = 1.0
+    flat_behind, flat_distance, flat_depth = behind.reshape(-1), distance.reshape(-1), valid_depth.reshape(-1)
+    frontier = np.flatnonzero(new)
+    for step in range(2, int(max_distance) + 1):
+        if frontier.size == 0:
+            break
+        fy, fx = np.divmod(frontier, width)
+        targets, values = [], []
+        for dy, dx in _NEIGHBOURS:
+            ny, nx = fy + dy, fx + dx
+            inside = (ny >= 0) & (ny < height) & (nx >= 0) & (nx < width)
+            target = ny[inside] * width + nx[inside]
+            source = frontier[inside]
+            near, far = flat_depth[target], flat_depth[source]
+            same_surface = np.maximum(near, far) <= grow * np.minimum(near, far)
+            ok = (flat_distance[target] >= UNREACHED) & same_surface & (near * grow < flat_behind[source])
+            targets.append(target[ok])
+            values.append(flat_behind[source[ok]])
+        targets, values = np.concatenate(targets), np.concatenate(values)
+        if targets.size == 0:
+            break
+        frontier, inverse = np.unique(targets, return_inverse=True)
+        flat_behind[frontier] = np.bincount(inverse, values) / np.bincount(inverse)
+        flat_distance[frontier] = step
+    behind = np.where(np.isfinite(behind), behind, depth)
+    return behind, distance
+
+
+def _dilate(mask, radius):
+    out = mask.copy()
+    for axis in (0, 1):
+        grown = out.copy()
+        for step in range(1, radius + 1):
+            for sign in (-1, 1):
+                grown |= _shifted(out, sign * step if axis == 0 else 0, sign * step if axis == 1 else 0, False)
+        out = grown
+    return out
+
+
+def _push_pull(image, known):
+    """Fill unknown pixels with a multi-scale average of the known ones (a smooth fallback)."""
+    if known.all() or not known.any():
+        return image
+    height, width = known.shape
+    weight = known.astype(np.float64)
+    value = image * weight[..., None]
+    if height <= 1 and width <= 1:
+        return image
+    ph, pw = height + height % 2, width + width % 2
+    padded_v = np.zeros((ph, pw, image.shape[2]))
+    padded_w = np.zeros((ph, pw))
+    padded_v[:height, :width], padded_w[:height, :width] = value, weight
+    coarse_w = padded_w.reshape(ph // 2, 2, pw // 2, 2).sum(axis=(1, 3))
+    coarse_v = padded_v.reshape(ph // 2, 2, pw // 2, 2, -1).sum(axis=(1, 3))
+    coarse_known = coarse_w > 0
+    coarse = np.where(coarse_known[..., None], coarse_v / np.maximum(coarse_w, 1e-12)[..., None], 0.0)
+    coarse = _push_pull(coarse, coarse_known)
+    up = np.repeat(np.repeat(coarse, 2, axis=0), 2, axis=1)[:height, :width]
+    return np.where(known[..., None], image, up)
+
+
+class _OffsetSearch:
+    """Per tile of the hole, the offset v whose background copy I(p + v) continues the ring of
+    background around the hole best (sum of squared colour differences over the ring, heavily
+    penalised where p + v falls on the hole or the near side)."""
+
+    def __init__(self, image, hole, blocked, tile, depth=None, reference=None, threshold=0.0):
+        self.image, self.blocked, self.tile = image, blocked, tile
+        # A source lies on the background it continues: not nearer than it by more than the tear
+        # threshold, nor farther by more than _SOURCE_FARTHER thresholds (a table top hidden by a
+        # cup is continued from the table, not from the wall behind it).
+        self.depth = None if depth is None else np.asarray(depth, np.float64).reshape(-1)
+        self.reference = None if reference is None else np.asarray(reference, np.float64).reshape(-1)
+        self.near_factor, self.far_factor = 1.0 / (1.0 + threshold), 1.0 + _SOURCE_FARTHER * threshold
+        self.height, self.width = hole.shape
+        self.tiles_x = -(-self.width // tile)
+        self.hole = np.flatnonzero(hole)
+        self.hole_tile = self._tile_of(self.hole)
+        self.tile_ids, self.hole_tile = np.unique(self.hole_tile, return_inverse=True)
+        ring = np.flatnonzero(_dilate(hole, _RING_PX) & ~blocked)
+        # Each ring pixel serves the hole tiles of its 3x3 tile neighbourhood.
+        ry, rx = np.divmod(ring, self.width)
+        self.lookup = np.full((-(-self.height // tile) + 2) * (self.tiles_x + 2), -1, np.int64)
+        ty, tx = np.divmod(self.tile_ids, self.tiles_x)
+        self.lookup[(ty + 1) * (self.tiles_x + 2) + tx + 1] = np.arange(len(self.tile_ids))
+        pixels, tiles = [], []
+        for dty in (-1, 0, 1):
+            for dtx in (-1, 0, 1):
+                index = self._tile_index(ry, rx, dty, dtx)
+                pixels.append(ring[index >= 0])
+                tiles.append(index[index >= 0])
+        self.ring, self.ring_tile = np.concatenate(pixels), np.concatenate(tiles)
+
+    def _tile_index(self, y, x, dty, dtx):
+        """Index in tile_ids of the tile (dty, dtx) away from pixel (y, x)'s tile; -1: no hole there."""
+        return self.lookup[(y // self.tile + 1 + dty) * (self.tiles_x + 2) + x // self.tile + 1 + dtx]
+
+    def _tile_of(self, flat):
+        y, x = np.divmod(flat, self.width)
+        return (y // self.tile) * self.tiles_x + x // self.tile
+
+    def _samples(self, rng, limit):
+        """Ring and hole samples (at most `limit` of each) with their coordinates, tiles and colours."""
+        def pick(flat, tiles):
+            if limit is not None and len(flat) > limit:
+                keep = rng.permutation(len(flat))[:limit]
+                flat, tiles = flat[keep], tiles[keep]
+            y, x = np.divmod(flat, self.width)
+            return y, x, tiles
+        ring, hole = pick(self.ring, self.ring_tile), pick(self.hole, self.hole_tile)
+        colours = self.image.reshape(-1, self.image.shape[-1])[ring[0] * self.width + ring[1]]
+        count = len(self.tile_ids)
+        return ring, colours, hole, np.maximum(np.bincount(hole[2], None, count), 1)
+
+    def _usable(self, y, x, v):
+        ty, tx = y + v[:, 0], x + v[:, 1]
+        inside = (ty >= 0) & (ty < self.height) & (tx >= 0) & (tx < self.width)
+        target = np.where(inside, ty * self.width + tx, 0)
+        usable = inside & ~self.blocked.reshape(-1)[target]
+        if self.depth is not None:
+            reference = self.reference[y * self.width + x]
+            source = self.depth[target]
+            usable &= (source >= reference * self.near_factor) & (source <= reference * self.far_factor)
+        return target, usable
+
+    def scores(self, offsets_per_tile, samples):
+        """Score of offsets_per_tile ((T, 2): one offset per hole tile) for every tile."""
+        (ry, rx, ring_tile), ring_colours, (hy, hx, hole_tile), hole_count = samples
+        count = len(self.tile_ids)
+        target, usable = self._usable(ry, rx, offsets_per_tile[ring_tile])
+        error = np.sum((ring_colours - self.image.reshape(-1, self.image.shape[-1])[target]) ** 2, axis=-1)
+        ring_error = np.bincount(ring_tile, np.where(usable, error, 0.0), count)
+        ring_used = np.bincount(ring_tile, usable, count)
+        _, hole_usable = self._usable(hy, hx, offsets_per_tile[hole_tile])
+        hole_missing = 1.0 - np.bincount(hole_tile, hole_usable, count) / hole_count
+        length = np.hypot(offsets_per_tile[:, 0], offsets_per_tile[:, 1])
+        return ring_error / np.maximum(ring_used, 1) + 4.0 * hole_missing + 2.0 * (ring_used == 0) \
+            + 1e-4 * length / self.tile
+
+    def best(self, radius, rng):
+        count = len(self.tile_ids)
+        samples = self._samples(rng, _SAMPLE_LIMIT)
+        step = max(1, int(np.ceil(radius / _COARSE_STEPS)))
+        axis = np.arange(-(radius // step) * step, radius + 1, step)
+        best = np.zeros((count, 2), np.int64)
+        best_score = np.full(count, np.inf)
+        for dy in axis:
+            for dx in axis:
+                if dy == 0 and dx == 0:
+                    continue
+                offsets = np.tile(np.array([[dy, dx]], np.int64), (count, 1))
+                score = self.scores(offsets, samples)
+                better = score < best_score
+                best[better], best_score[better] = offsets[better], score[better]
+        samples = self._samples(rng, 4 * _SAMPLE_LIMIT)
+        while step > 1:     # refine around each tile's best: steps of a third, down to one pixel
+            step = max(1, step // 3)
+            base, best_score = best.copy(), np.full(count, np.inf)
+            for dy in range(-3 * step, 3 * step + 1, step):
+                for dx in range(-3 * step, 3 * step + 1, step):
+                    offsets = base + np.array([dy, dx])
+                    score = self.scores(offsets, samples)
+                    better = score < best_score
+                    best[better], best_score[better] = offsets[better], score[better]
+        return best
+
+    def fill(self, best):
+        """Copy I(p + v) into the hole; per pixel, the own tile's offset or a neighbour tile's."""
+        colours = self.image.reshape(-1, self.image.shape[-1]).copy()
+        done = np.zeros(len(self.hole), bool)
+        hy, hx = np.divmod(self.hole, self.width)
+        for dty, dtx in ((0, 0),) + _NEIGHBOURS:
+            index = self._tile_index(hy, hx, dty, dtx)
+            todo = ~done & (index >= 0)
+            if not todo.any():
+                continue
+            ty, tx = np.divmod(self.hole[todo], self.width)
+            target, usable = self._usable(ty, tx, best[index[todo]])
+            chosen = np.flatnonzero(todo)[usable]
+            colours[self.hole[chosen]] = self.image.reshape(-1, self.image.shape[-1])[target[usable]]
+            done[chosen] = True
+        return colours.reshape(self.image.shape), self.hole[~done]
+
+
+def fill_colour(image, hole, blocked, band_px, seed=0, depth=None, reference=None, threshold=0.0):
+    """The image with the hole filled from pixels that are not blocked (the near side and the
+    hole itself): per tile of about twice the band, the best matching background offset; the
+    rest by push-pull. With depth and reference (the background depth each pixel continues: the
+    behind depth in the hole, the pixel's own depth elsewhere), a source must not be nearer than
+    the reference by more than threshold (no copying of other foreground objects)."""
+    image = np.asarray(image, np.float32)
+    squeeze = image.ndim == 2
+    if squeeze:
+        image = image[..., None]
+    if not hole.any():
+        return image[..., 0] if squeeze else image
+    band_px = max(float(band_px), 2.0)
+    tile = int(max(8, round(2 * band_px)))
+    search = _OffsetSearch(image, hole, blocked | hole, tile, depth, reference, threshold)
+    best = search.best(int(np.ceil(max(3 * band_px, 12))), np.random.default_rng(seed))
+    filled, missing = search.fill(best)
+    if missing.size:
+        known = np.ones(hole.shape, bool)
+        known.reshape(-1)[missing] = False
+        known &= ~(blocked & ~hole)   # the fallback averages background only
+        known.reshape(-1)[missing] = False
+        smooth = _push_pull(np.where(known[..., None], filled, 0.0), known)
+        filled.reshape(-1, filled.shape[-1])[missing] = smooth.reshape(-1, filled.shape[-1])[missing]
+    return filled[..., 0] if squeeze else filled
+
+
+def _resample_nearest(values, shape):
+    height, width = values.shape[:2]
+    if (height, width) == tuple(shape):
+        return values
+    rows = np.minimum(((np.arange(shape[0]) + 0.5) * height / shape[0]).astype(np.int64), height - 1)
+    cols = np.minimum(((np.arange(shape[1]) + 0.5) * width / shape[1]).astype(np.int64), width - 1)
+    return values[rows][:, cols]
+
+
+def fill_behind(depth, photo=None, *, threshold, focal_px, move_range=DEFAULT_MOVE_RANGE, seed=0):
+    """The layer behind every tear of a depth map (metric, planar; (H, W)).
+
+    focal_px: the focal length in pixels of the depth map. The band is computed for move_range
+    (fraction of the near side's depth). photo ((H', W', C), any size of the same aspect): its
+    colours are continued into the band (BehindLayer.colour, at the photo's size).
+    """
+    depth = np.asarray(depth, np.float64)
+    if threshold <= 0:
+        raise ValueError("Fill Behind needs tearing (a tear threshold above 0)")
+    reach = int(np.ceil(focal_px * move_range * BAND_MARGIN + BAND_EXTRA_PX)) + _RING_PX + 1
+    behind, distance = extend_behind(depth, threshold, reach)
+    reached = distance < UNREACHED
+    region = reached & (distance <= band_width(depth, behind, focal_px, move_range))
+    distance = np.where(region, distance, UNREACHED)
+    behind = np.where(region, behind, depth)
+    layer = BehindLayer(behind=behind, distance=distance, region=region)
+    if photo is not None:
+        photo = np.asarray(photo, np.float64)
+        shape = photo.shape[:2]
+        scale = shape[1] / depth.shape[1]
+        hole = _resample_nearest(region, shape)
+        blocked = _resample_nearest(reached, shape)
+        band = float(distance[region].max()) * scale if region.any() else 0.0
+        layer.colour = fill_colour(photo, hole, blocked, band, seed=seed, depth=_resample_nearest(depth, shape),
+                                   reference=_resample_nearest(behind, shape), threshold=threshold)
+    return layer
+
+
+def depth_to_map_values(depth, kind, near, far):
+    """Metric depth -> the map's values: "disparity" (near = 1, affine in 1/depth) or "depth"
+    (relative, near = 0); the inverse of core.maps.disparity_to_depth / relative_depth_to_depth."""
+    depth = np.asarray(depth, np.float64)
+    if kind == "disparity":
+        return (1.0 / depth - 1.0 / far) / (1.0 / near - 1.0 / far)
+    return (depth - near) / (far - near)

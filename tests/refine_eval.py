@@ -1,0 +1,133 @@
+"""Refine with Normals measured on model-like maps (issue 14, section 3): shared by the tests and
+benchmarks/bench_refine.py (numpy only).
+
+One case: true planar depth and camera-space normals (Blender convention) of a view, degraded by
+tests/lotus_errors.py at a severity and seed, turned into what the 2.5D builder reads (a Lotus
+disparity map, near = 1, normalised between the degraded map's own nearest and farthest points),
+then meshed the way the builder meshes it (core.camera_estimate: the shift estimated with the
+normals for the known focal, as the Automatic Depth Range does, or given), once as it is and once
+refined (core.camera_estimate.refine_map, the builder's call). Both meshes use the artist's Near
+(the true nearest distance): no rescaling to the truth.
+
+Measured per mesh, against the true surfaces: the median angle between the mesh's face normals
+and the true ones (faces the truth does not tear), and the median 3D distance of its vertices
+from the true points relative to the median true depth; and the Depth Range the refined map asks
+for against the unrefined one's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lotus_blender.core import camera_estimate, geometry, maps
+from tests import lotus_errors, synthetic_scenes
+
+
+def lotus_disparity(depth):
+    """Depth -> the disparity map the builder reads (near = 1 at the map's nearest point)."""
+    disparity, _near, _far = maps.depth_to_disparity(depth)
+    return disparity.astype(np.float64)
+
+
+def mesh_figures(mesh_depth, true_depth, intrinsics, tear_threshold=0.05):
+    """(median face-normal error in degrees, median 3D error / median true depth)."""
+    points = geometry.unproject(mesh_depth, intrinsics)
+    truth = geometry.unproject(true_depth, intrinsics)
+    kept = ~geometry.torn_faces(true_depth, tear_threshold)
+    cosine = np.sum(synthetic_scenes.face_normals(points) * synthetic_scenes.face_normals(truth), axis=-1)
+    angle = np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))[kept]
+    distance = np.linalg.norm(points - truth, axis=-1) / np.median(true_depth)
+    return float(np.median(angle)), float(np.median(distance))
+
+
+def refine_case(true_depth, true_normals, focal_px, severity, seed, *, depth_range=None):
+    """One case (see the module text). depth_range None: automatic (the estimated shift, as the
+    builder's default; the true range when the estimate is not confident). Returns a dict."""
+    true_depth = np.asarray(true_depth, np.float64)
+    height, width = true_depth.shape
+    degraded = lotus_errors.degrade(true_depth, true_normals, severity, seed)
+    values = lotus_disparity(degraded.depth)
+    normals = degraded.normals
+    near = float(true_depth.min())
+    if depth_range is None:
+        estimate = camera_estimate.estimate_camera(values, normals, "disparity", focal_px=focal_px)
+        if estimate.shift_is_confident:
+            depth_range = camera_estimate.depth_range_for_shift(estimate.shift, near)
+        else:
+            depth_range = float(true_depth.max()) - near
+    shift = near / depth_range
+    plain = camera_estimate.map_to_depth(values, "disparity", shift, near)
+    refined_values, range_ratio = camera_estimate.refine_map(values, normals, "disparity", focal_px, shift)
+    refined_range = near * range_ratio
+    refined = maps.disparity_to_depth(refined_values, near, near + refined_range).astype(np.float64)
+    intrinsics = geometry.Intrinsics(width, height, focal_px)
+    plain_normal, plain_3d = mesh_figures(plain, true_depth, intrinsics)
+    refined_normal, refined_3d = mesh_figures(refined, true_depth, intrinsics)
+    return {"severity": severity, "seed": seed,
+            "normal_deg": [round(plain_normal, 3), round(refined_normal, 3)],
+            "error_3d": [round(plain_3d, 5), round(refined_3d, 5)],
+            "depth_range_change": round(refined_range / depth_range - 1.0, 5)}
+
+
+def cycles_view(truth):
+    """(depth, camera normals, focal px) of a tests.ground_truth.GroundTruth (sensor fit AUTO)."""
+    width, height = truth.resolution
+    focal = truth.lens / truth.sensor_width * max(width, height)
+    return truth.depth.astype(np.float64), truth.camera_normals.astype(np.float64), focal
+
+
+# ---- through the real builder (needs bpy and the installed add-on) ----------------------------
+
+def build(scene25d, truth, maps_in, name, refine, depth_range=None):
+    """build_photo_scene as the panel does it (depth_range None: the automatic Depth Range; refine
+    on or off) on maps_in = (disparity (H, W), Blender camera normals), seen through the true
+    camera of truth (a GroundTruth), with the artist's Near = the true nearest distance.
+    Returns (mesh object, camera, the Depth Range the mesh uses)."""
+    import bpy
+    from tests import blender_env
+    from tests.test_scene25d import float_image
+    values, normals = maps_in
+    photo = float_image(name, truth.combined[..., :3])
+    depth = float_image(name + "_depth", values, "disparity")
+    normal = float_image(name + "_normal", maps.normals_to_normal_map(normals, "OPENGL"), "normal")
+    camera_data = bpy.data.cameras.new(name + "_true_camera")
+    camera_data.lens, camera_data.sensor_width = truth.lens, truth.sensor_width
+    true_camera = bpy.data.objects.new(name + "_true_camera", camera_data)
+    true_camera.matrix_world = truth.matrix_world.T.tolist()
+    bpy.context.scene.camera = true_camera
+    obj, camera = scene25d.build_photo_scene(bpy.context, photo, depth, normal, near=float(truth.depth.min()),
+                                             depth_range=depth_range, focal_source="SCENE", refine=refine)
+    modifier = obj.modifiers[scene25d.MODIFIER_NAME]
+    used_range = blender_env.compat().get_modifier_input(
+        modifier, scene25d.geonodes.input_identifier(modifier.node_group, "Depth Range"))
+    return obj, camera, float(used_range)
+
+
+def built_depth(obj, camera, shape):
+    """(the built mesh's planar depth per pixel, NaN where no vertex; the camera's intrinsics)."""
+    from tests.test_scene25d import evaluated_mesh_arrays, vertex_pixels
+    mesh = evaluated_mesh_arrays(obj)
+    height, width = shape
+    intrinsics = geometry.intrinsics_from_lens(camera.data.lens, camera.data.sensor_width, width, height)
+    rows, cols = vertex_pixels(mesh["co"], intrinsics)
+    depth = np.full(shape, np.nan)
+    depth[rows, cols] = -mesh["co"][:, 2]
+    return depth, intrinsics
+
+
+def builder_case(scene25d, truth, severity, seed, depth_range=None, tag="rb"):
+    """Refined and unrefined builds of one degraded view (see build): a dict like refine_case's."""
+    true_depth, true_normals, _focal = cycles_view(truth)
+    degraded = lotus_errors.degrade(true_depth, true_normals, severity, seed)
+    maps_in = lotus_disparity(degraded.depth), degraded.normals
+    figures = {}
+    for refine in (False, True):
+        obj, camera, used_range = build(scene25d, truth, maps_in, f"{tag}_{severity}_{seed}_{int(refine)}", refine,
+                                        depth_range)
+        mesh_depth, intrinsics = built_depth(obj, camera, true_depth.shape)
+        figures[refine] = mesh_figures(mesh_depth, true_depth, intrinsics) + (used_range, bool(obj["lotus_refined"]))
+    return {"severity": severity, "seed": seed, "depth_range": "automatic" if depth_range is None else "given",
+            "refined": figures[True][3] and not figures[False][3],
+            "normal_deg": [round(figures[False][0], 3), round(figures[True][0], 3)],
+            "error_3d": [round(figures[False][1], 5), round(figures[True][1], 5)],
+            "depth_range_change": round(figures[True][2] / figures[False][2] - 1.0, 5)}

@@ -1,0 +1,101 @@
+"""core.fill: the background behind every tear (depth continued from the far side, a band a move
+can reveal, texture continued from the surrounding background)."""
+
+import numpy as np
+import pytest
+
+from lotus_blender.core import fill
+
+
+def _stage(width=96, height=64, period=8):
+    """A slanted wall of vertical stripes (far), a nearer floor strip at the bottom, and a box in
+    front of both; returns (depth, photo, box mask, stripe truth of the wall)."""
+    y, x = np.mgrid[0:height, 0:width]
+    depth = 6.0 + 0.01 * x                      # the wall recedes to the right
+    stripes = (x // (period // 2)) % 2
+    photo = np.stack([0.2 + 0.6 * stripes, 0.3 + 0.2 * stripes, np.full(x.shape, 0.4)], axis=-1)
+    truth = photo.copy()
+    box = (abs(x - width / 2) < width / 6) & (y > height / 5) & (y < 0.8 * height)
+    depth = np.where(box, 3.0, depth)
+    photo[box] = (0.9, 0.1, 0.1)
+    return depth, photo, box, truth
+
+
+def test_behind_continues_the_far_side_without_averaging():
+    depth = np.full((20, 30), 8.0)
+    depth[:, 15:] = 4.0                       # right half a nearer wall
+    depth[5:15, 8:22] = 2.0                   # an object across both
+    behind, distance = fill.extend_behind(depth, 0.05, 50)
+    object_ = depth == 2.0
+    assert (distance[object_] < fill.UNREACHED).all()
+    # Next to each side's edge the object is backed by that side's surface, never a blend of both.
+    assert behind[10, 8] == pytest.approx(8.0) and behind[10, 21] == pytest.approx(4.0)
+    assert behind[5, 10] == pytest.approx(8.0) and behind[14, 19] == pytest.approx(4.0)
+    assert distance[10, 8] == 1 and distance[10, 10] == 3
+    # Pixels that are not in front of anything keep their depth; the nearer right wall is itself
+    # backed by the far one along its edge.
+    far = (depth == 8.0)
+    assert np.array_equal(behind[far], depth[far])
+    assert behind[2, 15] == pytest.approx(8.0) and distance[2, 25] == 11
+    # A gentle slope is not a tear.
+    slope = 5.0 + 0.01 * np.arange(40)[None, :].repeat(10, axis=0)
+    assert (fill.extend_behind(slope, 0.05, 10)[1] == fill.UNREACHED).all()
+
+
+def test_band_follows_the_depth_jump_and_the_move_range():
+    depth, photo, box, _truth = _stage()
+    focal = 100.0
+    small = fill.fill_behind(depth, None, threshold=0.05, focal_px=focal, move_range=0.05)
+    large = fill.fill_behind(depth, None, threshold=0.05, focal_px=focal, move_range=0.15)
+    assert small.colour is None
+    assert small.region.sum() < large.region.sum() < box.sum()
+    assert not (small.region & ~box).any()
+    # The band is as wide as a move of move_range x the near depth reveals: f * m * (1 - z/zb).
+    expected = fill.band_width(3.0, 6.3, focal, 0.15)
+    row = large.distance[32][large.region[32]]
+    assert row.max() == pytest.approx(np.floor(expected), abs=1.0)
+    with pytest.raises(ValueError):
+        fill.fill_behind(depth, None, threshold=0.0, focal_px=focal)
+
+
+def test_colour_continues_the_texture_not_a_smear():
+    depth, photo, box, truth = _stage()
+    layer = fill.fill_behind(depth, photo, threshold=0.05, focal_px=100.0, move_range=0.15)
+    region = layer.region
+    assert region.sum() > 200
+    error = np.abs(layer.colour - truth)[region].mean()
+    # The multi-scale average alone (what a smear gives) is far off the stripes.
+    smear = fill._push_pull(np.where(box[..., None], 0.0, photo), ~box)
+    smear_error = np.abs(smear - truth)[region].mean()
+    assert error < 0.02 < 0.1 < smear_error
+    # Outside the band the photo is untouched, and no foreground colour is copied in.
+    assert np.allclose(layer.colour[~region], photo[~region], atol=1e-6)
+    assert not np.any(np.all(np.isclose(layer.colour[region], (0.9, 0.1, 0.1)), axis=-1))
+
+
+def test_photo_of_another_size_and_map_values_round_trip():
+    depth, photo, _box, _truth = _stage()
+    big = photo.repeat(2, axis=0).repeat(2, axis=1)
+    layer = fill.fill_behind(depth, big, threshold=0.05, focal_px=100.0, move_range=0.1)
+    assert layer.colour.shape == big.shape
+    for kind in ("disparity", "depth"):
+        values = fill.depth_to_map_values(np.array([2.0, 5.0, 10.0]), kind, 2.0, 10.0)
+        assert values[0] == pytest.approx(1.0 if kind == "disparity" else 0.0)
+        assert values[-1] == pytest.approx(0.0 if kind == "disparity" else 1.0)
+
+
+def test_slanted_surfaces_and_creases_are_not_filled():
+    """A floor seen at a grazing angle tears row after row and meets a wall in a crease: neither
+    has a background behind it. A box standing on that floor does."""
+    height, width = 96, 128
+    focal, camera_height = 100.0, 1.5
+    rows = np.arange(height)[:, None] + 0.5 - height / 2
+    with np.errstate(divide='ignore'):
+        floor = np.where(rows > 0, focal * camera_height / rows, np.inf)   # planar depth of a floor
+    depth = np.minimum(np.broadcast_to(floor, (height, width)), 40.0)     # and a wall at 40 m
+    behind, distance = fill.extend_behind(depth, 0.05, 30)
+    assert (distance == fill.UNREACHED).all()
+    boxed = depth.copy()
+    boxed[40:60, 50:70] = 4.0
+    _behind, distance = fill.extend_behind(boxed, 0.05, 30)
+    assert (distance[40:60, 50:70] < fill.UNREACHED).mean() > 0.5
