@@ -75,8 +75,6 @@ def build_jobs(context, task_choice: str, gather, report, tiled: bool = False,
     built = []
     for part, task in enumerate(tasks):
         options = jobs.worker_options(context, tiled=tiled, seamless=seamless)
-        if any(p.frame is not None for p in prepared):
-            options["video_smoothing"] = True
         built.append(jobs.Job(
             task=task, model=models[task], inputs=prepared, job_dir=batch_dir, options=options,
             output=outputs.OutputSettings(folder=folder, temporary=temporary,
