@@ -147,12 +147,14 @@ def fade_through_black(frames=30):
 
 
 def long_take(frames=240):
-    """240 frames: the camera pans across the room and back while a ball crosses it."""
+    """240 frames: the camera pans across the room and back to its first view while a ball
+    crosses the room."""
     out = []
     for index in range(frames):
         t = index / (frames - 1)
-        yaw = 2.0 + 16.0 * math.sin(math.pi * t)
-        out.append(_frame(ROOM_PLANES, ROOM_BALLS, synthetic_scenes.turned(-8.0 - 4.0 * t, yaw),
+        swing = math.sin(math.pi * t)
+        out.append(_frame(ROOM_PLANES, ROOM_BALLS, synthetic_scenes.turned(-8.0 - 4.0 * swing,
+                                                                             2.0 + 16.0 * swing),
                           mover=((-2.0 + 4.0 * t, -0.7, -4.5), 0.6)))
     return _stack(out, "long_take")
 
@@ -238,10 +240,12 @@ def _measure(frames, shot, used):
 
 
 def scale_drift(frames, shot, used):
-    """Largest drift of the stabilized maps' scale against the truth within a segment: the
-    per-frame least-squares scale to the true disparity, smoothed over 15 frames (one frame's own
-    error is not drift), relative to the start of the segment."""
-    worst = 0.0
+    """(end, largest) drift of the maps' scale against the truth within a segment: the per-frame
+    least-squares scale to the true disparity, as a 15-frame running median (one frame's own error
+    is not drift), relative to the segment's start. The end drift is what the stabilizer piled up
+    on a shot that comes back to its first view; along the way the scale against the truth also
+    moves with the content, as the model's own errors depend on what is in the frame."""
+    end = largest = 0.0
     for label in np.unique(shot.segment):
         members = np.flatnonzero((shot.segment == label) & used)
         scales = np.array([np.polyfit(frames[i].ravel().astype(np.float64),
@@ -249,8 +253,9 @@ def scale_drift(frames, shot, used):
         window = min(15, len(scales))
         smooth = np.array([np.median(scales[max(0, k - window // 2):k + window // 2 + 1])
                            for k in range(len(scales))])
-        worst = max(worst, float(np.max(np.abs(smooth / smooth[0] - 1.0))))
-    return worst
+        largest = max(largest, float(np.max(np.abs(smooth / smooth[0] - 1.0))))
+        end = max(end, abs(float(np.median(scales[-window:]) / np.median(scales[:window])) - 1.0))
+    return end, largest
 
 
 def measure(shot: Shot, raw, stabilized) -> dict:
@@ -260,13 +265,14 @@ def measure(shot: Shot, raw, stabilized) -> dict:
     stable_m = _measure(stabilized, shot, used)
     oracle_m = _measure(_oracle(raw, shot.depth), shot, used)
     ratio = stable_m["frame_absrel"] / raw_m["frame_absrel"]
+    drift = scale_drift(stabilized, shot, used)
     return {
         "frames": len(raw),
         "raw": {"flicker": raw_m["flicker"], "absrel": raw_m["absrel"],
                 "worst_frame_absrel": float(np.nanmax(raw_m["frame_absrel"]))},
         "stabilized": {"flicker": stable_m["flicker"], "absrel": stable_m["absrel"],
                        "worst_frame_absrel": float(np.nanmax(stable_m["frame_absrel"])),
-                       "scale_drift": scale_drift(stabilized, shot, used)},
+                       "scale_drift": drift[0], "scale_drift_max": drift[1]},
         "oracle": {"flicker": oracle_m["flicker"], "absrel": oracle_m["absrel"],
                    "worst_frame_absrel": float(np.nanmax(oracle_m["frame_absrel"]))},
         "worst_frame_ratio": float(np.nanmax(ratio)),

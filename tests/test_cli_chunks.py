@@ -22,12 +22,14 @@ def _run(cli, plates, out, frames, *extra):
 
 def test_chunks_give_the_maps_of_one_run(cli, lotus, tmp_path, capsys):
     plates = write_frames(tmp_path / "plates", "clip", FRAMES)
-    # Raw maps: bit for bit the same, whichever frames a run started from.
+    # Raw maps: the same whichever frames a run started from (to float precision: multithreaded
+    # float32 CPU math is not bit-exact from run to run, README; the noise blended with the
+    # previous frame's latent used to move a chunk's first frame by 0.03).
     _run(cli, plates, tmp_path / "whole", "1-6", "--no-stabilize")
     _run(cli, plates, tmp_path / "chunks", "1-3", "--no-stabilize")
     _run(cli, plates, tmp_path / "chunks", "4-6", "--no-stabilize")
     for one, chunked in zip(_maps(lotus, tmp_path / "whole"), _maps(lotus, tmp_path / "chunks")):
-        np.testing.assert_array_equal(one, chunked)
+        assert np.abs(one - chunked).max() <= 1e-5
     # Stabilized: the second chunk reads frames 1-3 back as its references (chained chunks).
     _run(cli, plates, tmp_path / "steady", "1-6")
     _run(cli, plates, tmp_path / "steady_chunks", "1-3")
