@@ -32,6 +32,7 @@ Measured on model-like maps by benchmarks/bench_stabilize.py (README "Sequences 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -253,11 +254,9 @@ def fit_with_motion(source: np.ndarray, target: np.ndarray, guess: tuple | None 
 def _median(stack: list) -> np.ndarray:
     if len(stack) == 1:
         return stack[0]
-    with np.errstate(all="ignore"):
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells stay NaN
-            return np.nanmedian(np.stack(stack), axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells stay NaN
+        return np.nanmedian(np.stack(stack), axis=0)
 
 
 class TemporalStabilizer:
