@@ -47,9 +47,11 @@ def test_resume_from_references_matches_one_pass():
               for i in range(8)]
     whole, _ = temporal.stabilize_sequence(frames)
     resumed = temporal.TemporalStabilizer()
-    assert resumed.needs_reference(5) == [2, 3, 4]
-    for frame in (2, 3, 4):  # what a resumed run reads back from disk
-        resumed.add_reference(frame, whole[frame])
+    wanted = resumed.needs_reference(5)
+    assert {2, 3, 4} <= set(wanted) and 5 - temporal.ANCHOR_LAGS[0] in wanted
+    for frame in wanted:  # what a resumed run reads back from disk (the frames that exist)
+        if 0 <= frame < 5:
+            resumed.add_reference(frame, whole[frame])
     for frame in (5, 6, 7):
         values, _ = resumed.align(frame, frames[frame])
         assert np.allclose(values, whole[frame], atol=1e-5)

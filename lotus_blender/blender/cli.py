@@ -189,7 +189,8 @@ class Batch:
 
     # -- reporting ------------------------------------------------------------------------------
 
-    def _progress(self, unit: Unit, status: str, seconds: float = 0.0, compute: float = 0.0):
+    def _progress(self, unit: Unit, status: str, seconds: float = 0.0, compute: float = 0.0,
+                  note: str = ""):
         self.counts[status] += 1
         done = sum(self.counts.values())
         percent = 100.0 * done / max(1, len(self.units))
@@ -197,7 +198,8 @@ class Batch:
                 f"{unit.frame_label} {status} {seconds:.2f}s")
         if compute:
             line += f" compute {compute:.2f}s"
-        print(f"{line} {os.path.basename(unit.main)}", file=self.out, flush=True)
+        note = f" (stabilize: {note})" if note else ""
+        print(f"{line} {os.path.basename(unit.main)}{note}", file=self.out, flush=True)
 
     def _fail(self, unit: Unit, message: str) -> None:
         print(f"LOTUS error: {unit.task} frame {unit.frame_label} ({unit.source.path}): "
@@ -210,11 +212,8 @@ class Batch:
     def _request(self, unit: Unit, prepared: inputs.PreparedInput) -> dict:
         self.requests += 1
         args = self.args
-        # G models: one noise latent for a clip, blended with the previous frame's.
-        clip = f"{os.getpid()}-{unit.source.name}-{unit.task}" if unit.source.is_clip else ""
         options = prediction_options(args.resolution, args.device, args.precision,
-                                     tiled=args.tiled, seamless=args.seamless, seed=args.seed,
-                                     clip=clip)
+                                     tiled=args.tiled, seamless=args.seamless, seed=args.seed)
         output_dir = os.path.join(self.job_dir, f"out{self.requests:05d}")
         return protocol.predict_request(f"cli{os.getpid()}-{self.requests}", unit.task,
                                         self.models[unit.task], [prepared.npy_path], output_dir,
@@ -300,7 +299,7 @@ class Batch:
         unit, prepared = event["kept"]
         if kind == protocol.EV_RESULT and event.get("outputs"):
             try:
-                self._write(unit, prepared, event["outputs"][0])
+                note = self._write(unit, prepared, event["outputs"][0])
             except (outputs.OutputError, OSError) as ex:
                 self._fail(unit, f"cannot write the maps: {ex}")
             else:
@@ -308,7 +307,7 @@ class Batch:
                 info = event.get("info", {})
                 # The model's own time (encode + UNet + decode), for comparison with the wall time.
                 compute = sum(info.get("stage_seconds", {}).values()) or info.get("seconds", 0.0)
-                self._progress(unit, "computed", now - self.last_end, float(compute))
+                self._progress(unit, "computed", now - self.last_end, float(compute), note)
                 self.last_end = now
         else:
             self._fail(unit, event.get("message") or kind)
@@ -317,11 +316,13 @@ class Batch:
         except OSError:
             pass
 
-    def _write(self, unit: Unit, prepared: inputs.PreparedInput, output: dict) -> None:
+    def _write(self, unit: Unit, prepared: inputs.PreparedInput, output: dict) -> str:
+        """Writes the maps; returns what the stabilizer did if worth saying (a cut, a held fit)."""
         values = np.load(output["path"])
         kind = output["kind"]
+        note = ""
         if kind != protocol.KIND_NORMAL and unit.source.is_clip and self.args.stabilize:
-            values = self._stabilized(unit, values)
+            values, note = self._stabilized(unit, values)
         partials = {role: batch_files.partial_path(path) for role, path in unit.finals.items()}
         try:
             outputs.write_map_files(values, kind, prepared.full_width, prepared.full_height,
@@ -333,8 +334,9 @@ class Batch:
                     os.remove(path)
         shutil.rmtree(os.path.dirname(output["path"]), ignore_errors=True)
         self.claims.release(unit.main)
+        return note
 
-    def _stabilized(self, unit: Unit, values: np.ndarray) -> np.ndarray:
+    def _stabilized(self, unit: Unit, values: np.ndarray) -> tuple[np.ndarray, str]:
         stabilizer = self.stabilizers.setdefault(unit.source.name, temporal.TemporalStabilizer())
         # Frames finished earlier (a resumed run, another machine's chunk) are the references.
         for frame in stabilizer.needs_reference(unit.frame):
@@ -345,8 +347,8 @@ class Batch:
                     stabilizer.add_reference(frame, outputs.read_map(path))
                 except (outputs.OutputError, RuntimeError):
                     pass
-        aligned, _ = stabilizer.align(unit.frame, values)
-        return aligned
+        aligned, fit = stabilizer.align(unit.frame, values)
+        return aligned, fit.note
 
 
 # -- entry point ----------------------------------------------------------------------------------

@@ -88,8 +88,7 @@ def build_jobs(context, task_choice: str, gather, report, tiled: bool = False,
         if len(tasks) > 1 else ""
     built = []
     for part, task in enumerate(tasks):
-        options = preferences_options(context, tiled=tiled, seamless=seamless,
-                                      video=any(p.frame is not None for p in prepared))
+        options = preferences_options(context, tiled=tiled, seamless=seamless)
         built.append(jobs.Job(
             task=task, model=chosen[task], inputs=prepared, job_dir=batch_dir, options=options,
             output=outputs.OutputSettings(folder=folder, temporary=temporary,

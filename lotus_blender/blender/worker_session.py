@@ -54,19 +54,13 @@ def worker_settings(context=None, python: str = "") -> WorkerSettings:
 
 
 def prediction_options(resolution: int, device: str, precision: str, tiled: bool = False,
-                       seamless: bool = False, seed: int | None = None, video: bool = False,
-                       clip: str = "") -> dict:
-    """The options of a predict request (worker.engine.PredictOptions). ``video``: frames of a
-    sequence or movie (G models smooth the noise from frame to frame); ``clip``: the id under
-    which requests of one frame each continue one clip's noise."""
+                       seamless: bool = False, seed: int | None = None) -> dict:
+    """The options of a predict request (worker.engine.PredictOptions). G models take each
+    frame's noise from the seed alone, so frames of a sequence need nothing more."""
     options = {"processing_resolution": int(resolution), "device": device.lower(),
                "precision": precision.lower(), "tiled": bool(tiled), "seamless": bool(seamless)}
     if seed is not None:
         options["seed"] = int(seed)
-    if video or clip:
-        options["video_smoothing"] = True
-    if clip:
-        options["clip"] = clip
     return options
 
 

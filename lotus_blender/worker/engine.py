@@ -32,7 +32,6 @@ from .warm_models import WarmModels
 log = logging.getLogger("lotus.worker")
 
 DEFAULT_RESOLUTION = 768
-VIDEO_NOISE_WEIGHT = 0.9  # reference app.py: 0.9 * clip noise + 0.1 * previous frame's latent
 # CPU "auto" precision: bf16 where the CPU computes it natively (AVX512-BF16/AMX, as oneDNN
 # reports), measured faster than fp32 at equal quality by benchmarks/bench_engine.py; fp32 where
 # bf16 would only be emulated (slower than fp32).
@@ -55,8 +54,6 @@ class PredictOptions:
     tile_size: int | None = None
     tile_overlap: int | None = None
     seamless: bool = False
-    video_smoothing: bool = False
-    clip: str | None = None       # requests of one clip continue its noise (one frame per request)
     kind: str | None = None
 
     @classmethod
@@ -185,8 +182,6 @@ class LotusEngine:
     def __init__(self):
         self.warm = WarmModels()
         self.loads = 0  # models loaded by this engine so far (a warm request loads none)
-        # (clip id, clip noise, previous frame's latent) of the last request with a clip id.
-        self._clip_state = (None, None, None)
 
     @property
     def model(self) -> LoadedModel | None:
@@ -358,19 +353,12 @@ class LotusEngine:
         return self.predict_with_recovery(model, image, options.processing_resolution, options.seed,
                                           notes, noise=noise, step=lambda stage: report(0, 1, stage))
 
-    def latent_shape(self, model: LoadedModel, height: int, width: int, resolution: int):
-        factor = 2 ** (len(model.vae.config.block_out_channels) - 1)
-        ph, pw = processing_size(height, width, resolution)
-        return (1, int(model.vae.config.latent_channels), ph // factor, pw // factor)
-
     def run(self, request: dict, emit_progress, cancelled: Callable[[], bool]) -> dict:
         """Run one predict request. Returns {"outputs": [...], "info": {...}}.
 
         ``emit_progress(stage, fraction, item, items, message)``; ``cancelled()`` is polled between
         stages, tiles and frames.
         """
-        import torch
-
         task = request.get("task")
         if task not in protocol.TASKS:
             raise EngineError(f"unknown task {task!r}")
@@ -396,15 +384,8 @@ class LotusEngine:
         notes = list(model.notes)
         model.times = StageTimes()
         kind = model.info.kind
-        smoothing = bool(options.video_smoothing)
-        if smoothing and (model.info.variant != "G" or options.tiled or options.seamless):
-            smoothing = False
-            notes.append("video smoothing needs a G model without tiling or seamless; it was skipped")
         steps = ("encoding", "predicting", "decoding")
         outputs, used_names = [], set()
-        clip_noise, previous_latent = None, None
-        if smoothing and options.clip and self._clip_state[0] == options.clip:
-            _, clip_noise, previous_latent = self._clip_state
         started = time.perf_counter()
         for index, path in enumerate(inputs):
             check()
@@ -425,16 +406,11 @@ class LotusEngine:
                               (index + within) / len(inputs), index + 1, len(inputs),
                               Path(path).name)
 
-            noise = None
-            if smoothing:
-                shape = self.latent_shape(model, height, width, options.processing_resolution)
-                if clip_noise is None or tuple(clip_noise.shape) != shape:
-                    clip_noise, previous_latent = make_noise(shape, options.seed), None
-                noise = clip_noise if previous_latent is None else \
-                    VIDEO_NOISE_WEIGHT * clip_noise + (1.0 - VIDEO_NOISE_WEIGHT) * previous_latent
-            values, latent = self.predict_image(model, image, options, notes, check, report, noise)
-            if smoothing and latent is not None:
-                previous_latent = latent.detach().to("cpu", torch.float32)
+            # G models: the noise comes from the seed alone (make_noise), the same for every frame
+            # of a clip and independent of the frames before, so a chunked or resumed sequence
+            # gives the same maps as one run. (The reference's video demo also blends in the
+            # previous frame's output latent; that ties a frame to the whole history before it.)
+            values, _ = self.predict_image(model, image, options, notes, check, report)
             stem = Path(path).stem
             name = f"{stem}_{kind}.npy"
             if name in used_names:
@@ -449,8 +425,6 @@ class LotusEngine:
                             "width": int(width), "height": int(height)})
             emit_progress("done" if index + 1 == len(inputs) else "next image",
                           (index + 1) / len(inputs), index + 1, len(inputs), Path(path).name)
-        if smoothing and options.clip:
-            self._clip_state = (options.clip, clip_noise, previous_latent)
         for note in model.notes:
             if note not in notes:
                 notes.append(note)
