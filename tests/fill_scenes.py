@@ -170,16 +170,11 @@ class BuiltScene:
         path = os.path.join(folder, "view.exr")
         self.scene.render.filepath = path
         bpy.ops.render.render(scene=self.scene.name, write_still=True)
-        image = bpy.data.images.load(path, check_existing=False)
         try:
-            width, height = image.size
-            buffer = np.empty(width * height * 4, dtype=np.float32)
-            image.pixels.foreach_get(buffer)
+            return ground_truth.read_image(path)[..., :3].copy()
         finally:
-            bpy.data.images.remove(image)
             os.remove(path)
             os.rmdir(folder)
-        return buffer.reshape(height, width, 4)[::-1, :, :3].copy()
 
     def remove(self):
         import bpy

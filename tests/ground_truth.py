@@ -141,6 +141,19 @@ def _look_at_matrix(location, target):
     return direction.to_track_quat('-Z', 'Y').to_matrix()
 
 
+def read_image(path) -> np.ndarray:
+    """An image file's RGBA pixels through Blender (float32, top row first)."""
+    import bpy
+    image = bpy.data.images.load(path, check_existing=False)
+    try:
+        width, height = image.size
+        buffer = np.empty(width * height * 4, dtype=np.float32)
+        image.pixels.foreach_get(buffer)
+    finally:
+        bpy.data.images.remove(image)
+    return buffer.reshape(height, width, 4)[::-1].copy()
+
+
 class GroundTruthScene:
     """Builds the known scene in a new bpy scene and removes every datablock it made."""
 
@@ -307,7 +320,7 @@ class GroundTruthScene:
         scene.render.filepath = os.path.join(self._directory, "combined_unused")
         bpy.ops.render.render(scene=scene.name, write_still=False)
         scene.view_layers[0].update()  # matrix_world of objects in a scene no window shows
-        planes = {key: self._read_exr(compat.output_file_path(self._directory, "pass_", socket))
+        planes = {key: read_image(compat.output_file_path(self._directory, "pass_", socket))
                   for key, socket in sockets.items()}
         cam = self.camera
         return GroundTruth(
@@ -326,18 +339,6 @@ class GroundTruthScene:
             subject_indices=tuple(self.objects[name].pass_index for name in self.subjects
                                   if name in self.objects),
         )
-
-    @staticmethod
-    def _read_exr(path) -> np.ndarray:
-        import bpy
-        image = bpy.data.images.load(path, check_existing=False)
-        try:
-            width, height = image.size
-            buffer = np.empty(width * height * 4, dtype=np.float32)
-            image.pixels.foreach_get(buffer)
-        finally:
-            bpy.data.images.remove(image)
-        return buffer.reshape(height, width, 4)[::-1].copy()
 
     def remove(self):
         """Delete every datablock this scene created and its temporary render folder."""

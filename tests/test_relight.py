@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 
 from lotus_blender.core import maps
-from tests import blender_env, ground_truth
+from tests import blender_env, ground_truth, relight_eval
 
-# Where the new sun shines from: upper left, in front of the subject (world direction it shines in).
-NEW_SUN_DIRECTION = (0.45, 0.55, -0.7)
+# The new sun: relight_eval.NEW_SUN_DIRECTION (upper left, in front of the subject).
 NEW_SUN_ENERGY = 3.0
-SAMPLES = 16
+SAMPLES = relight_eval.SAMPLES
 MIN_PSNR_DB = 25.0
 
 
@@ -47,23 +46,6 @@ def psnr(a, b, mask):
     return 10.0 * math.log10(1.0 / error)
 
 
-def _sun_rotation():
-    from mathutils import Vector
-    return Vector(NEW_SUN_DIRECTION).to_track_quat('-Z', 'Y')
-
-
-def _match_render_settings(scene):
-    """The ground-truth scene's sampling, so both renders are made alike."""
-    scene.cycles.samples = SAMPLES
-    scene.cycles.filter_width = 0.01
-    scene.cycles.seed = 1
-    scene.cycles.max_bounces = 4
-    scene.cycles.use_adaptive_sampling = False
-    scene.cycles.use_denoising = False
-    scene.render.threads_mode = 'FIXED'
-    scene.render.threads = 2
-
-
 def test_relit_scene_matches_truth_under_a_new_light(blender_addon, ground_truth_scene, fresh_data):
     import bpy
     from mathutils import Matrix
@@ -74,7 +56,7 @@ def test_relit_scene_matches_truth_under_a_new_light(blender_addon, ground_truth
     # The true scene under the new light.
     with ground_truth.GroundTruthScene("lotus_relight_truth") as truth_scene:
         truth_scene.scene.cycles.samples = SAMPLES
-        truth_scene.sun.rotation_euler = _sun_rotation().to_euler()
+        truth_scene.sun.rotation_euler = relight_eval.sun_rotation().to_euler()
         truth_scene.sun.data.energy = NEW_SUN_ENERGY
         truth = truth_scene.render()
         background = truth_scene.scene.world.node_tree.nodes["Background"]
@@ -113,8 +95,8 @@ def test_relit_scene_matches_truth_under_a_new_light(blender_addon, ground_truth
         scene.collection.objects.link(sun_object)
         # The same light relative to the camera (the builder's camera is the true one here).
         to_relit = camera.matrix_world @ Matrix(gt.matrix_world.tolist()).inverted()
-        sun_object.matrix_world = to_relit @ _sun_rotation().to_matrix().to_4x4()
-        _match_render_settings(scene)
+        sun_object.matrix_world = to_relit @ relight_eval.sun_rotation().to_matrix().to_4x4()
+        relight_eval.match_render_settings(scene)
         preview = relight.render_preview(bpy.context, "gt_relight_preview", max_size=1000,
                                          samples=SAMPLES, quality='FULL')
     relit = materials.read_pixels(preview)[..., :3]
