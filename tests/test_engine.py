@@ -22,11 +22,15 @@ def run(engine, checkpoint, tmp_path, image, task="depth", name="in", **options)
     options.setdefault("processing_resolution", RES)
     options.setdefault("precision", "fp32")
     events = []
-    result = engine.run({"task": task, "model": {"source": str(checkpoint)}, "inputs": [str(path)],
-                         "output_dir": str(tmp_path / "out"), "options": options},
+    result = engine.run(request(task=task, model={"source": str(checkpoint)}, inputs=[str(path)],
+                                output_dir=str(tmp_path / "out"), options=options),
                         lambda *event: events.append(event), lambda: False)
-    output = result["outputs"][0]
-    return np.load(output["path"]), result["info"], events
+    return np.load(result.outputs[0].path), result.info.to_dict(), events
+
+
+def request(**message):
+    """A predict request as the worker's server hands it to the engine."""
+    return protocol.PredictRequest.from_message(message)
 
 
 def smooth_image(height, width, seed=0):
@@ -41,7 +45,7 @@ def smooth_image(height, width, seed=0):
 def fail_denoise_once_out_of_memory(monkeypatch) -> list:
     """The next denoise raises a CUDA out-of-memory error once; returns the list of failures."""
     failures = []
-    original_denoise = engine_module.LoadedModel.denoise
+    original_denoise = model_module.LoadedModel.denoise
 
     def denoise(self, latent, noise=None):
         if not failures:
@@ -49,7 +53,7 @@ def fail_denoise_once_out_of_memory(monkeypatch) -> list:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return original_denoise(self, latent, noise)
 
-    monkeypatch.setattr(engine_module.LoadedModel, "denoise", denoise)
+    monkeypatch.setattr(model_module.LoadedModel, "denoise", denoise)
     return failures
 
 
@@ -229,28 +233,28 @@ def test_prompt_cache_goes_to_the_cache_never_into_the_users_model_folder(tiny_c
     engine = LotusEngine()
     path = tmp_path / "in.npy"
     np.save(path, smooth_image(16, 16))
-    request = {"task": "normal", "model": {"source": str(folder), "cache_dir": str(cache)},
-               "inputs": [str(path)], "output_dir": str(tmp_path / "out"),
-               "options": {"processing_resolution": RES}}
-    engine.run(request, lambda *event: None, lambda: False)
+    normal = request(task="normal", model={"source": str(folder), "cache_dir": str(cache)},
+                     inputs=[str(path)], output_dir=str(tmp_path / "out"),
+                     options={"processing_resolution": RES})
+    engine.run(normal, lambda *event: None, lambda: False)
     assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
     cached = list((cache / "prompt_embeddings").iterdir())
     assert len(cached) == 1 and cached[0].suffix == ".safetensors"   # no partial file left
     # The cached embedding is used from now on: the text encoder is never needed again.
     shutil.rmtree(folder / "text_encoder")
-    engine.release()
-    engine.run(request, lambda *event: None, lambda: False)
+    engine.warm.clear()
+    engine.run(normal, lambda *event: None, lambda: False)
 
 
-def test_warm_model_is_reused_and_release_frees_it(tiny_checkpoints, tmp_path):
+def test_warm_model_is_reused_and_clearing_frees_it(tiny_checkpoints, tmp_path):
     engine = LotusEngine()
     g = tiny_checkpoints[("G", "disparity")]
     _, info, _ = run(engine, g, tmp_path, smooth_image(16, 16))
     loaded = engine.model
     _, info2, events = run(engine, g, tmp_path, smooth_image(16, 16))
     assert engine.model is loaded and info2["load_seconds"] == 0.0
-    assert "loading model" not in [event[0] for event in events]
-    assert engine.release() and engine.model is None
+    assert protocol.STAGE_LOADING not in [event[0] for event in events]
+    assert engine.warm.clear() and engine.model is None
 
 
 def boundary_jump_ratio(values, axis_positions, axis=1):
@@ -317,12 +321,12 @@ def test_frame_noise_does_not_depend_on_the_frames_before(tiny_checkpoints, tmp_
         frames.append(str(path))
 
     def predict(inputs, name, seed=0):
-        result = engine.run({"task": "depth", "model": {"source": str(g)}, "inputs": inputs,
-                             "output_dir": str(tmp_path / name),
-                             "options": {"processing_resolution": RES, "precision": "fp32",
-                                         "seed": seed}},
+        result = engine.run(request(task="depth", model={"source": str(g)}, inputs=inputs,
+                                    output_dir=str(tmp_path / name),
+                                    options={"processing_resolution": RES, "precision": "fp32",
+                                             "seed": seed}),
                             lambda *event: None, lambda: False)
-        return [np.load(o["path"]) for o in result["outputs"]]
+        return [np.load(o.path) for o in result.outputs]
 
     together = predict(frames, "together")
     alone = [predict([frame], f"alone{index}")[0] for index, frame in reversed(list(enumerate(frames)))]
@@ -337,14 +341,14 @@ def test_cancel_between_stages(tiny_checkpoints, tmp_path):
     seen = []
 
     def cancelled():
-        return any("predicting" in stage for stage in seen)
+        return any(protocol.STEP_PREDICTING in stage for stage in seen)
 
     with pytest.raises(engine_module.JobCancelled):
-        engine.run({"task": "depth", "model": {"source": str(tiny_checkpoints[("D", "disparity")])},
-                    "inputs": [str(tmp_path / "a.npy")] * 3, "output_dir": str(tmp_path / "out"),
-                    "options": {"processing_resolution": RES}},
+        engine.run(request(task="depth", model={"source": str(tiny_checkpoints[("D", "disparity")])},
+                           inputs=[str(tmp_path / "a.npy")] * 3, output_dir=str(tmp_path / "out"),
+                           options={"processing_resolution": RES}),
                    lambda stage, *rest: seen.append(stage), cancelled)
-    assert not any("decoding" in stage for stage in seen) and not (tmp_path / "out" / "a_disparity.npy").exists()
+    assert not any(protocol.STEP_DECODING in stage for stage in seen) and not (tmp_path / "out" / "a_disparity.npy").exists()
 
 
 def test_non_finite_half_precision_stage_is_redone_in_fp32(tiny_checkpoints, tmp_path, monkeypatch):
@@ -352,8 +356,8 @@ def test_non_finite_half_precision_stage_is_redone_in_fp32(tiny_checkpoints, tmp
     folder = tiny_checkpoints[("D", "disparity")]
     image = smooth_image(24, 24)
     reference, _, _ = run(engine, folder, tmp_path, image, precision="fp32")
-    engine.release()
-    original_decode = engine_module.LoadedModel.decode
+    engine.warm.clear()
+    original_decode = model_module.LoadedModel.decode
 
     def overflowing_decode(self, latent):
         decoder = self.vae.decode
@@ -369,7 +373,7 @@ def test_non_finite_half_precision_stage_is_redone_in_fp32(tiny_checkpoints, tmp
         finally:
             del self.vae.decode
 
-    monkeypatch.setattr(engine_module.LoadedModel, "decode", overflowing_decode)
+    monkeypatch.setattr(model_module.LoadedModel, "decode", overflowing_decode)
     out, info, _ = run(engine, folder, tmp_path, image, precision="bf16")
     assert np.isfinite(out).all()
     assert any("decoding overflowed in bf16; redone in fp32" in note for note in info["notes"])
@@ -387,9 +391,9 @@ def test_out_of_memory_retries_with_vae_tiling(tiny_checkpoints, tmp_path, monke
 
 
 def test_options_are_validated():
-    with pytest.raises(engine_module.EngineError, match="precision"):
-        engine_module.PredictOptions.from_dict({"precision": "fp8"})
-    with pytest.raises(engine_module.EngineError, match="fp16 is not supported on the CPU"):
+    with pytest.raises(protocol.ProtocolError, match="precision"):
+        protocol.PredictOptions.from_dict({"precision": "fp8"})
+    with pytest.raises(model_module.EngineError, match="fp16 is not supported on the CPU"):
         engine_module.select_dtype("fp16", torch.device("cpu"))
     assert engine_module.select_device("auto").type in ("cuda", "mps", "cpu")
     # On the CPU, auto means bf16 only where oneDNN computes bf16 natively (else it is emulated, slow).
@@ -397,5 +401,5 @@ def test_options_are_validated():
     assert engine_module.select_dtype("auto", torch.device("cpu")) == \
         (torch.bfloat16 if native else torch.float32)
     assert engine_module.select_dtype("auto", torch.device("cuda")) == torch.float16
-    options = engine_module.PredictOptions.from_dict({"seed": "4", "tiled": True})
+    options = protocol.PredictOptions.from_dict({"seed": "4", "tiled": True})
     assert options.seed == 4 and options.tiled and options.processing_resolution == 768

@@ -1,5 +1,6 @@
 """Checkpoint recognition and validation, and input image reading (no inference here)."""
 
+import dataclasses
 import json
 import shutil
 
@@ -57,12 +58,12 @@ def test_kind_and_task_must_agree(tiny_checkpoints):
 
 def test_missing_model(tmp_path):
     with pytest.raises(CheckpointError, match="model folder not found"):
-        checkpoint.resolve_source({"source": str(tmp_path / "nowhere")})
+        checkpoint.resolve_source(protocol.ModelSpec(str(tmp_path / "nowhere")))
     with pytest.raises(CheckpointError, match="not downloaded and online access is off"):
-        checkpoint.resolve_source({"source": "jingheya/lotus-depth-g-v2-1-disparity",
-                                   "cache_dir": str(tmp_path / "cache"), "allow_network": False})
+        checkpoint.resolve_source(protocol.ModelSpec("jingheya/lotus-depth-g-v2-1-disparity",
+                                                     str(tmp_path / "cache"), allow_network=False))
     with pytest.raises(CheckpointError, match="no model given"):
-        checkpoint.resolve_source({})
+        checkpoint.resolve_source(protocol.ModelSpec.from_dict({}))
 
 
 def test_folder_without_unet(tiny_checkpoints, tmp_path):
@@ -219,11 +220,12 @@ def test_bundle_is_fp16_without_text_encoder_and_predicts_the_same(tiny_checkpoi
 
     def predict(folder):
         result = LotusEngine().run(
-            {"task": "normal", "model": {"source": str(folder)}, "inputs": [str(tmp_path / "in.npy")],
-             "output_dir": str(tmp_path / folder.name),
-             "options": {"processing_resolution": 32, "precision": "fp32"}},
+            protocol.PredictRequest.from_message(
+                {"task": "normal", "model": {"source": str(folder)},
+                 "inputs": [str(tmp_path / "in.npy")], "output_dir": str(tmp_path / folder.name),
+                 "options": {"processing_resolution": 32, "precision": "fp32"}}),
             lambda *event: None, lambda: False)
-        return np.load(result["outputs"][0]["path"])
+        return np.load(result.outputs[0].path)
 
     np.testing.assert_allclose(predict(bundle), predict(source), atol=2e-2)
 
@@ -268,17 +270,17 @@ def test_download_only_when_allowed_with_progress(tiny_checkpoints, tmp_path, mo
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
-    model = {"source": repo_id, "cache_dir": str(cache), "allow_network": False}
+    model = protocol.ModelSpec(repo_id, str(cache), allow_network=False)
     with pytest.raises(CheckpointError, match="online access is off"):
         checkpoint.resolve_source(model)
     assert calls == [(repo_id, True, tuple(checkpoint.DOWNLOAD_PATTERNS))]
 
     events = []
-    folder, resolved_id = checkpoint.resolve_source(dict(model, allow_network=True),
+    folder, resolved_id = checkpoint.resolve_source(dataclasses.replace(model, allow_network=True),
                                                     lambda *event: events.append(event))
     assert folder == snapshot and resolved_id == repo_id
     assert calls[-1][1] is False
-    fractions = [fraction for stage, fraction, _ in events if stage == "downloading model"]
+    fractions = [fraction for stage, fraction, _ in events if stage == protocol.STAGE_DOWNLOADING]
     assert len(fractions) >= 2 and fractions[-1] == 1.0 and 0 < fractions[0] < 1
     # The registry knows this repo id: a disparity model, G from its UNet.
     info = checkpoint.inspect_checkpoint(folder, "depth", repo_id=resolved_id)

@@ -42,7 +42,7 @@ def test_worker_names_the_modules_its_python_lacks(bare_python, tmp_path):
             assert error["event"] == protocol.EV_ERROR and error["id"] == job_id
             assert {"numpy", "torch", "diffusers"} <= set(error["missing"])
             assert "No module named" not in error["message"] and "torch" in error["message"]
-        process.stdin.write(protocol.encode({"op": "shutdown"}))
+        process.stdin.write(protocol.encode(protocol.shutdown_request()))
         process.stdin.flush()
         assert process.wait(timeout=60) == 0
     finally:

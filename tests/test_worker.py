@@ -63,7 +63,7 @@ class WorkerProcess:
     def close(self):
         if self.process.poll() is None:
             try:
-                self.send({"op": "shutdown"})
+                self.send(protocol.shutdown_request())
                 self.process.wait(timeout=EVENT_WAIT)
             except (OSError, subprocess.TimeoutExpired):
                 self.process.kill()
@@ -105,8 +105,8 @@ def test_predict_and_warm_second_request(worker, tiny_checkpoints, images, tmp_p
     result = events[-1]
     assert result["event"] == protocol.EV_RESULT, result
     progress = [e for e in events if e["event"] == protocol.EV_PROGRESS]
-    assert progress[0]["stage"] == "loading model"
-    assert {"encoding", "predicting", "decoding"} <= {e["stage"] for e in progress}
+    assert progress[0]["stage"] == protocol.STAGE_LOADING == "loading model"
+    assert set(protocol.PREDICTION_STEPS) <= {e["stage"] for e in progress}
     assert [e["fraction"] for e in progress] == sorted(e["fraction"] for e in progress)
     (output,) = result["outputs"]
     assert output["kind"] == "disparity" and (output["width"], output["height"]) == (40, 24)
@@ -118,7 +118,7 @@ def test_predict_and_warm_second_request(worker, tiny_checkpoints, images, tmp_p
     events = worker.until(protocol.EV_RESULT, protocol.EV_ERROR, job_id="job-2")
     assert events[-1]["event"] == protocol.EV_RESULT
     assert events[-1]["info"]["load_seconds"] == 0.0  # the model stayed warm
-    assert "loading model" not in {e.get("stage") for e in events}
+    assert protocol.STAGE_LOADING not in {e.get("stage") for e in events}
     assert any(e.get("stage") == "image 2/2: decoding" for e in events)
     first, second = (np.load(o["path"]) for o in events[-1]["outputs"])
     np.testing.assert_array_equal(first, depth)
@@ -138,8 +138,20 @@ def test_errors_are_per_job_and_the_worker_lives_on(worker, tiny_checkpoints, im
     worker.process.stdin.write(b"this is not json\n")
     worker.process.stdin.flush()
     assert "bad request" in worker.until(protocol.EV_ERROR)[-1]["message"]
-    worker.send({"op": "ping"})
-    assert worker.until(protocol.EV_PONG)[-1]["event"] == protocol.EV_PONG
+    # An op the worker does not serve is answered, not ignored (release and ping are gone:
+    # releasing the model is ending the worker).
+    for op in ("release", "ping"):
+        worker.send({protocol.OP: op})
+        assert f"unknown op {op!r}" in worker.until(protocol.EV_ERROR)[-1]["message"]
+    # A request the worker cannot run ends its job with the reason; the worker lives on.
+    bad = predict("bad-options", tiny_checkpoints[("D", "normal")], [images / "photo.npy"],
+                  tmp_path, task="normal", precision="fp8")
+    worker.send(bad)
+    error = worker.until(*protocol.JOB_END_EVENTS, job_id="bad-options")[-1]
+    assert error["event"] == protocol.EV_ERROR and error["message"] == "unknown precision 'fp8'"
+    worker.send(dict(bad, id="no-inputs", inputs=[]))
+    assert worker.until(*protocol.JOB_END_EVENTS, job_id="no-inputs")[-1]["message"] == \
+        "no input images given"
 
 
 def test_cancel_mid_job(worker, tiny_checkpoints, images, tmp_path):
@@ -149,37 +161,28 @@ def test_cancel_mid_job(worker, tiny_checkpoints, images, tmp_path):
         event = worker.next_event()
         if event["event"] == protocol.EV_PROGRESS and event["stage"].startswith("image 2/200"):
             break
-    worker.send({"op": "cancel", "id": "long"})
+    worker.send(protocol.cancel_request("long"))
     events = worker.until(*protocol.JOB_END_EVENTS, job_id="long")
     assert events[-1]["event"] == protocol.EV_CANCELLED
     assert len(list(tmp_path.glob("*.npy"))) < 200
     # A cancel that arrives before its job starts cancels it at once.
-    worker.send({"op": "cancel", "id": "early"})
+    worker.send(protocol.cancel_request("early"))
     worker.send(predict("early", tiny_checkpoints[("G", "normal")], [images / "photo.npy"],
                         tmp_path, task="normal"))
     assert worker.until(*protocol.JOB_END_EVENTS, job_id="early")[-1]["event"] == protocol.EV_CANCELLED
-
-
-def test_release_frees_the_model(worker, tiny_checkpoints, images, tmp_path):
-    worker.send({"op": "release"})
-    assert worker.until(protocol.EV_RELEASED)[-1]["event"] == protocol.EV_RELEASED
-    worker.send(predict("after-release", tiny_checkpoints[("G", "disparity")],
-                        [images / "photo.npy"], tmp_path))
-    events = worker.until(*protocol.JOB_END_EVENTS, job_id="after-release")
-    assert events[-1]["event"] == protocol.EV_RESULT and events[-1]["info"]["load_seconds"] > 0
 
 
 def test_stdout_carries_only_protocol_lines(worker):
     assert worker.raw_lines
     for line in worker.raw_lines:
         message = json.loads(line)
-        assert "event" in message
+        assert protocol.EVENT in message
     # The libraries' own chatter went to the log file instead.
     assert "worker ready" in worker.log_path.read_text()
 
 
 def test_shutdown_exits_cleanly(worker):
-    worker.send({"op": "shutdown"})
+    worker.send(protocol.shutdown_request())
     assert worker.process.wait(timeout=EVENT_WAIT) == 0
     assert worker.next_event() is None  # stdout closed after the last event
 

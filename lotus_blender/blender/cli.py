@@ -29,7 +29,6 @@ from . import batch_files, cli_sources, inputs, job_folders, jobs, models, namin
 from .cli_checks import (UsageError, check_frames_apply, make_output_folder, output_folder,
                          resolve_models)
 from .preferences import get_preferences
-from .worker_client import EV_EXITED
 from .worker_session import (WorkerSession, WorkerSettings, WorkerUnavailable,
                              prediction_options, worker_settings)
 
@@ -288,8 +287,8 @@ class Batch:
             self._handle(event)
 
     def _handle(self, event: dict) -> None:
-        kind = event.get("event")
-        if kind == EV_EXITED:
+        kind = event.get(protocol.EVENT)
+        if kind == protocol.EV_EXITED:
             for _, (unit, _) in event["lost"]:
                 self._fail(unit, f"the worker stopped (exit code {event.get('returncode')}); "
                                  f"see its log {self.worker.log_path}")

@@ -23,7 +23,6 @@ from . import job_folders, outputs, worker_setup
 from .files import describe_failures
 from .models import unknown_kind_message
 from .preferences import get_preferences
-from .worker_client import EV_EXITED
 from .worker_session import WorkerSession, WorkerSettings, WorkerUnavailable
 
 # A worker that has not confirmed a cancel after this many seconds is killed.
@@ -31,7 +30,6 @@ CANCEL_TIMEOUT_S = 5.0
 IDLE_CHECK_INTERVAL_S = 30.0
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "QUEUED", "RUNNING", "DONE", "FAILED", "CANCELLED"
-STAGE_DOWNLOADING = "downloading model"   # the worker's stage whose fraction is the download's
 ENDED = (DONE, FAILED, CANCELLED)
 _job_numbers = itertools.count(1)
 
@@ -85,14 +83,14 @@ class Job:
     @property
     def percent(self) -> int:
         """What the progress text shows: the download's own progress while downloading."""
-        shown = self.fraction if self.stage == STAGE_DOWNLOADING else self.run_fraction
+        shown = self.fraction if self.stage == protocol.STAGE_DOWNLOADING else self.run_fraction
         return int(round(shown * 100))
 
     def __post_init__(self):
         self.output_dir = self.output_dir or os.path.join(self.job_dir, "out")
         self.run_label = self.run_label or self.label
         self.run_id = self.run_id or self.id
-        if self.stage != STAGE_DOWNLOADING:
+        if self.stage != protocol.STAGE_DOWNLOADING:
             self.progress = max(self.progress, self.fraction)
 
     def status_text(self) -> str:
@@ -191,9 +189,9 @@ class JobManager:
             self._end(job, FAILED, f"{ex}; see the log (Open Log)" if ex.logged else str(ex))
 
     def _handle(self, event: dict) -> None:
-        kind = event.get("event")
+        kind = event.get(protocol.EVENT)
         job = self.current
-        if kind == EV_EXITED:
+        if kind == protocol.EV_EXITED:
             # The process is gone (the session has forgotten it).
             if job is not None:
                 if job.cancel_sent_at:
@@ -208,7 +206,7 @@ class JobManager:
             job.fraction = float(event.get("fraction", 0.0))
             if not job.cancel_sent_at:  # "cancelling" stays until the worker confirms
                 job.stage = event.get("stage") or job.stage
-            if event.get("stage") != STAGE_DOWNLOADING:
+            if event.get("stage") != protocol.STAGE_DOWNLOADING:
                 job.progress = max(job.progress, job.fraction)
             job.item = int(event.get("item", 0))
             job.items = int(event.get("items", 0))

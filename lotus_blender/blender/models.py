@@ -56,19 +56,15 @@ def model_request(task: str, context=None) -> dict:
         if not folder or not os.path.isdir(folder):
             raise ModelError(f"The local {task} model folder does not exist: '{folder}'. "
                              f"Set it in the add-on preferences")
-        model = {"source": os.path.normpath(folder), "cache_dir": cache_dir,
-                 "allow_network": False}
-        if kind:  # else the worker recognises it (lotus.json, a known repo's folder) or asks
-            model["kind"] = kind
-        return model
+        # Without a kind the worker recognises it (lotus.json, a known repo's folder) or asks.
+        return protocol.model_spec(os.path.normpath(folder), cache_dir, kind=kind)
     if choice.startswith(BUNDLED_PREFIX):
         folder = bundled_models(task).get(choice[len(BUNDLED_PREFIX):])
         if folder is None:
             raise ModelError(f"The bundled model {choice[len(BUNDLED_PREFIX):]} is missing from "
                              f"the extension; choose another model in the preferences")
         # The bundle's lotus.json says what it predicts.
-        return {"source": folder, "cache_dir": cache_dir, "allow_network": False}
-    model = {}
+        return protocol.model_spec(folder, cache_dir)
     if choice == 'REPO':
         choice = getattr(prefs, f"{task}_model_repo").strip()
         if not _REPO_ID.match(choice):
@@ -77,16 +73,15 @@ def model_request(task: str, context=None) -> dict:
         if kind is None and choice not in protocol.KNOWN_CHECKPOINTS:
             # Asked before any download: never guessed from the task.
             raise ModelError(unknown_kind_message(task, choice))
-        if kind:
-            model["kind"] = kind
+    else:
+        kind = None  # a known checkpoint: the worker knows what it predicts
     online = bool(bpy.app.online_access)
     if not online and not downloaded(choice, cache_dir):
         raise ModelError(
             f"The model {choice} is not downloaded and Blender's online access is off. Enable "
             f"Edit > Preferences > System > Network > Allow Online Access to download it, "
             f"or choose a Local Folder model in the Lotus add-on preferences")
-    model.update({"source": choice, "cache_dir": cache_dir, "allow_network": online})
-    return model
+    return protocol.model_spec(choice, cache_dir, online, kind)
 
 
 def preferences_model_label(task: str, context=None) -> str:
@@ -111,10 +106,7 @@ def model_from_argument(task: str, choice: str | None, kind: str | None = None) 
         return model_request(task)
     cache_dir = models_folder()
     if os.path.isdir(choice):
-        spec = {"source": os.path.abspath(choice), "cache_dir": cache_dir, "allow_network": False}
-        if kind:
-            spec["kind"] = kind
-        return spec
+        return protocol.model_spec(os.path.abspath(choice), cache_dir, kind=kind)
     if not _REPO_ID.match(choice):
         raise ModelError(f"The {task} model {choice} is neither a folder nor a Hugging Face repo "
                          f"id (owner/name)")
@@ -123,10 +115,7 @@ def model_from_argument(task: str, choice: str | None, kind: str | None = None) 
         raise ModelError(f"The {task} model {choice} is not a folder, and as a Hugging Face repo "
                          f"it is not downloaded and online access is off: run once with "
                          f"Blender's --online-mode, or give a folder")
-    spec = {"source": choice, "cache_dir": cache_dir, "allow_network": online}
-    if kind:
-        spec["kind"] = kind
-    return spec
+    return protocol.model_spec(choice, cache_dir, online, kind)
 
 
 def check_model(task: str, model: dict, kind_option: str = "") -> None:

@@ -16,9 +16,6 @@ import time
 
 from .. import protocol
 
-# Synthetic event put on the queue when the worker's stdout closes (it exited or was killed).
-EV_EXITED = "exited"
-
 
 class WorkerClient:
     """One worker process and the queue of events it has sent."""
@@ -74,9 +71,9 @@ class WorkerClient:
                 self.events.put(protocol.decode(line))
             except protocol.ProtocolError as ex:
                 # A stray print in the worker must not break the job: log it as a note.
-                self.events.put({"event": "stray", "message": str(ex)})
-        code = process.wait()
-        self.events.put({"event": EV_EXITED, "returncode": code})
+                self.events.put(protocol.stray_event(str(ex)))
+        # The stdout closed: the worker exited or was killed.
+        self.events.put(protocol.exited_event(process.wait()))
 
     @property
     def pid(self) -> int | None:
@@ -123,7 +120,7 @@ class WorkerClient:
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the worker to exit; kill it when it does not within ``timeout`` seconds."""
         if self.is_alive():
-            self.send({"op": protocol.OP_SHUTDOWN})
+            self.send(protocol.shutdown_request())
             try:
                 self.process.stdin.close()
             except OSError:

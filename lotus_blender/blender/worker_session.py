@@ -17,7 +17,7 @@ import bpy
 from .. import protocol
 from .job_folders import PACKAGE_DIR, extension_site_packages, log_path
 from .preferences import get_preferences
-from .worker_client import EV_EXITED, WorkerClient
+from .worker_client import WorkerClient
 
 
 @dataclass
@@ -121,7 +121,7 @@ class WorkerSession:
 
     def cancel(self, request_id: str) -> None:
         if self.client is not None:
-            self.client.send({"op": protocol.OP_CANCEL, "id": request_id})
+            self.client.send(protocol.cancel_request(request_id))
 
     def events(self, wait: float = 0.0) -> list[dict]:
         """The worker's events so far (waiting up to ``wait`` seconds for the first). A request's
@@ -134,12 +134,12 @@ class WorkerSession:
             first = self.client.wait_event(timeout=wait)
             events = [first] + self.client.poll_events() if first is not None else []
         for event in events:
-            kind = event.get("event")
+            kind = event.get(protocol.EVENT)
             if kind == protocol.EV_READY:
                 self.log_path = event.get("log_path") or self.log_path
             elif kind in protocol.JOB_END_EVENTS:
                 event["kept"] = self.in_flight.pop(event.get("id"), None)
-            elif kind == EV_EXITED:
+            elif kind == protocol.EV_EXITED:
                 # The process is gone: release its pipes and log handle, forget it.
                 event["lost"] = list(self.in_flight.items())
                 self.in_flight.clear()

@@ -54,7 +54,7 @@ def bundle_model(source: str, output_dir: str | Path, cache_dir: str | None = No
     from .model import load_prompt_embeds
 
     folder, repo_id = checkpoint.resolve_source(
-        {"source": source, "cache_dir": cache_dir, "allow_network": allow_network},
+        protocol.ModelSpec(source, cache_dir or "", allow_network),
         lambda stage, fraction, message="": progress(f"{stage} {fraction:.0%} {message}"))
     repo_id = repo_id or checkpoint.repo_id_from_path(Path(folder))
     kind = checkpoint.known_kind(Path(folder), repo_id, kind)

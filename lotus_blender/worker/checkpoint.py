@@ -197,13 +197,14 @@ def prompt_cache_target(folder: Path, cache_dir: Path | None) -> Path:
     return Path(cache_dir) / "prompt_embeddings" / f"{key}.safetensors"
 
 
-def resolve_source(model: dict, progress: Callable[[str, float, str], None] | None = None
+def resolve_source(model: protocol.ModelSpec,
+                   progress: Callable[[str, float, str], None] | None = None
                    ) -> tuple[Path, str | None]:
-    """Turn the request's model dict into a local folder (downloading if allowed).
+    """Turn the request's model into a local folder (downloading if allowed).
 
     Returns (folder, repo_id or None).
     """
-    source = str(model.get("source") or "").strip()
+    source = model.source
     if not source:
         raise CheckpointError("no model given")
     local = Path(source).expanduser()
@@ -211,7 +212,7 @@ def resolve_source(model: dict, progress: Callable[[str, float, str], None] | No
         return local, None
     if not is_repo_id(source):
         raise CheckpointError(f"model folder not found: {source}")
-    cache_dir = model.get("cache_dir") or None
+    cache_dir = model.cache_dir or None
     try:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import LocalEntryNotFoundError
@@ -224,7 +225,7 @@ def resolve_source(model: dict, progress: Callable[[str, float, str], None] | No
             return Path(folder), source
     except (LocalEntryNotFoundError, OSError, ValueError):
         pass
-    if not model.get("allow_network", False):
+    if not model.allow_network:
         raise CheckpointError(
             f"model {source} is not downloaded and online access is off; allow online access "
             "or choose a local model folder")
@@ -265,7 +266,7 @@ def download(repo_id: str, cache_dir: str | None,
         while not done.wait(0.5):
             got = (_folder_bytes(watch_root) - start) if watch_root else 0
             if progress:
-                progress("downloading model", min(got / total, 1.0),
+                progress(protocol.STAGE_DOWNLOADING, min(got / total, 1.0),
                          f"{got / 1e6:.0f} / {total / 1e6:.0f} MB")
 
     watcher = threading.Thread(target=poll, daemon=True)
@@ -278,7 +279,7 @@ def download(repo_id: str, cache_dir: str | None,
         done.set()
         watcher.join()
     if progress:
-        progress("downloading model", 1.0, "done")
+        progress(protocol.STAGE_DOWNLOADING, 1.0, "done")
     return Path(folder)
 
 

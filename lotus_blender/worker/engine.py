@@ -8,6 +8,9 @@ One prediction (Lotus ``pipeline.py``, G and D variants):
   latent), D models the image latent alone; the UNet predicts the clean latent, which is decoded and
   mapped [-1,1] -> [0,1]; bilinear resize back to the input size; depth = channel mean, normals =
   normalised 2*rgb-1 in the Lotus camera convention (+X left, +Y up, +Z toward the camera).
+
+``LotusEngine.run`` takes a ``protocol.PredictRequest`` and returns a ``protocol.PredictResult``;
+the worker's server turns the messages into these and back.
 """
 
 from __future__ import annotations
@@ -15,71 +18,32 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from .. import protocol
+from ..protocol import DEFAULT_RESOLUTION, PredictOptions, PredictRequest, PredictResult
 from . import checkpoint, memory
 from .images import read_image
-# The loaded model and how it is loaded live in model.py; re-exported for the worker and tests.
-from .model import (EngineError, LoadedModel, StageTimes, dtype_name,  # noqa: F401
-                    load_model, load_prompt_embeds, task_embedding)
+from .model import EngineError, LoadedModel, StageTimes, dtype_name, load_model
 from .warm_models import WarmModels
 
 log = logging.getLogger("lotus.worker")
 
-DEFAULT_RESOLUTION = 768
-# CPU "auto" precision: bf16 where the CPU computes it natively (AVX512-BF16/AMX, as oneDNN
-# reports), measured faster than fp32 at equal quality by benchmarks/bench_engine.py; fp32 where
-# bf16 would only be emulated (slower than fp32).
+# Out of GPU memory, a prediction is retried at three quarters of the resolution, down to this;
+# below it the job fails.
 MIN_OOM_RESOLUTION = 256
 
-Progress = Callable[[str, float, str], None]
+# progress(stage, fraction, item, items, message): the job's progress event
+Progress = Callable[[str, float, int, int, str], None]
+# step(stage, fraction, message): one stage of loading the model
+LoadProgress = Callable[[str, float, str], None]
 
 
 class JobCancelled(Exception):
     """The job was cancelled between two stages, tiles or frames."""
-
-
-@dataclass
-class PredictOptions:
-    processing_resolution: int = DEFAULT_RESOLUTION
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    tiled: bool = False
-    tile_size: int | None = None
-    tile_overlap: int | None = None
-    seamless: bool = False
-    kind: str | None = None
-
-    @classmethod
-    def from_dict(cls, options: dict | None) -> "PredictOptions":
-        options = dict(options or {})
-        unknown = set(options) - set(cls.__dataclass_fields__)
-        if unknown:
-            log.warning("ignoring unknown options %s", sorted(unknown))
-        result = cls()
-        for name in cls.__dataclass_fields__:
-            if options.get(name) is not None:
-                setattr(result, name, options[name])
-        for name in ("processing_resolution", "seed"):
-            setattr(result, name, int(getattr(result, name)))
-        for name in ("tile_size", "tile_overlap"):
-            if getattr(result, name) is not None:
-                setattr(result, name, int(getattr(result, name)))
-        if result.processing_resolution < 0:
-            raise EngineError("processing resolution must be 0 (native) or positive")
-        if result.device not in ("auto", "cuda", "mps", "cpu"):
-            raise EngineError(f"unknown device {result.device!r}")
-        if result.precision not in ("auto", "fp32", "fp16", "bf16"):
-            raise EngineError(f"unknown precision {result.precision!r}")
-        if result.kind is not None and result.kind not in protocol.KINDS:
-            raise EngineError(f"unknown kind {result.kind!r}")
-        return result
 
 
 def select_device(name: str = "auto"):
@@ -110,6 +74,9 @@ def select_dtype(precision: str, device):
 
 
 def cpu_auto_precision() -> str:
+    """bf16 where the CPU computes it natively (AVX512-BF16/AMX, as oneDNN reports), measured
+    faster than fp32 at equal quality by benchmarks/bench_engine.py; fp32 where bf16 would only
+    be emulated (slower than fp32)."""
     import torch
 
     try:
@@ -188,15 +155,12 @@ class LotusEngine:
         """The most recently used model."""
         return self.warm.latest
 
-    def release(self) -> bool:
-        return self.warm.clear()
-
-    def ensure_model(self, model_spec: dict, task: str, options: PredictOptions,
-                     progress: Progress | None = None) -> LoadedModel:
+    def ensure_model(self, model_spec: protocol.ModelSpec, task: str, options: PredictOptions,
+                     progress: LoadProgress | None = None) -> LoadedModel:
         progress = progress or (lambda stage, fraction, message="": None)
         folder, repo_id = checkpoint.resolve_source(model_spec, progress)
-        cache_dir = Path(model_spec["cache_dir"]) if model_spec.get("cache_dir") else None
-        kind_override = options.kind or model_spec.get("kind") or None
+        cache_dir = Path(model_spec.cache_dir) if model_spec.cache_dir else None
+        kind_override = options.kind or model_spec.kind
         info = checkpoint.inspect_checkpoint(folder, task, repo_id=repo_id,
                                              kind_override=kind_override,
                                              prompt_cache_dir=cache_dir)
@@ -212,8 +176,8 @@ class LotusEngine:
             options.processing_resolution
         self.warm.make_room(key, device, memory.checkpoint_bytes(folder, itemsize=itemsize),
                             memory.working_bytes(resolution, itemsize))
-        progress("loading model", 0.0, f"{info.repo_id or info.folder.name} ({info.variant}, "
-                                       f"{device.type}, {dtype_name(dtype)})")
+        progress(protocol.STAGE_LOADING, 0.0, f"{info.repo_id or info.folder.name} ({info.variant}, "
+                                                 f"{device.type}, {dtype_name(dtype)})")
         model = load_model(info, device, dtype, cache_dir)
         self.warm.add(key, model)
         self.loads += 1
@@ -229,13 +193,13 @@ class LotusEngine:
         step = step or (lambda stage: None)
         height, width = image.shape[:2]
         x = image_to_tensor(image, processing_size(height, width, resolution))
-        step("encoding")
+        step(protocol.STEP_ENCODING)
         latent = model.encode(x)
         if model.info.variant == "G" and noise is None:
             noise = make_noise(latent.shape, seed)
-        step("predicting")
+        step(protocol.STEP_PREDICTING)
         predicted = model.denoise(latent, noise)
-        step("decoding")
+        step(protocol.STEP_DECODING)
         decoded = model.decode(predicted)
         return decoded_to_output(decoded, (height, width), model.info.kind), predicted
 
@@ -353,101 +317,112 @@ class LotusEngine:
         return self.predict_with_recovery(model, image, options.processing_resolution, options.seed,
                                           notes, noise=noise, step=lambda stage: report(0, 1, stage))
 
-    def run(self, request: dict, emit_progress, cancelled: Callable[[], bool]) -> dict:
-        """Run one predict request. Returns {"outputs": [...], "info": {...}}.
+    def run(self, request: PredictRequest, progress: Progress,
+            cancelled: Callable[[], bool]) -> PredictResult:
+        """Run one predict request: one map per input, each written into the output folder.
 
-        ``emit_progress(stage, fraction, item, items, message)``; ``cancelled()`` is polled between
-        stages, tiles and frames.
+        ``progress(stage, fraction, item, items, message)`` reports the job; ``cancelled()`` is
+        polled between stages, tiles and images (JobCancelled).
         """
-        task = request.get("task")
-        if task not in protocol.TASKS:
-            raise EngineError(f"unknown task {task!r}")
-        inputs = [str(p) for p in request.get("inputs") or []]
-        if not inputs:
-            raise EngineError("no input images given")
-        output_dir = Path(request.get("output_dir") or "")
-        if not str(output_dir):
-            raise EngineError("no output folder given")
-        options = PredictOptions.from_dict(request.get("options"))
-        output_dir.mkdir(parents=True, exist_ok=True)
+        options, count = request.options, len(request.inputs)
 
         def check():
             if cancelled():
                 raise JobCancelled()
 
+        # 1. Prepare the output folder.
         check()
+        output_dir = Path(request.output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+
+        # 2. Take the model warm, or load it (downloading it first where allowed). A download
+        # reports its own fraction; loading is at the job's start.
         loads_before = self.loads
-        model = self.ensure_model(request.get("model") or {}, task, options,
-                                  lambda stage, fraction, message="":
-                                  emit_progress(stage, fraction if stage == "downloading model" else 0.0,
-                                                0, len(inputs), message))
+        model = self.ensure_model(
+            request.model, request.task, options,
+            lambda stage, fraction, message="": progress(
+                stage, fraction if stage == protocol.STAGE_DOWNLOADING else 0.0, 0, count, message))
         notes = list(model.notes)
         model.times = StageTimes()
-        kind = model.info.kind
-        steps = ("encoding", "predicting", "decoding")
         outputs, used_names = [], set()
         started = time.perf_counter()
-        for index, path in enumerate(inputs):
+        for index, path in enumerate(request.inputs):
+            # 3. Read the image.
             check()
             image = read_image(path)
             height, width = image.shape[:2]
 
-            def report(tile_index, tiles, stage, index=index):
-                position = steps.index(stage) if stage in steps else 0
-                within = (tile_index * len(steps) + position) / (max(tiles, 1) * len(steps))
-                parts = []
-                if len(inputs) > 1:
-                    parts.append(f"image {index + 1}/{len(inputs)}")
-                if tiles > 1:
-                    parts.append(f"tile {tile_index + 1}/{tiles}")
-                label = ", ".join(parts)
-                check()
-                emit_progress(f"{label}: {stage}" if label else stage,
-                              (index + within) / len(inputs), index + 1, len(inputs),
-                              Path(path).name)
-
+            # 4. Predict its map: whole, tiled or seamless, out of memory retried lighter.
             # G models: the noise comes from the seed alone (make_noise), the same for every frame
             # of a clip and independent of the frames before, so a chunked or resumed sequence
             # gives the same maps as one run. (The reference's video demo also blends in the
             # previous frame's output latent; that ties a frame to the whole history before it.)
+            report = _step_reporter(progress, check, index, count, Path(path).name)
             values, _ = self.predict_image(model, image, options, notes, check, report)
-            stem = Path(path).stem
-            name = f"{stem}_{kind}.npy"
-            if name in used_names:
-                name = f"{stem}_{index + 1}_{kind}.npy"
-            used_names.add(name)
-            target = output_dir / name
-            temporary = output_dir / (name + ".partial")
-            with open(temporary, "wb") as handle:
-                np.save(handle, values.astype(np.float32, copy=False))
-            os.replace(temporary, target)
-            outputs.append({"input": path, "path": str(target), "kind": kind,
-                            "width": int(width), "height": int(height)})
-            emit_progress("done" if index + 1 == len(inputs) else "next image",
-                          (index + 1) / len(inputs), index + 1, len(inputs), Path(path).name)
+
+            # 5. Write the map (a file appears only when complete).
+            target = output_dir / _map_file_name(Path(path).stem, model.info.kind, index, used_names)
+            _save_map(values, target)
+            outputs.append(protocol.Output(input=path, path=str(target), kind=model.info.kind,
+                                           width=int(width), height=int(height)))
+            progress(protocol.STAGE_DONE if index + 1 == count else protocol.STAGE_NEXT_IMAGE,
+                     (index + 1) / count, index + 1, count, Path(path).name)
+
+        # 6. Say how it ran: the model, the times, what was changed to get a result.
         for note in model.notes:
             if note not in notes:
                 notes.append(note)
-        info = {
-            "model": model.info.repo_id or str(model.info.folder),
-            "variant": model.info.variant,
-            "kind": kind,
-            "device": str(model.device),
-            "precision": dtype_name(next(model.unet.parameters()).dtype),
-            "processing_resolution": options.processing_resolution,
-            "seed": options.seed,
-            "load_seconds": round(model.load_seconds, 3),
-            "seconds": round(time.perf_counter() - started, 3),
-            "stage_seconds": {k: round(v, 3) for k, v in model.times.as_dict().items()},
-            "notes": notes,
+        info = protocol.RunInfo(
+            model=model.info.repo_id or str(model.info.folder),
+            variant=model.info.variant,
+            kind=model.info.kind,
+            device=str(model.device),
+            precision=dtype_name(next(model.unet.parameters()).dtype),
+            processing_resolution=options.processing_resolution,
+            seed=options.seed,
+            load_seconds=round(model.load_seconds, 3),
+            seconds=round(time.perf_counter() - started, 3),
+            stage_seconds={k: round(v, 3) for k, v in model.times.as_dict().items()},
+            notes=notes,
             # What stayed warm: a warm request loaded no model (both of Depth & Normals stay
             # loaded when memory allows).
-            "models_loaded": self.loads - loads_before,
-            "models_in_memory": len(self.warm),
-        }
-        info.update(peak_memory())
+            models_loaded=self.loads - loads_before,
+            models_in_memory=len(self.warm),
+            **peak_memory())
         model.load_seconds = 0.0  # later requests on the warm model did not pay for loading
-        return {"outputs": outputs, "info": info}
+        return PredictResult(outputs, info)
+
+
+def _step_reporter(progress: Progress, check: Callable[[], None], index: int, count: int,
+                   name: str):
+    """report(tile_index, tiles, step) for image ``index`` of ``count``: the job's fraction
+    counts the steps of every tile; a cancel is seen at each step."""
+    steps = protocol.PREDICTION_STEPS
+
+    def report(tile_index: int, tiles: int, step: str) -> None:
+        position = steps.index(step) if step in steps else 0
+        within = (tile_index * len(steps) + position) / (max(tiles, 1) * len(steps))
+        check()
+        progress(protocol.prediction_stage(step, index + 1, count, tile_index + 1, tiles),
+                 (index + within) / count, index + 1, count, name)
+
+    return report
+
+
+def _map_file_name(stem: str, kind: str, index: int, used: set) -> str:
+    """"photo_disparity.npy"; the image's number is added where two inputs share a stem."""
+    name = f"{stem}_{kind}.npy"
+    if name in used:
+        name = f"{stem}_{index + 1}_{kind}.npy"
+    used.add(name)
+    return name
+
+
+def _save_map(values: np.ndarray, target: Path) -> None:
+    temporary = target.with_name(target.name + ".partial")
+    with open(temporary, "wb") as handle:
+        np.save(handle, values.astype(np.float32, copy=False))
+    os.replace(temporary, target)
 
 
 def peak_memory() -> dict:

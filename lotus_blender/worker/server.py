@@ -2,8 +2,8 @@
 
 Started as ``python -m lotus_blender.worker --log LOGFILE`` with PYTHONPATH holding the folder
 that contains the package. The model stays warm between requests. Requests are read on a thread
-so that ``cancel`` and ``ping`` are seen while a job runs. The process exits on ``shutdown``, when
-its stdin closes, or when its parent process dies.
+so that ``cancel`` is seen while a job runs. The process exits on ``shutdown``, when its stdin
+closes, or when its parent process dies. Messages become the engine's dataclasses here and back.
 """
 
 from __future__ import annotations
@@ -101,12 +101,10 @@ class Worker:
             except protocol.ProtocolError as ex:
                 self.events.send(protocol.error_event(None, f"bad request: {ex}"))
                 continue
-            op = message.get("op")
+            op = message.get(protocol.OP)
             if op == protocol.OP_CANCEL:
                 with self.cancel_lock:
                     self.cancelled_ids.add(message.get("id"))
-            elif op == protocol.OP_PING:
-                self.events.send({"event": protocol.EV_PONG})
             elif op in protocol.REQUEST_OPS:
                 self.requests.put(message)
             else:
@@ -126,7 +124,7 @@ class Worker:
 
     def stop(self) -> None:
         self.stopping.set()
-        self.requests.put({"op": protocol.OP_SHUTDOWN})
+        self.requests.put(protocol.shutdown_request())
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -139,21 +137,17 @@ class Worker:
     def serve(self) -> int:
         while True:
             message = self.requests.get()
-            op = message.get("op")
+            op = message.get(protocol.OP)
             if op == protocol.OP_SHUTDOWN:
                 log.info("shutdown")
                 return 0
-            if op == protocol.OP_RELEASE:
-                if self.engine is not None:
-                    self.engine.release()
-                self.events.send({"event": protocol.EV_RELEASED})
-            elif op == protocol.OP_PREDICT:
+            if op == protocol.OP_PREDICT:
                 self.predict(message)
 
-    def predict(self, request: dict) -> None:
-        job_id = request.get("id")
+    def predict(self, message: dict) -> None:
+        job_id = message.get("id")
         if self.is_cancelled(job_id):
-            self.events.send({"event": protocol.EV_CANCELLED, "id": job_id})
+            self.events.send(protocol.cancelled_event(job_id))
             return
         started = time.perf_counter()
         if not self.requirements_met:
@@ -169,8 +163,9 @@ class Worker:
             self.requirements_met = True
         try:
             from .checkpoint import CheckpointError, UnknownKindError
-            from .engine import EngineError, JobCancelled, LotusEngine
+            from .engine import JobCancelled, LotusEngine
             from .images import ImageReadError
+            from .model import EngineError
         except ImportError as ex:
             self.events.send(protocol.error_event(
                 job_id, f"the worker's Python lacks a package it needs: {ex}",
@@ -183,11 +178,15 @@ class Worker:
             self.events.send(protocol.progress_event(job_id, stage, fraction, item, items, message))
 
         try:
+            request = protocol.PredictRequest.from_message(message)
+            unknown = protocol.PredictOptions.unknown_names(message.get("options"))
+            if unknown:
+                log.warning("job %s: ignoring unknown options %s", job_id, unknown)
             result = self.engine.run(request, emit, lambda: self.is_cancelled(job_id))
         except JobCancelled:
             log.info("job %s cancelled", job_id)
-            self.events.send({"event": protocol.EV_CANCELLED, "id": job_id})
-        except (CheckpointError, EngineError, ImageReadError) as ex:
+            self.events.send(protocol.cancelled_event(job_id))
+        except (protocol.ProtocolError, CheckpointError, EngineError, ImageReadError) as ex:
             log.warning("job %s failed: %s", job_id, ex)
             unknown = ex.source if isinstance(ex, UnknownKindError) else None
             self.events.send(protocol.error_event(job_id, str(ex), traceback.format_exc(),
@@ -198,7 +197,7 @@ class Worker:
                                                   traceback.format_exc()))
         else:
             log.info("job %s done in %.2f s", job_id, time.perf_counter() - started)
-            self.events.send({"event": protocol.EV_RESULT, "id": job_id, **result})
+            self.events.send(protocol.result_event(job_id, result))
         finally:
             with self.cancel_lock:
                 self.cancelled_ids.discard(job_id)
@@ -259,9 +258,8 @@ def main(argv: list[str] | None = None) -> None:
                      name="lotus-requests").start()
     threading.Thread(target=worker.watch_parent, args=(parent_pid,), daemon=True,
                      name="lotus-parent-watch").start()
-    ready = {"event": protocol.EV_READY, "pid": os.getpid(), "protocol": protocol.PROTOCOL_VERSION,
-             "log_path": args.log or "", "python": sys.version.split()[0]}
-    ready.update(_environment_report())
+    ready = protocol.ready_event(os.getpid(), args.log or "", sys.version.split()[0],
+                                 **_environment_report())
     log.info("worker ready: %s", ready)
     events.send(ready)
     code = worker.serve()
