@@ -62,7 +62,7 @@ def main() -> int:
     cache.mkdir(parents=True, exist_ok=True)
     checkpoint = build_checkpoint(cache / "lotus-g-sd2-random")
     from lotus_blender.worker import checkpoint as checkpoint_module
-    from lotus_blender.worker.engine import load_prompt_embeds
+    from lotus_blender.worker.model import load_prompt_embeds
     # First use computes the empty-prompt embedding once; the farm's everyday runs find it cached.
     load_prompt_embeds(checkpoint_module.inspect_checkpoint(checkpoint, protocol.TASK_DEPTH), None)
 

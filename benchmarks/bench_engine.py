@@ -140,7 +140,7 @@ class Worker:
         return float("nan")
 
     def close(self):
-        self.process.stdin.write(protocol.encode({"op": "shutdown"}))
+        self.process.stdin.write(protocol.encode(protocol.shutdown_request()))
         self.process.stdin.flush()
         self.process.wait()
 
@@ -224,7 +224,7 @@ def main() -> int:
     # The empty-prompt embedding is computed once per checkpoint (text encoder), then cached:
     # time that first-use step on its own so the workers' cold loads are the everyday ones.
     from lotus_blender.worker import checkpoint as checkpoint_module
-    from lotus_blender.worker.engine import load_prompt_embeds
+    from lotus_blender.worker.model import load_prompt_embeds
 
     start = time.perf_counter()
     load_prompt_embeds(checkpoint_module.inspect_checkpoint(checkpoint, protocol.TASK_DEPTH), None)
