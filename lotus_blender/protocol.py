@@ -209,8 +209,8 @@ class PredictRequest:
 
 def model_spec(source: str, cache_dir: str, allow_network: bool = False,
                kind: str | None = None) -> dict:
-    """The MODEL of a predict request."""
-    return ModelSpec(source, cache_dir, allow_network, kind).to_dict()
+    """The MODEL of a predict request (no kind: the worker reads it from the checkpoint)."""
+    return ModelSpec(source, cache_dir, allow_network, kind or None).to_dict()
 
 
 def predict_request(job_id: str, task: str, model: dict, inputs: list[str], output_dir: str,
