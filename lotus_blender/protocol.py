@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: the unused release and ping requests removed
 
 # The field that names a message: requests have an "op", events an "event".
 OP = "op"
