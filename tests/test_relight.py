@@ -24,12 +24,16 @@ def relight_module(addon):
     return sys.modules[f"{addon}.blender.builders.relight"]
 
 
-def materials_module(addon):
-    return sys.modules[f"{addon}.blender.builders.materials"]
+def common_module(addon):
+    return sys.modules[f"{addon}.blender.builders.common"]
 
 
-def tagged_image(materials, name, values, kind, source, non_color=True):
-    image = materials.write_float_image(name, values, non_color=non_color)
+def preview_module(addon):
+    return sys.modules[f"{addon}.blender.builders.relight_preview"]
+
+
+def tagged_image(common, name, values, kind, source, non_color=True):
+    image = common.write_float_image(name, values, non_color=non_color)
     image["lotus_kind"] = kind
     image["lotus_source"] = source
     return image
@@ -50,7 +54,7 @@ def test_relit_scene_matches_truth_under_a_new_light(blender_addon, ground_truth
     import bpy
     from mathutils import Matrix
     relight = relight_module(blender_addon)
-    materials = materials_module(blender_addon)
+    common = common_module(blender_addon)
     gt = ground_truth_scene
 
     # The true scene under the new light.
@@ -67,9 +71,9 @@ def test_relit_scene_matches_truth_under_a_new_light(blender_addon, ground_truth
     rotation = gt.matrix_world[:3, :3]
     lotus_normals = maps.blender_camera_to_lotus(maps.normalize_vectors(gt.normal @ rotation))
     disparity, near, far = maps.depth_to_disparity(gt.depth)
-    photo = materials.write_float_image("gt_relight", gt.diffuse_color, non_color=False)
-    depth = tagged_image(materials, "gt_relight_depth", disparity, "disparity", photo.name)
-    normal = tagged_image(materials, "gt_relight_normal", maps.normals_to_normal_map(
+    photo = common.write_float_image("gt_relight", gt.diffuse_color, non_color=False)
+    depth = tagged_image(common, "gt_relight_depth", disparity, "disparity", photo.name)
+    normal = tagged_image(common, "gt_relight_normal", maps.normals_to_normal_map(
         maps.lotus_to_blender_camera(lotus_normals), "OPENGL"), "normal", photo.name)
 
     scene = bpy.data.scenes.new("lotus_relight_test")
@@ -97,9 +101,9 @@ def test_relit_scene_matches_truth_under_a_new_light(blender_addon, ground_truth
         to_relit = camera.matrix_world @ Matrix(gt.matrix_world.tolist()).inverted()
         sun_object.matrix_world = to_relit @ relight_eval.sun_rotation().to_matrix().to_4x4()
         relight_eval.match_render_settings(scene)
-        preview = relight.render_preview(bpy.context, "gt_relight_preview", max_size=1000,
+        preview = preview_module(blender_addon).render_preview(bpy.context, "gt_relight_preview", max_size=1000,
                                          samples=SAMPLES, quality='FULL')
-    relit = materials.read_pixels(preview)[..., :3]
+    relit = common.read_pixels(preview)[..., :3]
     assert relit.shape == truth.combined[..., :3].shape
 
     subject = gt.subject_mask
@@ -115,7 +119,7 @@ def test_relit_scene_matches_truth_under_a_new_light(blender_addon, ground_truth
 def test_relight_setup_operator_builds_rig_ground_and_preview(blender_addon, fresh_data):
     import bpy
     relight = relight_module(blender_addon)
-    materials = materials_module(blender_addon)
+    common = common_module(blender_addon)
     height, width = 24, 32
     rows, cols = np.mgrid[0:height, 0:width]
     disparity = np.where((rows - 12) ** 2 + (cols - 16) ** 2 < 36, 0.9, 0.2).astype(np.float32)
@@ -124,8 +128,8 @@ def test_relight_setup_operator_builds_rig_ground_and_preview(blender_addon, fre
     scene = bpy.data.scenes.new("lotus_relight_ui")
     with bpy.context.temp_override(scene=scene):
         photo = bpy.data.images.new("rig_photo", width, height)
-        tagged_image(materials, "rig_photo_depth", disparity, "disparity", photo.name)
-        tagged_image(materials, "rig_photo_normal", maps.normals_to_normal_map(flat), "normal", photo.name)
+        tagged_image(common, "rig_photo_depth", disparity, "disparity", photo.name)
+        tagged_image(common, "rig_photo_normal", maps.normals_to_normal_map(flat), "normal", photo.name)
         assert bpy.ops.lotus.relight_setup(photo=photo.name, shadow_catcher=True) == {'FINISHED'}
 
         mesh = bpy.data.objects["rig_photo"]
@@ -163,7 +167,7 @@ def test_relight_setup_operator_builds_rig_ground_and_preview(blender_addon, fre
         assert bpy.ops.lotus.preview_relight(max_size=16, samples=1) == {'FINISHED'}
         preview = bpy.data.images["rig_photo_relight_preview"]
         assert max(preview.size) <= 16
-        assert materials.read_pixels(preview)[..., :3].max() > 0.0
+        assert common.read_pixels(preview)[..., :3].max() > 0.0
         # The preview put the settings and the mesh resolution back.
         assert scene.render.resolution_percentage == 100
         assert compat.get_modifier_input(modifier, max_vertices) == full_resolution
