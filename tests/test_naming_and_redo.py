@@ -230,3 +230,36 @@ def test_redo_and_presets_rebuild_with_the_changed_option(lotus, operator):
             getattr(bpy.context.scene, settings_name).property_unset(name)
         _remove_objects(stem)
         remove_images(stem)
+
+
+def test_every_builder_finds_a_photos_maps_by_tag_or_by_its_name(lotus):
+    """One rule for the three builders and their panels: the result tagged as made from the
+    photo, else the image named after the photo's stem (maps whose tags were lost)."""
+    import sys
+    import bpy
+    common = sys.modules[f"{lotus.name}.blender.builders.common"]
+    photo = _builder_maps("named_maps")
+    photo.name = "named_maps.png"
+    for image in (bpy.data.images["named_maps_depth"], bpy.data.images["named_maps_normal"]):
+        del image["lotus_source"], image["lotus_kind"]      # untagged: found by name only
+    assert common.find_result(photo, ("disparity", "depth")).name == "named_maps_depth"
+    assert common.find_result(photo, "normal").name == "named_maps_normal"
+    scene = bpy.data.scenes.new("lotus_named_maps")
+    try:
+        with bpy.context.temp_override(scene=scene):
+            assert bpy.ops.lotus.build_photo_scene(photo=photo.name, max_vertices=64,
+                                                   refine=False) == {'FINISHED'}
+            assert bpy.ops.lotus.normal_material(photo=photo.name, save_maps=False) == {'FINISHED'}
+            assert _modifier_input(bpy.data.objects["named_maps"], "Depth").name == "named_maps_depth"
+            # Relight raises "No Lotus depth" before it reuses the 2.5D scene: it found the map.
+            assert bpy.ops.lotus.relight_setup(photo=photo.name, light_rig=False) == {'FINISHED'}
+        # A tagged result comes first, whatever its name.
+        tagged = bpy.data.images.new("renamed normal", 4, 4)
+        tagged["lotus_kind"], tagged["lotus_source"] = "normal", photo.name
+        assert common.find_result(photo, "normal") == tagged
+    finally:
+        for obj in list(scene.objects):
+            bpy.data.objects.remove(obj)
+        bpy.data.scenes.remove(scene)
+        remove_images("named_maps")
+        remove_images("renamed normal")

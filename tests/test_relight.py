@@ -189,6 +189,50 @@ def test_image_plane_fills_the_camera_view(blender_addon, fresh_data):
     assert frame == [(0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0)]
 
 
+def test_image_plane_focal_from_the_photo_exif_before_the_scene_camera(blender_addon, fresh_data,
+                                                                      tmp_path):
+    """The plane's camera follows the 2.5D builder's Focal Source rule: the photo's EXIF first
+    (the scene camera's 80 mm lens is only the fallback)."""
+    import bpy
+    from PIL import Image
+    from lotus_blender.core import geometry
+    exif = Image.Exif()
+    exif[0x8769] = {0xA405: 24}   # FocalLengthIn35mmFilm
+    Image.new("RGB", (30, 20), (120, 90, 60)).save(tmp_path / "exif_plane.jpg", exif=exif)
+    scene = bpy.data.scenes.new("lotus_relight_exif")
+    with bpy.context.temp_override(scene=scene):
+        lens = bpy.data.cameras.new("exif_scene_camera")
+        lens.lens = 80.0
+        scene.camera = bpy.data.objects.new("exif_scene_camera", lens)
+        scene.collection.objects.link(scene.camera)
+        photo = bpy.data.images.load(str(tmp_path / "exif_plane.jpg"))
+        assert bpy.ops.lotus.relight_setup(photo=photo.name, geometry_mode='PLANE',
+                                           light_rig=False) == {'FINISHED'}
+        camera = scene.camera
+    assert camera.name == "exif_plane_camera" and camera["lotus_focal_source"] == "recorded"
+    assert camera.data.lens == pytest.approx(geometry.lens_from_35mm(24.0, 30, 20, camera.data.sensor_width))
+    # The 2.5D builder's camera settings: clip start close in, square pixels.
+    assert camera.data.clip_start == pytest.approx(0.01)
+    assert scene.render.pixel_aspect_x == scene.render.pixel_aspect_y == 1.0
+
+
+def test_light_rig_records_the_photo_name_and_an_earlier_versions_rig_is_reused(blender_addon,
+                                                                               fresh_data):
+    """lotus_source holds the photo's image name on the rig as everywhere; a rig saved by an
+    earlier version (its photo's stem there) is found and reused, not built a second time."""
+    import bpy
+    scene = bpy.data.scenes.new("lotus_relight_old_rig")
+    with bpy.context.temp_override(scene=scene):
+        photo = bpy.data.images.new("old_rig.png", 30, 20)
+        assert bpy.ops.lotus.relight_setup(photo=photo.name, geometry_mode='PLANE') == {'FINISHED'}
+        rig = bpy.data.objects["old_rig_light_rig"]
+        assert rig["lotus_source"] == "old_rig.png"
+        rig["lotus_source"] = "old_rig"    # as the previous version saved it
+        assert bpy.ops.lotus.relight_setup(photo=photo.name, geometry_mode='PLANE') == {'FINISHED'}
+        rigs = [obj for obj in scene.objects if obj.get("lotus_light_rig")]
+    assert rigs == [rig] and rig["lotus_source"] == "old_rig.png"
+
+
 def test_object_space_normals_follow_a_rotated_and_scaled_object(blender_addon, fresh_data):
     import bpy
     from mathutils import Euler, Matrix
