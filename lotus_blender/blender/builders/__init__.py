@@ -1,8 +1,8 @@
 """Scene builders: a photo's 2.5D scene, normal-mapped material and relighting setup.
 
 Each builder is a feature module (scene25d, materials, relight: bpy data, no UI) and a *_ui module
-(its operator, scene settings and sidebar panels); common.py holds what they share and
-last_used.py their operators' settings pattern.
+(its operator, scene settings and sidebar panels); common.py holds what the builders share,
+ui_common.py what their UI modules share (the panels' frame, the operators' settings pattern).
 
 SUBMODULES is a plain list of this package's modules that have register()/unregister()
 (operators and sidebar sub-panels); append a name to add a builder.

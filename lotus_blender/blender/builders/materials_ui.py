@@ -5,10 +5,11 @@ import os
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, PointerProperty, StringProperty
 
-from .. import files, naming, preferences
-from ..panels import LotusSubPanel, draw_wrapped
+from .. import files, preferences
+from ..panels import draw_wrapped
 from . import common, materials
-from .last_used import LastUsedOptions, scene_settings_registrar
+from .ui_common import (BuilderOptionsPanel, BuilderPanel, LastUsedOptions, option_names,
+                        options_draw, photo_first_draw, scene_settings_registrar)
 from .transaction import report_failure
 
 
@@ -43,6 +44,7 @@ class LOTUS_OT_normal_material(LastUsedOptions, MaterialOptions, bpy.types.Opera
     bl_options = {'REGISTER', 'UNDO', 'PRESET'}
     OPTIONS = MaterialOptions
     SETTINGS = "lotus_materials"
+    SHOWN = ("target", "convention") + option_names(MaterialOptions)
 
     photo: StringProperty(name="Photo", description="Name of the photo image", options={'SKIP_PRESET'})
     target: EnumProperty(
@@ -52,28 +54,14 @@ class LOTUS_OT_normal_material(LastUsedOptions, MaterialOptions, bpy.types.Opera
     convention: EnumProperty(name="Convention", items=materials.CONVENTION_ITEMS, default='OPENGL')
 
     def invoke(self, context, event):
-        if not self.properties.is_property_set("convention"):
+        if not self.properties.is_property_set("convention"):  # the preference, as predictions use
             self.convention = preferences.get_preferences(context).normal_convention
-        if not self.photo and self._settings(context).photo is not None:
-            self.photo = self._settings(context).photo.name
-        self.fill_from_last_used(context)
-        return self.execute(context)
-
-    def draw(self, context):
-        layout = self.layout
-        layout.use_property_split = True
-        layout.use_property_decorate = False
-        layout.prop_search(self, "photo", bpy.data, "images")
-        for name in ("target", "convention", "normal_strength", "bump_strength", "relief_scale",
-                     "use_displacement", "seamless", "save_maps"):
-            layout.prop(self, name)
+        return super().invoke(context, event)
 
     def execute(self, context):
-        photo = bpy.data.images.get(self.photo)
+        photo = self.chosen_photo()
         if photo is None:
-            self.report({'ERROR'}, "Choose a photo first")
             return {'CANCELLED'}
-        photo = naming.source_photo(photo)
         normal_image = common.find_result(photo, "normal")
         if normal_image is None:
             self.report({'ERROR'}, f"No Lotus normals for {photo.name}: predict normals first")
@@ -111,37 +99,29 @@ class LOTUS_OT_normal_material(LastUsedOptions, MaterialOptions, bpy.types.Opera
         return {'FINISHED'}
 
 
-class LOTUS_PT_materials(LotusSubPanel, bpy.types.Panel):
+def _draw_material_buttons(layout, context, _settings, photo):
+    if photo is not None and common.find_result(photo, "normal") is None:
+        draw_wrapped(layout, context, "Predict normals for this photo first", icon='INFO')
+    row = layout.row(align=True)
+    row.enabled = photo is not None
+    for target, text, icon in (('NEW_PLANE', "New Plane", 'MESH_PLANE'),
+                               ('ACTIVE', "Active Object", 'MATERIAL')):
+        # The photo and the target; invoke fills the options from the panel's (last used).
+        op = row.operator(LOTUS_OT_normal_material.bl_idname, text=text, icon=icon)
+        op.target = target
+        op.photo = photo.name if photo is not None else ""
+
+
+class LOTUS_PT_materials(BuilderPanel, bpy.types.Panel):
     bl_idname = "LOTUS_PT_materials"
     bl_label = "Normal-Mapped Material"
-    bl_options = set()  # open: short, its settings are in the collapsed Options
-
-    def draw(self, context):
-        layout = self.layout
-        settings = context.scene.lotus_materials
-        layout.prop(settings, "photo")
-        photo = settings.photo
-        if photo is not None and common.find_result(photo, "normal") is None:
-            draw_wrapped(layout, context, "Predict normals for this photo first", icon='INFO')
-        row = layout.row(align=True)
-        row.enabled = photo is not None
-        for target, text, icon in (('NEW_PLANE', "New Plane", 'MESH_PLANE'),
-                                   ('ACTIVE', "Active Object", 'MATERIAL')):
-            # The photo and the target; invoke fills the options from the panel's (last used).
-            op = row.operator(LOTUS_OT_normal_material.bl_idname, text=text, icon=icon)
-            op.target = target
-            op.photo = photo.name if photo is not None else ""
+    draw = photo_first_draw("lotus_materials", _draw_material_buttons)
 
 
-class LOTUS_PT_materials_options(LotusSubPanel, bpy.types.Panel):
+class LOTUS_PT_materials_options(BuilderOptionsPanel, bpy.types.Panel):
     bl_idname = "LOTUS_PT_materials_options"
-    bl_label = "Options"
     bl_parent_id = "LOTUS_PT_materials"
-
-    def draw(self, context):
-        settings = context.scene.lotus_materials
-        self.layout.prop(settings, "seamless")
-        self.layout.prop(settings, "use_displacement")
+    draw = options_draw("lotus_materials", ("seamless", "use_displacement"))
 
 
 _CLASSES = (LotusMaterialSettings, LOTUS_OT_normal_material, LOTUS_PT_materials,

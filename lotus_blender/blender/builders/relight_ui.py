@@ -3,10 +3,11 @@
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from .. import compat, naming
-from ..panels import LotusSubPanel, draw_wrapped
+from .. import compat
+from ..panels import draw_wrapped
 from . import common, relight, relight_preview
-from .last_used import LastUsedOptions, scene_settings_registrar
+from .ui_common import (BuilderOptionsPanel, BuilderPanel, LastUsedOptions, option_names,
+                        options_draw, photo_first_draw, scene_settings_registrar)
 from .transaction import report_failure
 
 
@@ -40,29 +41,14 @@ class LOTUS_OT_relight_setup(LastUsedOptions, RelightOptions, bpy.types.Operator
     bl_options = {'REGISTER', 'UNDO', 'PRESET'}
     OPTIONS = RelightOptions
     SETTINGS = "lotus_relight"
+    SHOWN = option_names(RelightOptions)
 
     photo: StringProperty(name="Photo", description="Name of the photo image", options={'SKIP_PRESET'})
 
-    def invoke(self, context, event):
-        if not self.photo and self._settings(context).photo is not None:
-            self.photo = self._settings(context).photo.name
-        self.fill_from_last_used(context)
-        return self.execute(context)
-
-    def draw(self, context):
-        layout = self.layout
-        layout.use_property_split = True
-        layout.use_property_decorate = False
-        layout.prop_search(self, "photo", bpy.data, "images")
-        for name in ("geometry_mode", "albedo", "light_rig", "shadow_catcher", "ambient", "roughness"):
-            layout.prop(self, name)
-
     def execute(self, context):
-        photo = bpy.data.images.get(self.photo)
+        photo = self.chosen_photo()
         if photo is None:
-            self.report({'ERROR'}, "Choose a photo first")
             return {'CANCELLED'}
-        photo = naming.source_photo(photo)
         depth = common.find_result(photo, common.DEPTH_KINDS)
         normal = common.find_result(photo, "normal")
         try:
@@ -87,46 +73,34 @@ class LOTUS_OT_relight_setup(LastUsedOptions, RelightOptions, bpy.types.Operator
         return {'FINISHED'}
 
 
-class LOTUS_PT_relight(LotusSubPanel, bpy.types.Panel):
+def _draw_relight_button(layout, context, settings, photo):
+    if photo is not None:
+        if settings.geometry_mode == 'MESH' and common.find_result(photo, common.DEPTH_KINDS) is None:
+            draw_wrapped(layout, context, "Predict depth first (or use an image plane)", icon='INFO')
+        if common.find_result(photo, "normal") is None:
+            draw_wrapped(layout, context, "Predict normals for per-pixel shading", icon='INFO')
+    row = layout.row()
+    row.enabled = photo is not None
+    # The photo; invoke fills the options from the panel's (last used).
+    op = row.operator(LOTUS_OT_relight_setup.bl_idname, icon='LIGHT_AREA')
+    op.photo = photo.name if photo is not None else ""
+    if not compat.cycles_can_denoise(context.scene):
+        # Distro builds without OpenImageDenoise (Debian's): say it before the noise shows.
+        draw_wrapped(layout, context, "This Blender has no denoiser: renders are not denoised",
+                     icon='INFO')
+    relight_preview.draw_preview(layout, context, settings)
+
+
+class LOTUS_PT_relight(BuilderPanel, bpy.types.Panel):
     bl_idname = "LOTUS_PT_relight"
     bl_label = "Relight"
-    bl_options = set()  # open: short, its settings are in the collapsed Options
-
-    def draw(self, context):
-        layout = self.layout
-        settings = context.scene.lotus_relight
-        layout.prop(settings, "photo")
-        photo = settings.photo
-        if photo is not None:
-            if settings.geometry_mode == 'MESH' and common.find_result(photo, common.DEPTH_KINDS) is None:
-                draw_wrapped(layout, context, "Predict depth first (or use an image plane)",
-                             icon='INFO')
-            if common.find_result(photo, "normal") is None:
-                draw_wrapped(layout, context, "Predict normals for per-pixel shading",
-                             icon='INFO')
-        row = layout.row()
-        row.enabled = photo is not None
-        # The photo; invoke fills the options from the panel's (last used).
-        op = row.operator(LOTUS_OT_relight_setup.bl_idname, icon='LIGHT_AREA')
-        op.photo = photo.name if photo is not None else ""
-        if not compat.cycles_can_denoise(context.scene):
-            # Distro builds without OpenImageDenoise (Debian's): say it before the noise shows.
-            draw_wrapped(layout, context, "This Blender has no denoiser: renders are not denoised",
-                         icon='INFO')
-        relight_preview.draw_preview(layout, context, settings)
+    draw = photo_first_draw("lotus_relight", _draw_relight_button)
 
 
-class LOTUS_PT_relight_options(LotusSubPanel, bpy.types.Panel):
+class LOTUS_PT_relight_options(BuilderOptionsPanel, bpy.types.Panel):
     bl_idname = "LOTUS_PT_relight_options"
-    bl_label = "Options"
     bl_parent_id = "LOTUS_PT_relight"
-
-    def draw(self, context):
-        settings = context.scene.lotus_relight
-        layout = self.layout
-        layout.prop(settings, "geometry_mode")
-        layout.prop(settings, "albedo")
-        layout.prop(settings, "shadow_catcher")
+    draw = options_draw("lotus_relight", ("geometry_mode", "albedo", "shadow_catcher"))
 
 
 _CLASSES = (LotusRelightSettings, LOTUS_OT_relight_setup, LOTUS_PT_relight, LOTUS_PT_relight_options)

@@ -5,7 +5,7 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, Po
 
 from .. import compat
 from . import common, geonodes, scene25d, scene25d_camera
-from .last_used import LastUsedOptions, scene_settings_registrar
+from .ui_common import LastUsedOptions, scene_settings_registrar
 from .transaction import report_failure
 from ..panels import LotusSubPanel, draw_wrapped
 
@@ -98,6 +98,7 @@ class LOTUS_OT_build_photo_scene(LastUsedOptions, Scene25DOptions, bpy.types.Ope
     bl_options = {'REGISTER', 'UNDO', 'PRESET'}
     OPTIONS = Scene25DOptions
     SETTINGS = "lotus_scene25d"
+    IMAGES = ("photo", "depth", "normal")  # empty: the panel's; the photo's results when that is empty too
 
     photo: StringProperty(name="Photo", description="Image name", options={'SKIP_PRESET'})
     depth: StringProperty(name="Depth", description="Image name (empty: the photo's result)",
@@ -109,16 +110,8 @@ class LOTUS_OT_build_photo_scene(LastUsedOptions, Scene25DOptions, bpy.types.Ope
     def poll(cls, context):
         return context.scene is not None and context.collection is not None
 
-    def invoke(self, context, event):
-        settings = self._settings(context)
-        for name in ("photo", "depth", "normal"):  # the panel's images, unless given
-            if not getattr(self, name) and getattr(settings, name) is not None:
-                setattr(self, name, getattr(settings, name).name)
-        self.fill_from_last_used(context)
-        return self.execute(context)
-
     def draw(self, context):
-        for name in ("photo", "depth", "normal"):
+        for name in self.IMAGES:
             self.layout.prop_search(self, name, bpy.data, "images")
         draw_options(self.layout, context, self)
 
