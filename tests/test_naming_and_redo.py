@@ -193,6 +193,7 @@ def test_redo_and_presets_rebuild_with_the_changed_option(lotus, operator):
     run = getattr(bpy.ops.lotus, operator)
     preset_folder = bpy.utils.user_resource('SCRIPTS', path=f"presets/operator/lotus.{operator}")
     preset = os.path.join(preset_folder, "lotus_redo_test.py")
+    camera_before = getattr(bpy.context.scene.camera, "name", None)
     bpy.ops.ed.undo_push(message=f"before {operator}")
     try:
         assert run('EXEC_DEFAULT', True, photo=photo.name, **{option: 0.25}, **fixed) == {'FINISHED'}
@@ -225,11 +226,12 @@ def test_redo_and_presets_rebuild_with_the_changed_option(lotus, operator):
     finally:
         if os.path.exists(preset):
             os.remove(preset)
-        getattr(bpy.context.scene, settings_name).property_unset(option)
-        for name in fixed:
-            getattr(bpy.context.scene, settings_name).property_unset(name)
+        # Back to before the first run: the scene's camera, render settings and last-used values
+        # as other tests expect them.
+        bpy.ops.ed.undo()
         _remove_objects(stem)
         remove_images(stem)
+    assert getattr(bpy.context.scene.camera, "name", None) == camera_before
 
 
 def test_every_builder_finds_a_photos_maps_by_tag_or_by_its_name(lotus):

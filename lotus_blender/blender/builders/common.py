@@ -93,7 +93,7 @@ def find_result(photo, kinds):
         for image in reversed(images):
             if image.get("lotus_source") == photo.name and image.get("lotus_kind") == kind:
                 return image
-    stem = naming.stem(photo.name)
+    stem = naming.short_stem(naming.stem(photo.name))  # as outputs.py names results
     for suffix in dict.fromkeys(RESULT_SUFFIXES[kind] for kind in kinds):
         image = images.get(f"{stem}_{suffix}")
         if image is not None and image != photo and image.get("lotus_kind", kinds[0]) in kinds:
