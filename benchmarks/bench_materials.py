@@ -11,7 +11,7 @@ Prints one JSON object. Per size (square maps, a synthetic dome field), best of 
 - "material": the Principled BSDF node tree on a new plane;
 - "relight_setup": relight.build_relight_scene (2.5D geometry-nodes mesh, gap fill, object-space
   normals, key/fill/rim rig) until the evaluated mesh exists;
-- "preview_160": relight.render_preview at 160 px (Fast quality with 16 samples), Cycles CPU.
+- "preview_160": relight_preview.render_preview at 160 px (Fast quality with 16 samples), Cycles CPU.
 """
 
 import argparse
@@ -49,7 +49,7 @@ def run(sizes, repeat):
     import bpy
     import numpy as np
     sys.path.insert(0, str(REPO_ROOT))
-    from lotus_blender.blender.builders import materials, relight
+    from lotus_blender.blender.builders import common, materials, relight, relight_preview
     from lotus_blender.core import maps
 
     bpy.context.scene.render.threads_mode = 'FIXED'
@@ -60,10 +60,10 @@ def run(sizes, repeat):
         normals = dome_normals(size)
         name = f"bench{size}"
         photo = bpy.data.images.new(name, size, size)
-        normal = materials.write_float_image(f"{name}_normal", maps.normals_to_normal_map(normals))
+        normal = common.write_float_image(f"{name}_normal", maps.normals_to_normal_map(normals))
         normal["lotus_kind"], normal["lotus_source"] = "normal", name
         disparity = np.clip(0.5 + 0.2 * normals[..., 0], 0.0, 1.0)
-        depth = materials.write_float_image(f"{name}_depth", disparity)
+        depth = common.write_float_image(f"{name}_depth", disparity)
         depth["lotus_kind"], depth["lotus_source"] = "disparity", name
 
         maps_time, (normal_map, height, _relief) = best_of(
@@ -87,7 +87,7 @@ def run(sizes, repeat):
         relight_time, scene = best_of(repeat, relight_setup)
         with bpy.context.temp_override(scene=scene):
             scene.render.threads_mode, scene.render.threads = 'FIXED', 2
-            preview_time, _ = best_of(1, lambda: relight.render_preview(
+            preview_time, _ = best_of(1, lambda: relight_preview.render_preview(
                 bpy.context, f"{name}_preview", max_size=160, samples=16))
         results.append({"size": size, "texture_maps_s": round(maps_time, 3),
                         "save_maps_s": round(save_time, 3),

@@ -31,16 +31,16 @@ def build_scene(width, height):
     sys.path.insert(0, str(REPO_ROOT))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_materials import dome_normals
-    from lotus_blender.blender.builders import materials, relight
+    from lotus_blender.blender.builders import common, relight
     from lotus_blender.core import maps
 
     normals = dome_normals(max(width, height))[:height, :width]
     photo = bpy.data.images.new("bench_photo", width, height)
     rng = np.random.default_rng(0)
     photo.pixels.foreach_set(rng.random(width * height * 4, dtype=np.float32))
-    normal = materials.write_float_image("bench_photo_normal", maps.normals_to_normal_map(normals))
+    normal = common.write_float_image("bench_photo_normal", maps.normals_to_normal_map(normals))
     normal["lotus_kind"], normal["lotus_source"] = "normal", photo.name
-    depth = materials.write_float_image("bench_photo_depth", np.clip(0.5 + 0.2 * normals[..., 0], 0, 1))
+    depth = common.write_float_image("bench_photo_depth", np.clip(0.5 + 0.2 * normals[..., 0], 0, 1))
     depth["lotus_kind"], depth["lotus_source"] = "disparity", photo.name
     relight.build_relight_scene(bpy.context, photo, depth, normal)
     scene = bpy.context.scene

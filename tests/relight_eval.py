@@ -76,14 +76,15 @@ def relit_image(addon, photo_truth, depth, normals, albedo, ambient, tag, sample
     import bpy
     from mathutils import Matrix
     relight = sys.modules[f"{addon}.blender.builders.relight"]
-    materials = sys.modules[f"{addon}.blender.builders.materials"]
+    common = sys.modules[f"{addon}.blender.builders.common"]
+    preview_module = sys.modules[f"{addon}.blender.builders.relight_preview"]
     gt = photo_truth
     near, far = float(gt.depth.min()), float(gt.depth.max())
     disparity, _, _ = maps.depth_to_disparity(depth)
-    photo = materials.write_float_image(f"rl_{tag}", gt.combined[..., :3], non_color=False)
-    depth_image = materials.write_float_image(f"rl_{tag}_depth", disparity)
+    photo = common.write_float_image(f"rl_{tag}", gt.combined[..., :3], non_color=False)
+    depth_image = common.write_float_image(f"rl_{tag}_depth", disparity)
     depth_image["lotus_kind"], depth_image["lotus_source"] = "disparity", photo.name
-    normal_image = materials.write_float_image(f"rl_{tag}_normal", maps.normals_to_normal_map(normals, "OPENGL"))
+    normal_image = common.write_float_image(f"rl_{tag}_normal", maps.normals_to_normal_map(normals, "OPENGL"))
     normal_image["lotus_kind"], normal_image["lotus_source"] = "normal", photo.name
     scene = bpy.data.scenes.new(f"rl_{tag}_scene")
     with bpy.context.temp_override(scene=scene):
@@ -106,9 +107,9 @@ def relit_image(addon, photo_truth, depth, normals, albedo, ambient, tag, sample
         to_relit = camera.matrix_world @ Matrix(gt.matrix_world.tolist()).inverted()
         sun_object.matrix_world = to_relit @ sun_rotation().to_matrix().to_4x4()
         match_render_settings(scene, samples)
-        preview = relight.render_preview(bpy.context, f"rl_{tag}_preview", max_size=1000, samples=samples,
+        preview = preview_module.render_preview(bpy.context, f"rl_{tag}_preview", max_size=1000, samples=samples,
                                          quality='FULL')
-    return materials.read_pixels(preview)[..., :3]
+    return common.read_pixels(preview)[..., :3]
 
 
 def relight_cases(addon, name, severities=(0.0, 1.0), seeds=(0,), albedos=ALBEDOS, pair=None):

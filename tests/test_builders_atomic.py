@@ -40,15 +40,15 @@ def scene(blender_addon, fresh_data):
         yield scene
 
 
-def _inputs(materials, name, width=12, height=8):
+def _inputs(common, name, width=12, height=8):
     import bpy
     photo = bpy.data.images.new(name, width, height)
-    depth = materials.write_float_image(f"{name}_depth",
-                                        np.linspace(0.2, 0.9, width * height).reshape(height, width))
+    depth = common.write_float_image(f"{name}_depth",
+                                     np.linspace(0.2, 0.9, width * height).reshape(height, width))
     depth["lotus_kind"], depth["lotus_source"] = "disparity", photo.name
     flat = np.zeros((height, width, 3), np.float32)
     flat[..., 2] = 1.0
-    normal = materials.write_float_image(f"{name}_normal", maps.normals_to_normal_map(flat))
+    normal = common.write_float_image(f"{name}_normal", maps.normals_to_normal_map(flat))
     normal["lotus_kind"], normal["lotus_source"] = "normal", photo.name
     return photo, depth, normal
 
@@ -62,8 +62,7 @@ def test_failed_node_group_build_leaves_nothing_and_does_not_poison(blender_addo
     import bpy
     scene25d = _module(blender_addon, "scene25d")
     geonodes = _module(blender_addon, "geonodes")
-    materials = _module(blender_addon, "materials")
-    photo, depth, normal = _inputs(materials, "atomic_gn")
+    photo, depth, normal = _inputs(_module(blender_addon, "common"), "atomic_gn")
     group = bpy.data.node_groups.get(geonodes.GROUP_NAME)
     if group is not None:
         bpy.data.node_groups.remove(group)  # make this build the shared group
@@ -90,8 +89,7 @@ def test_failed_node_group_build_leaves_nothing_and_does_not_poison(blender_addo
 def test_failure_after_the_camera_restores_the_scene(blender_addon, scene, monkeypatch):
     import bpy
     scene25d = _module(blender_addon, "scene25d")
-    materials = _module(blender_addon, "materials")
-    photo, depth, normal = _inputs(materials, "atomic_cam")
+    photo, depth, normal = _inputs(_module(blender_addon, "common"), "atomic_cam")
     scene25d.geonodes.get_node_group()  # the shared group exists: only the build's own blocks count
     before, state = _datablocks(), _scene_state(scene)
     monkeypatch.setattr(scene25d, "_drive_from_camera", _boom)
@@ -104,8 +102,7 @@ def test_failure_after_the_camera_restores_the_scene(blender_addon, scene, monke
 def test_failed_relight_setup_leaves_nothing(blender_addon, scene, monkeypatch):
     import bpy
     relight = _module(blender_addon, "relight")
-    materials = _module(blender_addon, "materials")
-    photo, depth, normal = _inputs(materials, "atomic_relight")
+    photo, depth, normal = _inputs(_module(blender_addon, "common"), "atomic_relight")
     relight.scene25d.geonodes.get_node_group()
     before, state = _datablocks(), _scene_state(scene)
     monkeypatch.setattr(relight, "build_shadow_catcher", _boom)  # the last step but the world
@@ -123,7 +120,7 @@ def test_failed_relight_setup_leaves_nothing(blender_addon, scene, monkeypatch):
 def test_failed_normal_material_leaves_nothing(blender_addon, scene, monkeypatch):
     import bpy
     materials = _module(blender_addon, "materials")
-    photo, _depth, normal = _inputs(materials, "atomic_material")
+    photo, _depth, normal = _inputs(_module(blender_addon, "common"), "atomic_material")
     before, state = _datablocks(), _scene_state(scene)
     monkeypatch.setattr(materials, "build_normal_material", _boom)
     with pytest.raises(RuntimeError, match="forced failure"):

@@ -25,6 +25,19 @@ def test_png_complete_only_up_to_its_end_chunk(tmp_path):
     assert not image_files.png_complete(str(tmp_path / "missing.png"))
 
 
+def test_png_size_from_the_header_only(tmp_path):
+    path = tmp_path / "a.png"
+    _picture(64, 48).save(path)
+    assert image_files.png_size(str(path)) == (64, 48)
+    path.write_bytes(path.read_bytes()[:30])   # the header is enough; the pixels are not read
+    assert image_files.png_size(str(path)) == (64, 48)
+    _picture(64, 48).save(tmp_path / "a.jpg")
+    assert image_files.png_size(str(tmp_path / "a.jpg")) is None
+    path.write_bytes(path.read_bytes()[:20])
+    assert image_files.png_size(str(path)) is None
+    assert image_files.png_size(str(tmp_path / "missing.png")) is None
+
+
 def test_jpeg_without_its_end_marker_is_incomplete(tmp_path):
     path = tmp_path / "photo.jpg"
     exif = Image.Exif()

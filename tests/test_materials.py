@@ -17,6 +17,11 @@ def materials_module(addon):
     return sys.modules[f"{addon}.blender.builders.materials"]
 
 
+def common_module(materials):
+    """The builders' shared pixels in and out (common.py), beside the materials module."""
+    return sys.modules[materials.__name__.rsplit(".", 1)[0] + ".common"]
+
+
 def dome(width=WIDTH, height=HEIGHT, radius=DOME_RADIUS_PX):
     """A spherical cap (height in pixels, top row first) and its unit normals (+X right, +Y up)."""
     rows, cols = np.mgrid[0:height, 0:width]
@@ -34,7 +39,7 @@ def lotus_images(module, name, normals):
     import bpy
     height, width = normals.shape[:2]
     photo = bpy.data.images.new(name, width, height)
-    normal = module.write_float_image(f"{name}_normal", maps.normals_to_normal_map(normals, "OPENGL"))
+    normal = common_module(module).write_float_image(f"{name}_normal", maps.normals_to_normal_map(normals, "OPENGL"))
     normal["lotus_kind"] = "normal"
     normal["lotus_source"] = name
     return photo, normal
@@ -70,9 +75,9 @@ def test_flat_surface_facing_camera_is_half_half_one(blender_addon, fresh_data):
     _photo, normal = lotus_images(module, "flat_photo", flat)
     for convention in ("OPENGL", "DIRECTX"):
         normal_map, height, relief = module.make_texture_maps("flat_photo", normal, convention=convention)
-        rgb = module.read_pixels(normal_map)[..., :3]
+        rgb = common_module(module).read_pixels(normal_map)[..., :3]
         np.testing.assert_allclose(rgb, np.broadcast_to([0.5, 0.5, 1.0], rgb.shape), atol=1e-6)
-        np.testing.assert_allclose(module.read_pixels(height)[..., 0], 0.5, atol=1e-6)
+        np.testing.assert_allclose(common_module(module).read_pixels(height)[..., 0], 0.5, atol=1e-6)
         assert relief == 0.0
         assert normal_map.colorspace_settings.name == 'Non-Color'
         assert height.colorspace_settings.name == 'Non-Color'
@@ -82,8 +87,8 @@ def test_opengl_and_directx_differ_in_green_only(blender_addon, fresh_data):
     module = materials_module(blender_addon)
     _z, normals = dome()
     _photo, normal = lotus_images(module, "dome_conv", normals)
-    gl = module.read_pixels(module.make_texture_maps("dome_conv", normal, convention="OPENGL")[0])
-    dx = module.read_pixels(module.make_texture_maps("dome_conv", normal, convention="DIRECTX")[0])
+    gl = common_module(module).read_pixels(module.make_texture_maps("dome_conv", normal, convention="OPENGL")[0])
+    dx = common_module(module).read_pixels(module.make_texture_maps("dome_conv", normal, convention="DIRECTX")[0])
     np.testing.assert_allclose(dx[..., 0], gl[..., 0], atol=1e-6)
     np.testing.assert_allclose(dx[..., 2], gl[..., 2], atol=1e-6)
     np.testing.assert_allclose(dx[..., 1], 1.0 - gl[..., 1], atol=1e-6)
@@ -97,10 +102,10 @@ def test_height_image_matches_core_and_recovers_the_dome(blender_addon, fresh_da
     z, normals = dome()
     _photo, normal = lotus_images(module, "dome_height", normals)
     _normal_map, height, relief = module.make_texture_maps("dome_height", normal)
-    stored = module.read_pixels(height)[..., 0]
+    stored = common_module(module).read_pixels(height)[..., 0]
     # The same map core.heightmap makes from the normals the image holds (float32 round trip).
     expected = heightmap.height_from_normals(maps.normal_map_to_normals(
-        module.read_pixels(normal)[..., :3]))
+        common_module(module).read_pixels(normal)[..., :3]))
     np.testing.assert_allclose(stored, expected, atol=1e-5)
     assert np.corrcoef(stored.ravel(), z.ravel())[0, 1] > 0.99
     # The relief is the dome's true height as a fraction of the image height.
@@ -272,8 +277,8 @@ def test_operator_saves_16bit_maps_next_to_outputs(blender_addon, fresh_data, tm
         reloaded = bpy.data.images.load(path, check_existing=False)
         try:
             reloaded.colorspace_settings.name = 'Non-Color'
-            np.testing.assert_allclose(module.read_pixels(reloaded)[..., :3],
-                                       module.read_pixels(image)[..., :3], atol=1.0 / 65535 + 1e-6)
+            np.testing.assert_allclose(common_module(module).read_pixels(reloaded)[..., :3],
+                                       common_module(module).read_pixels(image)[..., :3], atol=1.0 / 65535 + 1e-6)
         finally:
             bpy.data.images.remove(reloaded)
         assert image.colorspace_settings.name == 'Non-Color'

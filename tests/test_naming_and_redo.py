@@ -1,10 +1,12 @@
-"""One naming rule across tools (issue 9, section 5) and no pile-up on redo or rebuild (section 6)."""
+"""One naming rule across tools (issue 9, section 5), no pile-up on redo or rebuild (section 6),
+and the builders' options in the redo panel and presets (issue 17)."""
 
 from __future__ import annotations
 
 import os
 
 import numpy as np
+import pytest
 
 from tests.blender_side import gradient, image_pixels, new_image, remove_images
 
@@ -117,3 +119,149 @@ def test_relight_setup_reuses_the_2_5d_scene_and_its_camera(lotus):
         bpy.data.objects.remove(obj)
     bpy.data.scenes.remove(scene)
     remove_images("reuse_photo")
+
+
+# ---------------------------------------------------------------------------------------------
+# The builders' settings, Import Images as Planes' way (issue 17): options on the operators, so
+# that the redo panel and operator presets adjust them; the scene keeps the last-used values.
+
+def _builder_maps(stem):
+    """A photo and its tagged Lotus depth and normal results (flat normals, a tilted depth)."""
+    import bpy
+    from lotus_blender.core import maps
+    photo = new_image(stem, gradient(16, 12))
+    for kind, values in (("disparity", np.linspace(0.2, 0.8, 12 * 16).reshape(12, 16)),
+                         ("normal", maps.normals_to_normal_map(
+                             np.broadcast_to(np.float32([0, 0, 1]), (12, 16, 3))))):
+        suffix = "depth" if kind == "disparity" else "normal"
+        image = bpy.data.images.new(f"{stem}_{suffix}", 16, 12, float_buffer=True)
+        image.colorspace_settings.name = 'Non-Color'
+        rgba = np.ones((12, 16, 4), np.float32)
+        rgba[..., :3] = values[..., None] if values.ndim == 2 else values
+        image.pixels.foreach_set(rgba[::-1].ravel())
+        image["lotus_kind"], image["lotus_source"] = kind, photo.name
+    return photo
+
+
+def _modifier_input(obj, name):
+    from tests import blender_env
+    modifier = obj.modifiers["Lotus 2.5D"]
+    key = next(item.identifier for item in modifier.node_group.interface.items_tree
+               if item.item_type == 'SOCKET' and item.name == name)
+    return blender_env.compat().get_modifier_input(modifier, key)
+
+
+def _node_input(obj, node, socket):
+    return obj.data.materials[0].node_tree.nodes[node].inputs[socket].default_value
+
+
+# (operator, scene settings, the option changed, what a build shows of it, fixed options)
+BUILDERS = {
+    "build_photo_scene": ("lotus_scene25d", "near", lambda stem: _modifier_input(
+        __import__("bpy").data.objects[stem], "Near"), {"max_vertices": 64, "refine": False}),
+    "normal_material": ("lotus_materials", "normal_strength", lambda stem: _node_input(
+        __import__("bpy").data.objects[f"{stem}_plane"], "Lotus Normal Map", "Strength"),
+        {"save_maps": False}),
+    "relight_setup": ("lotus_relight", "roughness", lambda stem: _node_input(
+        __import__("bpy").data.objects[f"{stem}_plane"], "Lotus Principled BSDF", "Roughness"),
+        {"geometry_mode": 'PLANE', "light_rig": False}),
+}
+
+
+def _redo(operator, **changes):
+    """What the redo panel does (ED_undo_operator_repeat): undo the last run, then run the
+    operator's execute again with the properties it stored, as the panel changed them."""
+    import bpy
+    op = bpy.context.active_operator
+    assert op.bl_idname == f"LOTUS_OT_{operator}"
+    values = {name: getattr(op, name) for name in op.properties.bl_rna.properties.keys()
+              if name != "rna_type"}
+    values.update(changes)
+    bpy.ops.ed.undo()
+    return getattr(bpy.ops.lotus, operator)('EXEC_DEFAULT', True, **values)
+
+
+@pytest.mark.parametrize("operator", sorted(BUILDERS))
+def test_redo_and_presets_rebuild_with_the_changed_option(lotus, operator):
+    import bpy
+    settings_name, option, built, fixed = BUILDERS[operator]
+    stem = f"redo_{operator}"
+    photo = _builder_maps(stem)
+    def last_used():  # looked up each time: an undo replaces the scene's data
+        return getattr(getattr(bpy.context.scene, settings_name), option)
+
+    run = getattr(bpy.ops.lotus, operator)
+    preset_folder = bpy.utils.user_resource('SCRIPTS', path=f"presets/operator/lotus.{operator}")
+    preset = os.path.join(preset_folder, "lotus_redo_test.py")
+    camera_before = getattr(bpy.context.scene.camera, "name", None)
+    bpy.ops.ed.undo_push(message=f"before {operator}")
+    try:
+        assert run('EXEC_DEFAULT', True, photo=photo.name, **{option: 0.25}, **fixed) == {'FINISHED'}
+        assert built(stem) == pytest.approx(0.25)
+        assert last_used() == pytest.approx(0.25)  # the last-used value
+        # The redo panel: another value rebuilds with it (one result, not a second one).
+        assert _redo(operator, **{option: 0.75}) == {'FINISHED'}
+        assert built(stem) == pytest.approx(0.75)
+        assert last_used() == pytest.approx(0.75)
+        # A preset stores the options (not the photo) and restores them in the redo panel.
+        assert bpy.ops.wm.operator_preset_add(name="lotus redo test",
+                                              operator=f"LOTUS_OT_{operator}") == {'FINISHED'}
+        text = open(preset, encoding="utf-8").read()
+        assert f"op.{option} = 0.75" in text and "op.photo" not in text
+        assert _redo(operator, **{option: 0.5}) == {'FINISHED'}
+        assert built(stem) == pytest.approx(0.5)
+        assert bpy.ops.script.execute_preset(filepath=preset,
+                                             menu_idname="WM_MT_operator_presets") == {'FINISHED'}
+        assert getattr(bpy.context.active_operator, option) == pytest.approx(0.75)
+        assert _redo(operator) == {'FINISHED'}
+        assert built(stem) == pytest.approx(0.75)
+        # invoke (a panel button) takes what the caller left unset from the scene's last-used values.
+        # (Called on the last run: background Blender has no window to invoke from.)
+        _remove_objects(stem)
+        op = bpy.context.active_operator
+        op.properties.property_unset(option)
+        setattr(getattr(bpy.context.scene, settings_name), option, 0.4)
+        assert op.invoke(bpy.context, None) == {'FINISHED'}
+        assert built(stem) == pytest.approx(0.4)
+    finally:
+        if os.path.exists(preset):
+            os.remove(preset)
+        # Back to before the first run: the scene's camera, render settings and last-used values
+        # as other tests expect them.
+        bpy.ops.ed.undo()
+        _remove_objects(stem)
+        remove_images(stem)
+    assert getattr(bpy.context.scene.camera, "name", None) == camera_before
+
+
+def test_every_builder_finds_a_photos_maps_by_tag_or_by_its_name(lotus):
+    """One rule for the three builders and their panels: the result tagged as made from the
+    photo, else the image named after the photo's stem (maps whose tags were lost)."""
+    import sys
+    import bpy
+    common = sys.modules[f"{lotus.name}.blender.builders.common"]
+    photo = _builder_maps("named_maps")
+    photo.name = "named_maps.png"
+    for image in (bpy.data.images["named_maps_depth"], bpy.data.images["named_maps_normal"]):
+        del image["lotus_source"], image["lotus_kind"]      # untagged: found by name only
+    assert common.find_result(photo, ("disparity", "depth")).name == "named_maps_depth"
+    assert common.find_result(photo, "normal").name == "named_maps_normal"
+    scene = bpy.data.scenes.new("lotus_named_maps")
+    try:
+        with bpy.context.temp_override(scene=scene):
+            assert bpy.ops.lotus.build_photo_scene(photo=photo.name, max_vertices=64,
+                                                   refine=False) == {'FINISHED'}
+            assert bpy.ops.lotus.normal_material(photo=photo.name, save_maps=False) == {'FINISHED'}
+            assert _modifier_input(bpy.data.objects["named_maps"], "Depth").name == "named_maps_depth"
+            # Relight raises "No Lotus depth" before it reuses the 2.5D scene: it found the map.
+            assert bpy.ops.lotus.relight_setup(photo=photo.name, light_rig=False) == {'FINISHED'}
+        # A tagged result comes first, whatever its name.
+        tagged = bpy.data.images.new("renamed normal", 4, 4)
+        tagged["lotus_kind"], tagged["lotus_source"] = "normal", photo.name
+        assert common.find_result(photo, "normal") == tagged
+    finally:
+        for obj in list(scene.objects):
+            bpy.data.objects.remove(obj)
+        bpy.data.scenes.remove(scene)
+        remove_images("named_maps")
+        remove_images("renamed normal")

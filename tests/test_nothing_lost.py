@@ -268,12 +268,13 @@ def test_material_maps_that_cannot_be_written_are_packed_and_reported_once(lotus
     import bpy
     from lotus_blender.core import maps
     materials = sys.modules[f"{lotus.name}.blender.builders.materials"]
+    common = sys.modules[f"{lotus.name}.blender.builders.common"]
     files = lotus.package.blender.files
     rows, cols = np.mgrid[0:24, 0:32]
     normals = maps.normalize_vectors(np.dstack([(cols - 16) / 40.0, (12 - rows) / 40.0,
                                                 np.ones((24, 32))]))
     photo = bpy.data.images.new("nomap_photo", 32, 24)
-    normal = materials.write_float_image("nomap_photo_normal", maps.normals_to_normal_map(normals))
+    normal = common.write_float_image("nomap_photo_normal", maps.normals_to_normal_map(normals))
     normal["lotus_kind"], normal["lotus_source"] = "normal", photo.name
 
     def refuse(image, path, scene):
@@ -290,7 +291,7 @@ def test_material_maps_that_cannot_be_written_are_packed_and_reported_once(lotus
     assert message.startswith("Could not write 2 files in ") and "no space left on device" in message
     for image in (normal_map, height):
         assert image.packed_file is not None and image.filepath == ""
-        assert materials.read_pixels(image)[..., :3].std() > 0
+        assert common.read_pixels(image)[..., :3].std() > 0
     bpy.data.objects.remove(obj)
     bpy.data.materials.remove(material)
     for image in (photo, normal, normal_map, height):

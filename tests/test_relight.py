@@ -24,12 +24,16 @@ def relight_module(addon):
     return sys.modules[f"{addon}.blender.builders.relight"]
 
 
-def materials_module(addon):
-    return sys.modules[f"{addon}.blender.builders.materials"]
+def common_module(addon):
+    return sys.modules[f"{addon}.blender.builders.common"]
 
 
-def tagged_image(materials, name, values, kind, source, non_color=True):
-    image = materials.write_float_image(name, values, non_color=non_color)
+def preview_module(addon):
+    return sys.modules[f"{addon}.blender.builders.relight_preview"]
+
+
+def tagged_image(common, name, values, kind, source, non_color=True):
+    image = common.write_float_image(name, values, non_color=non_color)
     image["lotus_kind"] = kind
     image["lotus_source"] = source
     return image
@@ -50,7 +54,7 @@ def test_relit_scene_matches_truth_under_a_new_light(blender_addon, ground_truth
     import bpy
     from mathutils import Matrix
     relight = relight_module(blender_addon)
-    materials = materials_module(blender_addon)
+    common = common_module(blender_addon)
     gt = ground_truth_scene
 
     # The true scene under the new light.
@@ -67,9 +71,9 @@ def test_relit_scene_matches_truth_under_a_new_light(blender_addon, ground_truth
     rotation = gt.matrix_world[:3, :3]
     lotus_normals = maps.blender_camera_to_lotus(maps.normalize_vectors(gt.normal @ rotation))
     disparity, near, far = maps.depth_to_disparity(gt.depth)
-    photo = materials.write_float_image("gt_relight", gt.diffuse_color, non_color=False)
-    depth = tagged_image(materials, "gt_relight_depth", disparity, "disparity", photo.name)
-    normal = tagged_image(materials, "gt_relight_normal", maps.normals_to_normal_map(
+    photo = common.write_float_image("gt_relight", gt.diffuse_color, non_color=False)
+    depth = tagged_image(common, "gt_relight_depth", disparity, "disparity", photo.name)
+    normal = tagged_image(common, "gt_relight_normal", maps.normals_to_normal_map(
         maps.lotus_to_blender_camera(lotus_normals), "OPENGL"), "normal", photo.name)
 
     scene = bpy.data.scenes.new("lotus_relight_test")
@@ -97,9 +101,9 @@ def test_relit_scene_matches_truth_under_a_new_light(blender_addon, ground_truth
         to_relit = camera.matrix_world @ Matrix(gt.matrix_world.tolist()).inverted()
         sun_object.matrix_world = to_relit @ relight_eval.sun_rotation().to_matrix().to_4x4()
         relight_eval.match_render_settings(scene)
-        preview = relight.render_preview(bpy.context, "gt_relight_preview", max_size=1000,
+        preview = preview_module(blender_addon).render_preview(bpy.context, "gt_relight_preview", max_size=1000,
                                          samples=SAMPLES, quality='FULL')
-    relit = materials.read_pixels(preview)[..., :3]
+    relit = common.read_pixels(preview)[..., :3]
     assert relit.shape == truth.combined[..., :3].shape
 
     subject = gt.subject_mask
@@ -115,7 +119,7 @@ def test_relit_scene_matches_truth_under_a_new_light(blender_addon, ground_truth
 def test_relight_setup_operator_builds_rig_ground_and_preview(blender_addon, fresh_data):
     import bpy
     relight = relight_module(blender_addon)
-    materials = materials_module(blender_addon)
+    common = common_module(blender_addon)
     height, width = 24, 32
     rows, cols = np.mgrid[0:height, 0:width]
     disparity = np.where((rows - 12) ** 2 + (cols - 16) ** 2 < 36, 0.9, 0.2).astype(np.float32)
@@ -124,8 +128,8 @@ def test_relight_setup_operator_builds_rig_ground_and_preview(blender_addon, fre
     scene = bpy.data.scenes.new("lotus_relight_ui")
     with bpy.context.temp_override(scene=scene):
         photo = bpy.data.images.new("rig_photo", width, height)
-        tagged_image(materials, "rig_photo_depth", disparity, "disparity", photo.name)
-        tagged_image(materials, "rig_photo_normal", maps.normals_to_normal_map(flat), "normal", photo.name)
+        tagged_image(common, "rig_photo_depth", disparity, "disparity", photo.name)
+        tagged_image(common, "rig_photo_normal", maps.normals_to_normal_map(flat), "normal", photo.name)
         assert bpy.ops.lotus.relight_setup(photo=photo.name, shadow_catcher=True) == {'FINISHED'}
 
         mesh = bpy.data.objects["rig_photo"]
@@ -163,7 +167,7 @@ def test_relight_setup_operator_builds_rig_ground_and_preview(blender_addon, fre
         assert bpy.ops.lotus.preview_relight(max_size=16, samples=1) == {'FINISHED'}
         preview = bpy.data.images["rig_photo_relight_preview"]
         assert max(preview.size) <= 16
-        assert materials.read_pixels(preview)[..., :3].max() > 0.0
+        assert common.read_pixels(preview)[..., :3].max() > 0.0
         # The preview put the settings and the mesh resolution back.
         assert scene.render.resolution_percentage == 100
         assert compat.get_modifier_input(modifier, max_vertices) == full_resolution
@@ -183,6 +187,50 @@ def test_image_plane_fills_the_camera_view(blender_addon, fresh_data):
                    for v in plane.data.vertices]
     frame = sorted((round(c.x, 5), round(c.y, 5)) for c in corners)
     assert frame == [(0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0)]
+
+
+def test_image_plane_focal_from_the_photo_exif_before_the_scene_camera(blender_addon, fresh_data,
+                                                                      tmp_path):
+    """The plane's camera follows the 2.5D builder's Focal Source rule: the photo's EXIF first
+    (the scene camera's 80 mm lens is only the fallback)."""
+    import bpy
+    from PIL import Image
+    from lotus_blender.core import geometry
+    exif = Image.Exif()
+    exif[0x8769] = {0xA405: 24}   # FocalLengthIn35mmFilm
+    Image.new("RGB", (30, 20), (120, 90, 60)).save(tmp_path / "exif_plane.jpg", exif=exif)
+    scene = bpy.data.scenes.new("lotus_relight_exif")
+    with bpy.context.temp_override(scene=scene):
+        lens = bpy.data.cameras.new("exif_scene_camera")
+        lens.lens = 80.0
+        scene.camera = bpy.data.objects.new("exif_scene_camera", lens)
+        scene.collection.objects.link(scene.camera)
+        photo = bpy.data.images.load(str(tmp_path / "exif_plane.jpg"))
+        assert bpy.ops.lotus.relight_setup(photo=photo.name, geometry_mode='PLANE',
+                                           light_rig=False) == {'FINISHED'}
+        camera = scene.camera
+    assert camera.name == "exif_plane_camera" and camera["lotus_focal_source"] == "recorded"
+    assert camera.data.lens == pytest.approx(geometry.lens_from_35mm(24.0, 30, 20, camera.data.sensor_width))
+    # The 2.5D builder's camera settings: clip start close in, square pixels.
+    assert camera.data.clip_start == pytest.approx(0.01)
+    assert scene.render.pixel_aspect_x == scene.render.pixel_aspect_y == 1.0
+
+
+def test_light_rig_records_the_photo_name_and_an_earlier_versions_rig_is_reused(blender_addon,
+                                                                               fresh_data):
+    """lotus_source holds the photo's image name on the rig as everywhere; a rig saved by an
+    earlier version (its photo's stem there) is found and reused, not built a second time."""
+    import bpy
+    scene = bpy.data.scenes.new("lotus_relight_old_rig")
+    with bpy.context.temp_override(scene=scene):
+        photo = bpy.data.images.new("old_rig.png", 30, 20)
+        assert bpy.ops.lotus.relight_setup(photo=photo.name, geometry_mode='PLANE') == {'FINISHED'}
+        rig = bpy.data.objects["old_rig_light_rig"]
+        assert rig["lotus_source"] == "old_rig.png"
+        rig["lotus_source"] = "old_rig"    # as the previous version saved it
+        assert bpy.ops.lotus.relight_setup(photo=photo.name, geometry_mode='PLANE') == {'FINISHED'}
+        rigs = [obj for obj in scene.objects if obj.get("lotus_light_rig")]
+    assert rigs == [rig] and rig["lotus_source"] == "old_rig.png"
 
 
 def test_object_space_normals_follow_a_rotated_and_scaled_object(blender_addon, fresh_data):

@@ -18,7 +18,7 @@ def module(addon, name):
 def relit_scene(addon, name):
     """A relight setup for a small photo: a near disc on a far background, flat normals."""
     import bpy
-    relight, materials = module(addon, "relight"), module(addon, "materials")
+    relight, common = module(addon, "relight"), module(addon, "common")
     rows, cols = np.mgrid[0:HEIGHT, 0:WIDTH]
     disparity = np.where((rows - 18) ** 2 + (cols - 24) ** 2 < 100, 0.9, 0.2).astype(np.float32)
     flat = np.zeros((HEIGHT, WIDTH, 3), dtype=np.float32)
@@ -32,7 +32,7 @@ def relit_scene(addon, name):
         photo.pixels.foreach_set(rgba.ravel())
         for suffix, kind, values in (("depth", "disparity", disparity),
                                      ("normal", "normal", maps.normals_to_normal_map(flat))):
-            image = materials.write_float_image(f"{name}_photo_{suffix}", values)
+            image = common.write_float_image(f"{name}_photo_{suffix}", values)
             image["lotus_kind"], image["lotus_source"] = kind, photo.name
         relight.build_relight_scene(bpy.context, photo, bpy.data.images[f"{name}_photo_depth"],
                                     bpy.data.images[f"{name}_photo_normal"])
@@ -106,7 +106,7 @@ def test_fast_preview_size_pixels_and_settings_then_the_scene_is_untouched(
         blender_addon, fresh_data, render_watch):
     import bpy
     preview = module(blender_addon, "relight_preview")
-    materials = module(blender_addon, "materials")
+    common = module(blender_addon, "common")
     scene = relit_scene(blender_addon, "fastprev")
     scene.render.resolution_x, scene.render.resolution_y = 400, 300  # preview: 40x30
     before = scene_state(scene)
@@ -117,7 +117,7 @@ def test_fast_preview_size_pixels_and_settings_then_the_scene_is_untouched(
     assert tuple(image.size) == (40, 30)
     # Its renders are not the artist's: the panel offers no Render Result after a preview.
     assert not panels.has_pixels(bpy.data.images.get("Render Result"))
-    pixels = materials.read_pixels(image)[..., :3]
+    pixels = common.read_pixels(image)[..., :3]
     assert np.isfinite(pixels).all() and pixels.max() > 0.05 and pixels.std() > 0.01
     assert len(render_watch) == preview.math.ceil(30 / preview.BAND_ROWS['FAST'])
     for seen in render_watch:
@@ -130,17 +130,17 @@ def test_fast_preview_size_pixels_and_settings_then_the_scene_is_untouched(
 def test_bands_assemble_into_the_single_render(blender_addon, fresh_data, monkeypatch):
     import bpy
     preview = module(blender_addon, "relight_preview")
-    materials = module(blender_addon, "materials")
+    common = module(blender_addon, "common")
     scene = relit_scene(blender_addon, "bandprev")
     scene.render.resolution_x, scene.render.resolution_y = 480, 360
     scene.cycles.use_denoising = False
     scene.cycles.use_adaptive_sampling = False
     scene.cycles.seed = 3
     with bpy.context.temp_override(scene=scene):
-        whole = materials.read_pixels(preview.render_preview(
+        whole = common.read_pixels(preview.render_preview(
             bpy.context, "band_whole", max_size=48, samples=4, quality='FULL'))
         monkeypatch.setitem(preview.BAND_ROWS, 'FULL', 7)  # 36 rows: six uneven bands
-        banded = materials.read_pixels(preview.render_preview(
+        banded = common.read_pixels(preview.render_preview(
             bpy.context, "band_bands", max_size=48, samples=4, quality='FULL'))
     assert banded.shape == whole.shape == (36, 48, 4)
     np.testing.assert_allclose(banded, whole, atol=1e-5)
@@ -151,7 +151,7 @@ def test_full_quality_keeps_the_scene_sampling_and_denoises_bands_with_margins(
         blender_addon, fresh_data, render_watch, monkeypatch):
     import bpy
     preview = module(blender_addon, "relight_preview")
-    materials = module(blender_addon, "materials")
+    common = module(blender_addon, "common")
     scene = relit_scene(blender_addon, "fullprev")
     scene.cycles.samples = 6
     assert scene.cycles.use_denoising  # the relight setup turns it on
@@ -159,7 +159,7 @@ def test_full_quality_keeps_the_scene_sampling_and_denoises_bands_with_margins(
     with bpy.context.temp_override(scene=scene):
         image = preview.render_preview(bpy.context, "fullprev_preview", max_size=24, quality='FULL')
     assert tuple(image.size) == (24, 18)
-    assert np.isfinite(materials.read_pixels(image)).all()
+    assert np.isfinite(common.read_pixels(image)).all()
     assert [seen["samples"] for seen in render_watch] == [6, 6]
     assert all(seen["denoising"] for seen in render_watch)
     assert scene.cycles.samples == 6 and not scene.render.use_border

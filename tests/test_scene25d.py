@@ -302,14 +302,7 @@ def test_operator_finds_the_photo_results(scene25d):
     import bpy
     photo = _photo("s25_op", 20, 10)
     float_image("s25_op_depth", np.full((10, 20), 0.25), "disparity")
-    settings = bpy.context.scene.lotus_scene25d
-    settings.material = 'SHADED'
-    settings.max_vertices = 50
-    try:
-        result = bpy.ops.lotus.build_photo_scene(photo=photo.name)
-    finally:
-        settings.property_unset("material")
-        settings.property_unset("max_vertices")
+    result = bpy.ops.lotus.build_photo_scene(photo=photo.name, material='SHADED', max_vertices=50)
     assert result == {'FINISHED'}
     obj = bpy.data.objects["s25_op"]
     assert bpy.context.view_layer.objects.active == obj
@@ -364,7 +357,7 @@ class _RecordingLayout:
     """Stands in for UILayout: records operators and properties, fails on paths that do not resolve."""
 
     def __init__(self):
-        self.operators, self.properties = [], []
+        self.operators, self.properties, self.operator_properties = [], [], []
         self.use_property_split = self.use_property_decorate = False
 
     def prop(self, data, path, **_options):
@@ -383,7 +376,11 @@ class _RecordingLayout:
     box = row = column
 
     def operator(self, idname, **_options):
+        from types import SimpleNamespace
         self.operators.append(idname)
+        properties = SimpleNamespace()
+        self.operator_properties.append(properties)
+        return properties
 
 
 def test_panel_draws_settings_and_live_controls(scene25d):
@@ -395,9 +392,16 @@ def test_panel_draws_settings_and_live_controls(scene25d):
     fake = SimpleNamespace(layout=_RecordingLayout())
     # The button, its collapsed Options, and Live Mesh (shown for an active 2.5D object).
     assert bpy.types.LOTUS_PT_scene25d_live.poll(bpy.context)
-    for panel in ("LOTUS_PT_scene25d", "LOTUS_PT_scene25d_options", "LOTUS_PT_scene25d_live"):
-        getattr(bpy.types, panel).draw(fake, bpy.context)
+    settings = bpy.context.scene.lotus_scene25d
+    settings.photo = bpy.data.images["s25_panel"]
+    try:
+        for panel in ("LOTUS_PT_scene25d", "LOTUS_PT_scene25d_options", "LOTUS_PT_scene25d_live"):
+            getattr(bpy.types, panel).draw(fake, bpy.context)
+    finally:
+        settings.photo = None
     assert fake.layout.operators == ["image.open", "lotus.build_photo_scene", "lotus.camera_move"]
+    # The button passes the photo; its invoke takes the options from these fields (last used).
+    assert fake.layout.operator_properties[1].photo == "s25_panel"
     assert {"photo", "depth", "normal", "near", "depth_range", "tear_threshold", "fill_behind",
             "move_range"} <= set(fake.layout.properties)
     # Live modifier inputs: ID properties before Blender 5.2, input structs' "value" from 5.2;

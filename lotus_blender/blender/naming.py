@@ -1,7 +1,8 @@
 """One naming rule for everything the add-on makes, in Blender and on disk.
 
-A source is known by its stem: the image's name without its file extension, accents, spaces and
-case kept ("café photo 01.jpg" -> "café photo 01"). Results add a suffix ("café photo 01_depth",
+A source is known by its image name, which every result, object and light rig records in its
+"lotus_source" property (source_name, source_photo), and named after its stem: the image's name
+without its file extension, accents, spaces and case kept ("café photo 01.jpg" -> "café photo 01"). Results add a suffix ("café photo 01_depth",
 "café photo 01_height"); files carry the same name plus their extension ("café photo 01_height.png"),
 with only the characters file systems refuse replaced. A result's Blender name that the artist's own
 image already holds gets one suffix, " (Lotus)", and that name is reused by the next run.
@@ -39,9 +40,20 @@ def stem(name: str) -> str:
     return name.rpartition(".")[0] if _has_media_extension(name) else name
 
 
+def source_name(image) -> str:
+    """The image name of the photo an image is, or that a Lotus result was made from: what the
+    "lotus_source" property holds on every result, object and light rig the add-on makes."""
+    return image.get("lotus_source") or image.name
+
+
+def source_photo(image):
+    """The photo an image is, or that a Lotus result was made from (when it is in this file)."""
+    return bpy.data.images.get(source_name(image), image)
+
+
 def source_stem(image) -> str:
     """The stem of the photo an image is, or that a Lotus result was made from."""
-    return stem(image.get("lotus_source") or image.name)
+    return stem(source_name(image))
 
 
 def short_stem(name: str) -> str:

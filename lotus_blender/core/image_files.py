@@ -34,6 +34,18 @@ def png_complete(path: str) -> bool:
         return False
 
 
+def png_size(path: str) -> tuple[int, int] | None:
+    """(width, height) from a PNG's header (its IHDR chunk), or None for anything else."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(24)
+    except OSError:
+        return None
+    if len(header) < 24 or header[:8] != PNG_SIGNATURE or header[12:16] != b"IHDR":
+        return None
+    return struct.unpack(">II", header[16:24])
+
+
 def write_png_rgb16(path: str, width: int, height: int, strips) -> None:
     """A 16-bit RGB PNG written strip by strip: ``strips`` yields uint16 arrays (rows, width, 3),
     top row first, ``height`` rows in all. Blender's writer needs the whole picture as a float

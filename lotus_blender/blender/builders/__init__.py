@@ -1,4 +1,8 @@
-"""Scene builders: 2.5D scene from a photo (and, appended by their authors, other builders).
+"""Scene builders: a photo's 2.5D scene, normal-mapped material and relighting setup.
+
+Each builder is a feature module (scene25d, materials, relight: bpy data, no UI) and a *_ui module
+(its operator, scene settings and sidebar panels); common.py holds what the builders share,
+ui_common.py what their UI modules share (the panels' frame, the operators' settings pattern).
 
 SUBMODULES is a plain list of this package's modules that have register()/unregister()
 (operators and sidebar sub-panels); append a name to add a builder.
@@ -9,8 +13,8 @@ from .. import registrar
 SUBMODULES = [
     "scene25d_ui",
     "camera_move",
-    "materials",
-    "relight",
+    "materials_ui",
+    "relight_ui",
     "relight_preview",
 ]
 

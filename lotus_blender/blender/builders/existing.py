@@ -3,6 +3,7 @@ than built a second time in the same place (a second mesh, camera, gap fill or l
 
 import bpy
 
+from .. import naming
 from . import scene25d
 
 
@@ -50,10 +51,12 @@ def gap_fill(obj):
     return next((child for child in obj.children if child.get("lotus_gap_fill")), None)
 
 
-def light_rig(scene, name):
-    """(rig empty, {role: light}) of relight.build_light_rig for the photo's stem, or (None, {})."""
+def light_rig(scene, photo):
+    """(rig empty, {role: light}) of relight.build_light_rig for the photo, or (None, {}). A rig
+    saved by an earlier version records the photo's stem rather than its name: found as well."""
+    names = (photo.name, naming.stem(photo.name))
     for obj in scene.objects:
-        if obj.type == 'EMPTY' and obj.get("lotus_source") == name and obj.get("lotus_light_rig"):
+        if obj.type == 'EMPTY' and obj.get("lotus_source") in names and obj.get("lotus_light_rig"):
             lights = {child["lotus_light_role"]: child for child in obj.children
                       if "lotus_light_role" in child}
             return obj, lights

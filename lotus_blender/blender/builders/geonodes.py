@@ -26,12 +26,12 @@ transform), so the mesh looks down -Z like the camera.
 
 import bpy
 
-from ...core import geometry
+from ...core import fill, geometry
 from .. import compat
+from .common import UV_MAP_NAME
 
 GROUP_NAME = "Lotus 2.5D Mesh"
 GROUP_VERSION = 6
-UV_MAP_NAME = "UVMap"
 _POINT_UV = "lotus_uv"  # per-vertex texture coordinate of the sampled pixel, removed before the output
 _RAY_UV = "lotus_ray_uv"  # per-vertex texture coordinate of the ray (frame edges at the border)
 _FACE_FAR, _FACE_BAND = "lotus_face_far", "lotus_face_band"   # per-face, removed before the output
@@ -60,7 +60,7 @@ INPUTS = {
                "the Depth image; green: pixels from the tear), written by Build 2.5D Scene"),
     "Fill Behind": ('NodeSocketBool', True, None, None,
                     "Fill the background a camera move can reveal behind every tear"),
-    "Move Range": ('NodeSocketFloat', 0.1, 0.0, 1.0,
+    "Move Range": ('NodeSocketFloat', fill.DEFAULT_MOVE_RANGE, 0.0, 1.0,
                    "How far the camera may move, as a fraction of the subject distance: the width "
                    "of the filled band behind each near edge follows from it"),
     "Fill Material": ('NodeSocketMaterial', None, None, None, "Material showing the filled background"),

@@ -1,4 +1,5 @@
-"""Normal-mapped Principled BSDF materials from Lotus normals (issue 5, section 2).
+"""Normal-mapped Principled BSDF materials from Lotus normals, so that a photographed surface
+(a wall, a fabric, a texture scan) reacts to light like the relief it shows.
 
 The Lotus normal result ("<photo>_normal") holds camera-space normals encoded the way Blender's Normal
 Map node reads them (rgb = 0.5 * n + 0.5, +X right, +Y up, +Z toward the camera). For a surface
@@ -16,12 +17,11 @@ import os
 
 import bpy
 import numpy as np
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, PointerProperty
 
-from ...core import heightmap, maps
+from ...core import heightmap, image_files, maps
 from .. import compat, files, naming, outputs, preferences
-from ..panels import LotusSubPanel, draw_wrapped
-from .transaction import atomic_builder, report_failure
+from . import common
+from .transaction import atomic_builder
 
 CONVENTION_ITEMS = [
     ('OPENGL', "OpenGL", "Green channel up (+Y), what Blender, Unity and glTF expect"),
@@ -31,75 +31,12 @@ CONVENTION_ITEMS = [
 CONVENTION_SUFFIX = {'OPENGL': "opengl", 'DIRECTX': "directx"}
 CONVENTION_LABEL = {key: label for key, label, _ in CONVENTION_ITEMS}
 PLANE_HEIGHT = 1.0  # metres; the width follows the image's aspect ratio
-UV_MAP_NAME = "UVMap"
 SUBDIVISION_MODIFIER_NAME = "Lotus Displacement"
 
 # Node-editor columns, left to right, and the vertical slots of the three texture rows.
 COLUMN_X = {"uv": -1550, "texture": -1250, "separate": -950, "flip": -780, "combine": -610,
             "normal": -420, "bump": -220, "shader": 20, "output": 340}
 ROW_Y = {"photo": 300, "normal": -50, "height": -400}
-
-
-# ---------------------------------------------------------------------------------------------
-# Pixels: Blender images are bottom-row-first RGBA; the core works top-row-first.
-
-def read_pixels(image) -> np.ndarray:
-    """RGBA float32 (H, W, 4), top row first."""
-    width, height = image.size
-    buffer = np.empty(width * height * 4, dtype=np.float32)
-    image.pixels.foreach_get(buffer)
-    return buffer.reshape(height, width, 4)[::-1]
-
-
-def _made_by_lotus(image) -> bool:
-    return "lotus_kind" in image and image.library is None
-
-
-def write_float_image(name, values, *, non_color=True):
-    """Store (H, W) grey or (H, W, 3|4) values in a float image called name: our earlier image of
-    that name is reused; a name the artist's own image holds gets one suffix (naming)."""
-    values = np.asarray(values, dtype=np.float32)
-    if values.ndim == 2:
-        values = np.repeat(values[..., None], 3, axis=2)
-    height, width = values.shape[:2]
-    rgba = np.ones((height, width, 4), dtype=np.float32)
-    rgba[..., :values.shape[2]] = values[..., :4]
-    name, image = naming.claim_image(name, _made_by_lotus)
-    if image is not None and not image.is_float:
-        bpy.data.images.remove(image)
-        image = None
-    if image is not None and tuple(image.size) != (width, height):
-        image.scale(width, height)
-    if image is None:
-        image = bpy.data.images.new(name, width, height, alpha=False, float_buffer=True)
-    image.colorspace_settings.name = 'Non-Color' if non_color else 'Linear Rec.709'
-    image.pixels.foreach_set(rgba[::-1].ravel())
-    image.update()
-    return image
-
-
-# ---------------------------------------------------------------------------------------------
-# Finding a photo's Lotus results (custom properties set by blender/outputs.py).
-
-def source_name(image) -> str:
-    """The photo an image belongs to: itself, or the source recorded on a Lotus result."""
-    return image.get("lotus_source", image.name)
-
-
-def find_result(source, kinds):
-    """The newest result image of one of kinds ("disparity", "depth", "normal") made from source."""
-    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
-    for kind in kinds:
-        for image in reversed(bpy.data.images):
-            if image.get("lotus_source") == source and image.get("lotus_kind") == kind:
-                return image
-    return None
-
-
-def lotus_camera_normals(normal_image) -> np.ndarray:
-    """Unit camera-space normals (H, W, 3) in Blender's convention, top row first."""
-    rgb = read_pixels(normal_image)[..., :3]
-    return maps.normalize_vectors(maps.normal_map_to_normals(rgb, "OPENGL"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,28 +55,16 @@ def output_folder(context, near_images=()):
     return folder
 
 
-def _png_size(path):
-    """(width, height) from a PNG's header, or None."""
-    try:
-        with open(path, "rb") as handle:
-            header = handle.read(24)
-    except OSError:
-        return None
-    if header[:8] != b"\x89PNG\r\n\x1a\n" or len(header) < 24:
-        return None
-    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
-
-
 def _file_holds(path, values):
     """Whether the 16-bit PNG at path holds values (H, W, 3; top row first) to its precision."""
-    if _png_size(path) != (values.shape[1], values.shape[0]):
+    if image_files.png_size(path) != (values.shape[1], values.shape[0]):
         return False
     stored = bpy.data.images.load(path, check_existing=False)
     try:
         stored.colorspace_settings.name = 'Non-Color'
         if tuple(stored.size) != (values.shape[1], values.shape[0]):
             return False
-        return bool(np.abs(read_pixels(stored)[..., :3] - values).max() <= 1.0 / 65535)
+        return bool(np.abs(common.read_pixels(stored)[..., :3] - values).max() <= 1.0 / 65535)
     finally:
         bpy.data.images.remove(stored)
 
@@ -153,7 +78,7 @@ def save_map(image, folder, stem=None):
     number, path = 0, os.path.join(folder, stem + ".png")
     while os.path.exists(path):
         if values is None:
-            values = np.round(np.clip(read_pixels(image)[..., :3], 0.0, 1.0) * 65535) / 65535
+            values = np.round(np.clip(common.read_pixels(image)[..., :3], 0.0, 1.0) * 65535) / 65535
         if _file_holds(path, values):  # to the PNG's precision
             break
         number += 1
@@ -176,9 +101,9 @@ def _tag_map(image, kind, photo_name):
 
 def make_normal_map(photo_name, normal_image, *, convention="OPENGL"):
     """The tangent-space normal map image (Non-Color float) of photo_name in a convention."""
-    normals = lotus_camera_normals(normal_image)
+    normals = common.camera_normals(normal_image)
     normal_rgb = maps.normals_to_normal_map(normals, convention=convention)
-    normal_map = write_float_image(
+    normal_map = common.write_float_image(
         f"{naming.stem(photo_name)}_normal_{CONVENTION_SUFFIX[convention]}", normal_rgb)
     _tag_map(normal_map, "normal_map", photo_name)
     normal_map["lotus_normal_convention"] = convention
@@ -198,7 +123,7 @@ def prediction_normal_map(photo_name, normal_image, convention):
         image.filepath = outputs.stored_path(path)  # relative to a saved .blend, as every result
     image.colorspace_settings.name = 'Non-Color'
     name = naming.result_image_name(f"{naming.stem(photo_name)}_normal_{suffix}",
-                                    lambda other: other == image or _made_by_lotus(other))
+                                    lambda other: other == image or common.made_by_lotus(other))
     if image.name != name:
         image.name = name
     _tag_map(image, "normal_map", photo_name)
@@ -208,7 +133,7 @@ def prediction_normal_map(photo_name, normal_image, convention):
 
 def make_height_map(photo_name, normal_image, *, seamless=False):
     """The height map image and the relief the normals imply (see make_texture_maps)."""
-    normals = lotus_camera_normals(normal_image)
+    normals = common.camera_normals(normal_image)
     # One integration gives both the map and its physical span (normalize=False keeps pixel units).
     raw = heightmap.height_from_normals(normals, seamless=seamless, normalize=False).astype(np.float64)
     low, high = float(raw.min()), float(raw.max())
@@ -219,7 +144,7 @@ def make_height_map(photo_name, normal_image, *, seamless=False):
         height, span_px = np.full(raw.shape, 0.5), 0.0
     # A seamless map is another map: its own name, so a plain one elsewhere keeps its pixels.
     suffix = "height_seamless" if seamless else "height"
-    height_image = write_float_image(f"{naming.stem(photo_name)}_{suffix}", height)
+    height_image = common.write_float_image(f"{naming.stem(photo_name)}_{suffix}", height)
     relief = span_px / raw.shape[0]
     _tag_map(height_image, "height", photo_name)
     height_image["lotus_relief"] = relief
@@ -244,11 +169,8 @@ def make_texture_maps(photo_name, normal_image, *, convention="OPENGL", seamless
 def new_image_plane(context, name, aspect):
     """An upright plane facing -Y (front view), PLANE_HEIGHT tall, UVs covering the image."""
     half_w, half_h = 0.5 * PLANE_HEIGHT * aspect, 0.5 * PLANE_HEIGHT
-    mesh = bpy.data.meshes.new(name)
-    mesh.from_pydata([(-half_w, 0.0, -half_h), (half_w, 0.0, -half_h),
-                      (half_w, 0.0, half_h), (-half_w, 0.0, half_h)], [], [(0, 1, 2, 3)])
-    uv_layer = mesh.uv_layers.new(name=UV_MAP_NAME)
-    uv_layer.data.foreach_set("uv", np.array([0, 0, 1, 0, 1, 1, 0, 1], dtype=np.float32))
+    mesh = common.image_quad(name, [(-half_w, 0.0, -half_h), (half_w, 0.0, -half_h),
+                                    (half_w, 0.0, half_h), (-half_w, 0.0, half_h)])
     obj = bpy.data.objects.new(name, mesh)
     obj.location = context.scene.cursor.location
     context.collection.objects.link(obj)
@@ -288,7 +210,7 @@ def _image_node(tree, image, y, label, parent, uv_node):
     return node
 
 
-def build_normal_material(photo, normal_map, height_image, *, uv_map=UV_MAP_NAME, convention="OPENGL",
+def build_normal_material(photo, normal_map, height_image, *, uv_map=common.UV_MAP_NAME, convention="OPENGL",
                           normal_strength=1.0, bump_strength=1.0, height_scale=0.05,
                           use_displacement=False, name=None):
     """A Principled BSDF material: photo -> Base Color, normal map -> Normal Map (tangent) -> Normal,
@@ -380,14 +302,6 @@ def build_normal_material(photo, normal_map, height_image, *, uv_map=UV_MAP_NAME
     return material
 
 
-def assign_material(obj, material):
-    """Make material the object's only material slot (replacing the first slot)."""
-    if obj.data.materials:
-        obj.data.materials[0] = material
-    else:
-        obj.data.materials.append(material)
-
-
 @atomic_builder
 def apply_normal_material(context, photo, normal_image, *, target=None, convention="OPENGL",
                           normal_strength=1.0, bump_strength=1.0, relief_scale=1.0,
@@ -404,7 +318,7 @@ def apply_normal_material(context, photo, normal_image, *, target=None, conventi
     """
     if target is not None and not target.data.uv_layers:
         raise ValueError(f"{target.name} has no UV map: unwrap it first")
-    name = source_name(photo)
+    name = naming.source_name(photo)
     height_image, relief = make_height_map(name, normal_image, seamless=seamless)
     # The prediction's own PNG when there is one in this convention, else a map of our own.
     normal_map = prediction_normal_map(name, normal_image, convention)
@@ -438,7 +352,7 @@ def apply_normal_material(context, photo, normal_image, *, target=None, conventi
     if target is None:
         width, height = photo.size
         target = new_image_plane(context, f"{naming.stem(name)}_plane", width / max(height, 1))
-        uv_map = UV_MAP_NAME
+        uv_map = common.UV_MAP_NAME
         size = PLANE_HEIGHT
     else:
         uv_map = target.data.uv_layers.active.name
@@ -448,155 +362,8 @@ def apply_normal_material(context, photo, normal_image, *, target=None, conventi
                                      bump_strength=bump_strength,
                                      height_scale=relief * size * relief_scale,
                                      use_displacement=use_displacement)
-    assign_material(target, material)
+    common.assign_material(target, material)
     if use_displacement:
         # A lone quad needs many levels; an existing model already has its own density.
         _add_displacement_subdivision(target, 6 if len(target.data.polygons) <= 1 else 2)
     return target, material, normal_map, height_image
-
-
-# ---------------------------------------------------------------------------------------------
-# Operator and panel.
-
-def _is_photo(self, image):
-    return image.get("lotus_kind") is None and image.type == 'IMAGE'
-
-
-class LotusMaterialSettings(bpy.types.PropertyGroup):
-    photo: PointerProperty(type=bpy.types.Image, name="Photo", poll=_is_photo,
-                           description="The photo whose Lotus normal map the material uses")
-    use_displacement: BoolProperty(
-        name="True Displacement", default=False,
-        description="Wire the height map to the material's displacement (Cycles, adds a "
-                    "Subdivision modifier) instead of Bump")
-    seamless: BoolProperty(name="Seamless Height", default=False,
-                           description="Integrate the height map as a tileable texture")
-
-
-class LOTUS_OT_normal_material(bpy.types.Operator):
-    """Principled BSDF material from the photo and its Lotus normals: normal map, height map (bump or
-    displacement). On the active mesh, or on a new plane sized like the photo"""
-    bl_idname = "lotus.normal_material"
-    bl_label = "Normal-Mapped Material"
-    bl_options = {'REGISTER', 'UNDO'}
-
-    photo: bpy.props.StringProperty(name="Photo", description="Name of the photo image")
-    target: EnumProperty(
-        name="Target", default='NEW_PLANE',
-        items=[('ACTIVE', "Active Object", "The active mesh (it needs a UV map)"),
-               ('NEW_PLANE', "New Plane", "A new plane sized like the photo")])
-    convention: EnumProperty(name="Convention", items=CONVENTION_ITEMS, default='OPENGL')
-    normal_strength: FloatProperty(name="Normal Strength", default=1.0, min=0.0, soft_max=5.0)
-    bump_strength: FloatProperty(name="Bump Strength", default=1.0, min=0.0, max=1.0)
-    relief_scale: FloatProperty(name="Relief Scale", default=1.0, min=0.0, soft_max=10.0,
-                                description="Height of the bump/displacement: 1 = the relief the "
-                                            "normals imply, 2 = twice as deep")
-    use_displacement: BoolProperty(name="True Displacement", default=False)
-    seamless: BoolProperty(name="Seamless Height", default=False)
-    save_maps: BoolProperty(name="Save Maps", default=True,
-                            description="Save the normal and height maps as 16-bit PNG next to the "
-                                        "other outputs")
-
-    def invoke(self, context, event):
-        if not self.properties.is_property_set("convention"):
-            self.convention = preferences.get_preferences(context).normal_convention
-        settings = context.scene.lotus_materials
-        if not self.photo and settings.photo is not None:
-            self.photo = settings.photo.name
-        if not self.properties.is_property_set("use_displacement"):
-            self.use_displacement = settings.use_displacement
-        if not self.properties.is_property_set("seamless"):
-            self.seamless = settings.seamless
-        return self.execute(context)
-
-    def execute(self, context):
-        photo = bpy.data.images.get(self.photo)
-        if photo is None:
-            self.report({'ERROR'}, "Choose a photo first")
-            return {'CANCELLED'}
-        photo = bpy.data.images.get(source_name(photo), photo)
-        normal_image = find_result(photo.name, "normal")
-        if normal_image is None:
-            self.report({'ERROR'}, f"No Lotus normals for {photo.name}: predict normals first")
-            return {'CANCELLED'}
-        target = None
-        if self.target == 'ACTIVE':
-            target = context.active_object
-            if target is None or target.type != 'MESH':
-                self.report({'ERROR'}, "The active object must be a mesh")
-                return {'CANCELLED'}
-        failures = []
-        try:
-            obj, material, normal_map, height_image = apply_normal_material(
-                context, photo, normal_image, target=target, convention=self.convention,
-                normal_strength=self.normal_strength, bump_strength=self.bump_strength,
-                relief_scale=self.relief_scale, use_displacement=self.use_displacement,
-                seamless=self.seamless,
-                save=self.save_maps, failures=failures)
-        except Exception as error:  # noqa: BLE001 - one line for the artist, nothing half-built
-            return report_failure(self, "Normal-Mapped Material", error)
-        if target is None:
-            for other in context.selected_objects:
-                other.select_set(False)
-            obj.select_set(True)
-            context.view_layer.objects.active = obj
-        if failures:
-            self.report({'WARNING'}, files.describe_failures(
-                failures, f"{material.name} on {obj.name} uses the maps packed into the .blend"))
-        elif self.save_maps:
-            where = os.path.dirname(bpy.path.abspath(normal_map.filepath_raw))
-            self.report({'INFO'}, f"{material.name} on {obj.name}; {normal_map.name} and "
-                                  f"{height_image.name} saved in {where}")
-        else:
-            self.report({'INFO'}, f"{material.name} on {obj.name}")
-        return {'FINISHED'}
-
-
-class LOTUS_PT_materials(LotusSubPanel, bpy.types.Panel):
-    bl_idname = "LOTUS_PT_materials"
-    bl_label = "Normal-Mapped Material"
-    bl_options = set()  # open: short, its settings are in the collapsed Options
-
-    def draw(self, context):
-        layout = self.layout
-        settings = context.scene.lotus_materials
-        layout.prop(settings, "photo")
-        photo = settings.photo
-        if photo is not None and find_result(photo.name, "normal") is None:
-            draw_wrapped(layout, context, "Predict normals for this photo first", icon='INFO')
-        row = layout.row(align=True)
-        row.enabled = photo is not None
-        for target, text, icon in (('NEW_PLANE', "New Plane", 'MESH_PLANE'),
-                                   ('ACTIVE', "Active Object", 'MATERIAL')):
-            op = row.operator(LOTUS_OT_normal_material.bl_idname, text=text, icon=icon)
-            op.target = target
-            op.photo = photo.name if photo is not None else ""
-            op.use_displacement = settings.use_displacement
-            op.seamless = settings.seamless
-
-
-class LOTUS_PT_materials_options(LotusSubPanel, bpy.types.Panel):
-    bl_idname = "LOTUS_PT_materials_options"
-    bl_label = "Options"
-    bl_parent_id = "LOTUS_PT_materials"
-
-    def draw(self, context):
-        settings = context.scene.lotus_materials
-        self.layout.prop(settings, "seamless")
-        self.layout.prop(settings, "use_displacement")
-
-
-_CLASSES = (LotusMaterialSettings, LOTUS_OT_normal_material, LOTUS_PT_materials,
-            LOTUS_PT_materials_options)
-
-
-def register():
-    for cls in _CLASSES:
-        bpy.utils.register_class(cls)
-    bpy.types.Scene.lotus_materials = PointerProperty(type=LotusMaterialSettings)
-
-
-def unregister():
-    del bpy.types.Scene.lotus_materials
-    for cls in reversed(_CLASSES):
-        bpy.utils.unregister_class(cls)

@@ -1,4 +1,5 @@
-"""Relighting setup (issue 5, section 3): a photo's 2.5D scene that Blender lights act on.
+"""Relighting setup: a photo's 2.5D scene that Blender lights act on, so that an artist can light
+a photographed subject again (and render it) as if it were modelled.
 
 One click builds:
 - the 2.5D mesh (scene25d.build_photo_scene) or, without depth, an image plane filling the camera;
@@ -16,15 +17,12 @@ and "Preview Relight" (relight_preview.py) renders a small preview into "<photo>
 
 import bpy
 import numpy as np
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty
 from mathutils import Matrix, Vector
 
 from ...core import geometry, maps, shading
-from .. import compat, outputs
-from . import existing, materials, relight_preview, scene25d
-from ..panels import LotusSubPanel, draw_wrapped
-from .relight_preview import render_preview  # noqa: F401  (the preview lives in its own module)
-from .transaction import atomic_builder, report_failure
+from .. import compat, naming, outputs
+from . import common, existing, scene25d, scene25d_camera
+from .transaction import atomic_builder
 
 ALBEDO_ITEMS = [
     ('PHOTO', "Photo", "Use the photo's colours as they are (its lighting stays baked in)"),
@@ -59,7 +57,7 @@ def photo_linear_rgb(photo):
 
     Byte images hold their colour space's encoded values; float images are already linear.
     """
-    rgb = materials.read_pixels(photo)[..., :3]
+    rgb = common.read_pixels(photo)[..., :3]
     if not photo.is_float and photo.colorspace_settings.name == 'sRGB':
         rgb = shading.srgb_to_linear(rgb)
     return rgb
@@ -85,10 +83,10 @@ def object_normal_image(name, normal_image, camera, obj):
     object_rotation = np.array(obj.matrix_world.to_3x3().normalized())
     if np.allclose(camera_rotation, object_rotation, atol=1e-5):
         return normal_image
-    normals = object_space_normals(materials.lotus_camera_normals(normal_image), camera, obj)
-    image = materials.write_float_image(name, normals * 0.5 + 0.5)
+    normals = object_space_normals(common.camera_normals(normal_image), camera, obj)
+    image = common.write_float_image(name, normals * 0.5 + 0.5)
     image["lotus_kind"] = "normal_object"
-    image["lotus_source"] = normal_image.get("lotus_source", normal_image.name)
+    image["lotus_source"] = naming.source_name(normal_image)
     outputs.keep_in_blend(image)  # made here, written nowhere: its pixels live in the .blend
     return image
 
@@ -105,7 +103,7 @@ def build_relight_material(name, albedo_image, normal_image=None, *, roughness=0
     links = tree.links
     uv = tree.nodes.new("ShaderNodeUVMap")
     uv.name = "Lotus UV"
-    uv.uv_map = scene25d.geonodes.UV_MAP_NAME
+    uv.uv_map = common.UV_MAP_NAME
     uv.location = (-900, 0)
     albedo = tree.nodes.new("ShaderNodeTexImage")
     albedo.name = albedo.label = "Lotus Albedo"
@@ -142,7 +140,7 @@ def build_relight_material(name, albedo_image, normal_image=None, *, roughness=0
 
 def replace_material(obj, material):
     """Put material on the object: its first slot, and the 2.5D geometry nodes' Material input."""
-    materials.assign_material(obj, material)
+    common.assign_material(obj, material)
     modifier = obj.modifiers.get(scene25d.MODIFIER_NAME)
     if modifier is not None and modifier.type == 'NODES' and modifier.node_group is not None:
         scene25d.geonodes.set_inputs(modifier, Material=material)
@@ -197,37 +195,23 @@ def build_gap_fill(context, obj):
 # ---------------------------------------------------------------------------------------------
 # Geometry without depth: an image plane filling the camera view.
 
-def _new_camera(context, name, width, height, lens, sensor):
-    """A camera where the scene camera is (or scene25d's default pose), set as the scene camera."""
-    data = bpy.data.cameras.new(name)
-    data.lens, data.sensor_width, data.sensor_fit = lens, sensor, 'AUTO'
-    camera = bpy.data.objects.new(name, data)
-    scene = context.scene
-    camera.matrix_world = (scene.camera.matrix_world.copy() if scene.camera is not None
-                           else scene25d.DEFAULT_CAMERA_MATRIX)
-    context.collection.objects.link(camera)
-    scene.camera = camera
-    scene.render.resolution_x, scene.render.resolution_y = width, height
-    scene.render.resolution_percentage = 100
-    return camera
-
-
-def build_image_plane(context, photo, focal_35mm=None):
+def build_image_plane(context, photo, focal_35mm=None, focal_source=None):
     """A plane at PLANE_DISTANCE in front of a new camera, exactly filling its view. Its local space
-    is the camera's (like scene25d's meshes). Returns (plane, camera)."""
+    is the camera's (like scene25d's meshes). The focal length follows the 2.5D builder's Focal
+    Source rule (scene25d_camera.choose_focal: the photo's EXIF first). Returns (plane, camera)."""
     width, height = photo.size
-    name = scene25d.source_name(photo)
-    lens, sensor, _origin = scene25d.camera_lens_for(context, width, height, focal_35mm)
-    camera = _new_camera(context, name + "_camera", width, height, lens, sensor)
+    name = naming.stem(photo.name)
+    lens, sensor, origin = scene25d_camera.choose_focal(
+        context, photo, focal_source=focal_source or ("MANUAL" if focal_35mm else "AUTO"),
+        focal_35mm=focal_35mm, width=width, height=height)
+    camera = common.new_camera(context, name + "_camera", width, height, lens, sensor)
+    camera["lotus_focal_source"] = origin
     intrinsics = geometry.intrinsics_from_lens(lens, sensor, width, height, 'AUTO')
     half_w = 0.5 * width / intrinsics.focal_px * PLANE_DISTANCE
     half_h = 0.5 * height / intrinsics.focal_px * PLANE_DISTANCE
-    mesh = bpy.data.meshes.new(name + "_plane")
-    mesh.from_pydata([(-half_w, -half_h, -PLANE_DISTANCE), (half_w, -half_h, -PLANE_DISTANCE),
-                      (half_w, half_h, -PLANE_DISTANCE), (-half_w, half_h, -PLANE_DISTANCE)],
-                     [], [(0, 1, 2, 3)])
-    uv_layer = mesh.uv_layers.new(name=scene25d.geonodes.UV_MAP_NAME)
-    uv_layer.data.foreach_set("uv", np.array([0, 0, 1, 0, 1, 1, 0, 1], dtype=np.float32))
+    mesh = common.image_quad(name + "_plane", [
+        (-half_w, -half_h, -PLANE_DISTANCE), (half_w, -half_h, -PLANE_DISTANCE),
+        (half_w, half_h, -PLANE_DISTANCE), (-half_w, half_h, -PLANE_DISTANCE)])
     plane = bpy.data.objects.new(name + "_plane", mesh)
     plane.matrix_world = camera.matrix_world.copy()
     context.collection.objects.link(plane)
@@ -261,9 +245,10 @@ def _link(context, obj):
     return obj
 
 
-def build_light_rig(context, name, camera, distance, *, key_power=None):
+def build_light_rig(context, photo, camera, distance, *, key_power=None):
     """An Empty at the subject (oriented like the camera) with key/fill/rim area lights parented
-    to it, each tracking it. Returns (rig_empty, {role: light_object})."""
+    to it, each tracking it, named after the photo's stem. Returns (rig_empty, {role: light_object})."""
+    name = naming.stem(photo.name)
     rotation = camera.matrix_world.to_3x3().normalized()
     centre = camera.matrix_world.translation + rotation @ Vector((0.0, 0.0, -distance))
     rig = _link(context, bpy.data.objects.new(f"{name}_light_rig", None))
@@ -286,7 +271,7 @@ def build_light_rig(context, name, camera, distance, *, key_power=None):
         track.up_axis = 'UP_Y'
         light["lotus_light_role"] = role
         lights[role] = light
-    rig["lotus_source"] = name
+    rig["lotus_source"] = photo.name
     rig["lotus_light_rig"] = True
     return rig, lights
 
@@ -348,7 +333,7 @@ def build_relight_scene(context, photo, depth=None, normal=None, *, geometry_mod
     Returns a dict with "object", "camera", "material", "albedo", "rig", "lights", "ground",
     "gap_fill" (None where not made).
     """
-    name = scene25d.source_name(photo)
+    name = naming.stem(photo.name)
     reused = False
     if geometry_mode == "MESH":
         if depth is None:
@@ -364,14 +349,14 @@ def build_relight_scene(context, photo, depth=None, normal=None, *, geometry_mod
                 focal_35mm=focal_35mm, focal_source=focal_source, refine=refine,
                 max_vertices=max_vertices, tear_threshold=tear_threshold, material="SHADED")
     else:
-        obj, camera = build_image_plane(context, photo, focal_35mm=focal_35mm)
+        obj, camera = build_image_plane(context, photo, focal_35mm=focal_35mm, focal_source=focal_source)
 
     if albedo == "DELIGHT":
         if normal is None:
             raise ValueError("Removing the shading needs the Lotus normals")
         albedo_rgb, removed = shading.estimate_albedo(photo_linear_rgb(photo),
-                                                      materials.lotus_camera_normals(normal))
-        albedo_image = materials.write_float_image(f"{name}_albedo", albedo_rgb, non_color=False)
+                                                      common.camera_normals(normal))
+        albedo_image = common.write_float_image(f"{name}_albedo", albedo_rgb, non_color=False)
         albedo_image["lotus_kind"] = "albedo"
         # False: the normals explain too little of the photo's shading, its colours were kept.
         albedo_image["lotus_shading_removed"] = bool(np.ptp(removed) > 1e-3)
@@ -394,9 +379,11 @@ def build_relight_scene(context, photo, depth=None, normal=None, *, geometry_mod
         gap_fill = None
     context.view_layer.update()
     distance = subject_distance(context, obj, camera) if geometry_mode == "MESH" else PLANE_DISTANCE
-    rig, lights = existing.light_rig(context.scene, name) if light_rig else (None, {})
+    rig, lights = existing.light_rig(context.scene, photo) if light_rig else (None, {})
     if light_rig and rig is None:
-        rig, lights = build_light_rig(context, name, camera, distance)
+        rig, lights = build_light_rig(context, photo, camera, distance)
+    elif rig is not None:
+        rig["lotus_source"] = photo.name  # a rig of an earlier version recorded the stem
     ground = build_shadow_catcher(context, name, obj, camera, distance) if shadow_catcher else None
     configure_cycles(context.scene, ambient=ambient, film_transparent=shadow_catcher)
     context.scene.camera = camera
@@ -405,135 +392,3 @@ def build_relight_scene(context, photo, depth=None, normal=None, *, geometry_mod
     return {"object": obj, "camera": camera, "material": material, "albedo": albedo_image,
             "rig": rig, "lights": lights, "ground": ground, "gap_fill": gap_fill,
             "reused": reused}
-
-
-# ---------------------------------------------------------------------------------------------
-# Operators and panel.
-
-def _is_photo(self, image):
-    return image.get("lotus_kind") is None and image.type == 'IMAGE'
-
-
-class LotusRelightSettings(bpy.types.PropertyGroup):
-    photo: PointerProperty(type=bpy.types.Image, name="Photo", poll=_is_photo,
-                           description="The photo to relight (its Lotus depth and normals are used)")
-    geometry_mode: EnumProperty(name="Geometry", items=GEOMETRY_ITEMS, default='MESH')
-    albedo: EnumProperty(name="Albedo", items=ALBEDO_ITEMS, default='PHOTO')
-    shadow_catcher: BoolProperty(name="Shadow Catcher Ground", default=False,
-                                 description="A ground plane that only shows shadows "
-                                             "(transparent film, Cycles)")
-    preview_size: IntProperty(name="Preview Size", default=320, min=32, soft_max=1024,
-                              description="Longest edge of the preview render in pixels")
-    preview_quality: EnumProperty(name="Preview Quality", items=relight_preview.QUALITY_ITEMS,
-                                  default='FAST')
-
-
-class LOTUS_OT_relight_setup(bpy.types.Operator):
-    """Build a relightable scene from the photo: 2.5D mesh (or image plane) with the predicted
-    normals, key/fill/rim lights, camera and Cycles settings"""
-    bl_idname = "lotus.relight_setup"
-    bl_label = "Relight Setup"
-    bl_options = {'REGISTER', 'UNDO'}
-
-    photo: bpy.props.StringProperty(name="Photo", description="Name of the photo image")
-    geometry_mode: EnumProperty(name="Geometry", items=GEOMETRY_ITEMS, default='MESH')
-    albedo: EnumProperty(name="Albedo", items=ALBEDO_ITEMS, default='PHOTO')
-    light_rig: BoolProperty(name="Light Rig", default=True, description="Key, fill and rim lights")
-    shadow_catcher: BoolProperty(name="Shadow Catcher Ground", default=False)
-    ambient: FloatProperty(name="Ambient", default=0.05, min=0.0, soft_max=1.0,
-                           description="Brightness of the uniform world light")
-    roughness: FloatProperty(name="Roughness", default=0.8, min=0.0, max=1.0)
-
-    def invoke(self, context, event):
-        settings = context.scene.lotus_relight
-        if not self.photo and settings.photo is not None:
-            self.photo = settings.photo.name
-        return self.execute(context)
-
-    def execute(self, context):
-        photo = bpy.data.images.get(self.photo)
-        if photo is None:
-            self.report({'ERROR'}, "Choose a photo first")
-            return {'CANCELLED'}
-        photo = bpy.data.images.get(materials.source_name(photo), photo)
-        depth = materials.find_result(photo.name, ("disparity", "depth"))
-        normal = materials.find_result(photo.name, "normal")
-        try:
-            made = build_relight_scene(context, photo, depth, normal, geometry_mode=self.geometry_mode,
-                                       albedo=self.albedo, light_rig=self.light_rig,
-                                       shadow_catcher=self.shadow_catcher, ambient=self.ambient,
-                                       roughness=self.roughness)
-        except Exception as error:  # noqa: BLE001 - one line for the artist, nothing half-built
-            return report_failure(self, "Relight Setup", error)
-        for other in context.selected_objects:
-            other.select_set(False)
-        selected = made["rig"] or made["object"]
-        selected.select_set(True)
-        context.view_layer.objects.active = selected
-        missing = "" if normal is not None else " (no Lotus normals: shading follows the mesh)"
-        if made["albedo"].get("lotus_shading_removed") is False:
-            missing += " (Remove Shading: the normals explain too little of the photo's shading, colours kept)"
-        reused = " (its 2.5D scene, reused)" if made["reused"] else ""
-        self.report({'INFO'}, f"Relight setup for {photo.name}: {made['object'].name}{reused}, "
-                              f"{len(made['lights'])} lights{missing}")
-        return {'FINISHED'}
-
-
-class LOTUS_PT_relight(LotusSubPanel, bpy.types.Panel):
-    bl_idname = "LOTUS_PT_relight"
-    bl_label = "Relight"
-    bl_options = set()  # open: short, its settings are in the collapsed Options
-
-    def draw(self, context):
-        layout = self.layout
-        settings = context.scene.lotus_relight
-        layout.prop(settings, "photo")
-        photo = settings.photo
-        if photo is not None:
-            if settings.geometry_mode == 'MESH' and \
-                    materials.find_result(photo.name, ("disparity", "depth")) is None:
-                draw_wrapped(layout, context, "Predict depth first (or use an image plane)",
-                             icon='INFO')
-            if materials.find_result(photo.name, "normal") is None:
-                draw_wrapped(layout, context, "Predict normals for per-pixel shading",
-                             icon='INFO')
-        row = layout.row()
-        row.enabled = photo is not None
-        op = row.operator(LOTUS_OT_relight_setup.bl_idname, icon='LIGHT_AREA')
-        op.photo = photo.name if photo is not None else ""
-        op.geometry_mode = settings.geometry_mode
-        op.albedo = settings.albedo
-        op.shadow_catcher = settings.shadow_catcher
-        if not compat.cycles_can_denoise(context.scene):
-            # Distro builds without OpenImageDenoise (Debian's): say it before the noise shows.
-            draw_wrapped(layout, context, "This Blender has no denoiser: renders are not denoised",
-                         icon='INFO')
-        relight_preview.draw_preview(layout, context, settings)
-
-
-class LOTUS_PT_relight_options(LotusSubPanel, bpy.types.Panel):
-    bl_idname = "LOTUS_PT_relight_options"
-    bl_label = "Options"
-    bl_parent_id = "LOTUS_PT_relight"
-
-    def draw(self, context):
-        settings = context.scene.lotus_relight
-        layout = self.layout
-        layout.prop(settings, "geometry_mode")
-        layout.prop(settings, "albedo")
-        layout.prop(settings, "shadow_catcher")
-
-
-_CLASSES = (LotusRelightSettings, LOTUS_OT_relight_setup, LOTUS_PT_relight, LOTUS_PT_relight_options)
-
-
-def register():
-    for cls in _CLASSES:
-        bpy.utils.register_class(cls)
-    bpy.types.Scene.lotus_relight = PointerProperty(type=LotusRelightSettings)
-
-
-def unregister():
-    del bpy.types.Scene.lotus_relight
-    for cls in reversed(_CLASSES):
-        bpy.utils.unregister_class(cls)

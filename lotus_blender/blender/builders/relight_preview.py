@@ -24,9 +24,9 @@ import bpy
 import numpy as np
 from bpy.props import EnumProperty, IntProperty
 
-from .. import compat, outputs
+from .. import compat, naming, outputs
 from ..panels import own_renders
-from . import materials, scene25d
+from . import common, scene25d
 
 QUALITY_ITEMS = [
     ('FAST', "Fast", "A few adaptive samples, no denoising: seconds on a CPU"),
@@ -230,7 +230,7 @@ class PreviewRender:
         bpy.data.images["Render Result"].save_render(path, scene=self.scene)
         loaded = bpy.data.images.load(path, check_existing=False)
         try:
-            return materials.read_pixels(loaded)
+            return common.read_pixels(loaded)
         finally:
             bpy.data.images.remove(loaded)
             os.remove(path)
@@ -247,7 +247,7 @@ class PreviewRender:
         self._clean_up()
 
     def _write_image(self):
-        image = materials.write_float_image(self.name, self.pixels, non_color=False)
+        image = common.write_float_image(self.name, self.pixels, non_color=False)
         image["lotus_kind"] = "relight_preview"
         source = self.scene.get("lotus_relight_source")
         if source and source in bpy.data.images:
@@ -298,7 +298,7 @@ _running = {}  # scene name -> the operator's PreviewRender, for the panel's pro
 def preview_name(scene):
     source = scene.get("lotus_relight_source", scene.name)
     photo = bpy.data.images.get(source)
-    return f"{scene25d.source_name(photo) if photo is not None else source}_relight_preview"
+    return f"{naming.stem(photo.name) if photo is not None else source}_relight_preview"
 
 
 def running_preview(scene):

@@ -1,6 +1,6 @@
 """Photo -> 2.5D scene: a mesh unprojected through a camera that matches the photo.
 
-API (also used by the normal-mapped material and relighting builders):
+API (also used by the relighting builder, relight.py):
 
     build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", near=None,
                       depth_range=None, focal_35mm=None, focal_source=None, refine=None,
@@ -24,32 +24,23 @@ camera space; the objects are not parented, so moving the camera afterwards show
 
 from __future__ import annotations
 
-import math
-
 import bpy
 import numpy as np
-from mathutils import Matrix
 
 from ...core import fill, geometry, maps
 from .. import compat, naming
-from . import geonodes, scene25d_camera
+from . import common, geonodes, scene25d_camera
 from .transaction import atomic_builder
 
 MODES = ("GEONODES", "DISPLACE")
 MATERIALS = ("EMISSION", "SHADED")
-DEFAULT_NEAR = 2.0
-DEFAULT_DEPTH_RANGE = 8.0
-DEFAULT_TEAR_THRESHOLD = 0.05
-DEFAULT_MAX_VERTICES = 1024 * 1024
-DEFAULT_MOVE_RANGE = fill.DEFAULT_MOVE_RANGE
+# A build's defaults are the live mesh's own (the geometry-nodes group's input defaults).
+DEFAULT_NEAR = geonodes.INPUTS["Near"][1]
+DEFAULT_DEPTH_RANGE = geonodes.INPUTS["Depth Range"][1]
+DEFAULT_TEAR_THRESHOLD = geonodes.INPUTS["Tear Threshold"][1]
+DEFAULT_MAX_VERTICES = geonodes.INPUTS["Max Vertices"][1]
+DEFAULT_MOVE_RANGE = geonodes.INPUTS["Move Range"][1]
 MODIFIER_NAME = "Lotus 2.5D"
-# Camera looking along +Y from the origin: used when the scene has no camera to copy.
-DEFAULT_CAMERA_MATRIX = Matrix.Rotation(math.radians(90.0), 4, 'X')
-
-
-def source_name(photo):
-    """Name the objects after the image's stem (naming.stem: no file extension, accents kept)."""
-    return naming.stem(photo.name)
 
 
 def depth_kind(depth_image):
@@ -57,37 +48,6 @@ def depth_kind(depth_image):
     if kind not in ("disparity", "depth"):
         raise ValueError(f"image {depth_image.name!r} holds {kind!r}, not depth or disparity")
     return kind
-
-
-def camera_lens_for(context, width, height, focal_35mm=None):
-    """(lens mm, sensor mm, where it came from) for a camera with 'AUTO' sensor fit.
-
-    Order: the 35 mm-equivalent focal (argument), the scene camera's field of view, Blender's
-    default 50 mm on 36 mm. (The 2.5D builder itself chooses with scene25d_camera.choose_camera.)
-    """
-    sensor = geometry.FULL_FRAME_WIDTH_MM
-    if focal_35mm:
-        return geometry.lens_from_35mm(focal_35mm, width, height, sensor), sensor, "35 mm equivalent"
-    scene_lens = scene25d_camera.scene_camera_lens(context, width, height)
-    if scene_lens is not None:
-        return scene_lens[0], scene_lens[1], "scene camera"
-    return geometry.DEFAULT_LENS_MM, sensor, "default"
-
-
-def _create_camera(context, name, width, height, lens, sensor):
-    data = bpy.data.cameras.new(name)
-    data.lens, data.sensor_width, data.sensor_fit = lens, sensor, 'AUTO'
-    data.clip_start = 0.01
-    obj = bpy.data.objects.new(name, data)
-    scene_camera = context.scene.camera
-    obj.matrix_world = scene_camera.matrix_world.copy() if scene_camera is not None else DEFAULT_CAMERA_MATRIX
-    context.collection.objects.link(obj)
-    scene = context.scene
-    scene.camera = obj
-    scene.render.resolution_x, scene.render.resolution_y = width, height
-    scene.render.resolution_percentage = 100
-    scene.render.pixel_aspect_x = scene.render.pixel_aspect_y = 1.0
-    return obj
 
 
 def create_photo_material(name, photo, variant="EMISSION", fill_image=None):
@@ -103,7 +63,7 @@ def create_photo_material(name, photo, variant="EMISSION", fill_image=None):
     nodes, links = tree.nodes, tree.links
     nodes.clear()
     uv = nodes.new("ShaderNodeUVMap")
-    uv.uv_map = geonodes.UV_MAP_NAME
+    uv.uv_map = common.UV_MAP_NAME
     uv.location = (-800, 0)
     texture = nodes.new("ShaderNodeTexImage")
     texture.image = photo
@@ -184,7 +144,7 @@ def build_behind_layer(name, depth_image, photo, kind, near, depth_range, lens, 
     depth values continued under the near side, in the depth image's own kind; green: pixels from
     the tear, fill.UNREACHED outside the band) and, with_colour, "<name>_fill" (the photo with the
     band filled from the surrounding background). Returns (behind, fill image or None)."""
-    values = scene25d_camera.image_values(depth_image)[..., 0].astype(np.float64)
+    values = common.read_pixels(depth_image)[..., 0].astype(np.float64)
     far = near + max(depth_range, 1e-6)
     metric = (maps.disparity_to_depth(values, near, far) if kind == "disparity"
               else maps.relative_depth_to_depth(values, near, far)).astype(np.float64)
@@ -192,7 +152,7 @@ def build_behind_layer(name, depth_image, photo, kind, near, depth_range, lens, 
     focal_px = lens / sensor * max(width, height)
     colours = None
     if with_colour and photo is not None and photo.size[0] > 1 and photo.size[1] > 1:
-        colours = scene25d_camera.image_values(photo)
+        colours = common.read_pixels(photo)
     layer = fill.fill_behind(metric, colours, threshold=tear_threshold, focal_px=focal_px, move_range=move_range)
     rgba = np.ones((height, width, 4), np.float32)
     rgba[..., 0] = np.clip(fill.depth_to_map_values(layer.behind, kind, near, far), 0.0, 1.0)
@@ -266,7 +226,7 @@ def mesh_from_arrays(name, points, quads, corner_uv):
     mesh.attributes[".corner_vert"].data.foreach_set("value", np.ascontiguousarray(quads, np.int32).reshape(-1))
     mesh.polygons.add(len(quads))
     mesh.polygons.foreach_set("loop_start", np.arange(0, quads.size, 4, dtype=np.int32))
-    uv_map = mesh.attributes.new(geonodes.UV_MAP_NAME, 'FLOAT2', 'CORNER')  # a float2 corner attribute is a UV map
+    uv_map = mesh.attributes.new(common.UV_MAP_NAME, 'FLOAT2', 'CORNER')  # a float2 corner attribute is a UV map
     uv_map.data.foreach_set("vector", np.ascontiguousarray(corner_uv, np.float32).reshape(-1))
     mesh.update(calc_edges=True)
     return mesh
@@ -306,7 +266,7 @@ def _build_displace(name, depth, material, kind, near, depth_range, max_vertices
     modifier = obj.modifiers.new(MODIFIER_NAME, 'DISPLACE')
     modifier.texture = texture
     modifier.texture_coords = 'UV'
-    modifier.uv_layer = geonodes.UV_MAP_NAME
+    modifier.uv_layer = common.UV_MAP_NAME
     modifier.direction = 'Z'
     modifier.space = 'LOCAL'
     modifier.mid_level = 0.0
@@ -404,19 +364,19 @@ def build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", ne
     photo = photo if photo is not None else depth
     # The camera renders at the photo's size; the depth map (same aspect) may be smaller.
     width, height = photo.size if photo.size[0] > 1 and photo.size[1] > 1 else depth.size
-    name = source_name(photo)
+    name = naming.stem(photo.name)  # the objects are named after the image given as the photo
     previous = _previous_build(context.scene, photo)
 
     choice, values, normals = scene25d_camera.choose_camera(
         context, photo, depth, normal, kind, focal_source=focal_source, focal_35mm=focal_35mm, near=near,
         depth_range=None if depth_range is None else float(depth_range), default_depth_range=DEFAULT_DEPTH_RANGE,
         width=width, height=height)
-    camera = _create_camera(context, name + "_camera", width, height, choice.lens, choice.sensor)
+    camera = common.new_camera(context, name + "_camera", width, height, choice.lens, choice.sensor)
     mesh_depth, mesh_range = depth, choice.depth_range
     if refine and mode == "GEONODES":
         if values is None:
-            values = scene25d_camera.image_values(depth)[..., 0]
-            normals = scene25d_camera.camera_normals(normal, values.shape)
+            values = common.read_pixels(depth)[..., 0]
+            normals = common.camera_normals(normal, values.shape)
         mesh_depth, mesh_range = scene25d_camera.refined_depth_image(
             name + "_depth_refined", depth, values, normals, kind, choice.lens, choice.sensor, near,
             choice.depth_range, tear_threshold=tear_threshold, max_vertices=max_vertices)

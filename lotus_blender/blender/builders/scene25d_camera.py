@@ -2,7 +2,8 @@
 
 The math is in core.camera_estimate and core.depth_refine; this module reads the Blender images,
 picks the focal length by the artist's source (Auto: the focal recorded with the result, else the
-estimate from the maps when it is confident, else the scene camera, else 50 mm), derives the depth
+estimate from the maps when it is confident, else the scene camera, else 50 mm; choose_focal is the
+same rule without maps, for the relight image plane), derives the depth
 range from the estimated shift, and writes the refined map as a packed float image.
 """
 
@@ -13,7 +14,8 @@ from dataclasses import dataclass, field
 import bpy
 import numpy as np
 
-from ...core import camera_estimate, exif, geometry, maps
+from ...core import camera_estimate, exif, geometry
+from . import common
 
 FOCAL_SOURCE_ITEMS = [
     ('AUTO', "Auto", "The focal recorded with the result (EXIF, rendering camera), else estimated from "
@@ -27,26 +29,6 @@ _ORIGIN_WORDS = {"recorded": "recorded", "estimated": "estimated", "scene camera
                  "manual": "manual", "default": "50 mm default"}
 
 
-def image_values(image):
-    """RGBA float32 (H, W, 4), top row first."""
-    width, height = image.size
-    buffer = np.empty(width * height * 4, dtype=np.float32)
-    image.pixels.foreach_get(buffer)
-    return buffer.reshape(height, width, 4)[::-1]
-
-
-def camera_normals(normal_image, shape):
-    """Unit Blender camera-space normals of a Lotus normal image (rgb = 0.5 n + 0.5), resampled
-    (nearest pixel centre) to shape (H, W) when the image has another size."""
-    normals = maps.normal_map_to_normals(image_values(normal_image)[..., :3], "OPENGL")
-    height, width = normals.shape[:2]
-    if (height, width) != tuple(shape):
-        rows = geometry.grid_pixel_indices(shape[0], height)
-        cols = geometry.grid_pixel_indices(shape[1], width)
-        normals = normals[rows][:, cols]
-    return normals
-
-
 def photo_pixels(photo, depth):
     """The photo's RGB (H, W, 3) for the vanishing-point estimate, or None: no photo besides the
     depth map, no pixels (a Render Result), or another aspect than the maps."""
@@ -55,7 +37,7 @@ def photo_pixels(photo, depth):
     if abs(photo.size[0] / photo.size[1] - depth.size[0] / depth.size[1]) > 0.01:
         return None
     try:
-        return image_values(photo)[..., :3]
+        return common.read_pixels(photo)[..., :3]
     except (RuntimeError, ValueError):
         return None
 
@@ -84,6 +66,42 @@ def scene_camera_lens(context, width, height):
     data = camera.data
     intrinsics = geometry.intrinsics_from_lens(data.lens, data.sensor_width, width, height, data.sensor_fit)
     return intrinsics.focal_px * data.sensor_width / max(width, height), data.sensor_width
+
+
+def _focal_candidates(context, photo, depth, focal_35mm, width, height) -> dict:
+    """The focal lengths at hand by origin: "recorded" and "manual" (35 mm equivalents), "scene
+    camera" (lens, sensor); the estimate is added by choose_camera when it is confident."""
+    available = {}
+    recorded = recorded_focal_35mm(photo, depth)
+    if recorded:
+        available["recorded"] = recorded
+    if focal_35mm:
+        available["manual"] = float(focal_35mm)
+    scene_lens = scene_camera_lens(context, width, height)
+    if scene_lens is not None:
+        available["scene camera"] = scene_lens
+    return available
+
+
+def _lens_from(focal_source, available, width, height):
+    """(lens mm, sensor mm, origin) by the Focal Source rule (core.camera_estimate.focal_origin)."""
+    origin, _fell_back = camera_estimate.focal_origin(focal_source, set(available))
+    sensor = geometry.FULL_FRAME_WIDTH_MM
+    if origin == "scene camera":
+        lens, sensor = available[origin]
+    elif origin == "default":
+        lens = geometry.DEFAULT_LENS_MM
+    else:
+        lens = geometry.lens_from_35mm(available[origin], width, height, sensor)
+    return lens, sensor, origin
+
+
+def choose_focal(context, photo, *, focal_source="AUTO", focal_35mm=None, width, height):
+    """(lens mm, sensor mm, origin) for a camera ('AUTO' sensor fit) seeing the photo, without maps
+    to estimate from: the same Focal Source rule as choose_camera (Auto: the focal recorded with
+    the photo, its EXIF, else the scene camera's, else 50 mm; Estimated falls back the same way)."""
+    return _lens_from(focal_source, _focal_candidates(context, photo, None, focal_35mm, width, height),
+                      width, height)
 
 
 @dataclass
@@ -130,20 +148,12 @@ def choose_camera(context, photo, depth, normal, kind, *, focal_source, focal_35
     """
     fallbacks = []
     values = normals = None
-    available = {}
-    recorded = recorded_focal_35mm(photo, depth)
-    if recorded:
-        available["recorded"] = recorded
-    if focal_35mm:
-        available["manual"] = float(focal_35mm)
-    scene_lens = scene_camera_lens(context, width, height)
-    if scene_lens is not None:
-        available["scene camera"] = scene_lens
+    available = _focal_candidates(context, photo, depth, focal_35mm, width, height)
     estimate = None
     wants_estimate = focal_source == "ESTIMATED" or (focal_source == "AUTO" and "recorded" not in available)
     if normal is not None and (wants_estimate or depth_range is None):
-        values = image_values(depth)[..., 0]
-        normals = camera_normals(normal, values.shape)
+        values = common.read_pixels(depth)[..., 0]
+        normals = common.camera_normals(normal, values.shape)
         if wants_estimate:
             estimate = camera_estimate.estimate_camera(values, normals, kind, photo=photo_pixels(photo, depth))
             if estimate.focal_is_confident:
@@ -152,14 +162,7 @@ def choose_camera(context, photo, depth, normal, kind, *, focal_source, focal_35
                 fallbacks.append(f"focal estimate not confident ({estimate.note})")
     elif wants_estimate:
         fallbacks.append("no normal map to estimate the focal from")
-    origin, _fell_back = camera_estimate.focal_origin(focal_source, set(available))
-    sensor = geometry.FULL_FRAME_WIDTH_MM
-    if origin == "scene camera":
-        lens, sensor = available[origin]
-    elif origin == "default":
-        lens = geometry.DEFAULT_LENS_MM
-    else:
-        lens = geometry.lens_from_35mm(available[origin], width, height, sensor)
+    lens, sensor, origin = _lens_from(focal_source, available, width, height)
 
     # A shift fitted at a guessed focal is as wrong as the guess (the two trade off in the fit):
     # the depth range is estimated only at a focal that is known or confidently estimated.

@@ -4,8 +4,8 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 from .. import compat
-from . import geonodes, scene25d, scene25d_camera
-from .materials import _is_photo
+from . import common, geonodes, scene25d, scene25d_camera
+from .ui_common import LastUsedOptions, scene_settings_registrar
 from .transaction import report_failure
 from ..panels import LotusSubPanel, draw_wrapped
 
@@ -22,24 +22,8 @@ _LIVE_INPUTS = ("Near", "Depth Range", "Max Vertices", "Tear", "Tear Threshold",
                 "Move Range")
 
 
-def _results_for(photo):
-    """The Lotus result images made for a photo ("<name>_depth", "<name>_normal")."""
-    images = bpy.data.images
-    stem = scene25d.source_name(photo)
-    depth = next((i for i in images if i.get("lotus_source") == photo.name and i.get("lotus_kind") in
-                  ("disparity", "depth")), None) or images.get(stem + "_depth")
-    normal = next((i for i in images if i.get("lotus_source") == photo.name and i.get("lotus_kind") == "normal"),
-                  None) or images.get(stem + "_normal")
-    return depth, normal
-
-
-class LotusScene25DSettings(bpy.types.PropertyGroup):
-    photo: PointerProperty(name="Photo", type=bpy.types.Image, poll=_is_photo,
-                           description="The photo; its Lotus depth and normal results are found by name")
-    depth: PointerProperty(name="Depth", type=bpy.types.Image,
-                           description="Depth or disparity image (empty: the photo's Lotus depth result)")
-    normal: PointerProperty(name="Normal", type=bpy.types.Image,
-                            description="Normal image for custom normals (empty: the photo's Lotus normal result)")
+class Scene25DOptions:
+    """The build's options: on the operator (redo panel, presets) and the scene (last used)."""
     mode: EnumProperty(name="Mode", items=_MODE_ITEMS, default='GEONODES')
     material: EnumProperty(name="Material", items=_MATERIAL_ITEMS, default='EMISSION')
     near: FloatProperty(name="Near", default=scene25d.DEFAULT_NEAR, min=0.001, soft_max=100.0, unit='LENGTH',
@@ -68,58 +52,106 @@ class LotusScene25DSettings(bpy.types.PropertyGroup):
                                                             "the subject distance: the filled band follows from it")
 
 
-class LOTUS_OT_build_photo_scene(bpy.types.Operator):
+def draw_options(layout, context, owner):
+    """The build options of owner (the scene's settings in the Options panel, the operator in the
+    redo panel), laid out the same in both."""
+    layout.use_property_split = True
+    layout.use_property_decorate = False
+    col = layout.column()
+    col.prop(owner, "mode")
+    col.prop(owner, "material")
+    col.prop(owner, "focal_source")
+    row = col.row()
+    row.active = owner.focal_source == 'MANUAL'
+    row.prop(owner, "focal_35mm")
+    col.prop(owner, "near")
+    # "Automatic Depth Range" is cut beside its checkbox at the default width: a heading.
+    sub = col.column(heading="Depth Range")
+    sub.prop(owner, "auto_depth_range", text="Automatic")
+    row = sub.row()
+    row.active = not owner.auto_depth_range
+    row.prop(owner, "depth_range", text="")
+    col.prop(owner, "refine")
+    col.prop(owner, "max_vertices")
+    col.prop(owner, "tear_threshold")
+    row = col.row()
+    row.active = owner.tear_threshold > 0 and owner.mode == 'GEONODES'
+    row.prop(owner, "fill_behind")
+    row = col.row()
+    row.active = owner.fill_behind and owner.tear_threshold > 0
+    row.prop(owner, "move_range")
+
+
+class LotusScene25DSettings(Scene25DOptions, bpy.types.PropertyGroup):
+    photo: PointerProperty(name="Photo", type=bpy.types.Image, poll=common.is_photo,
+                           description="The photo; its Lotus depth and normal results are found by name")
+    depth: PointerProperty(name="Depth", type=bpy.types.Image,
+                           description="Depth or disparity image (empty: the photo's Lotus depth result)")
+    normal: PointerProperty(name="Normal", type=bpy.types.Image,
+                            description="Normal image for custom normals (empty: the photo's Lotus normal result)")
+
+
+class LOTUS_OT_build_photo_scene(LastUsedOptions, Scene25DOptions, bpy.types.Operator):
     """Build a 2.5D mesh from the photo's depth, seen through a matching camera"""
     bl_idname = "lotus.build_photo_scene"
     bl_label = "Build 2.5D Scene"
-    bl_options = {'REGISTER', 'UNDO'}
+    bl_options = {'REGISTER', 'UNDO', 'PRESET'}
+    OPTIONS = Scene25DOptions
+    SETTINGS = "lotus_scene25d"
+    IMAGES = ("photo", "depth", "normal")  # empty: the panel's; the photo's results when that is empty too
 
-    photo: StringProperty(name="Photo", description="Image name (empty: the panel's photo)")
-    depth: StringProperty(name="Depth", description="Image name (empty: the panel's or the photo's result)")
-    normal: StringProperty(name="Normal", description="Image name (empty: the panel's or the photo's result)")
+    photo: StringProperty(name="Photo", description="Image name", options={'SKIP_PRESET'})
+    depth: StringProperty(name="Depth", description="Image name (empty: the photo's result)",
+                          options={'SKIP_PRESET'})
+    normal: StringProperty(name="Normal", description="Image name (empty: the photo's result)",
+                           options={'SKIP_PRESET'})
 
     @classmethod
     def poll(cls, context):
         return context.scene is not None and context.collection is not None
 
-    def _image(self, name, fallback):
-        if name:
-            image = bpy.data.images.get(name)
-            if image is None:
-                raise LookupError(f"no image named {name!r}")
-            return image
-        return fallback
+    def draw(self, context):
+        for name in self.IMAGES:
+            self.layout.prop_search(self, name, bpy.data, "images")
+        draw_options(self.layout, context, self)
+
+    @staticmethod
+    def _image(name):
+        if not name:
+            return None
+        image = bpy.data.images.get(name)
+        if image is None:
+            raise LookupError(f"no image named {name!r}")
+        return image
 
     def execute(self, context):
-        settings = context.scene.lotus_scene25d
         try:
-            photo = self._image(self.photo, settings.photo)
-            depth = self._image(self.depth, settings.depth)
-            normal = self._image(self.normal, settings.normal)
+            photo, depth, normal = (self._image(name) for name in (self.photo, self.depth, self.normal))
         except LookupError as error:
             self.report({'ERROR'}, str(error))
             return {'CANCELLED'}
         if photo is not None:
-            found_depth, found_normal = _results_for(photo)
-            depth, normal = depth or found_depth, normal or found_normal
+            depth = depth or common.find_result(photo, common.DEPTH_KINDS)
+            normal = normal or common.find_result(photo, "normal")
         if depth is None:
             self.report({'ERROR'}, "Pick a photo that has a Lotus depth result, or a depth image")
             return {'CANCELLED'}
         try:
             obj, camera = scene25d.build_photo_scene(
-                context, photo, depth, normal, mode=settings.mode, near=settings.near,
-                depth_range=None if settings.auto_depth_range else settings.depth_range,
-                focal_35mm=settings.focal_35mm, focal_source=settings.focal_source, refine=settings.refine,
-                max_vertices=settings.max_vertices, tear_threshold=settings.tear_threshold,
-                material=settings.material, fill_behind=settings.fill_behind and settings.tear_threshold > 0,
-                move_range=settings.move_range)
+                context, photo, depth, normal, mode=self.mode, near=self.near,
+                depth_range=None if self.auto_depth_range else self.depth_range,
+                focal_35mm=self.focal_35mm, focal_source=self.focal_source, refine=self.refine,
+                max_vertices=self.max_vertices, tear_threshold=self.tear_threshold,
+                material=self.material, fill_behind=self.fill_behind and self.tear_threshold > 0,
+                move_range=self.move_range)
         except Exception as error:  # noqa: BLE001 - one line for the artist, nothing half-built
             return report_failure(self, "Build 2.5D Scene", error)
+        self.remember_options(context)
         for other in context.view_layer.objects:
             other.select_set(False)
         obj.select_set(True)
         context.view_layer.objects.active = obj
-        normals = f", normals from {normal.name}" if normal is not None and settings.mode == 'GEONODES' else ""
+        normals = f", normals from {normal.name}" if normal is not None and self.mode == 'GEONODES' else ""
         self.report({'WARNING'} if camera.get("lotus_camera_fallback") else {'INFO'},
                     f"Built {obj.name} from {depth.name} ({depth.get('lotus_kind', 'disparity')}){normals}; "
                     f"camera {camera.name} at {camera.data.lens:.1f} mm: {camera.get('lotus_camera_report', '')}")
@@ -153,9 +185,11 @@ class LOTUS_PT_scene25d(LotusSubPanel, bpy.types.Panel):
         row.prop(settings, "photo")
         row.operator("image.open", text="", icon='FILE_FOLDER')
         photo = settings.photo
-        if photo is not None and settings.depth is None and _results_for(photo)[0] is None:
+        if photo is not None and settings.depth is None and common.find_result(photo, common.DEPTH_KINDS) is None:
             draw_wrapped(layout, context, "Predict depth for this photo first", icon='INFO')
-        layout.operator(LOTUS_OT_build_photo_scene.bl_idname, icon='OUTLINER_OB_MESH')
+        # The photo; invoke fills the maps and the options from the panel's (last used).
+        op = layout.operator(LOTUS_OT_build_photo_scene.bl_idname, icon='OUTLINER_OB_MESH')
+        op.photo = photo.name if photo is not None else ""
 
 
 class LOTUS_PT_scene25d_options(LotusSubPanel, bpy.types.Panel):
@@ -166,37 +200,15 @@ class LOTUS_PT_scene25d_options(LotusSubPanel, bpy.types.Panel):
 
     def draw(self, context):
         layout = self.layout
-        layout.use_property_split = True
-        layout.use_property_decorate = False
         settings = context.scene.lotus_scene25d
         col = layout.column()
+        col.use_property_split = True
+        col.use_property_decorate = False
         col.prop(settings, "depth")
         col.prop(settings, "normal")
         if not compat.HAS_SET_MESH_NORMAL:
             draw_wrapped(col, context, "Custom normals: Blender 4.5+", icon='INFO')
-        col = layout.column()
-        col.prop(settings, "mode")
-        col.prop(settings, "material")
-        col.prop(settings, "focal_source")
-        row = col.row()
-        row.active = settings.focal_source == 'MANUAL'
-        row.prop(settings, "focal_35mm")
-        col.prop(settings, "near")
-        # "Automatic Depth Range" is cut beside its checkbox at the default width: a heading.
-        sub = col.column(heading="Depth Range")
-        sub.prop(settings, "auto_depth_range", text="Automatic")
-        row = sub.row()
-        row.active = not settings.auto_depth_range
-        row.prop(settings, "depth_range", text="")
-        col.prop(settings, "refine")
-        col.prop(settings, "max_vertices")
-        col.prop(settings, "tear_threshold")
-        row = col.row()
-        row.active = settings.tear_threshold > 0 and settings.mode == 'GEONODES'
-        row.prop(settings, "fill_behind")
-        row = col.row()
-        row.active = settings.fill_behind and settings.tear_threshold > 0
-        row.prop(settings, "move_range")
+        draw_options(layout, context, settings)
 
 
 def _live_modifier(context):
@@ -259,13 +271,4 @@ _CLASSES = (LotusScene25DSettings, LOTUS_OT_build_photo_scene, LOTUS_PT_scene25d
             LOTUS_PT_scene25d_options, LOTUS_PT_scene25d_live)
 
 
-def register():
-    for cls in _CLASSES:
-        bpy.utils.register_class(cls)
-    bpy.types.Scene.lotus_scene25d = PointerProperty(type=LotusScene25DSettings)
-
-
-def unregister():
-    del bpy.types.Scene.lotus_scene25d
-    for cls in reversed(_CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = scene_settings_registrar(_CLASSES, "lotus_scene25d", LotusScene25DSettings)
