@@ -45,7 +45,10 @@ def refine_table(views, seeds):
                 "severity": severity, "scene": name, "seeds": len(cases),
                 "normal_deg": [_mean([c["normal_deg"][i] for c in cases], 2) for i in (0, 1)],
                 "error_3d_pct": [_mean([100 * c["error_3d"][i] for c in cases], 3) for i in (0, 1)],
-                "worst_3d_ratio": round(max(c["error_3d"][1] / c["error_3d"][0] for c in cases), 3),
+                "worst_3d_ratio": round(max(c["error_3d"][1] / c["error_3d"][0] for c in cases), 4),
+                "worst_normal_ratio": round(max(c["normal_deg"][1] / c["normal_deg"][0] for c in cases), 3),
+                "oracle_worst_3d_ratio": round(max(c["oracle_error_3d"] / c["error_3d"][0] for c in cases), 4),
+                "per_seed_3d_ratio": [round(c["error_3d"][1] / c["error_3d"][0], 4) for c in cases],
                 "max_depth_range_change_pct": round(100 * max(abs(c["depth_range_change"]) for c in cases), 3)})
     return table
 

@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from lotus_blender.core import maps
+from lotus_blender.core import maps, shading
 from tests import ground_truth, lotus_errors
 
 NEW_SUN_DIRECTION = (0.45, 0.55, -0.7)   # world direction the new sun shines in: from upper left
@@ -130,4 +130,36 @@ def relight_cases(addon, name, severities=(0.0, 1.0), seeds=(0,), albedos=ALBEDO
                               "psnr_subject_db": round(psnr(shown, target, subject), 2),
                               "psnr_frame_db": round(psnr(shown, target), 2),
                               "unrelit_subject_db": round(psnr(unchanged, target, subject), 2)})
+    return cases
+
+
+STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def albedo_psnr(albedo, truth, mask):
+    """PSNR (dB) of an albedo estimate against Cycles' Diffuse Color pass over mask, after the one
+    global gain that fits it best (an albedo's overall level is not known from a photo)."""
+    estimate, target = albedo[mask].astype(np.float64), truth[mask].astype(np.float64)
+    gain = float(np.sum(estimate * target) / max(float(np.sum(estimate * estimate)), 1e-12))
+    return psnr(gain * estimate, target)
+
+
+def albedo_cases(photo_truth, severities=(0.0, 1.0), seeds=(0, 1)):
+    """Remove Shading's albedo (core.shading.estimate_albedo) on the photo (its Combined pass) with
+    the normals degraded at each severity, against the Diffuse Color pass over the subjects: the
+    strength it chose and its PSNR, and the PSNR at each strength of STRENGTHS (0: Albedo Photo)."""
+    rgb = photo_truth.combined[..., :3]
+    cases = []
+    for severity in severities:
+        for seed in seeds:
+            normals = lotus_errors.degrade(photo_truth.depth, photo_truth.camera_normals, severity, seed).normals
+            albedo, _divided = shading.estimate_albedo(rgb, normals)
+            grid = {k: albedo_psnr(shading.estimate_albedo(rgb, normals, strength=k)[0], photo_truth.diffuse_color,
+                                   photo_truth.subject_mask) for k in STRENGTHS}
+            luminance = rgb @ shading.LUMINANCE
+            fitted = shading.estimate_albedo(rgb, normals, strength=1.0)[1]
+            cases.append({"severity": severity, "seed": seed,
+                          "strength": round(shading.shading_strength(luminance, fitted), 3),
+                          "chosen_db": round(albedo_psnr(albedo, photo_truth.diffuse_color, photo_truth.subject_mask), 3),
+                          "grid_db": {str(k): round(v, 3) for k, v in grid.items()}})
     return cases

@@ -6,9 +6,14 @@ Per case (tests/refine_eval.py): the mesh as the builder makes it from the map, 
 with the artist's Near (the true nearest distance, no rescaling): median face-normal error and
 median 3D error against the true surfaces. Exact maps: the refined mesh stays on the truth and the
 Depth Range does not move. Degraded maps: the normal error never grows and drops by at least 20 %
-at severity 1; the 3D error is the depth's own (a median over random maps moves a little either
-way from seed to seed: at most 10 % in any one case, 5 % in the mean of these two seeds; over five
-seeds the benchmark's means stay within 1 %). The whole table is benchmarks/bench_refine.py.
+at severity 1; the 3D error is the depth's own. The issue asks for "not worse" in every case; that
+is not a property any refinement keeping the depth's long wavelengths can have on these maps: the
+oracle that removes the depth's high-frequency error exactly (refine_eval.oracle_high_pass) is
+itself worse than the unrefined mesh in some cases (up to +4 %: where the smooth warp and the
+smeared detail cancel, undoing the smear alone moves the surface away). Over 10 seeds of the seven
+scenes the refinement is at worst +3.5 % (before the zone's local-range guard: +8 %), so a case
+may be at most 4 % worse and the mean of these seeds at most 2 %. The whole table is
+benchmarks/bench_refine.py (per seed, with the oracle's worst case).
 """
 
 import numpy as np
@@ -37,7 +42,7 @@ def check_cases(name, cases):
             assert (error[:, 1] < 0.002).all()
             assert all(abs(case["depth_range_change"]) < 0.005 for case in chosen)
         else:
-            assert ratio.max() <= 1.10 and ratio.mean() <= 1.05
+            assert ratio.max() <= 1.04 and ratio.mean() <= 1.02
         if severity == 1:
             assert (normal[:, 1] <= 0.8 * normal[:, 0]).all()
 
@@ -92,4 +97,4 @@ def test_builder_refinement_keeps_exact_maps_and_helps_degraded_ones(blender_add
         if severity == 0:
             assert error < 0.002
         else:
-            assert error <= 1.10 * plain_3d and normal <= 0.8 * plain_normal
+            assert error <= 1.04 * plain_3d and normal <= 0.8 * plain_normal

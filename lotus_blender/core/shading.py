@@ -86,11 +86,11 @@ def shading_strength(luminance, shading, steps=11):
     return float(candidates[best] * np.clip((gain - low) / (high - low), 0.0, 1.0))
 
 
-def estimate_albedo(rgb_linear, normals, floor=0.2):
+def estimate_albedo(rgb_linear, normals, floor=0.2, strength=None):
     """Photo / estimated shading, scaled so that the mean shading is 1 (the albedo keeps the
-    photo's overall brightness), raised to shading_strength (0: the photo as it is). floor: the
-    shading never drops below this fraction of its mean, so dark shadows are not blown up into
-    bright albedo. Returns (albedo in [0, 1], the shading divided out)."""
+    photo's overall brightness), raised to shading_strength (0: the photo as it is; or the given
+    strength). floor: the shading never drops below this fraction of its mean, so dark shadows are
+    not blown up into bright albedo. Returns (albedo in [0, 1], the shading divided out)."""
     rgb = np.asarray(rgb_linear, dtype=np.float32)
     luminance = rgb @ LUMINANCE
     coefficients = fit_shading(luminance, normals)
@@ -99,5 +99,7 @@ def estimate_albedo(rgb_linear, normals, floor=0.2):
     if not mean > 0.0:
         return np.clip(rgb, 0.0, 1.0), np.ones(rgb.shape[:2], dtype=np.float32)
     shading = np.maximum(shading / mean, floor)
-    shading = (shading ** shading_strength(luminance, shading)).astype(np.float32)
+    if strength is None:
+        strength = shading_strength(luminance, shading)
+    shading = (shading ** float(strength)).astype(np.float32)
     return np.clip(rgb / shading[..., None], 0.0, 1.0), shading
