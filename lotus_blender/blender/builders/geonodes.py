@@ -30,7 +30,7 @@ from ...core import geometry
 from .. import compat
 
 GROUP_NAME = "Lotus 2.5D Mesh"
-GROUP_VERSION = 6
+GROUP_VERSION = 7
 UV_MAP_NAME = "UVMap"
 _POINT_UV = "lotus_uv"  # per-vertex texture coordinate of the sampled pixel, removed before the output
 _RAY_UV = "lotus_ray_uv"  # per-vertex texture coordinate of the ray (frame edges at the border)
@@ -325,7 +325,14 @@ def _near_edge_lip(graph, inp, uv, depth, metric, grow, across, down, width, hei
                               operation='SCALE').outputs[0]
             direction = term if direction is None else graph.vector('ADD', direction, term)
     unit = graph.vector('NORMALIZE', direction)       # zero where no neighbour is farther
-    size = graph.mul(inp["Tear"], LIP_PX)
+    # Only at steps (a background continued behind the vertex in the Behind image, or no Behind
+    # image): the torn faces of a slope stay where the mesh is, and a lip there would open a crack
+    # between them and a vertex that is both the far side of one tear and the near side of the next.
+    behind_info = graph.node("GeometryNodeImageInfo", {"Image": inp["Behind"]})
+    no_behind = graph.math('LESS_THAN', behind_info.outputs["Width"], 1.0)
+    behind_depth = metric(graph.sample_red(inp["Behind"], uv))
+    at_step = graph.math('MAXIMUM', no_behind, graph.math('GREATER_THAN', behind_depth, graph.mul(depth, grow)))
+    size = graph.mul(graph.mul(inp["Tear"], at_step), LIP_PX)
     return graph.vector('MULTIPLY', unit, graph.combine(graph.div(size, width), graph.div(size, height), 0.0))
 
 
