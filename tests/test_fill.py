@@ -201,8 +201,30 @@ def test_near_side_lip_only_at_steps(modules):
     on_rays, _ = projected()
     shift = np.linalg.norm(torn - on_rays, axis=1)
     pixel = np.median(np.abs(np.diff(np.unique(np.round(on_rays[:, 0], 6)))))
-    on_ramp = on_rays[:, 0] < np.quantile(on_rays[:, 0], 0.15)       # the left columns
+    # The left columns, less the frame's outermost vertices (with Fill Behind they reach past it).
+    inside = ~np.isclose(torn[:, 0], torn[:, 0].min()) & ~np.isclose(torn[:, 1], torn[:, 1].min()) \
+        & ~np.isclose(torn[:, 1], torn[:, 1].max())
+    on_ramp = (on_rays[:, 0] < np.quantile(on_rays[:, 0], 0.15)) & inside
     on_box = np.isclose(vertex_depth, 2.5, rtol=1e-3)
     assert on_ramp.sum() > 100 and on_box.sum() > 50
     assert shift[on_ramp].max() < 1e-3 * pixel
     assert shift[on_box].max() == pytest.approx(geonodes.LIP_PX * pixel, rel=0.05)
+
+
+def test_frame_edges_reach_past_the_frame_with_fill_behind(modules):
+    """With Fill Behind the outermost vertices lie past the frame's edges by what a move of Move
+    Range can bring into view there (f_px * Move Range * BAND_MARGIN pixels); without, on them."""
+    scene25d, geonodes = modules["scene25d"], modules["geonodes"]
+    obj, camera, _box = _stage(scene25d, name="fill_skirt", move_range=0.1)
+    modifier = obj.modifiers[scene25d.MODIFIER_NAME]
+
+    def frame_extent():
+        co = main_mesh(evaluated_mesh_arrays(obj), WIDTH * HEIGHT)["co"]
+        projected = co[:, :2] / -co[:, 2:3]
+        return projected[:, 0].max() - projected[:, 0].min()      # across, in units of the focal length
+
+    focal_px = camera.data.lens / camera.data.sensor_width * WIDTH
+    assert frame_extent() * focal_px == pytest.approx(WIDTH + 2 * focal_px * 0.1 * geonodes.BAND_MARGIN, rel=1e-3)
+    geonodes.set_inputs(modifier, Fill_Behind=False)
+    obj.update_tag()
+    assert frame_extent() * focal_px == pytest.approx(WIDTH, rel=1e-3)

@@ -10,7 +10,8 @@ range, resolution, focal length) show at once, and no Python loops over vertices
   -> positions: depth image sampled with Closest interpolation, mapped to metric depth exactly as
      core.maps.disparity_to_depth / relative_depth_to_depth do, unprojected along the pixel's ray
      (the outermost vertices on the frame's edges, so the mesh covers whole pixels up to the
-     border: core.geometry.grid_ray_coordinates)
+     border: core.geometry.grid_ray_coordinates; with Fill Behind they reach past the frame by
+     what a camera move can bring into view there, with the border pixels' colours)
   -> tearing: edges whose relative depth jump |z1 - z2| / min(z1, z2) exceeds the threshold are
      deleted with their faces (core.geometry.torn_faces is the numpy twin)
   -> the layer behind the tears (Fill Behind, core.fill): a copy of the grid placed at the depth
@@ -148,7 +149,7 @@ class _Graph:
         return node.outputs[0]
 
 
-def _pixel_centre_uv(graph, across, down, width, height):
+def _pixel_centre_uv(graph, across, down, width, height, outside=None):
     """Texture coordinates (u, v, 0) of the centre of the pixel each grid vertex samples, and of
     the vertex's ray: the same, except on the outermost rows and columns, which lie on the frame's
     edges (u or v = 0 or 1) so that the mesh covers the whole of the border pixels.
@@ -177,6 +178,9 @@ def _pixel_centre_uv(graph, across, down, width, height):
     inside = graph.vector('MULTIPLY', index, graph.vector('SUBTRACT', last, index))
     border = graph.vector('SUBTRACT', (1.0, 1.0, 1.0), graph.vector('MINIMUM', inside, (1.0, 1.0, 1.0)))
     edge = graph.vector('DIVIDE', index, last)
+    if outside is not None:     # past the frame's edges by `outside` (texture units): 0 -> -o, 1 -> 1 + o
+        edge = graph.vector('MULTIPLY_ADD', graph.vector('MULTIPLY_ADD', edge, (2.0, 2.0, 0.0), (-1.0, -1.0, 0.0)),
+                            outside, edge)
     ray_uv = graph.vector('MULTIPLY_ADD', graph.vector('SUBTRACT', edge, uv), border, uv)
     # A few thousandths of a pixel off the centres (core.geometry.RAY_OFFSET_PX says why).
     right, down_shift = geometry.RAY_OFFSET_PX
@@ -229,9 +233,18 @@ def _build(tree):
     grid = graph.node("GeometryNodeMeshGrid", {"Size X": 1.0, "Size Y": 1.0,
                                                "Vertices X": across, "Vertices Y": down})
 
+    # With Fill Behind the frame's outermost faces reach past its edges by what a move of Move
+    # Range can bring into view there (f_px * Move Range * BAND_MARGIN pixels), showing the border
+    # pixels' colours (the textures extend): the photo's camera still sees only the frame.
+    focal_px = graph.mul(graph.div(inp["Focal Length"], inp["Sensor Width"]), graph.math('MAXIMUM', width, height))
+    has_behind = graph.math('GREATER_THAN', graph.node("GeometryNodeImageInfo", {"Image": inp["Behind"]})
+                            .outputs["Width"], 0.0)
+    filling = graph.mul(graph.mul(inp["Fill Behind"], inp["Tear"]), has_behind)
+    outside_px = graph.mul(graph.mul(focal_px, graph.mul(inp["Move Range"], BAND_MARGIN)), filling)
+    outside = graph.combine(graph.div(outside_px, width), graph.div(outside_px, height), 0.0)
     # Computed once per vertex and stored: evaluating this chain per corner (4x as many) or
     # again for each texture lookup costs more than the rest of the tree.
-    pixel_uv, ray_uv = _pixel_centre_uv(graph, across, down, width, height)
+    pixel_uv, ray_uv = _pixel_centre_uv(graph, across, down, width, height, outside)
     geometry = graph.node("GeometryNodeStoreNamedAttribute",
                           {"Geometry": grid.outputs["Mesh"], "Name": _POINT_UV, "Value": pixel_uv},
                           data_type='FLOAT_VECTOR', domain='POINT').outputs[0]
