@@ -35,33 +35,72 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 
-def _metrics(fill_scenes, render, truth, revealed, outside):
+def _metrics(fill_scenes, render, truth, revealed, outside, silhouette):
     visible = ~revealed & ~outside
+    error = np.sum((np.clip(render, 0, 1) - np.clip(truth, 0, 1)) ** 2, axis=-1)
     out = {}
     for key, mask in (("frame", None), ("in_frame", ~outside), ("revealed", revealed), ("visible", visible)):
         out[key] = {"psnr": round(fill_scenes.psnr(render, truth, mask), 2),
-                    "ssim": round(fill_scenes.ssim(render, truth, mask), 4)}
+                    "ssim": round(fill_scenes.ssim(render, truth, mask), 4),
+                    "sse": round(float(error.sum() if mask is None else error[mask].sum()), 3)}
+    # Squared error (summed over RGB) on the pixels the photo shows within a pixel of a depth edge
+    # of the moved view, and outside the photo's frame: where the losses sit (summary).
+    out["visible_silhouette_sse"] = round(float(error[visible & silhouette].sum()), 3)
+    out["outside_sse"] = round(float(error[outside].sum()), 3)
     return out
+
+
+def silhouettes(depth, threshold=0.05):
+    """Pixels within one pixel (8-neighbourhood) of a depth step larger than threshold (relative)."""
+    depth = np.asarray(depth, np.float64)
+    step = np.zeros(depth.shape, bool)
+    for axis in (0, 1):
+        a, b = np.swapaxes(depth, 0, axis)[1:], np.swapaxes(depth, 0, axis)[:-1]
+        jump = np.maximum(a, b) > (1 + threshold) * np.minimum(a, b)
+        np.swapaxes(step, 0, axis)[1:] |= jump
+        np.swapaxes(step, 0, axis)[:-1] |= jump
+    padded = np.pad(step, 1)
+    height, width = step.shape
+    return np.any([padded[1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
+                   for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
+
+
+def _band_pixels(before):
+    """Pixels of the filled band in the Behind image a build made (blue channel: the band)."""
+    import bpy
+    for image in bpy.data.images:
+        if image.name not in before and image.get("lotus_kind") == "behind":
+            width, height = image.size
+            pixels = np.empty(width * height * 4, np.float32)
+            image.pixels.foreach_get(pixels)
+            return int((pixels.reshape(-1, 4)[:, 2] > 0.5).sum())
+    return 0
 
 
 def run_scene(addon, fill_scenes, name, resolution, severities, seed, keep_frames):
     views = fill_scenes.render_truth(name, fill_scenes.MOVES, resolution=resolution)
     photo = views["photo"]
     masks = {move: fill_scenes.disoccluded(photo, views[move]) for move in fill_scenes.MOVES}
+    edges = {move: silhouettes(views[move].depth) for move in fill_scenes.MOVES}
     rows, frames = [], {}
     for severity in severities:
         lotus = fill_scenes.lotus_maps(photo, severity, seed)
         for variant in fill_scenes.VARIANTS:
+            import bpy
+            images_before = set(bpy.data.images.keys())
             built = fill_scenes.BuiltScene(addon, photo, variant, lotus, tag=f"{name}{severity}")
             try:
                 start = time.perf_counter()
                 own = built.render(photo.matrix_world)
                 row = {"scene": name, "severity": severity, "variant": variant,
                        "own_camera_psnr": round(fill_scenes.psnr(own, photo.combined[..., :3]), 2), "moves": {}}
+                if variant == "fill":
+                    row["band_pixels"] = _band_pixels(images_before)
                 for move in fill_scenes.MOVES:
                     render = built.render(views[move].matrix_world)
                     revealed, outside = masks[move]
-                    row["moves"][move] = _metrics(fill_scenes, render, views[move].combined[..., :3], revealed, outside)
+                    row["moves"][move] = _metrics(fill_scenes, render, views[move].combined[..., :3], revealed, outside,
+                                                  edges[move])
                     row["moves"][move]["revealed_fraction"] = round(float(revealed.mean()), 4)
                     if keep_frames and severity == severities[0]:
                         frames[(variant, move)] = render
@@ -77,7 +116,17 @@ def run_scene(addon, fill_scenes, name, resolution, severities, seed, keep_frame
 
 
 def summarise(rows, fill_scenes):
-    """Per scene, severity and move: fill minus the best baseline, and whether the goal holds."""
+    """Per scene, severity and move: fill minus the best baseline, whether the goal holds, and
+    where the error sits:
+
+    - frame_gain_bound_db: what the whole frame would gain over its best baseline if the fill made
+      every revealed pixel exact and changed nothing else (below 1 dB the frame goal cannot be met
+      by filling what the move reveals);
+    - outside_share: share of that baseline's frame error on pixels outside the photo's frame;
+    - visible_excess_at_silhouettes: of the fill's extra squared error on the pixels the photo
+      shows (against the best baseline there), the share within a pixel of a depth edge of the
+      moved view (None when the fill is not worse there).
+    """
     summary = []
     by_key = {(row["scene"], row["severity"], row["variant"]): row for row in rows}
     for scene, severity in sorted({(row["scene"], row["severity"]) for row in rows}):
@@ -90,8 +139,18 @@ def summarise(rows, fill_scenes):
                 margins[key] = round(fill["moves"][move][key]["psnr"] - best, 2)
             goal = {"revealed_3db": margins["revealed"] >= 3.0, "frame_1db": margins["frame"] >= 1.0,
                     "in_frame_1db": margins["in_frame"] >= 1.0, "visible_not_worse": margins["visible"] >= -0.1}
+            moves = {base: by_key[(scene, severity, base)]["moves"][move] for base in fill_scenes.BASELINES}
+            frame_best = max(moves.values(), key=lambda m: m["frame"]["psnr"])
+            total, revealed = frame_best["frame"]["sse"], frame_best["revealed"]["sse"]
+            bound = 10 * np.log10(total / max(total - revealed, 1e-9)) if total > 0 else 0.0
+            visible_best = max(moves.values(), key=lambda m: m["visible"]["psnr"])
+            excess = fill["moves"][move]["visible"]["sse"] - visible_best["visible"]["sse"]
+            at_edges = fill["moves"][move]["visible_silhouette_sse"] - visible_best["visible_silhouette_sse"]
+            where = {"frame_gain_bound_db": round(float(bound), 2),
+                     "outside_share": round(frame_best["outside_sse"] / total, 3) if total > 0 else 0.0,
+                     "visible_excess_at_silhouettes": round(at_edges / excess, 2) if excess > 0 else None}
             summary.append({"scene": scene, "severity": severity, "move": move,
-                            "fill_minus_best_baseline_db": margins, "goal": goal})
+                            "fill_minus_best_baseline_db": margins, "goal": goal, "where": where})
     return summary
 
 

@@ -170,3 +170,61 @@ def test_relight_lights_the_fill(modules):
     for name in ("lotus_fill_relight_world",):
         if name in bpy.data.worlds:
             bpy.data.worlds.remove(bpy.data.worlds[name])
+
+
+def test_near_side_lip_only_at_steps(modules):
+    """The near side of a step reaches past its edge pixels (no outline at the tear), but a slope
+    that tears column after column keeps its vertices on their pixels' rays: a lip there opened
+    cracks onto the world between the torn faces (model-like maps: soft edges are such slopes)."""
+    import bpy
+    scene25d, geonodes = modules["scene25d"], modules["geonodes"]
+    y, x = np.mgrid[0:HEIGHT, 0:WIDTH]
+    near, far = 2.0, 8.0
+    depth = np.full((HEIGHT, WIDTH), 5.0)
+    ramp = x < 12
+    depth[ramp] = 2.2 * 1.08 ** x[ramp]            # 8% deeper per column: torn, but not a step
+    box = (abs(x - 32) < 6) & (abs(y - HEIGHT / 2) < 6)
+    depth[box] = 2.5                                # a step in front of the wall at 5
+    disparity = (1 / depth - 1 / far) / (1 / near - 1 / far)
+    photo = float_image("lip_stage", np.full((HEIGHT, WIDTH, 3), 0.5))
+    image = float_image("lip_stage_depth", disparity, "disparity")
+    obj, _camera = scene25d.build_photo_scene(bpy.context, photo, image, near=near, depth_range=far - near,
+                                              focal_35mm=35.0)
+
+    def projected():
+        co = main_mesh(evaluated_mesh_arrays(obj), WIDTH * HEIGHT)["co"]
+        return co[:, :2] / -co[:, 2:3], -co[:, 2]
+
+    torn, vertex_depth = projected()
+    geonodes.set_inputs(obj.modifiers[scene25d.MODIFIER_NAME], Tear=False)
+    obj.update_tag()
+    on_rays, _ = projected()
+    shift = np.linalg.norm(torn - on_rays, axis=1)
+    pixel = np.median(np.abs(np.diff(np.unique(np.round(on_rays[:, 0], 6)))))
+    # The left columns, less the frame's outermost vertices (with Fill Behind they reach past it).
+    inside = ~np.isclose(torn[:, 0], torn[:, 0].min()) & ~np.isclose(torn[:, 1], torn[:, 1].min()) \
+        & ~np.isclose(torn[:, 1], torn[:, 1].max())
+    on_ramp = (on_rays[:, 0] < np.quantile(on_rays[:, 0], 0.15)) & inside
+    on_box = np.isclose(vertex_depth, 2.5, rtol=1e-3)
+    assert on_ramp.sum() > 100 and on_box.sum() > 50
+    assert shift[on_ramp].max() < 1e-3 * pixel
+    assert shift[on_box].max() == pytest.approx(geonodes.LIP_PX * pixel, rel=0.05)
+
+
+def test_frame_edges_reach_past_the_frame_with_fill_behind(modules):
+    """With Fill Behind the outermost vertices lie past the frame's edges by what a move of Move
+    Range can bring into view there (f_px * Move Range * BAND_MARGIN pixels); without, on them."""
+    scene25d, geonodes = modules["scene25d"], modules["geonodes"]
+    obj, camera, _box = _stage(scene25d, name="fill_skirt", move_range=0.1)
+    modifier = obj.modifiers[scene25d.MODIFIER_NAME]
+
+    def frame_extent():
+        co = main_mesh(evaluated_mesh_arrays(obj), WIDTH * HEIGHT)["co"]
+        projected = co[:, :2] / -co[:, 2:3]
+        return projected[:, 0].max() - projected[:, 0].min()      # across, in units of the focal length
+
+    focal_px = camera.data.lens / camera.data.sensor_width * WIDTH
+    assert frame_extent() * focal_px == pytest.approx(WIDTH + 2 * focal_px * 0.1 * geonodes.BAND_MARGIN, rel=1e-3)
+    geonodes.set_inputs(modifier, Fill_Behind=False)
+    obj.update_tag()
+    assert frame_extent() * focal_px == pytest.approx(WIDTH, rel=1e-3)

@@ -74,10 +74,16 @@ def main_mesh(mesh, vertex_count):
     return out
 
 
-def vertex_pixels(co, intr):
+def vertex_pixels(co, intr, grid_order=False):
     """(row, col) of the pixel whose centre is nearest to each camera-space vertex (the
-    outermost vertices lie on the frame's edges, those on the near side of a tear less than half
-    a pixel toward the far side: both still count as their own pixels)."""
+    outermost vertices lie on the frame's edges: they still count as their own pixels).
+    grid_order, for the 2.5D mesh of one vertex per pixel: from the vertex's index instead (the
+    Grid's order: columns left to right, each bottom to top), as the near side of a tear reaches
+    geonodes.LIP_PX (more than half a pixel) toward the far pixel."""
+    if grid_order:
+        assert len(co) == intr.width * intr.height
+        index = np.arange(len(co))
+        return intr.height - 1 - index % intr.height, index // intr.height
     pixel = geometry.project(co.astype(np.float64), intr)
     rows = np.clip(np.round(pixel[:, 1] - 0.5).astype(int), 0, intr.height - 1)
     return rows, np.clip(np.round(pixel[:, 0] - 0.5).astype(int), 0, intr.width - 1)

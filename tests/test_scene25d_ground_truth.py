@@ -65,7 +65,7 @@ def test_mesh_lands_on_the_true_surfaces(built_from_ground_truth):
     assert np.allclose(np.array(camera.matrix_world), gt.matrix_world, atol=1e-5)
     assert len(mesh["co"]) == width * height and len(mesh["loop_start"]) < (width - 1) * (height - 1)
     intr = geometry.intrinsics_from_lens(gt.lens, gt.sensor_width, width, height, gt.sensor_fit)
-    rows, cols = vertex_pixels(mesh["co"], intr)
+    rows, cols = vertex_pixels(mesh["co"], intr, grid_order=True)
     world = geometry.camera_to_world_points(mesh["co"], np.array(obj.matrix_world))
     truth = geometry.camera_to_world_points(geometry.unproject(gt.depth, intr), gt.matrix_world)[rows, cols]
     error = np.linalg.norm(world - truth, axis=-1)
@@ -89,7 +89,7 @@ def test_normals_match_the_normal_pass(built_from_ground_truth):
     gt, obj, _camera, mesh = built_from_ground_truth
     width, height = gt.resolution
     intr = geometry.intrinsics_from_lens(gt.lens, gt.sensor_width, width, height, gt.sensor_fit)
-    rows, cols = vertex_pixels(mesh["co"], intr)
+    rows, cols = vertex_pixels(mesh["co"], intr, grid_order=True)
     rotation = np.array(obj.matrix_world)[:3, :3]
     corner = mesh["corner_verts"]
     world_normals = maps.camera_to_world(mesh["corner_normals"], rotation)
