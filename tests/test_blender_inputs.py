@@ -578,7 +578,7 @@ def test_photo_focal_length_from_exif(lotus, tmp_path):
     prepared = lotus.inputs.prepare_file(str(tmp_path / "phone.jpg"), str(tmp_path), 64, 0)
     assert prepared.focal_35mm == 26.0
     image = bpy.data.images.new("exif_result", 4, 4)
-    lotus.outputs._tag(image, "disparity", prepared)
+    lotus.outputs.results._tag(image, "disparity", prepared)
     assert image["lotus_focal_35mm"] == 26.0
     assert image["lotus_source_path"] == str(tmp_path / "phone.jpg")
     bpy.data.images.remove(image)

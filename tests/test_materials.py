@@ -30,7 +30,7 @@ def dome(width=WIDTH, height=HEIGHT, radius=DOME_RADIUS_PX):
 
 
 def lotus_images(module, name, normals):
-    """A photo and its Lotus normal result as outputs.py tags them."""
+    """A photo and its Lotus normal result as outputs/results.py tags them."""
     import bpy
     height, width = normals.shape[:2]
     photo = bpy.data.images.new(name, width, height)

@@ -63,7 +63,7 @@ def test_relit_scene_matches_truth_under_a_new_light(blender_addon, ground_truth
         ambient = float(background.inputs["Color"].default_value[1])  # read before the scene goes
 
     # The ground truth in the form Lotus gives: disparity (near = 1) and Lotus camera normals,
-    # stored the way outputs.py stores them.
+    # stored the way outputs/results.py stores them.
     rotation = gt.matrix_world[:3, :3]
     lotus_normals = reference_math.blender_camera_to_lotus(maps.normalize_vectors(gt.normal @ rotation))
     disparity, near, far = maps.depth_to_disparity(gt.depth)
