@@ -82,12 +82,16 @@ def child(work: Path, photo: Path, depth_model: str, normal_model: str) -> dict:
             finally:
                 label.pop()
         return wrapper
-    inputs.image_display_array = labelled("read pixels and reduce", inputs.image_display_array)
-    outputs._fill_image = labelled("fill a full-size result image", outputs._fill_image)
+    # Wrapped where they are called from: the modules inside the inputs/ and outputs/ packages
+    # (issue 17); before, inputs.py and outputs.py themselves (for comparisons).
+    reading = getattr(inputs, "images", inputs)
+    writing = getattr(outputs, "results", outputs)
+    reading.image_display_array = labelled("read pixels and reduce", reading.image_display_array)
+    writing._fill_image = labelled("fill a full-size result image", writing._fill_image)
     files.WriterScene.write = labelled("write an EXR or PNG (Blender)", files.WriterScene.write)
-    if hasattr(outputs, "write_normal_png"):  # absent before issue 15 (for comparisons)
-        outputs.write_normal_png = labelled("write the 16-bit normal PNG (strips)",
-                                            outputs.write_normal_png)
+    if hasattr(writing, "write_normal_png"):  # absent before issue 15 (for comparisons)
+        writing.write_normal_png = labelled("write the 16-bit normal PNG (strips)",
+                                            writing.write_normal_png)
     if not os.environ.get("LOTUS_BENCH_NO_SAMPLING"):
         threading.Thread(target=sample, daemon=True).start()
     baseline = _status("VmRSS")

@@ -25,7 +25,9 @@ def live(module_name: str) -> SimpleNamespace:
                            package=sys.modules[module_name])
 
 
-def configure(module_name: str, checkpoints: dict, output_dir: str, **overrides):
+def configure(module_name: str, checkpoints: dict, output_dir: str | None, **overrides):
+    """The add-on's preferences for tests: the tiny checkpoints, 64 px, CPU, the tests' worker
+    Python; output_dir None keeps the output folder preference as it is."""
     import bpy
     prefs = bpy.context.preferences.addons[module_name].preferences
     prefs.depth_model = 'LOCAL'
@@ -38,7 +40,8 @@ def configure(module_name: str, checkpoints: dict, output_dir: str, **overrides)
     prefs.precision = 'FP32'
     prefs.python_path = worker_python_preference()
     prefs.idle_release_minutes = 10.0
-    prefs.output_dir = str(output_dir)
+    if output_dir is not None:
+        prefs.output_dir = str(output_dir)
     prefs.normal_convention = 'OPENGL'
     for key, value in overrides.items():
         setattr(prefs, key, value)

@@ -27,7 +27,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from lotus_blender.core import geometry, maps
-from tests import ground_truth
+from tests import ground_truth, reference_math
 from tests.lotus_errors import degrade
 
 # name -> (kind, amount): dolly forward by a fraction of the subject distance, orbit in degrees
@@ -221,9 +221,9 @@ def disoccluded(photo, view, tolerance=0.02):
     behind the near edges), and those outside the photo's frame (no fill makes them up)."""
     width, height = view.resolution
     intr = geometry.intrinsics_from_lens(view.lens, view.sensor_width, width, height, view.sensor_fit)
-    world = geometry.camera_to_world_points(geometry.unproject(view.depth, intr), view.matrix_world)
-    in_photo = geometry.world_to_camera_points(world, photo.matrix_world)
-    pixel = geometry.project(in_photo, intr)
+    world = reference_math.camera_to_world_points(geometry.unproject(view.depth, intr), view.matrix_world)
+    in_photo = reference_math.world_to_camera_points(world, photo.matrix_world)
+    pixel = reference_math.project(in_photo, intr)
     col, row = np.floor(pixel[..., 0]).astype(int), np.floor(pixel[..., 1]).astype(int)
     inside = (col >= 0) & (col < width) & (row >= 0) & (row < height) & (-in_photo[..., 2] > 0)
     seen_depth = np.full(view.depth.shape, np.inf)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tests import blender_env
+from tests import compositor_passes
 
 RESOLUTION = (160, 120)
 SAMPLES = 8
@@ -301,27 +301,17 @@ class GroundTruthScene:
 
     def render(self) -> GroundTruth:
         """Render the passes with Cycles and read them back as numpy arrays, top row first."""
-        import bpy
         scene = self.scene
-        compat = blender_env.compat()
-        tree, owned, _output = compat.new_compositor(scene, scene.name + "_passes")
+        sockets = dict(PASS_SOCKETS, object_index="Object Index")
+        scene.render.filepath = os.path.join(self._directory, "combined_unused")
+        paths, owned = compositor_passes.render_passes(
+            scene, self._directory,
+            {socket: 'FLOAT' if socket in ("Depth", "Object Index") else 'RGBA'
+             for socket in sockets.values()}, exr_codec='ZIP')
         if owned is not None:
             self._keep("node_groups", owned)
-        layers = tree.nodes.new("CompositorNodeRLayers")
-        layers.scene = scene
-        sockets = dict(PASS_SOCKETS, object_index="Object Index")
-        writer = compat.new_file_output(
-            tree, self._directory, "pass_",
-            {socket: 'FLOAT' if socket in ("Depth", "Object Index") else 'RGBA'
-             for socket in sockets.values()})
-        writer.format.exr_codec = 'ZIP'
-        for socket in sockets.values():
-            tree.links.new(compat.render_pass_output(layers, socket), writer.inputs[socket])
-        scene.render.filepath = os.path.join(self._directory, "combined_unused")
-        bpy.ops.render.render(scene=scene.name, write_still=False)
         scene.view_layers[0].update()  # matrix_world of objects in a scene no window shows
-        planes = {key: read_image(compat.output_file_path(self._directory, "pass_", socket))
-                  for key, socket in sockets.items()}
+        planes = {key: read_image(paths[socket]) for key, socket in sockets.items()}
         cam = self.camera
         return GroundTruth(
             combined=planes["combined"],

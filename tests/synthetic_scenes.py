@@ -12,7 +12,8 @@ import math
 
 import numpy as np
 
-from lotus_blender.core import camera_estimate, geometry, maps
+from lotus_blender.core import camera_estimate, geometry
+from tests import reference_math
 
 SPHERE_LABEL = 100
 
@@ -76,7 +77,7 @@ def lotus_disparity(depth, rng, noise=2e-4):
     """True planar depth -> what a Lotus disparity model outputs: inverse depth normalised between
     its 2 % and 98 % quantiles (near = 1), then a random scale and shift and a little noise,
     clamped to [0, 1] like the model's decoder."""
-    disparity = maps.normalize_map(1.0 / depth, 0.02, 0.98).astype(np.float64)
+    disparity = reference_math.normalize_map(1.0 / depth, 0.02, 0.98).astype(np.float64)
     scale = rng.uniform(0.6, 0.95)
     shift = rng.uniform(0.0, 1.0 - scale)
     return np.clip(scale * disparity + shift + rng.normal(0.0, noise, depth.shape), 0.0, 1.0)
@@ -91,7 +92,7 @@ def unclipped_labels(depth, labels, inverse=True):
 
 def lotus_relative_depth(depth, rng, noise=2e-4):
     """True planar depth -> a relative depth map (near = 0) with a random scale and shift."""
-    relative = maps.normalize_map(depth, 0.02, 0.98).astype(np.float64)
+    relative = reference_math.normalize_map(depth, 0.02, 0.98).astype(np.float64)
     scale = rng.uniform(0.6, 0.95)
     shift = rng.uniform(0.0, 1.0 - scale)
     return np.clip(scale * relative + shift + rng.normal(0.0, noise, depth.shape), 0.0, 1.0)

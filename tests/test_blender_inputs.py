@@ -516,25 +516,14 @@ def test_results_are_one_undo_step_and_undo_keeps_files(lotus):
 
 
 _SAVED_BLEND_SCRIPT = r'''
-import json, os, sys
-from pathlib import Path
-sys.path.insert(0, sys.argv[1])
-import bpy
-from tests import blender_env
-work, depth_model = Path(sys.argv[2]), sys.argv[3]
-name = blender_env.install_extension(work / "repo")
 prefs = bpy.context.preferences.addons[name].preferences
-prefs.depth_model, prefs.depth_model_path = 'LOCAL', depth_model
-prefs.processing_resolution, prefs.device, prefs.precision = 64, 'CPU', 'FP32'
-prefs.python_path = blender_env.worker_python_preference()
 assert prefs.output_dir == "//lotus/"
 bpy.ops.wm.save_as_mainfile(filepath=str(work / "shot.blend"))
 bpy.ops.lotus.predict_files(task='DEPTH', directory=str(work), files=[{"name": "photo.png"}])
 image = bpy.data.images["photo_depth"]
-print("RESULT" + json.dumps({"filepath": image.filepath,
-                             "files": sorted(os.listdir(work / "lotus"))}))
+result = {"filepath": image.filepath, "files": sorted(os.listdir(work / "lotus"))}
 blender_env.disable_extension(name)
-blender_env.exit_child()
+report(result)
 '''
 
 
@@ -542,20 +531,12 @@ blender_env.exit_child()
 def test_saved_blend_writes_next_to_it_with_relative_paths(tiny_checkpoints, tmp_path):
     """The default output folder //lotus/ with a saved .blend (in a fresh Blender process, so
     this session's .blend stays unsaved)."""
-    import subprocess
-    import sys
     from PIL import Image
-    from tests.blender_env import REPO_ROOT
+    from tests import blender_child
     Image.fromarray(np.round(gradient()[..., :3] * 255).astype(np.uint8)).save(
         tmp_path / "photo.png")
-    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "user"))
-    run = subprocess.run([sys.executable, "-c", _SAVED_BLEND_SCRIPT, str(REPO_ROOT),
-                          str(tmp_path), str(tiny_checkpoints[("G", "disparity")])],
-                         capture_output=True, text=True, env=env, timeout=300)
-    lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT")]
-    assert run.returncode == 0 and lines, run.stdout[-2000:] + run.stderr[-2000:]
-    import json
-    result = json.loads(lines[0][len("RESULT"):])
+    result = blender_child.run(_SAVED_BLEND_SCRIPT, tmp_path,
+                               blender_child.checkpoint_args(tiny_checkpoints))
     assert result["filepath"] == "//lotus/photo_depth.exr"
     assert "photo_depth.exr" in result["files"] and "photo_depth_preview.png" in result["files"]
 
@@ -578,7 +559,7 @@ def test_photo_focal_length_from_exif(lotus, tmp_path):
     prepared = lotus.inputs.prepare_file(str(tmp_path / "phone.jpg"), str(tmp_path), 64, 0)
     assert prepared.focal_35mm == 26.0
     image = bpy.data.images.new("exif_result", 4, 4)
-    lotus.outputs._tag(image, "disparity", prepared)
+    lotus.outputs.results._tag(image, "disparity", prepared)
     assert image["lotus_focal_35mm"] == 26.0
     assert image["lotus_source_path"] == str(tmp_path / "phone.jpg")
     bpy.data.images.remove(image)

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from lotus_blender.core import camera_estimate, depth_refine, geometry, maps
-from tests import lotus_errors
+from tests import lotus_errors, reference_math
 from tests import synthetic_scenes as scenes
 from tests.test_scene25d import float_image, live_module, tracked_datablocks  # noqa: F401
 
@@ -72,7 +72,7 @@ def render(objects, camera, focal_35mm):
 def lotus_form(truth, normals, seed):
     """(disparity as Lotus outputs it, Lotus normals back in Blender camera space)."""
     disparity = scenes.lotus_disparity(truth.depth.astype(np.float64), np.random.default_rng(seed))
-    lotus_normals = maps.blender_camera_to_lotus(normals)       # what the model predicts
+    lotus_normals = reference_math.blender_camera_to_lotus(normals)       # what the model predicts
     return disparity, maps.lotus_to_blender_camera(lotus_normals).astype(np.float64)
 
 
@@ -167,7 +167,7 @@ def test_builder_takes_the_focal_from_the_photos_lines(blender_addon, scene_rend
             continue
         bpy.context.scene.camera = None         # no scene camera to fall back to: the 50 mm default
         disparity, normals = model_maps(truth, 1.0, seed=0)
-        lotus_normals = maps.blender_camera_to_lotus(normals)
+        lotus_normals = reference_math.blender_camera_to_lotus(normals)
         photo = float_image(f"gt_{name}", truth.combined[..., :3])
         depth = float_image(f"gt_{name}_depth", disparity, "disparity")
         normal = float_image(f"gt_{name}_normal", maps.normals_to_normal_map(lotus_normals, "OPENGL"), "normal")

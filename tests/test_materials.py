@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lotus_blender.core import heightmap, maps
-from tests import blender_env
+from tests import compositor_passes
 
 DOME_RADIUS_PX = 12.0
 WIDTH, HEIGHT = 48, 32
@@ -35,7 +35,7 @@ def dome(width=WIDTH, height=HEIGHT, radius=DOME_RADIUS_PX):
 
 
 def lotus_images(module, name, normals):
-    """A photo and its Lotus normal result as outputs.py tags them."""
+    """A photo and its Lotus normal result as outputs/results.py tags them."""
     import bpy
     height, width = normals.shape[:2]
     photo = bpy.data.images.new(name, width, height)
@@ -175,8 +175,17 @@ def test_displacement_only_on_request(blender_addon, fresh_data):
     assert "Lotus Bump" not in material.node_tree.nodes
     subdivision = obj.modifiers["Lotus Displacement"]
     assert subdivision.type == 'SUBSURF' and subdivision.subdivision_type == 'SIMPLE'
-    assert blender_env.compat().adaptive_subdivision_enabled(obj, subdivision)
+    assert _adaptive_subdivision_enabled(obj, subdivision)
     assert_tidy(material)
+
+
+
+def _adaptive_subdivision_enabled(obj, modifier) -> bool:
+    """What compat.enable_adaptive_subdivision switched on: the modifier's option from Blender
+    5.0, the Cycles object setting before."""
+    if hasattr(modifier, "use_adaptive_subdivision"):
+        return bool(modifier.use_adaptive_subdivision)
+    return bool(getattr(getattr(obj, "cycles", None), "use_adaptive_subdivision", False))
 
 
 def _render_normal_pass(scene):
@@ -185,16 +194,9 @@ def _render_normal_pass(scene):
 
     import bpy
     folder = tempfile.mkdtemp(prefix="lotus-material-")
-    compat = blender_env.compat()
-    tree, owned, _output = compat.new_compositor(scene, "lotus_material_passes")
+    paths, owned = compositor_passes.render_passes(scene, folder, {"Normal": 'RGBA'})
     try:
-        layers = tree.nodes.new("CompositorNodeRLayers")
-        layers.scene = scene
-        writer = compat.new_file_output(tree, folder, "pass_", {"Normal": 'RGBA'})
-        tree.links.new(compat.render_pass_output(layers, "Normal"), writer.inputs["Normal"])
-        bpy.ops.render.render(scene=scene.name, write_still=False)
-        image = bpy.data.images.load(compat.output_file_path(folder, "pass_", "Normal"),
-                                     check_existing=False)
+        image = bpy.data.images.load(paths["Normal"], check_existing=False)
         width, height = image.size
         buffer = np.empty(width * height * 4, dtype=np.float32)
         image.pixels.foreach_get(buffer)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests import blender_child
 from tests.blender_side import Reports, drive, gradient, image_pixels, new_image, remove_images
 from tests.blender_env import REPO_ROOT
 
@@ -28,13 +29,9 @@ def _photo(path, width=48, height=32):
 
 
 def _child(step, work, args, prefix=(), timeout=400):
-    env = dict(os.environ, BLENDER_USER_RESOURCES=str(work / "user"))
     command = list(prefix) + [sys.executable, CHILD, str(REPO_ROOT), step, str(work),
                               json.dumps(args)]
-    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
-    lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, run.stdout[-3000:] + run.stderr[-3000:]
-    return json.loads(lines[-1][len("RESULT "):])
+    return blender_child.result_of(command, work / "user", timeout, check_status=False)
 
 
 def _models(tiny_checkpoints):

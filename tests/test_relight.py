@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lotus_blender.core import maps
-from tests import blender_env, ground_truth, relight_eval
+from tests import blender_env, ground_truth, reference_math, relight_eval
 
 # The new sun: relight_eval.NEW_SUN_DIRECTION (upper left, in front of the subject).
 NEW_SUN_ENERGY = 3.0
@@ -67,9 +67,9 @@ def test_relit_scene_matches_truth_under_a_new_light(blender_addon, ground_truth
         ambient = float(background.inputs["Color"].default_value[1])  # read before the scene goes
 
     # The ground truth in the form Lotus gives: disparity (near = 1) and Lotus camera normals,
-    # stored the way outputs.py stores them.
+    # stored the way outputs/results.py stores them.
     rotation = gt.matrix_world[:3, :3]
-    lotus_normals = maps.blender_camera_to_lotus(maps.normalize_vectors(gt.normal @ rotation))
+    lotus_normals = reference_math.blender_camera_to_lotus(maps.normalize_vectors(gt.normal @ rotation))
     disparity, near, far = maps.depth_to_disparity(gt.depth)
     photo = common.write_float_image("gt_relight", gt.diffuse_color, non_color=False)
     depth = tagged_image(common, "gt_relight_depth", disparity, "disparity", photo.name)

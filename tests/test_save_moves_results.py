@@ -2,32 +2,18 @@
 with relative paths that survive reopening; when they cannot be moved, the panel keeps warning.
 Runs in a fresh Blender (the bpy module) so this session's .blend stays unsaved."""
 
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from tests import blender_child
 from tests.blender_side import gradient
 
 _SCRIPT = r'''
-import json, os, sys, tempfile
-from pathlib import Path
-sys.path.insert(0, sys.argv[1])
-import bpy
-from tests import blender_env
-work, depth_model = Path(sys.argv[2]), sys.argv[3]
-name = blender_env.install_extension(work / "repo")
-prefs = bpy.context.preferences.addons[name].preferences
-prefs.depth_model, prefs.depth_model_path = 'LOCAL', depth_model
-prefs.depth_model_kind = 'DISPARITY'
-prefs.processing_resolution, prefs.device, prefs.precision = 64, 'CPU', 'FP32'
-prefs.python_path = blender_env.worker_python_preference()
 outputs = sys.modules[name + ".blender.outputs"]
 panels = sys.modules[name + ".blender.panels"]
-report = {"temp": outputs.temporary_output_folder()}
+result = {"temp": outputs.temporary_output_folder()}
 
 
 def warning():
@@ -53,13 +39,13 @@ def predict(photo):
 
 # 1. Saved where the maps can follow: moved next to it, relative once saved, and reopened whole.
 depth = predict("photo.png")
-report["before"] = {"path": bpy.path.abspath(depth.filepath), "warning": warning()}
+result["before"] = {"path": bpy.path.abspath(depth.filepath), "warning": warning()}
 bpy.ops.wm.save_as_mainfile(filepath=str(work / "shot.blend"))
-report["after"] = {"filepath": depth.filepath, "path": bpy.path.abspath(depth.filepath),
+result["after"] = {"filepath": depth.filepath, "path": bpy.path.abspath(depth.filepath),
                    "warning": warning(), "folder": sorted(os.listdir(work / "lotus"))}
 bpy.ops.wm.open_mainfile(filepath=str(work / "shot.blend"))
 depth = bpy.data.images["photo_depth"]
-report["reopened"] = {"filepath": depth.filepath, "pixels": len(depth.pixels),
+result["reopened"] = {"filepath": depth.filepath, "pixels": len(depth.pixels),
                       "has_data": bool(depth.has_data)}
 
 # 2. A new unsaved file whose maps cannot be moved (a file named lotus where the folder goes).
@@ -68,28 +54,21 @@ depth = predict("photo2.png")
 (work / "blocked").mkdir()
 (work / "blocked" / "lotus").write_text("not a folder")
 bpy.ops.wm.save_as_mainfile(filepath=str(work / "blocked" / "shot.blend"))
-report["blocked"] = {"path": os.path.normpath(bpy.path.abspath(depth.filepath)),
+result["blocked"] = {"path": os.path.normpath(bpy.path.abspath(depth.filepath)),
                      "warning": warning()}
-print("RESULT" + json.dumps(report))
-blender_env.exit_child()
-'''
+report(result)
+'''''
 
 
 @pytest.mark.blender
 def test_saving_moves_results_out_of_the_temp_folder(tiny_checkpoints, tmp_path):
     from PIL import Image
-    from tests.blender_env import REPO_ROOT
     for name in ("photo.png", "photo2.png"):
         Image.fromarray(np.round(gradient()[..., :3] * 255).astype(np.uint8)).save(tmp_path / name)
     system_temp = tmp_path / "system-temp"  # the child's tempfile.gettempdir()
     system_temp.mkdir()
-    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "user"), TMPDIR=str(system_temp))
-    run = subprocess.run([sys.executable, "-c", _SCRIPT, str(REPO_ROOT), str(tmp_path),
-                          str(tiny_checkpoints[("G", "disparity")])],
-                         capture_output=True, text=True, env=env, timeout=300)
-    lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT")]
-    assert run.returncode == 0 and lines, run.stdout[-3000:] + run.stderr[-3000:]
-    result = json.loads(lines[0][len("RESULT"):])
+    result = blender_child.run(_SCRIPT, tmp_path, blender_child.checkpoint_args(tiny_checkpoints),
+                               env={"TMPDIR": str(system_temp)})
     temp = result["temp"]
     assert temp.startswith(str(system_temp))
     # Unsaved: the map is in the temp folder and the panel says so, with Pack Results.

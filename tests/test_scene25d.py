@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lotus_blender.core import exif, geometry, maps
-from tests import blender_env
+from tests import blender_env, reference_math
 
 
 # ---- helpers (also used by test_scene25d_ground_truth.py) ----
@@ -84,7 +84,7 @@ def vertex_pixels(co, intr, grid_order=False):
         assert len(co) == intr.width * intr.height
         index = np.arange(len(co))
         return intr.height - 1 - index % intr.height, index // intr.height
-    pixel = geometry.project(co.astype(np.float64), intr)
+    pixel = reference_math.project(co.astype(np.float64), intr)
     rows = np.clip(np.round(pixel[:, 1] - 0.5).astype(int), 0, intr.height - 1)
     return rows, np.clip(np.round(pixel[:, 0] - 0.5).astype(int), 0, intr.width - 1)
 
@@ -140,10 +140,10 @@ def test_geonodes_mesh_matches_core_unprojection(scene25d):
     intr = geometry.intrinsics_from_lens(camera.data.lens, camera.data.sensor_width, width, height)
     rows, cols = vertex_pixels(mesh["co"], intr)
     assert len(set(zip(rows.tolist(), cols.tolist()))) == width * height      # one vertex per pixel
-    expected = geometry.unproject_grid(maps.disparity_to_depth(disparity, 1.5, 7.5), intr)
+    expected = reference_math.unproject_grid(maps.disparity_to_depth(disparity, 1.5, 7.5), intr)
     assert np.abs(mesh["co"] - expected[rows, cols]).max() < 1e-4
     # The mesh covers the whole frame: its outermost vertices lie on the frame's edges.
-    pixel = geometry.project(mesh["co"].astype(np.float64), intr)
+    pixel = reference_math.project(mesh["co"].astype(np.float64), intr)
     assert pixel[:, 0].min() == pytest.approx(0.0, abs=0.01) and pixel[:, 0].max() == pytest.approx(width, abs=0.01)
     assert pixel[:, 1].min() == pytest.approx(0.0, abs=0.01) and pixel[:, 1].max() == pytest.approx(height, abs=0.01)
     # UVs sit on the vertex's ray: the centre of its pixel inside, the frame's edge at the border
@@ -169,7 +169,7 @@ def test_relative_depth_and_live_controls(scene25d):
     def check(near, far):
         mesh = evaluated_mesh_arrays(obj)
         rows, cols = vertex_pixels(mesh["co"], intr)
-        expected = geometry.unproject_grid(maps.relative_depth_to_depth(relative, near, far), intr)
+        expected = reference_math.unproject_grid(maps.relative_depth_to_depth(relative, near, far), intr)
         assert np.abs(mesh["co"] - expected[rows, cols]).max() < 1e-4
 
     check(3.0, 5.0)
@@ -211,11 +211,11 @@ def test_tearing_and_resolution_are_live(scene25d):
     geonodes.set_inputs(modifier, Tear=False, Max_Vertices=200)
     obj.update_tag()
     mesh = evaluated_mesh_arrays(obj)
-    across, down = geometry.grid_shape(width, height, 200)
+    across, down = geometry.vertex_grid_size(width, height, 200)
     assert len(mesh["co"]) == across * down <= 200
     intr = geometry.intrinsics_from_lens(camera.data.lens, camera.data.sensor_width, width, height)
     samples, rows, cols = geometry.downsample_grid(metric, 200)
-    expected = geometry.unproject_grid(samples, intr).reshape(-1, 3)
+    expected = reference_math.unproject_grid(samples, intr).reshape(-1, 3)
     # Each grid vertex is one of the expected pixel-centre points.
     distances = np.linalg.norm(mesh["co"][:, None, :] - expected[None, :, :], axis=-1).min(axis=1)
     assert distances.max() < 1e-4

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from lotus_blender.core import geometry, maps
+from tests import reference_math
 from tests.ground_truth import OBJECTS
 from tests.test_scene25d import (evaluated_mesh_arrays, float_image, live_module, main_mesh,  # noqa: F401
                                  tracked_datablocks, vertex_pixels)
@@ -25,7 +26,7 @@ def test_cycles_depth_pass_is_planar(ground_truth_scene):
     gt = ground_truth_scene
     intr = geometry.intrinsics_from_lens(gt.lens, gt.sensor_width, *gt.resolution, gt.sensor_fit)
     ground = gt.object_index == _index("gt_ground")
-    heights = {kind: geometry.camera_to_world_points(geometry.unproject(gt.depth, intr, kind), gt.matrix_world)[..., 2]
+    heights = {kind: reference_math.camera_to_world_points(geometry.unproject(gt.depth, intr, kind), gt.matrix_world)[..., 2]
                for kind in ("PLANAR", "RAY")}
     assert np.median(np.abs(heights["PLANAR"][ground])) < 1e-4      # the ground plane is z = 0
     assert np.median(np.abs(heights["RAY"][ground])) > 0.05
@@ -41,7 +42,7 @@ def built_from_ground_truth(blender_addon, ground_truth_scene, tracked_datablock
     disparity, near, far = maps.depth_to_disparity(gt.depth, near, far)
     rotation = gt.matrix_world[:3, :3]
     normal_camera = gt.normal @ rotation          # world -> camera: R^T n for each row vector
-    lotus_normals = maps.blender_camera_to_lotus(normal_camera)    # what the model outputs
+    lotus_normals = reference_math.blender_camera_to_lotus(normal_camera)    # what the model outputs
     stored = maps.normals_to_normal_map(maps.lotus_to_blender_camera(lotus_normals), "OPENGL")
 
     photo = float_image("gt_photo", gt.combined[..., :3])
@@ -66,8 +67,8 @@ def test_mesh_lands_on_the_true_surfaces(built_from_ground_truth):
     assert len(mesh["co"]) == width * height and len(mesh["loop_start"]) < (width - 1) * (height - 1)
     intr = geometry.intrinsics_from_lens(gt.lens, gt.sensor_width, width, height, gt.sensor_fit)
     rows, cols = vertex_pixels(mesh["co"], intr, grid_order=True)
-    world = geometry.camera_to_world_points(mesh["co"], np.array(obj.matrix_world))
-    truth = geometry.camera_to_world_points(geometry.unproject(gt.depth, intr), gt.matrix_world)[rows, cols]
+    world = reference_math.camera_to_world_points(mesh["co"], np.array(obj.matrix_world))
+    truth = reference_math.camera_to_world_points(geometry.unproject(gt.depth, intr), gt.matrix_world)[rows, cols]
     error = np.linalg.norm(world - truth, axis=-1)
     subject = gt.subject_mask[rows, cols]
     subject_distance = float(np.median(gt.depth[gt.subject_mask]))
@@ -92,13 +93,13 @@ def test_normals_match_the_normal_pass(built_from_ground_truth):
     rows, cols = vertex_pixels(mesh["co"], intr, grid_order=True)
     rotation = np.array(obj.matrix_world)[:3, :3]
     corner = mesh["corner_verts"]
-    world_normals = maps.camera_to_world(mesh["corner_normals"], rotation)
+    world_normals = reference_math.camera_to_world(mesh["corner_normals"], rotation)
     truth = gt.normal[rows[corner], cols[corner]]
     angle = np.degrees(np.arccos(np.clip(np.sum(world_normals * truth, axis=-1), -1.0, 1.0)))
     assert np.median(angle) <= 1.0
     # Independent of the normal image: flat faces built from depth alone face the same way as the
     # Normal pass says (this fixes the sign conventions of the whole chain).
-    face_normals = maps.camera_to_world(mesh["polygon_normals"], rotation)
+    face_normals = reference_math.camera_to_world(mesh["polygon_normals"], rotation)
     first_corner = corner[mesh["loop_start"]]
     labels = gt.object_index[rows[first_corner], cols[first_corner]]
     flat = np.isin(labels, [_index("gt_ground"), _index("gt_wall")])
@@ -108,7 +109,7 @@ def test_normals_match_the_normal_pass(built_from_ground_truth):
     # And the Lotus convention itself: a floor seen by a camera looking down points up and
     # toward the camera, with X pointing left in Lotus space for a surface turned to the right.
     ground = gt.object_index == _index("gt_ground")
-    lotus = maps.blender_camera_to_lotus(gt.normal @ gt.matrix_world[:3, :3])
+    lotus = reference_math.blender_camera_to_lotus(gt.normal @ gt.matrix_world[:3, :3])
     assert np.median(lotus[ground][:, 1]) > 0.5 and np.median(lotus[ground][:, 2]) > 0.1
     sphere_rows, sphere_cols = np.nonzero(gt.object_index == _index("gt_sphere"))
     left_half = sphere_cols < np.median(sphere_cols)

@@ -8,9 +8,6 @@ checking versions themselves.
 
 from __future__ import annotations
 
-import glob
-import os
-
 import bpy
 
 # -- geometry nodes ---------------------------------------------------------------------------
@@ -95,13 +92,6 @@ def enable_adaptive_subdivision(obj, modifier) -> None:
         cycles.use_adaptive_subdivision = True
 
 
-def adaptive_subdivision_enabled(obj, modifier) -> bool:
-    if hasattr(modifier, "use_adaptive_subdivision"):
-        return bool(modifier.use_adaptive_subdivision)
-    cycles = getattr(obj, "cycles", None)
-    return bool(getattr(cycles, "use_adaptive_subdivision", False))
-
-
 def node_tree(block):
     """The node tree of a material or world: Blender 5.0 makes new ones with nodes; before,
     ``use_nodes`` has to be switched on first."""
@@ -164,19 +154,6 @@ def compositor_trees(scene) -> list:
     return [scene.node_tree] if scene.use_nodes and scene.node_tree else []
 
 
-# Render Layers node outputs: full pass names ("Diffuse Color") from Blender 5.0; short ones before.
-_SHORT_PASS_NAMES = {"Diffuse Color": "DiffCol", "Diffuse Direct": "DiffDir",
-                     "Diffuse Indirect": "DiffInd", "Glossy Color": "GlossCol",
-                     "Object Index": "IndexOB", "Material Index": "IndexMA", "Emission": "Emit",
-                     "Ambient Occlusion": "AO"}
-
-
-def render_pass_output(node, name: str):
-    """A Render Layers node's output for a pass, by its 5.0+ name."""
-    socket = node.outputs.get(name)
-    return socket if socket is not None else node.outputs[_SHORT_PASS_NAMES.get(name, name)]
-
-
 def sequencer_strips(editor):
     """The sequencer's top-level strips: ``strips`` from Blender 5.0, ``sequences`` before."""
     return editor.strips if hasattr(editor, "strips") else editor.sequences
@@ -213,41 +190,6 @@ def set_image_format(settings, file_format: str, color_mode: str, color_depth: s
     set_file_format(settings, file_format)
     settings.color_mode = color_mode
     settings.color_depth = color_depth
-
-
-def new_file_output(tree, folder: str, prefix: str, inputs: dict, color_depth: str = '32'):
-    """A compositor File Output node writing one EXR per input into folder, named from prefix.
-
-    inputs: {name: 'FLOAT' | 'RGBA' | 'VECTOR'}. Returns the node; its input sockets carry the
-    names. Blender 5.0 renamed the settings (``directory``, ``file_name``, ``file_output_items``);
-    before, ``base_path`` and ``file_slots`` whose paths name the files. Files are found with
-    output_file_path (before 5.0 the frame number is appended to each name)."""
-    node = tree.nodes.new("CompositorNodeOutputFile")
-    set_file_format(node.format, 'OPEN_EXR')
-    node.format.color_depth = color_depth
-    if hasattr(node, "file_output_items"):
-        node.directory = folder
-        node.file_name = prefix
-        for name, kind in inputs.items():
-            node.file_output_items.new(kind, name)
-    else:
-        node.base_path = folder
-        node.file_slots.clear()
-        for name in inputs:
-            node.file_slots.new(name)
-            node.file_slots[-1].path = prefix + name
-    return node
-
-
-def output_file_path(folder: str, prefix: str, name: str) -> str:
-    """The EXR a new_file_output node wrote for input name (with or without a frame number)."""
-    exact = os.path.join(folder, f"{prefix}{name}.exr")
-    if os.path.exists(exact):
-        return exact
-    numbered = sorted(glob.glob(os.path.join(glob.escape(folder), f"{glob.escape(prefix + name)}[0-9]*.exr")))
-    if not numbered:
-        raise FileNotFoundError(exact)
-    return numbered[0]
 
 
 # -- properties -------------------------------------------------------------------------------

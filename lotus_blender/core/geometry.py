@@ -84,12 +84,6 @@ def lens_from_35mm(focal_35mm: float, width: int, height: int, sensor_mm: float 
     return focal_35mm * sensor_mm / equivalent_long_edge_mm
 
 
-def fov_from_35mm(focal_35mm: float, width: int, height: int) -> float:
-    """Field of view (radians) along the longer image edge for a 35 mm-equivalent focal length."""
-    lens = lens_from_35mm(focal_35mm, width, height)
-    return 2.0 * math.atan(FULL_FRAME_WIDTH_MM / (2.0 * lens))
-
-
 def pixel_grid(intrinsics: Intrinsics, rows=None, cols=None):
     """Normalised image-plane coordinates (x right, y up at distance 1) of pixel centres.
 
@@ -101,24 +95,6 @@ def pixel_grid(intrinsics: Intrinsics, rows=None, cols=None):
     x = (cols + 0.5 - intrinsics.cx) / intrinsics.focal_px
     y = (intrinsics.cy - (rows + 0.5)) / intrinsics.focal_px
     return np.broadcast_to(x[None, :], (len(rows), len(cols))), np.broadcast_to(y[:, None], (len(rows), len(cols)))
-
-
-def view_rays(intrinsics: Intrinsics, rows=None, cols=None) -> np.ndarray:
-    """Unit view rays in camera space, (H, W, 3), pointing into the scene (negative Z)."""
-    x, y = pixel_grid(intrinsics, rows, cols)
-    rays = np.stack([x, y, -np.ones_like(x)], axis=-1)
-    return rays / np.linalg.norm(rays, axis=-1, keepdims=True)
-
-
-def ray_to_planar_depth(ray_depth: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
-    """Distance along each pixel's view ray -> distance along the camera axis."""
-    x, y = pixel_grid(intrinsics)
-    return np.asarray(ray_depth) / np.sqrt(1.0 + x * x + y * y)
-
-
-def planar_to_ray_depth(planar_depth: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
-    x, y = pixel_grid(intrinsics)
-    return np.asarray(planar_depth) * np.sqrt(1.0 + x * x + y * y)
 
 
 def unproject(depth: np.ndarray, intrinsics: Intrinsics, depth_type: str = "PLANAR",
@@ -143,42 +119,10 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return np.asarray(points) @ matrix[:3, :3].T + matrix[:3, 3]
 
 
-def camera_to_world_points(points_cam: np.ndarray, matrix_world: np.ndarray) -> np.ndarray:
-    return transform_points(points_cam, matrix_world)
-
-
-def world_to_camera_points(points_world: np.ndarray, matrix_world: np.ndarray) -> np.ndarray:
-    return transform_points(points_world, np.linalg.inv(np.asarray(matrix_world, dtype=np.float64)))
-
-
-def project(points_cam: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
-    """Camera-space points -> (..., 2) pixel coordinates (col, row) from the top-left corner."""
-    points_cam = np.asarray(points_cam, dtype=np.float64)
-    z = -points_cam[..., 2]
-    col = points_cam[..., 0] / z * intrinsics.focal_px + intrinsics.cx
-    row = intrinsics.cy - points_cam[..., 1] / z * intrinsics.focal_px
-    return np.stack([col, row], axis=-1)
-
-
 def relative_depth_jump(depth_a: np.ndarray, depth_b: np.ndarray) -> np.ndarray:
     """|a - b| / min(a, b): the tearing measure between two neighbouring vertices."""
     depth_a, depth_b = np.asarray(depth_a), np.asarray(depth_b)
     return np.abs(depth_a - depth_b) / np.minimum(depth_a, depth_b)
-
-
-def depth_discontinuity(depth: np.ndarray) -> np.ndarray:
-    """Per pixel: the largest relative depth jump to its right or lower neighbour, (H, W).
-
-    Edges of the pixel grid with a jump above the tear threshold are cut; this is the per-pixel
-    view of the same measure (the last row/column compare with nothing and get 0).
-    """
-    depth = np.asarray(depth, dtype=np.float64)
-    jump = np.zeros_like(depth)
-    right = relative_depth_jump(depth[:, :-1], depth[:, 1:])
-    down = relative_depth_jump(depth[:-1, :], depth[1:, :])
-    jump[:, :-1] = right
-    jump[:-1, :] = np.maximum(jump[:-1, :], down)
-    return jump
 
 
 def torn_faces(depth: np.ndarray, threshold: float) -> np.ndarray:
@@ -189,7 +133,7 @@ def torn_faces(depth: np.ndarray, threshold: float) -> np.ndarray:
     return right[:-1, :] | right[1:, :] | down[:, :-1] | down[:, 1:]
 
 
-def grid_shape(width: int, height: int, max_vertices: int) -> tuple[int, int]:
+def vertex_grid_size(width: int, height: int, max_vertices: int) -> tuple[int, int]:
     """Vertices (across, down) of a grid over a width x height image with at most about
     max_vertices vertices, keeping the aspect ratio and never more than one vertex per pixel."""
     if width < 2 or height < 2:
@@ -221,25 +165,13 @@ def grid_ray_coordinates(vertex_count: int, pixel_count: int, offset: float = 0.
     return coordinates + offset
 
 
-def unproject_grid(samples: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
-    """Camera-space points (down, across, 3) of the 2.5D mesh's grid vertices: planar depth
-    samples (as downsample_grid takes them) placed on the rays of grid_ray_coordinates."""
-    samples = np.asarray(samples, dtype=np.float64)
-    down, across = samples.shape
-    right, down_shift = RAY_OFFSET_PX
-    x = (grid_ray_coordinates(across, intrinsics.width, right) - intrinsics.cx) / intrinsics.focal_px
-    y = (intrinsics.cy - grid_ray_coordinates(down, intrinsics.height, down_shift)) / intrinsics.focal_px
-    x, y = np.broadcast_arrays(x[None, :], y[:, None])
-    return np.stack([x * samples, y * samples, -samples], axis=-1)
-
-
 def downsample_grid(values: np.ndarray, max_vertices: int):
     """Nearest (pixel-centre) samples of an (H, W, ...) map on the builder's grid.
 
     Returns (samples, rows, cols) with rows/cols the pixel indices (top-first).
     """
     height, width = values.shape[:2]
-    across, down = grid_shape(width, height, max_vertices)
+    across, down = vertex_grid_size(width, height, max_vertices)
     rows = grid_pixel_indices(down, height)
     cols = grid_pixel_indices(across, width)
     return values[rows][:, cols], rows, cols

@@ -71,26 +71,6 @@ def depth_to_disparity(depth, near=None, far=None):
     return disparity.astype(np.float32), near, far
 
 
-def normalize_map(values, low_q=0.0, high_q=1.0, nan_value=0.0):
-    """Robust min/max normalisation to [0, 1] between the low_q and high_q quantiles of the finite values.
-
-    Values beyond the quantiles are clipped. Non-finite inputs become ``nan_value`` (pass np.nan to keep
-    them). A constant (or empty) map gives all zeros.
-    """
-    if not (0.0 <= low_q < high_q <= 1.0):
-        raise ValueError(f"need 0 <= low_q < high_q <= 1, got low_q={low_q}, high_q={high_q}")
-    values = np.asarray(values, dtype=np.float64)
-    finite = np.isfinite(values)
-    out = np.zeros(values.shape, dtype=np.float64)
-    if finite.any():
-        low, high = np.quantile(values[finite], [low_q, high_q])
-        if high > low:
-            with np.errstate(invalid="ignore"):
-                out = np.clip((values - low) / (high - low), 0.0, 1.0)
-    out[~finite] = nan_value
-    return out.astype(np.float32)
-
-
 def _xyz(n):
     n = np.asarray(n, dtype=np.float32)
     if n.shape[-1] != 3:
@@ -103,25 +83,6 @@ def lotus_to_blender_camera(n):
     out = _xyz(n).copy()
     out[..., 0] *= -1.0
     return out
-
-
-def blender_camera_to_lotus(n):
-    """Blender camera-space normals -> the Lotus convention (the inverse of lotus_to_blender_camera)."""
-    out = _xyz(n).copy()
-    out[..., 0] *= -1.0
-    return out
-
-
-def camera_to_world(n_cam, rotation_3x3):
-    """Rotate camera-space vectors (...x3) to world space by ``camera.matrix_world.to_3x3()`` as numpy.
-
-    The rotation is not assumed orthonormal (a scaled camera), so the result is renormalised.
-    """
-    rotation = np.asarray(rotation_3x3, dtype=np.float32)
-    if rotation.shape != (3, 3):
-        raise ValueError(f"rotation must be 3x3, got shape {rotation.shape}")
-    # v_world = R @ v for each vector; with vectors as rows that is v @ R.T
-    return normalize_vectors(_xyz(n_cam) @ rotation.T)
 
 
 def normalize_vectors(n, eps=1e-8):

@@ -235,7 +235,7 @@ def mesh_from_arrays(name, points, quads, corner_uv):
 def grid_mesh(name, width, height, max_vertices, intrinsics, distance):
     """A camera-facing grid (local space = camera space) at planar `distance`, vertices on the
     centres of the pixels they sample, with the photo's UVs; built with foreach_set."""
-    across, down = geometry.grid_shape(width, height, max_vertices)
+    across, down = geometry.vertex_grid_size(width, height, max_vertices)
     rows = geometry.grid_pixel_indices(down, height)
     cols = geometry.grid_pixel_indices(across, width)
     points = geometry.unproject(np.full((down, across), distance), intrinsics, rows=rows, cols=cols)
