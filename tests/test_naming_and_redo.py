@@ -265,3 +265,28 @@ def test_every_builder_finds_a_photos_maps_by_tag_or_by_its_name(lotus):
         bpy.data.scenes.remove(scene)
         remove_images("named_maps")
         remove_images("renamed normal")
+
+
+@pytest.mark.parametrize("files, expected", [
+    (["clip_0001_a.png", "clip_0002_a.png"], "clip_a"),
+    (["shot_0001.png", "shot_0002.png"], "shot"),
+    (["plate.0001.left.png", "plate.0002.left.png"], "plate.left"),
+])
+def test_a_sequence_has_one_name_in_the_panel_and_on_the_command_line(lotus, tmp_path, files, expected):
+    """The panel's frames and the command line's folder scan name a sequence by one rule
+    (naming.sequence_name), so their result files match."""
+    import bpy
+    from lotus_blender.blender import cli_sources, inputs
+    for name in files:
+        _photo_file(str(tmp_path / name))
+    image = bpy.data.images.load(str(tmp_path / files[0]))
+    image.source = 'SEQUENCE'
+    try:
+        job = tmp_path / "job"
+        job.mkdir()
+        prepared = inputs.prepare_frames(image, 1, 2, str(job), 64)
+        sources = cli_sources.find_sources([str(tmp_path)], None)
+    finally:
+        bpy.data.images.remove(image)
+    assert {item.name for item in prepared} == {expected}
+    assert [source.name for source in sources] == [expected]

@@ -83,8 +83,8 @@ def _is_movie(path: str) -> bool:
 
 
 def _base_name(prefix: str, suffix: str) -> str:
-    """"shot_" + "" -> "shot": the add-on's rule (frame number removed, separators trimmed)."""
-    return naming.file_stem((prefix.rstrip("_-. ") + suffix.lstrip("_-. ")) or "frames")
+    """"shot_" + "" -> "shot": the panel's rule (naming.sequence_name)."""
+    return naming.sequence_name(prefix, suffix, "frames")
 
 
 def _printf_pattern(path: str) -> str | None:

@@ -19,6 +19,7 @@ from . import compat
 
 TAKEN_SUFFIX = " (Lotus)"
 _BLENDER_DUPLICATE = re.compile(r"\.\d{3}$")  # "photo.png.001": Blender's copy of a name
+_SEPARATORS = "_-. "  # what may stand around a frame number
 _NOT_IN_FILE_NAMES = re.compile(r'[\x00-\x1f<>:"/\\|?*]')
 # Room a stem leaves for the longest suffix a result gets ("_shadow_catcher (Lotus)",
 # "_normal_directx_0001.png").
@@ -79,6 +80,17 @@ def file_stem(name: str) -> str:
     """The name as a file name: only characters file systems refuse become "_" (accents stay)."""
     cleaned = _NOT_IN_FILE_NAMES.sub("_", name).strip(" .")
     return cleaned or "image"
+
+
+def sequence_name(prefix: str, suffix: str, fallback: str) -> str:
+    """A sequence's name, the panel's and the command line's: its file stem without the frame
+    number, the separators around the number made one ("shot_" + "" -> "shot", "clip_" + "_a" ->
+    "clip_a", "plate." + ".left" -> "plate.left"); ``fallback`` when nothing is left."""
+    head, tail = prefix.rstrip(_SEPARATORS), suffix.lstrip(_SEPARATORS).rstrip(_SEPARATORS)
+    around = prefix[len(head):] + suffix[:len(suffix) - len(suffix.lstrip(_SEPARATORS))]
+    joiner = (around[:1] or "_") if head and tail else ""
+    name = head + joiner + tail
+    return file_stem(name) if name else fallback
 
 
 def result_file_name(name: str, suffix: str, extension: str = "", frame: int | None = None) -> str:

@@ -171,7 +171,7 @@ def prepare_frames(image: bpy.types.Image, first: int, last: int, job_dir: str,
     if image.source == 'SEQUENCE':
         # "clip_0001.png" -> "clip": results are numbered by frame themselves.
         _, prefix, digits, suffix, ext = _sequence_parts(image)
-        base = (prefix + suffix).rstrip("_-. ") or naming.stem(image.name)
+        base = naming.sequence_name(prefix, suffix, naming.stem(image.name))
         label = prefix + "#" * digits + suffix + ext
         present = set(sequence_frames(image))
         frames = [frame for frame in wanted if frame in present]
