@@ -76,7 +76,7 @@ def write_float_image(name, values, *, non_color=True):
 
 
 # ---------------------------------------------------------------------------------------------
-# A photo's results (outputs.py tags them with "lotus_kind" and "lotus_source").
+# A photo's results (blender.outputs tags them with "lotus_kind" and "lotus_source").
 
 def is_photo(_owner, image) -> bool:
     """The photo pickers' poll: images that are not Lotus results (or other maps it made)."""
@@ -93,7 +93,7 @@ def find_result(photo, kinds):
         for image in reversed(images):
             if image.get("lotus_source") == photo.name and image.get("lotus_kind") == kind:
                 return image
-    stem = naming.short_stem(naming.stem(photo.name))  # as outputs.py names results
+    stem = naming.short_stem(naming.stem(photo.name))  # as blender.outputs names results
     for suffix in dict.fromkeys(RESULT_SUFFIXES[kind] for kind in kinds):
         image = images.get(f"{stem}_{suffix}")
         if image is not None and image != photo and image.get("lotus_kind", kinds[0]) in kinds:

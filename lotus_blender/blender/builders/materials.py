@@ -44,7 +44,7 @@ ROW_Y = {"photo": 300, "normal": -50, "height": -400}
 
 def output_folder(context, near_images=()):
     """Folder for saved maps: beside the Lotus results' files, else the preferences' output folder
-    (a temporary folder while the .blend is unsaved, as outputs.py does)."""
+    (a temporary folder while the .blend is unsaved, as blender.outputs does)."""
     for image in near_images:
         if image is not None and image.filepath and image.source == 'FILE':
             folder = os.path.dirname(bpy.path.abspath(image.filepath))
@@ -111,7 +111,7 @@ def make_normal_map(photo_name, normal_image, *, convention="OPENGL"):
 
 
 def prediction_normal_map(photo_name, normal_image, convention):
-    """The prediction's own 16-bit normal-map PNG in that convention (outputs.py records it on the
+    """The prediction's own 16-bit normal-map PNG in that convention (blender.outputs records it on the
     normal image), as an image; None when there is none."""
     suffix = CONVENTION_SUFFIX[convention]
     stored = normal_image.get(f"lotus_normal_png_{suffix}")

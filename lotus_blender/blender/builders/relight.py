@@ -236,7 +236,7 @@ def subject_distance(context, obj, camera):
         evaluated.to_mesh_clear()
     local = coordinates.reshape(-1, 3)
     to_camera = np.array(camera.matrix_world.inverted() @ obj.matrix_world, dtype=np.float64)
-    in_camera = local @ to_camera[:3, :3].T + to_camera[:3, 3]
+    in_camera = geometry.transform_points(local, to_camera)
     return float(np.quantile(-in_camera[:, 2], SUBJECT_DEPTH_QUANTILE))
 
 
