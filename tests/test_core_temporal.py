@@ -49,6 +49,7 @@ def test_resume_from_references_matches_one_pass():
     resumed = temporal.TemporalStabilizer()
     wanted = resumed.needs_reference(5)
     assert {2, 3, 4} <= set(wanted) and 5 - temporal.ANCHOR_LAGS[0] in wanted
+    assert {5 - lag for lag in temporal.STATIC_LAGS} <= set(wanted)  # the background's references
     for frame in wanted:  # what a resumed run reads back from disk (the frames that exist)
         if 0 <= frame < 5:
             resumed.add_reference(frame, whole[frame])

@@ -74,19 +74,26 @@ def test_a_close_up_does_not_crush_the_scale(shots):
         assert all(0.5 < fit.scale < 2.0 for fit in fits)
         assert m["stabilized"]["absrel"] <= min(m["raw"]["absrel"], m["oracle"]["absrel"] + 0.005)
         assert _flicker_goal(m)
-        assert m["worst_frame_ratio"] <= 1.15  # goal 1.1: met at severity 0 and 0.5 (README)
+        assert m["worst_frame_ratio"] <= 1.15  # goal 1.1: met at severity 0; 1.10 / 1.14 at 0.5 / 1 (README)
 
 
 @pytest.mark.parametrize("name", ["object_across", "object_approaching"])
 def test_large_moving_objects_never_pop(shots, name):
-    """A foreground object filling 50-70 % of the frame: never worse than raw, whole shot or any
-    frame, and far less flicker. (The 10 % per-frame goal is not met at every severity: README.)"""
+    """A foreground object filling 50-70 % of the frame: the fit is made on the static background,
+    so on exact maps the shot is as good as a perfect per-frame fit; with the model's errors it is
+    never worse than raw, whole shot or worst frame, and flickers far less. (The 10 % per-frame
+    goal is not met at severity 1, nor 3x less flicker for every seed: README.)"""
     for severity, seed in RUNS:
         m, fits = _run(shots[name], severity, seed)
         _print(name, severity, seed, m)
         assert m["stabilized"]["absrel"] <= m["raw"]["absrel"]
         assert m["stabilized"]["worst_frame_absrel"] <= m["raw"]["worst_frame_absrel"]
-        assert m["flicker_reduction"] >= 1.8
+        assert m["flicker_reduction"] >= 2.0
+        if severity == 0.0:
+            # It used to follow the object: AbsRel 0.040 / 0.056 against the oracle's 0.002.
+            assert m["stabilized"]["absrel"] <= m["oracle"]["absrel"] + 0.005
+        if severity == 0.0 or (name == "object_approaching" and severity == 0.5):
+            assert m["worst_frame_ratio"] <= 1.1 and _flicker_goal(m)
 
 
 def test_240_frames_do_not_drift():
@@ -95,7 +102,7 @@ def test_240_frames_do_not_drift():
     shot = stabilize_cases.long_take()
     m, _ = _run(shot, 1.0, 0)
     _print("long_take", 1.0, 0, m)
-    assert m["stabilized"]["scale_drift"] < 0.06  # 5.0 % for this seed (goal 5 %: README)
+    assert m["stabilized"]["scale_drift"] < 0.05  # the goal (issue 14); 2-4 % (README)
     assert m["stabilized"]["absrel"] <= m["raw"]["absrel"] and _flicker_goal(m)
 
 

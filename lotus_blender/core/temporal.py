@@ -13,8 +13,15 @@ new frame onto the frames before it with one scale and shift, ``aligned = scale 
   both ways: least squares would shrink the scale wherever the structure is weak against the
   model's own errors (a wall filling the frame), and that shrinkage compounds from frame to frame
   until the maps are flat;
+- a large object moving in front of the world (half the frame or more) would pull the scale
+  toward its own depth change: the fit is made on the world-static background, the pixels where
+  the reference agrees with older references (``STATIC_LAGS``) and the new frame agrees with a
+  first fit to the whole frame; when that background fit and the whole-frame fit disagree
+  strongly, the object has moved into the background and the whole-frame fit is kept;
 - long shots do not drift: the fit is averaged with fits to older frames (``ANCHOR_LAGS``) that the
-  frame still agrees with, so a frame's error is not handed on one step at a time;
+  frame still agrees with, so a frame's error is not handed on one step at a time; when two or more
+  of those older fits agree among themselves and not with the fit to the last frames (pulled along
+  by a moving object), they replace it;
 - a fit is used only when it is plausible: enough inliers, structure that agrees, a scale within
   ``MAX_STEP`` of the previous frame's and a shift that keeps the frame inside the shot's range (not
   behind the camera). Otherwise the frame keeps the previous frame's scale and shift ("held") and is
@@ -40,6 +47,11 @@ import numpy as np
 DEFAULT_HISTORY = 3
 DEFAULT_GRID = 96
 ANCHOR_LAGS = (8, 16, 32, 64)  # older frames a fit is averaged with (drift)
+STATIC_LAGS = (4, 8)           # older frames a pixel must agree with to count as world-static
+STATIC_SPREAD = 3.0            # ... within this many times the typical difference of the two
+STATIC_MIN = 0.15              # fewer static pixels than this fraction of the frame: no mask
+BACKGROUND_MIN = 0.1           # static and agreeing with the first fit: at least this fraction
+BACKGROUND_DISAGREE = 0.15     # |log| of background / whole-frame scale beyond this: whole frame
 TUKEY_C = 4.685
 IRLS_ITERATIONS = 8
 HYPOTHESES = 200               # two-pixel scale/shift hypotheses per fit
@@ -214,12 +226,14 @@ def _sample(values: np.ndarray, dy: float, dx: float) -> tuple[np.ndarray, np.nd
 
 
 def fit_with_motion(source: np.ndarray, target: np.ndarray, guess: tuple | None = None,
-                    steps: int = MOTION_STEPS) -> Alignment:
+                    steps: int = MOTION_STEPS, valid: np.ndarray | None = None) -> Alignment:
     """robust_affine_fit of two grids after moving ``target`` by the shift of the picture between
     them (a pan or a truck): comparing pixel with pixel across a camera move would take the change
     of what a pixel sees for a change of scale, and that bias adds up over a long shot. The shift is
-    found by Gauss-Newton on the fit's inliers: target(p + v) ~ target(p) + v . gradient(target)."""
-    fit = robust_affine_fit(source, target, guess=guess)
+    found by Gauss-Newton on the fit's inliers: target(p + v) ~ target(p) + v . gradient(target).
+    ``valid``: the grid cells the fit may use (e.g. the static background)."""
+    valid = np.ones(source.shape, bool) if valid is None else np.asarray(valid, bool)
+    fit = robust_affine_fit(source, target, valid=valid, guess=guess)
     if min(source.shape) < 8:
         return fit
     dy = dx = 0.0
@@ -227,7 +241,7 @@ def fit_with_motion(source: np.ndarray, target: np.ndarray, guess: tuple | None 
         moved, inside = _sample(target, dy, dx)
         grad_y, grad_x = np.gradient(moved)
         residual = source * fit.scale + fit.shift - moved
-        inside = inside & np.isfinite(residual) & np.isfinite(grad_y) & np.isfinite(grad_x)
+        inside = inside & valid & np.isfinite(residual) & np.isfinite(grad_y) & np.isfinite(grad_x)
         if inside.sum() < 16:
             break
         residual, grad_y, grad_x = (np.where(inside, v, 0.0) for v in (residual, grad_y, grad_x))
@@ -244,7 +258,7 @@ def fit_with_motion(source: np.ndarray, target: np.ndarray, guess: tuple | None 
         step_y, step_x = np.clip(-solution[2:], -2.0, 2.0)
         dy, dx = dy + step_y, dx + step_x
         moved, inside = _sample(target, dy, dx)
-        fit = robust_affine_fit(source, moved, valid=inside, guess=(fit.scale, fit.shift))
+        fit = robust_affine_fit(source, moved, valid=inside & valid, guess=(fit.scale, fit.shift))
         if abs(step_y) < 0.02 and abs(step_x) < 0.02:
             break
     fit.motion = (float(dy), float(dx))
@@ -309,7 +323,8 @@ class TemporalStabilizer:
 
     def needs_reference(self, frame: int) -> list[int]:
         """Frames within reach of ``frame`` that are not known yet (candidates to read from disk)."""
-        wanted = list(range(frame - self.history, frame)) + [frame - lag for lag in ANCHOR_LAGS]
+        wanted = list(range(frame - self.history, frame)) + \
+            [frame - lag for lag in ANCHOR_LAGS + STATIC_LAGS]
         return sorted(f for f in set(wanted) if f not in self._references)
 
     def _recent(self, frame: int) -> list[int]:
@@ -348,10 +363,11 @@ class TemporalStabilizer:
         if recent:
             reference = _median([self._references[f] for f in recent])
             guess = (self._last.scale, self._last.shift) if self._last is not None else None
-            candidate = fit_with_motion(small, reference, guess=guess)
+            candidate, background = self._background_fit(frame, small, reference, guess)
             candidate.references = len(recent)
             if self._plausible(candidate, small, reference, None if weak else self._last):
-                fit = candidate if weak else self._with_anchors(frame, small, candidate, recent)
+                fit = candidate if weak else self._with_anchors(frame, small, candidate, recent,
+                                                                background)
                 fit.status, fit.segment_start = FLAT if weak else ALIGNED, self._segment_start
         if weak:
             return self._keep(raw, fit or Alignment(last.scale, last.shift, 0.0, len(recent), 0.0,
@@ -384,18 +400,73 @@ class TemporalStabilizer:
         self._last = fit
         return fit
 
-    def _with_anchors(self, frame: int, small: np.ndarray, fit: Alignment,
-                      recent: list[int]) -> Alignment:
-        """The fit averaged with fits to older frames of the same alignment that agree with it."""
-        scales, shifts = [fit.scale], [fit.shift]
+    def _static(self, frame: int, reference: np.ndarray) -> np.ndarray | None:
+        """Grid cells where the reference agrees with the references ``STATIC_LAGS`` back (of the
+        same alignment): world-static background, not a moving object; None if too few."""
+        mask = np.isfinite(reference)
+        compared = False
+        for lag in STATIC_LAGS:
+            old = self._references.get(frame - lag)
+            if old is None or (self._segment_start is not None and frame - lag < self._segment_start):
+                continue
+            difference = np.abs(old - reference)
+            known = np.isfinite(difference)
+            if known.sum() < 16:
+                continue
+            # The lower quartile is the static part's own scatter when a quarter of it is static
+            # (0.32 sigma of a Gaussian), however much of the frame moves.
+            typical = np.quantile(difference[known], 0.25) / 0.3186
+            mask &= known & (difference < STATIC_SPREAD * typical + 1e-6)
+            compared = True
+        if not compared or mask.sum() < STATIC_MIN * np.isfinite(reference).sum():
+            return None
+        return mask
+
+    def _background_fit(self, frame: int, small: np.ndarray, reference: np.ndarray,
+                        guess: tuple | None) -> tuple[Alignment, np.ndarray | None]:
+        """The fit on the static background (see the module docstring) and the cells it used."""
+        whole = fit_with_motion(small, reference, guess=guess)
+        static = self._static(frame, reference)
+        if static is None:
+            return whole, None
+        # Cells the new frame agrees on too: a moving object may now cover static cells.
+        moved, _inside = _sample(reference, *whole.motion)
+        residual = np.abs(small * whole.scale + whole.shift - moved)
+        background = static & (residual < TUKEY_C * max(whole.sigma, 1e-6) * np.sqrt(whole.scale))
+        if background.sum() < BACKGROUND_MIN * np.isfinite(reference).sum():
+            background = static
+        fit = fit_with_motion(small, reference, guess=guess, valid=background)
+        if abs(np.log(fit.scale / whole.scale)) > BACKGROUND_DISAGREE:
+            return whole, None
+        return fit, background
+
+    def _with_anchors(self, frame: int, small: np.ndarray, fit: Alignment, recent: list[int],
+                      background: np.ndarray | None = None) -> Alignment:
+        """The fit averaged with fits to older frames of the same alignment that agree with it
+        (on the same background cells)."""
+        anchors = []
         for lag in ANCHOR_LAGS:
             old = frame - lag
             if old in recent or old not in self._references or \
                     (self._segment_start is not None and old < self._segment_start):
                 continue
-            anchor = fit_with_motion(small, self._references[old], guess=(fit.scale, fit.shift))
+            anchor = fit_with_motion(small, self._references[old], guess=(fit.scale, fit.shift),
+                                     valid=background)
+            if anchor.inliers >= MIN_INLIERS and anchor.agreement >= MIN_AGREEMENT:
+                anchors.append(anchor)
+        scales, shifts = [fit.scale], [fit.shift]
+        if len(anchors) >= 2:
+            # Older frames that agree among themselves overrule a fit to the last few frames that
+            # disagrees with them all (pulled along by a moving object).
+            logs = np.log([anchor.scale for anchor in anchors])
+            centre = float(np.median(logs))
+            agreeing = [a for a, value in zip(anchors, logs) if abs(value - centre) < 0.1]
+            if abs(np.log(fit.scale) - centre) > BACKGROUND_DISAGREE and len(agreeing) >= 2:
+                scales, shifts = [a.scale for a in agreeing], [a.shift for a in agreeing]
+                anchors = []
+        for anchor in anchors:
             if anchor.inliers >= max(MIN_INLIERS, 0.8 * fit.inliers) and \
-                    anchor.agreement >= MIN_AGREEMENT and abs(np.log(anchor.scale / fit.scale)) < 0.1:
+                    abs(np.log(anchor.scale / fit.scale)) < 0.1:
                 scales.append(anchor.scale)
                 shifts.append(anchor.shift)
         fit.scale, fit.shift = float(np.mean(scales)), float(np.mean(shifts))
