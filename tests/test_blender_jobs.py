@@ -201,19 +201,17 @@ def test_missing_model_with_online_access_off(lotus):
     with pytest.raises(RuntimeError, match="Allow Online Access"):
         bpy.ops.lotus.predict_image(image=image.name, task='DEPTH')
     assert "offline_src_depth" not in bpy.data.images
-    # Image Files... runs the operator again from the file browser (a nested call): its error
-    # comes back as one clean report, not as the RuntimeError Blender shows as a traceback.
+    # Image Files... from the file browser: its execute runs the job itself (no nested call
+    # whose errors Blender would show as a traceback): the report is the operator's own line.
     photo = lotus.out.parent / "offline_photo.png"
     photo.parent.mkdir(parents=True, exist_ok=True)
     image.filepath_raw, image.file_format = str(photo), 'PNG'
     image.save()
-    reports = Reports()
-    result = lotus.operators.call_reporting_errors(
-        reports, bpy.ops.lotus.predict_files, 'EXEC_DEFAULT', task='DEPTH', filepath=str(photo))
-    assert result == {'CANCELLED'}
-    (level, text), = reports
-    assert level == 'ERROR' and text.startswith("The model jingheya/lotus-depth-g-v2-1-disparity")
-    assert "Allow Online Access" in text and "Error:" not in text and "Traceback" not in text
+    with pytest.raises(RuntimeError) as raised:
+        bpy.ops.lotus.predict_files('EXEC_DEFAULT', task='DEPTH', filepath=str(photo))
+    text = str(raised.value)
+    assert text.startswith("Error: The model jingheya/lotus-depth-g-v2-1-disparity"), text
+    assert "Allow Online Access" in text and "Traceback" not in text
     remove_images("offline_src")
 
 

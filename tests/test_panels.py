@@ -140,7 +140,7 @@ def test_every_lotus_panel_draws_uncut_in_both_spaces(lotus, tmp_path, fresh_dat
     photo = bpy.data.images.new("panel_photo", 4, 4)
     for name in ("lotus_scene25d", "lotus_materials", "lotus_relight"):
         getattr(bpy.context.scene, name).photo = photo
-    settings = bpy.context.window_manager.lotus_panel
+    settings = bpy.context.scene.lotus_predict
     settings.tiled = True
     try:
         for space, main in (('VIEW_3D', "LOTUS_PT_view3d"), ('IMAGE_EDITOR', "LOTUS_PT_image_editor")):

@@ -273,7 +273,7 @@ def steps():
     yield 0.5
     window, area, sidebar, main = window_parts()
     sidebar.active_panel_category = "Lotus"
-    settings = bpy.context.window_manager.lotus_panel
+    settings = bpy.context.scene.lotus_predict
     redraw_all()
     yield 1.0
     REPORT["sidebar_width"] = sidebar.width
@@ -496,7 +496,7 @@ def options_panels():
         bpy.utils.unregister_class(cls)
         cls.bl_options = set()
         bpy.utils.register_class(cls)
-    bpy.context.window_manager.lotus_panel.tiled = True
+    bpy.context.scene.lotus_predict.tiled = True
 
 
 def preferences_window():
