@@ -469,3 +469,128 @@ def test_tiled_and_seamless_reach_the_worker_at_full_resolution(lotus, monkeypat
         assert request["shapes"] == [(75, 100)]
     finally:
         remove_images("texture")
+
+
+def _predict_requests(lotus, monkeypatch) -> list:
+    """The predict requests sent to the worker, recorded as they go."""
+    sent = []
+    original_send = lotus.worker_client.WorkerClient.send
+
+    def spy(self, message):
+        if message.get("op") == "predict":
+            sent.append(message)
+        return original_send(self, message)
+    monkeypatch.setattr(lotus.worker_client.WorkerClient, "send", spy)
+    return sent
+
+
+def test_predict_options_start_from_the_scene_and_are_remembered_in_the_blend(
+        lotus, monkeypatch, tmp_path, fresh_data):
+    """Import Images as Planes' way: the sidebar passes the image only and the operator's invoke
+    takes the other options from the scene's last-used values (Blender's own remembered values
+    do not override them); what a UI run used becomes the last-used values, saved with the .blend.
+    (Background Blender calls no invoke: an operator with the same mixins runs the same two
+    steps in its execute; the predict operators' invoke is those two calls and _launch.)"""
+    import bpy
+    options = lotus.package.blender.predict_options
+    used = []
+
+    class LOTUS_OT_test_last_used(options.PredictOptions, options.ClipOptions,
+                                  options.MultilayerOptions, bpy.types.Operator):
+        bl_idname = "lotus.test_last_used"
+        bl_label = "Last-used test"
+        bl_options = {'REGISTER', 'UNDO'}
+
+        def execute(self, context):
+            options.fill_from_last_used(self, context)
+            options.remember(self, context)
+            used.append({name: getattr(self, name) for name in options.option_names(self)})
+            return {'FINISHED'}
+
+    bpy.utils.register_class(LOTUS_OT_test_last_used)
+    settings = bpy.context.scene.lotus_predict
+    try:
+        settings.task, settings.tiled, settings.render_pass = 'NORMAL', True, "Diffuse"
+        assert bpy.ops.lotus.test_last_used() == {'FINISHED'}     # as the sidebar: nothing set
+        assert used[-1] == dict(task='NORMAL', tiled=True, seamless=False, frame_start=0,
+                                frame_end=0, stabilize=True, render_pass="Diffuse")
+        # What the caller sets wins and becomes the last-used value.
+        assert bpy.ops.lotus.test_last_used(task='DEPTH', seamless=True,
+                                            frame_end=12) == {'FINISHED'}
+        assert (used[-1]["task"], used[-1]["seamless"], used[-1]["tiled"]) == ('DEPTH', True, True)
+        assert (settings.task, settings.seamless, settings.frame_end) == ('DEPTH', True, 12)
+        # The sidebar changes a value: the next run takes it, not Blender's remembered one.
+        settings.seamless = False
+        assert bpy.ops.lotus.test_last_used() == {'FINISHED'}
+        assert used[-1]["seamless"] is False and used[-1]["frame_end"] == 12
+        # Per scene, in the .blend: a copy saved now brings them back.
+        path = str(tmp_path / "last_used.blend")
+        bpy.ops.wm.save_as_mainfile(filepath=path, copy=True)
+        scene_name = bpy.context.scene.name
+        with bpy.data.libraries.load(path) as (_source, loaded):
+            loaded.scenes = [scene_name]
+        saved = loaded.scenes[0].lotus_predict
+        assert (saved.task, saved.tiled, saved.frame_end, saved.render_pass) == \
+            ('DEPTH', True, 12, "Diffuse")
+    finally:
+        bpy.utils.unregister_class(LOTUS_OT_test_last_used)
+        for name in options.option_names(settings):
+            settings.property_unset(name)
+
+
+def test_a_script_run_leaves_the_sidebars_options_alone(lotus, monkeypatch):
+    """execute (scripts, farms) runs with its own values: the request says them, the scene's
+    last-used values stay the artist's."""
+    import bpy
+    sent = _predict_requests(lotus, monkeypatch)
+    settings = bpy.context.scene.lotus_predict
+    new_image("script_src", gradient())
+    settings.seamless = True
+    try:
+        assert bpy.ops.lotus.predict_image(image="script_src", task='NORMAL') == {'FINISHED'}
+        (request,) = sent
+        assert request["task"] == "normal" and request["options"]["seamless"] is False
+        assert settings.seamless is True and settings.task == 'DEPTH'
+    finally:
+        settings.property_unset("seamless")
+        remove_images("script_src")
+
+
+def test_predict_operators_take_their_options_from_one_mixin_with_presets(lotus):
+    """One declaration of each option (predict_options): the same properties, labels and
+    defaults on both operators and on the scene's last-used values; presets and the redo panel;
+    no option on Image Files that does nothing there (Stabilize and the frame range are for
+    sequences and movies, Image Files takes single photos)."""
+    import bpy
+    options = lotus.package.blender.predict_options
+    settings = bpy.context.scene.lotus_predict
+    files_rna = bpy.ops.lotus.predict_files.get_rna_type()
+    image_rna = bpy.ops.lotus.predict_image.get_rna_type()
+    for rna, mixins in ((files_rna, (options.PredictOptions,)),
+                        (image_rna, options.OPTION_MIXINS)):
+        names = [name for mixin in mixins for name in mixin.__annotations__]
+        for name in names:
+            ours, scenes = rna.properties[name], settings.bl_rna.properties[name]
+            assert (ours.name, ours.description, ours.type) == \
+                (scenes.name, scenes.description, scenes.type), name
+            assert not ours.is_skip_save, name      # presets save them
+    assert "stabilize" not in files_rna.properties and "frame_start" not in files_rna.properties
+    for operator in (bpy.types.LOTUS_OT_predict_files, bpy.types.LOTUS_OT_predict_image):
+        assert {'REGISTER', 'UNDO', 'PRESET'} <= operator.bl_options
+    # What a preset holds, by Blender's own rule (bl_operators/presets.py, AddPresetOperator
+    # .preset_values, which needs only the operator's name): the options, never the image or
+    # the files, which are chosen each time.
+    preset_values = bpy.types.WM_OT_operator_preset_add.preset_values.fget
+    for operator, mixins in (("LOTUS_OT_predict_files", (options.PredictOptions,)),
+                             ("LOTUS_OT_predict_image", options.OPTION_MIXINS)):
+        saved = preset_values(SimpleNamespace(operator=operator))
+        assert sorted(saved) == sorted(f"op.{name}" for mixin in mixins
+                                       for name in mixin.__annotations__), operator
+    # The one object the options become on their way to the jobs.
+    fake = type("Fake", (options.PredictOptions, options.ClipOptions), {})()
+    fake.tiled, fake.seamless, fake.stabilize = True, False, False
+    chosen = options.choices(fake)
+    assert (chosen.tiled, chosen.seamless, chosen.stabilize) == (True, False, False)
+    request = lotus.worker_session.prediction_options(64, 'CPU', 'FP32', chosen)
+    assert request == {"processing_resolution": 64, "device": "cpu", "precision": "fp32",
+                       "tiled": True, "seamless": False}

@@ -71,9 +71,47 @@ def test_error_lines_fit_the_default_sidebar_in_blenders_font(lotus):
     assert len(wide) < len(lines)
 
 
+def operator_rna(idname):
+    """The RNA of an operator's properties, from its id ("lotus.predict_image"); a KeyError for
+    an operator that does not exist."""
+    import bpy
+    module, _, name = idname.partition(".")
+    if name not in dir(getattr(bpy.ops, module)):
+        raise KeyError(f"No operator {idname}")
+    return getattr(getattr(bpy.ops, module), name).get_rna_type()
+
+
+_PYTHON_TYPES = {'BOOLEAN': (bool,), 'INT': (int,), 'FLOAT': (int, float), 'STRING': (str,),
+                 'ENUM': (str, set)}
+
+
+class _StrictOperatorProperties:
+    """What layout.operator() returns in place of the button's OperatorProperties: a property
+    the operator does not have, or a value of the wrong type or outside its enum, raises as
+    Blender would (AttributeError / TypeError); what is set goes to the layout's log."""
+
+    def __init__(self, log, idname, enabled):
+        self.__dict__.update(log=log, idname=idname, enabled=enabled,
+                             rna=operator_rna(idname))
+
+    def __setattr__(self, name, value):
+        properties = self.rna.properties
+        if name not in properties or name == "rna_type":
+            raise AttributeError(f"{self.idname} has no property {name!r}")
+        prop = properties[name]
+        if prop.type in _PYTHON_TYPES and not isinstance(value, _PYTHON_TYPES[prop.type]):
+            raise TypeError(f"{self.idname}.{name} is {prop.type}, not {value!r}")
+        if prop.type == 'ENUM' and not prop.is_enum_flag and len(prop.enum_items) \
+                and value not in prop.enum_items.keys():
+            raise TypeError(f"{self.idname}.{name}: {value!r} is not one of "
+                            f"{prop.enum_items.keys()}")
+        self.log.append(("set", name, value, self.enabled))
+        self.__dict__[name] = value
+
+
 class _StrictLayout:
-    """Stands in for UILayout: only calls UILayout really has, properties that resolve, and a
-    log of what is drawn."""
+    """Stands in for UILayout: only calls UILayout really has, properties that resolve, operators
+    that exist and only their own properties set on their buttons, and a log of what is drawn."""
 
     def __init__(self, log, enabled=True):
         self.__dict__.update(log=log, enabled=enabled, alert=False)
@@ -88,15 +126,14 @@ class _StrictLayout:
                 data, path = args[0], args[1]
                 data.path_resolve(path)  # raises for unknown properties
             self.log.append((name, args, kw, self.enabled))
+            if name == "operator":
+                return _StrictOperatorProperties(self.log, args[0], self.enabled)
             return _StrictLayout(self.log, self.enabled)
         return call
 
     def __setattr__(self, name, value):
         import bpy
-        if name not in ("enabled", "alert", "use_property_split", "use_property_decorate"):
-            # An operator's properties (operator() returns this layout in place of them).
-            self.log.append(("set", name, value, self.enabled))
-        elif name not in bpy.types.UILayout.bl_rna.properties:
+        if name not in bpy.types.UILayout.bl_rna.properties:
             raise AttributeError(f"UILayout has no {name}")
         self.__dict__[name] = value
 

@@ -132,11 +132,13 @@ class LOTUS_OT_predict_files(_LotusJobOperator, Operator):
     bl_label = "Lotus: Image Files"
     bl_options = {'REGISTER', 'UNDO', 'PRESET'}
 
-    directory: StringProperty(subtype='DIR_PATH', options={'SKIP_SAVE', 'HIDDEN'})
-    files: CollectionProperty(type=OperatorFileListElement, options={'SKIP_SAVE', 'HIDDEN'})
-    filepath: StringProperty(subtype='FILE_PATH', options={'SKIP_SAVE'})
-    filter_image: BoolProperty(default=True, options={'HIDDEN', 'SKIP_SAVE'})
-    filter_folder: BoolProperty(default=True, options={'HIDDEN', 'SKIP_SAVE'})
+    # Chosen each time: neither remembered nor in presets (presets hold the options).
+    directory: StringProperty(subtype='DIR_PATH', options={'SKIP_SAVE', 'SKIP_PRESET', 'HIDDEN'})
+    files: CollectionProperty(type=OperatorFileListElement,
+                              options={'SKIP_SAVE', 'SKIP_PRESET', 'HIDDEN'})
+    filepath: StringProperty(subtype='FILE_PATH', options={'SKIP_SAVE', 'SKIP_PRESET'})
+    filter_image: BoolProperty(default=True, options={'HIDDEN', 'SKIP_SAVE', 'SKIP_PRESET'})
+    filter_folder: BoolProperty(default=True, options={'HIDDEN', 'SKIP_SAVE', 'SKIP_PRESET'})
 
     def paths(self) -> list[str]:
         if self.files and any(f.name for f in self.files):
@@ -197,9 +199,9 @@ class LOTUS_OT_predict_image(_LotusJobOperator, ClipOptions, MultilayerOptions, 
     bl_label = "Lotus: Image"
     bl_options = {'REGISTER', 'UNDO', 'PRESET'}
 
-    image: StringProperty(name="Image", options={'SKIP_SAVE'},
+    image: StringProperty(name="Image", options={'SKIP_SAVE', 'SKIP_PRESET'},
                           description="Image name (empty: the active image or selected nodes)")
-    layer: StringProperty(name="Layer", options={'SKIP_SAVE'},
+    layer: StringProperty(name="Layer", options={'SKIP_SAVE', 'SKIP_PRESET'},
                           description="Multilayer EXR: view layer (empty: the first)")
 
     def images(self, context) -> list:
