@@ -393,7 +393,7 @@ def test_sidebar_panels_draw(lotus):
     for space in ('VIEW_3D', 'IMAGE_EDITOR'):
         log = []
         context = SimpleNamespace(window_manager=bpy.context.window_manager,
-                                  space_data=SimpleNamespace(type=space))
+                                  scene=bpy.context.scene, space_data=SimpleNamespace(type=space))
         lotus.panels._LotusPanel.draw(SimpleNamespace(layout=_AnyLayout(log)), context)
         operators = [args[0] for name, args, _ in log if name == "operator"]
         assert "lotus.predict_files" in operators and "lotus.predict_image" in operators
@@ -594,3 +594,61 @@ def test_predict_operators_take_their_options_from_one_mixin_with_presets(lotus)
     request = lotus.worker_session.prediction_options(64, 'CPU', 'FP32', chosen)
     assert request == {"processing_resolution": 64, "device": "cpu", "precision": "fp32",
                        "tiled": True, "seamless": False}
+
+
+def test_stabilize_summary_names_cut_held_and_flat_frames(lotus):
+    from lotus_blender.core import temporal
+    summary = lotus.jobs.stabilize_summary
+
+    def fit(status):
+        return temporal.Alignment(1.0, 0.0, status=status)
+    assert summary([]) == "" and summary([(1, fit(temporal.START)), (2, fit(temporal.ALIGNED))]) == ""
+    line = summary([(1, fit(temporal.START)), (2, fit(temporal.HELD)), (3, fit(temporal.CUT)),
+                    (4, fit(temporal.ALIGNED)), (5, fit(temporal.HELD)), (6, fit(temporal.FLAT))])
+    assert line == ("hard cut at frame 3 (new alignment); frames 2, 5 held (fits not trusted: "
+                    "previous scale kept); frame 6 low-contrast (a fade?), not a reference")
+    many = summary([(frame, fit(temporal.HELD)) for frame in range(10, 30)])
+    assert many.startswith("frames 10, 11, 12, 13, 14, ... (20 in all) held") and "\n" not in many
+
+
+def test_a_sequences_cut_and_held_frames_are_one_report_line(lotus, monkeypatch, tmp_path):
+    """What Stabilize Depth did to a sequence, in one line of the run's reports (the command
+    line says it on each frame's line). The tiny model's maps are noise: the stabilizer's
+    verdicts for two frames are set here, the rest is the real run."""
+    import bpy
+    from lotus_blender.core import temporal
+    from tests.test_cli import write_frames
+    stabilizer = lotus.outputs.temporal.TemporalStabilizer
+    real_align = stabilizer.align
+
+    def align(self, frame, raw):
+        values, fit = real_align(self, frame, raw)
+        fit.status = {3: temporal.CUT, 4: temporal.HELD}.get(frame, fit.status)
+        return values, fit
+    monkeypatch.setattr(stabilizer, "align", align)
+    plates = write_frames(tmp_path / "plates", "cutshot", range(1, 5))
+    image = bpy.data.images.load(str(plates / "cutshot_0001.png"))
+    image.source = 'SEQUENCE'
+    reports = Reports()
+    gather = lambda context, job_dir, resolution: (   # noqa: E731
+        lotus.inputs.prepare_frames(image, 1, 4, job_dir, resolution), [])
+    try:
+        built = lotus.operators.build_jobs(bpy.context, 'BOTH', gather, reports)
+        for job in built:
+            lotus.jobs.manager.submit(job)
+        assert drive(lotus.jobs.JobRunner(built, reports)) == {'FINISHED'}
+        stabilized = [text for text in reports.texts('INFO') if "Stabilize Depth" in text]
+        assert stabilized == ["Lotus depth, Stabilize Depth: hard cut at frame 3 (new "
+                              "alignment); frame 4 held (fit not trusted: previous scale kept)"]
+        # Stabilize off: nothing to say.
+        reports.clear()
+        built = lotus.operators.build_jobs(
+            bpy.context, 'DEPTH', gather, reports,
+            lotus.worker_session.PredictionChoices(stabilize=False))
+        for job in built:
+            lotus.jobs.manager.submit(job)
+        assert drive(lotus.jobs.JobRunner(built, reports)) == {'FINISHED'}
+        assert not [text for text in reports.texts() if "Stabilize" in text]
+    finally:
+        bpy.data.images.remove(image)
+        remove_images("cutshot")
