@@ -201,19 +201,17 @@ def test_missing_model_with_online_access_off(lotus):
     with pytest.raises(RuntimeError, match="Allow Online Access"):
         bpy.ops.lotus.predict_image(image=image.name, task='DEPTH')
     assert "offline_src_depth" not in bpy.data.images
-    # Image Files... runs the operator again from the file browser (a nested call): its error
-    # comes back as one clean report, not as the RuntimeError Blender shows as a traceback.
+    # Image Files... from the file browser: its execute runs the job itself (no nested call
+    # whose errors Blender would show as a traceback): the report is the operator's own line.
     photo = lotus.out.parent / "offline_photo.png"
     photo.parent.mkdir(parents=True, exist_ok=True)
     image.filepath_raw, image.file_format = str(photo), 'PNG'
     image.save()
-    reports = Reports()
-    result = lotus.operators.call_reporting_errors(
-        reports, bpy.ops.lotus.predict_files, 'EXEC_DEFAULT', task='DEPTH', filepath=str(photo))
-    assert result == {'CANCELLED'}
-    (level, text), = reports
-    assert level == 'ERROR' and text.startswith("The model jingheya/lotus-depth-g-v2-1-disparity")
-    assert "Allow Online Access" in text and "Error:" not in text and "Traceback" not in text
+    with pytest.raises(RuntimeError) as raised:
+        bpy.ops.lotus.predict_files('EXEC_DEFAULT', task='DEPTH', filepath=str(photo))
+    text = str(raised.value)
+    assert text.startswith("Error: The model jingheya/lotus-depth-g-v2-1-disparity"), text
+    assert "Allow Online Access" in text and "Traceback" not in text
     remove_images("offline_src")
 
 
@@ -395,7 +393,7 @@ def test_sidebar_panels_draw(lotus):
     for space in ('VIEW_3D', 'IMAGE_EDITOR'):
         log = []
         context = SimpleNamespace(window_manager=bpy.context.window_manager,
-                                  space_data=SimpleNamespace(type=space))
+                                  scene=bpy.context.scene, space_data=SimpleNamespace(type=space))
         lotus.panels._LotusPanel.draw(SimpleNamespace(layout=_AnyLayout(log)), context)
         operators = [args[0] for name, args, _ in log if name == "operator"]
         assert "lotus.predict_files" in operators and "lotus.predict_image" in operators
@@ -471,3 +469,186 @@ def test_tiled_and_seamless_reach_the_worker_at_full_resolution(lotus, monkeypat
         assert request["shapes"] == [(75, 100)]
     finally:
         remove_images("texture")
+
+
+def _predict_requests(lotus, monkeypatch) -> list:
+    """The predict requests sent to the worker, recorded as they go."""
+    sent = []
+    original_send = lotus.worker_client.WorkerClient.send
+
+    def spy(self, message):
+        if message.get("op") == "predict":
+            sent.append(message)
+        return original_send(self, message)
+    monkeypatch.setattr(lotus.worker_client.WorkerClient, "send", spy)
+    return sent
+
+
+def test_predict_options_start_from_the_scene_and_are_remembered_in_the_blend(
+        lotus, monkeypatch, tmp_path, fresh_data):
+    """Import Images as Planes' way: the sidebar passes the image only and the operator's invoke
+    takes the other options from the scene's last-used values (Blender's own remembered values
+    do not override them); what a UI run used becomes the last-used values, saved with the .blend.
+    (Background Blender calls no invoke: an operator with the same mixins runs the same two
+    steps in its execute; the predict operators' invoke is those two calls and _launch.)"""
+    import bpy
+    options = lotus.package.blender.predict_options
+    used = []
+
+    class LOTUS_OT_test_last_used(options.PredictOptions, options.ClipOptions,
+                                  options.MultilayerOptions, bpy.types.Operator):
+        bl_idname = "lotus.test_last_used"
+        bl_label = "Last-used test"
+        bl_options = {'REGISTER', 'UNDO'}
+
+        def execute(self, context):
+            options.fill_from_last_used(self, context)
+            options.remember(self, context)
+            used.append({name: getattr(self, name) for name in options.option_names(self)})
+            return {'FINISHED'}
+
+    bpy.utils.register_class(LOTUS_OT_test_last_used)
+    settings = bpy.context.scene.lotus_predict
+    try:
+        settings.task, settings.tiled, settings.render_pass = 'NORMAL', True, "Diffuse"
+        assert bpy.ops.lotus.test_last_used() == {'FINISHED'}     # as the sidebar: nothing set
+        assert used[-1] == dict(task='NORMAL', tiled=True, seamless=False, frame_start=0,
+                                frame_end=0, stabilize=True, render_pass="Diffuse")
+        # What the caller sets wins and becomes the last-used value.
+        assert bpy.ops.lotus.test_last_used(task='DEPTH', seamless=True,
+                                            frame_end=12) == {'FINISHED'}
+        assert (used[-1]["task"], used[-1]["seamless"], used[-1]["tiled"]) == ('DEPTH', True, True)
+        assert (settings.task, settings.seamless, settings.frame_end) == ('DEPTH', True, 12)
+        # The sidebar changes a value: the next run takes it, not Blender's remembered one.
+        settings.seamless = False
+        assert bpy.ops.lotus.test_last_used() == {'FINISHED'}
+        assert used[-1]["seamless"] is False and used[-1]["frame_end"] == 12
+        # Per scene, in the .blend: a copy saved now brings them back.
+        path = str(tmp_path / "last_used.blend")
+        bpy.ops.wm.save_as_mainfile(filepath=path, copy=True)
+        scene_name = bpy.context.scene.name
+        with bpy.data.libraries.load(path) as (_source, loaded):
+            loaded.scenes = [scene_name]
+        saved = loaded.scenes[0].lotus_predict
+        assert (saved.task, saved.tiled, saved.frame_end, saved.render_pass) == \
+            ('DEPTH', True, 12, "Diffuse")
+    finally:
+        bpy.utils.unregister_class(LOTUS_OT_test_last_used)
+        for name in options.option_names(settings):
+            settings.property_unset(name)
+
+
+def test_a_script_run_leaves_the_sidebars_options_alone(lotus, monkeypatch):
+    """execute (scripts, farms) runs with its own values: the request says them, the scene's
+    last-used values stay the artist's."""
+    import bpy
+    sent = _predict_requests(lotus, monkeypatch)
+    settings = bpy.context.scene.lotus_predict
+    new_image("script_src", gradient())
+    settings.seamless = True
+    try:
+        assert bpy.ops.lotus.predict_image(image="script_src", task='NORMAL') == {'FINISHED'}
+        (request,) = sent
+        assert request["task"] == "normal" and request["options"]["seamless"] is False
+        assert settings.seamless is True and settings.task == 'DEPTH'
+    finally:
+        settings.property_unset("seamless")
+        remove_images("script_src")
+
+
+def test_predict_operators_take_their_options_from_one_mixin_with_presets(lotus):
+    """One declaration of each option (predict_options): the same properties, labels and
+    defaults on both operators and on the scene's last-used values; presets and the redo panel;
+    no option on Image Files that does nothing there (Stabilize and the frame range are for
+    sequences and movies, Image Files takes single photos)."""
+    import bpy
+    options = lotus.package.blender.predict_options
+    settings = bpy.context.scene.lotus_predict
+    files_rna = bpy.ops.lotus.predict_files.get_rna_type()
+    image_rna = bpy.ops.lotus.predict_image.get_rna_type()
+    for rna, mixins in ((files_rna, (options.PredictOptions,)),
+                        (image_rna, options.OPTION_MIXINS)):
+        names = [name for mixin in mixins for name in mixin.__annotations__]
+        for name in names:
+            ours, scenes = rna.properties[name], settings.bl_rna.properties[name]
+            assert (ours.name, ours.description, ours.type) == \
+                (scenes.name, scenes.description, scenes.type), name
+            assert not ours.is_skip_save, name      # presets save them
+    assert "stabilize" not in files_rna.properties and "frame_start" not in files_rna.properties
+    for operator in (bpy.types.LOTUS_OT_predict_files, bpy.types.LOTUS_OT_predict_image):
+        assert {'REGISTER', 'UNDO', 'PRESET'} <= operator.bl_options
+    # What a preset holds, by Blender's own rule (bl_operators/presets.py, AddPresetOperator
+    # .preset_values, which needs only the operator's name): the options, never the image or
+    # the files, which are chosen each time.
+    preset_values = bpy.types.WM_OT_operator_preset_add.preset_values.fget
+    for operator, mixins in (("LOTUS_OT_predict_files", (options.PredictOptions,)),
+                             ("LOTUS_OT_predict_image", options.OPTION_MIXINS)):
+        saved = preset_values(SimpleNamespace(operator=operator))
+        assert sorted(saved) == sorted(f"op.{name}" for mixin in mixins
+                                       for name in mixin.__annotations__), operator
+    # The one object the options become on their way to the jobs.
+    fake = type("Fake", (options.PredictOptions, options.ClipOptions), {})()
+    fake.tiled, fake.seamless, fake.stabilize = True, False, False
+    chosen = options.choices(fake)
+    assert (chosen.tiled, chosen.seamless, chosen.stabilize) == (True, False, False)
+    request = lotus.worker_session.prediction_options(64, 'CPU', 'FP32', chosen)
+    assert request == {"processing_resolution": 64, "device": "cpu", "precision": "fp32",
+                       "tiled": True, "seamless": False}
+
+
+def test_stabilize_summary_names_cut_held_and_flat_frames(lotus):
+    from lotus_blender.core import temporal
+    summary = lotus.jobs.stabilize_summary
+
+    def fit(status):
+        return temporal.Alignment(1.0, 0.0, status=status)
+    assert summary([]) == "" and summary([(1, fit(temporal.START)), (2, fit(temporal.ALIGNED))]) == ""
+    line = summary([(1, fit(temporal.START)), (2, fit(temporal.HELD)), (3, fit(temporal.CUT)),
+                    (4, fit(temporal.ALIGNED)), (5, fit(temporal.HELD)), (6, fit(temporal.FLAT))])
+    assert line == ("hard cut at frame 3 (new alignment); frames 2, 5 held (fits not trusted: "
+                    "previous scale kept); frame 6 low-contrast (a fade?), not a reference")
+    many = summary([(frame, fit(temporal.HELD)) for frame in range(10, 30)])
+    assert many.startswith("frames 10, 11, 12, 13, 14, ... (20 in all) held") and "\n" not in many
+
+
+def test_a_sequences_cut_and_held_frames_are_one_report_line(lotus, monkeypatch, tmp_path):
+    """What Stabilize Depth did to a sequence, in one line of the run's reports (the command
+    line says it on each frame's line). The tiny model's maps are noise: the stabilizer's
+    verdicts for two frames are set here, the rest is the real run."""
+    import bpy
+    from lotus_blender.core import temporal
+    from tests.test_cli import write_frames
+    stabilizer = lotus.outputs.temporal.TemporalStabilizer
+    real_align = stabilizer.align
+
+    def align(self, frame, raw):
+        values, fit = real_align(self, frame, raw)
+        fit.status = {3: temporal.CUT, 4: temporal.HELD}.get(frame, fit.status)
+        return values, fit
+    monkeypatch.setattr(stabilizer, "align", align)
+    plates = write_frames(tmp_path / "plates", "cutshot", range(1, 5))
+    image = bpy.data.images.load(str(plates / "cutshot_0001.png"))
+    image.source = 'SEQUENCE'
+    reports = Reports()
+    gather = lambda context, job_dir, resolution: (   # noqa: E731
+        lotus.inputs.prepare_frames(image, 1, 4, job_dir, resolution), [])
+    try:
+        built = lotus.operators.build_jobs(bpy.context, 'BOTH', gather, reports)
+        for job in built:
+            lotus.jobs.manager.submit(job)
+        assert drive(lotus.jobs.JobRunner(built, reports)) == {'FINISHED'}
+        stabilized = [text for text in reports.texts('INFO') if "Stabilize Depth" in text]
+        assert stabilized == ["Lotus depth, Stabilize Depth: hard cut at frame 3 (new "
+                              "alignment); frame 4 held (fit not trusted: previous scale kept)"]
+        # Stabilize off: nothing to say.
+        reports.clear()
+        built = lotus.operators.build_jobs(
+            bpy.context, 'DEPTH', gather, reports,
+            lotus.worker_session.PredictionChoices(stabilize=False))
+        for job in built:
+            lotus.jobs.manager.submit(job)
+        assert drive(lotus.jobs.JobRunner(built, reports)) == {'FINISHED'}
+        assert not [text for text in reports.texts() if "Stabilize" in text]
+    finally:
+        bpy.data.images.remove(image)
+        remove_images("cutshot")

@@ -331,7 +331,7 @@ def test_panel_sequences_are_stabilized_unless_turned_off(lotus, tmp_path):
 
     from lotus_blender.core import temporal
     from tests.blender_side import remove_images
-    assert bpy.context.window_manager.lotus_panel.stabilize is True
+    assert bpy.context.scene.lotus_predict.stabilize is True
     plates = write_frames(tmp_path / "plates", "pan", range(1, 5))
     image = bpy.data.images.load(str(plates / "pan_0001.png"))
     image.source = 'SEQUENCE'

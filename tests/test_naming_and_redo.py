@@ -290,3 +290,24 @@ def test_a_sequence_has_one_name_in_the_panel_and_on_the_command_line(lotus, tmp
         bpy.data.images.remove(image)
     assert {item.name for item in prepared} == {expected}
     assert [source.name for source in sources] == [expected]
+
+
+def test_predict_redo_runs_again_with_the_changed_options(lotus):
+    """The redo panel of Lotus: Image: undo the run, then run again with the changed options
+    (execute, blocking: Blender's redo finishes within the call). The results follow the last
+    options, the image keeps its name, and the first run's files stay (never overwritten)."""
+    import bpy
+    new_image("predict_redo", gradient(36, 24))
+    bpy.ops.ed.undo_push(message="before the prediction")
+    assert bpy.ops.lotus.predict_image('EXEC_DEFAULT', True, image="predict_redo",
+                                       task='DEPTH') == {'FINISHED'}
+    assert "predict_redo_depth" in bpy.data.images
+    first_files = _files(lotus.out)
+    # The redo panel: undo, then the operator again with another task and Seamless.
+    bpy.ops.ed.undo()
+    assert "predict_redo_depth" not in bpy.data.images and "predict_redo" in bpy.data.images
+    assert bpy.ops.lotus.predict_image('EXEC_DEFAULT', True, image="predict_redo", task='BOTH',
+                                       seamless=True) == {'FINISHED'}
+    assert {"predict_redo_depth", "predict_redo_normal"} <= set(bpy.data.images.keys())
+    assert set(first_files) < set(_files(lotus.out))
+    remove_images("predict_redo")

@@ -6,6 +6,7 @@ import importlib
 _MODULE_NAMES = (
     "preferences",
     "jobs",
+    "predict_options",
     "operators",
     "panels",
     "builders",

@@ -29,7 +29,7 @@ from . import batch_files, cli_sources, inputs, job_folders, jobs, models, namin
 from .cli_checks import (UsageError, check_frames_apply, make_output_folder, output_folder,
                          resolve_models)
 from .preferences import get_preferences
-from .worker_session import (WorkerSession, WorkerSettings, WorkerUnavailable,
+from .worker_session import (PredictionChoices, WorkerSession, WorkerSettings, WorkerUnavailable,
                              prediction_options, worker_settings)
 
 COMMAND_ID = "lotus"
@@ -183,6 +183,7 @@ class Batch:
         self.waiting_told = False        # the line saying that it waits for other runs
         self.stabilizers: dict[str, temporal.TemporalStabilizer] = {}
         self.counts = {"computed": 0, "skipped": 0, "failed": 0}
+        self.choices = PredictionChoices.from_args(args)  # --tiled, --seamless, --stabilize, --seed
         self.requests = 0
         self.last_end = time.perf_counter()
 
@@ -211,8 +212,7 @@ class Batch:
     def _request(self, unit: Unit, prepared: inputs.PreparedInput) -> dict:
         self.requests += 1
         args = self.args
-        options = prediction_options(args.resolution, args.device, args.precision,
-                                     tiled=args.tiled, seamless=args.seamless, seed=args.seed)
+        options = prediction_options(args.resolution, args.device, args.precision, self.choices)
         output_dir = os.path.join(self.job_dir, f"out{self.requests:05d}")
         return protocol.predict_request(f"cli{os.getpid()}-{self.requests}", unit.task,
                                         self.models[unit.task], [prepared.npy_path], output_dir,
@@ -257,7 +257,7 @@ class Batch:
             self.claims.release(unit.main)
             self._progress(unit, "skipped")
             return
-        resolution = 0 if self.args.tiled else self.args.resolution
+        resolution = 0 if self.choices.tiled else self.args.resolution
         try:
             prepared = cli_sources.prepare(unit.source, unit.frame, self.job_dir, resolution,
                                            self.requests)
@@ -320,7 +320,7 @@ class Batch:
         values = np.load(output["path"])
         kind = output["kind"]
         note = ""
-        if kind != protocol.KIND_NORMAL and unit.source.is_clip and self.args.stabilize:
+        if kind != protocol.KIND_NORMAL and unit.source.is_clip and self.choices.stabilize:
             values, note = self._stabilized(unit, values)
         partials = {role: batch_files.partial_path(path) for role, path in unit.finals.items()}
         try:

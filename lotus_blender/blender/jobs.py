@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import bpy
 
 from .. import protocol
+from ..core import temporal
 from . import job_folders, outputs, worker_setup
 from .files import describe_failures
 from .models import unknown_kind_message
@@ -394,6 +395,9 @@ class JobRunner:
             self.made += [image.name for image in images if "preview" not in image.name]
             for note in job.info.get("notes", []):
                 self._note({'WARNING'}, f"Lotus {job.task}: {note}")
+            summary = stabilize_summary(job.output.stabilized)
+            if summary:
+                self._note({'INFO'}, f"Lotus {job.task}, Stabilize Depth: {summary}")
             if job.output.temporary and job.output.written:
                 self._note({'WARNING'}, f"The .blend is not saved: maps were written to "
                                         f"{job.output.folder}. Save the .blend, or Pack Results")
@@ -408,6 +412,30 @@ class JobRunner:
     def _note(self, level: set, text: str) -> None:
         if (level, text) not in self.notes:  # Both: the same warning once, not per part
             self.notes.append((level, text))
+
+
+# What the stabilizer says of the frames it did not simply align (core.temporal statuses), as
+# (one frame, several frames) wordings; the command line prints each frame's note instead.
+_STABILIZE_WORDS = ((temporal.CUT, "hard cut at frame {} (new alignment)",
+                     "hard cuts at frames {} (new alignments)"),
+                    (temporal.HELD, "frame {} held (fit not trusted: previous scale kept)",
+                     "frames {} held (fits not trusted: previous scale kept)"),
+                    (temporal.FLAT, "frame {} low-contrast (a fade?), not a reference",
+                     "frames {} low-contrast (fades?), not references"))
+MAX_FRAMES_LISTED = 6
+
+
+def stabilize_summary(stabilized: list) -> str:
+    """One line saying where a sequence's depth was cut, held or flat ("" when every frame was
+    simply aligned): the panel's counterpart of the command line's per-frame notes."""
+    parts = []
+    for status, one, several in _STABILIZE_WORDS:
+        frames = [str(frame) for frame, fit in stabilized if fit.status == status]
+        if len(frames) > MAX_FRAMES_LISTED:
+            frames = frames[:MAX_FRAMES_LISTED - 1] + [f"... ({len(frames)} in all)"]
+        if frames:
+            parts.append((one if len(frames) == 1 else several).format(", ".join(frames)))
+    return "; ".join(parts)
 
 
 def _first_line(message: str, limit: int = 300) -> str:

@@ -1,8 +1,14 @@
 """Operators: run Lotus on files, images, renders, passes and frames; cancel, release, open.
 
-From the UI (invoke) jobs run in a modal operator driven by a window timer, so Blender stays
-responsive; from scripts (execute) and in background mode they run blocking. Either way the
-results of one run are one undo step (undo removes the images, never the files on disk).
+From the UI (invoke, or the file browser's execute) jobs run in a modal operator driven by a
+window timer, so Blender stays responsive; from scripts (execute) and in background mode they
+run blocking. Either way the results of one run are one undo step (undo removes the images,
+never the files on disk). The options are predict_options' mixins.
+
+Redo (Adjust Last Operation) and presets: a prediction is asynchronous, but Blender's redo undoes
+the run and calls ``execute`` again, which must finish inside that call; so a redo runs the
+prediction again blocking, with the changed options (the worker is warm: seconds for a photo).
+Presets save and load the options (not the image or the files, which are chosen each time).
 """
 
 from __future__ import annotations
@@ -11,46 +17,20 @@ import os
 import shutil
 
 import bpy
-from bpy.props import BoolProperty, CollectionProperty, EnumProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, CollectionProperty, StringProperty
 from bpy.types import Operator, OperatorFileListElement
 
 from .. import protocol
-from . import inputs, job_folders, jobs, models, outputs
+from . import inputs, job_folders, jobs, models, outputs, predict_options
+from .predict_options import TASK_ITEMS, ClipOptions, MultilayerOptions, PredictOptions
 from .preferences import get_preferences
-from .worker_session import preferences_options, worker_settings
+from .worker_session import PredictionChoices, preferences_options, worker_settings
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr", ".hdr", ".bmp", ".webp",
                     ".tga", ".jp2", ".dpx", ".cin", ".sgi", ".rgb")
-TASK_ITEMS = [('DEPTH', "Depth", "Depth (or disparity) map"),
-              ('NORMAL', "Normals", "Surface normal map"),
-              ('BOTH', "Depth & Normals", "Both maps, one after the other")]
-# The job options the operators take and the sidebar offers (panels.LotusPanelSettings).
-TILED_OPTION = dict(name="Full Resolution (Tiled)", default=False,
-                    description="Maps at the image's full resolution from overlapping, smoothly "
-                                "blended tiles (slower: one model pass per tile)")
-SEAMLESS_OPTION = dict(name="Seamless", default=False,
-                       description="Maps that tile without a seam, for repeating textures")
-STABILIZE_OPTION = dict(name="Stabilize Depth", default=True,
-                        description="Sequences and movies: align each frame's depth to the frames "
-                                    "before it (removes flicker)")
 TIMER_INTERVAL_S = 0.1
 # Where Image Files... last found photos in this session (the file browser opens there).
 _last_photo_folder = [""]
-
-
-def call_reporting_errors(report, operator, *args, **kwargs) -> set:
-    """Run another operator; what it reports as errors comes back as our own clean reports.
-    (A nested bpy.ops call turns the reports of a failed run into one RuntimeError, which
-    Blender would show as a Python traceback and the status bar as "Python: Traceback...".)"""
-    try:
-        return operator(*args, **kwargs)
-    except RuntimeError as ex:
-        for line in str(ex).strip().splitlines():
-            level, _, text = line.partition(": ")
-            known = {"Error": 'ERROR', "Warning": 'WARNING', "Info": 'INFO'}
-            report({known[level]} if level in known and text else {'ERROR'},
-                   text if level in known and text else line)
-        return {'CANCELLED'}
 
 
 def _tasks(choice: str) -> list[str]:
@@ -58,20 +38,21 @@ def _tasks(choice: str) -> list[str]:
             'BOTH': [protocol.TASK_DEPTH, protocol.TASK_NORMAL]}[choice]
 
 
-def build_jobs(context, task_choice: str, gather, report, tiled: bool = False,
-               seamless: bool = False, stabilize: bool = True) -> list:
+def build_jobs(context, task_choice: str, gather, report,
+               choices: PredictionChoices = PredictionChoices()) -> list:
     """Jobs for one run: ``gather(context, job_dir, resolution) -> (prepared, problems)`` makes
     the inputs once, shared by the depth and normal jobs. Raises ModelError / OutputError.
 
-    tiled: full-resolution maps from overlapping tiles of the processing resolution (the input
-    is then sent at its full size); seamless: maps that tile, for textures; stabilize: sequences
-    and movies get depth aligned from frame to frame (core.temporal)."""
+    choices.tiled: full-resolution maps from overlapping tiles of the processing resolution (the
+    input is then sent at its full size); the other choices go to the worker's options and the
+    outputs' settings as they are."""
     prefs = get_preferences(context)
     tasks = _tasks(task_choice)
     chosen = {task: models.model_request(task, context) for task in tasks}
     jobs.prune_job_folders()
     batch_dir = job_folders.new_job_folder()
-    prepared, problems = gather(context, batch_dir, 0 if tiled else prefs.processing_resolution)
+    prepared, problems = gather(context, batch_dir,
+                                0 if choices.tiled else prefs.processing_resolution)
     for problem in problems:
         report({'ERROR'}, problem)
     for item in prepared:
@@ -88,12 +69,12 @@ def build_jobs(context, task_choice: str, gather, report, tiled: bool = False,
         if len(tasks) > 1 else ""
     built = []
     for part, task in enumerate(tasks):
-        options = preferences_options(context, tiled=tiled, seamless=seamless)
         built.append(jobs.Job(
-            task=task, model=chosen[task], inputs=prepared, job_dir=batch_dir, options=options,
+            task=task, model=chosen[task], inputs=prepared, job_dir=batch_dir,
+            options=preferences_options(context, choices),
             output=outputs.OutputSettings(folder=folder, temporary=temporary,
                                           convention=prefs.normal_convention,
-                                          stabilize=stabilize),
+                                          stabilize=choices.stabilize),
             worker=settings, label=f"{task.capitalize()} {label}",
             output_dir=os.path.join(batch_dir, f"out_{task}"),
             id=f"{task}-{os.path.basename(batch_dir)}", run_id=os.path.basename(batch_dir),
@@ -101,21 +82,16 @@ def build_jobs(context, task_choice: str, gather, report, tiled: bool = False,
     return built
 
 
-class _LotusJobOperator:
+class _LotusJobOperator(PredictOptions):
     """Shared by the predict operators: prepare inputs, queue jobs, run modal or blocking.
 
     Each operator defines ``gather(context, job_dir, resolution) -> (prepared, problems)``.
     """
 
-    task: EnumProperty(name="Task", items=TASK_ITEMS, default='DEPTH')
-    tiled: BoolProperty(**TILED_OPTION)
-    seamless: BoolProperty(**SEAMLESS_OPTION)
-    stabilize: BoolProperty(**STABILIZE_OPTION)
-
     def _launch(self, context, blocking: bool):
         try:
-            built = build_jobs(context, self.task, self.gather, self.report, tiled=self.tiled,
-                               seamless=self.seamless, stabilize=self.stabilize)
+            built = build_jobs(context, self.task, self.gather, self.report,
+                               predict_options.choices(self))
         except (models.ModelError, inputs.InputError, outputs.OutputError) as ex:
             self.report({'ERROR'}, str(ex))
             return {'CANCELLED'}
@@ -154,13 +130,15 @@ class LOTUS_OT_predict_files(_LotusJobOperator, Operator):
     the 3D View runs)"""
     bl_idname = "lotus.predict_files"
     bl_label = "Lotus: Image Files"
-    bl_options = {'REGISTER', 'UNDO'}
+    bl_options = {'REGISTER', 'UNDO', 'PRESET'}
 
-    directory: StringProperty(subtype='DIR_PATH', options={'SKIP_SAVE', 'HIDDEN'})
-    files: CollectionProperty(type=OperatorFileListElement, options={'SKIP_SAVE', 'HIDDEN'})
-    filepath: StringProperty(subtype='FILE_PATH', options={'SKIP_SAVE'})
-    filter_image: bpy.props.BoolProperty(default=True, options={'HIDDEN', 'SKIP_SAVE'})
-    filter_folder: bpy.props.BoolProperty(default=True, options={'HIDDEN', 'SKIP_SAVE'})
+    # Chosen each time: neither remembered nor in presets (presets hold the options).
+    directory: StringProperty(subtype='DIR_PATH', options={'SKIP_SAVE', 'SKIP_PRESET', 'HIDDEN'})
+    files: CollectionProperty(type=OperatorFileListElement,
+                              options={'SKIP_SAVE', 'SKIP_PRESET', 'HIDDEN'})
+    filepath: StringProperty(subtype='FILE_PATH', options={'SKIP_SAVE', 'SKIP_PRESET'})
+    filter_image: BoolProperty(default=True, options={'HIDDEN', 'SKIP_SAVE', 'SKIP_PRESET'})
+    filter_folder: BoolProperty(default=True, options={'HIDDEN', 'SKIP_SAVE', 'SKIP_PRESET'})
 
     def paths(self) -> list[str]:
         if self.files and any(f.name for f in self.files):
@@ -177,20 +155,23 @@ class LOTUS_OT_predict_files(_LotusJobOperator, Operator):
         return prepared, problems
 
     def invoke(self, context, event):
+        predict_options.fill_from_last_used(self, context)
         if self.paths():  # dropped files (FileHandler) or a script that gave them
+            predict_options.remember(self, context)
             return self._launch(context, blocking=False)
-        self._from_browser = True
         # Open on a folder with no file name filled in (else the browser shows the .blend's
         # name, as for a Save As): the last folder photos came from, else the .blend's.
         folder = _last_photo_folder[0] or (os.path.dirname(bpy.data.filepath)
                                            if bpy.data.filepath else "")
         if folder:
             self.filepath = os.path.join(folder, "")
+        self._in_file_browser = True
         context.window_manager.fileselect_add(self)
         return {'RUNNING_MODAL'}
 
     def draw(self, context):
-        """The file browser's side panel (about 200 px): short labels that fit."""
+        """The file browser's side panel (about 200 px) and the redo panel: short labels that
+        fit. (Stabilize is for sequences and movies: files chosen here are single photos.)"""
         layout = self.layout
         layout.prop(self, "task", text="")
         layout.prop(self, "tiled", text="Full Resolution")
@@ -200,35 +181,28 @@ class LOTUS_OT_predict_files(_LotusJobOperator, Operator):
         if not self.paths():
             self.report({'ERROR'}, "No image files given")
             return {'CANCELLED'}
-        if getattr(self, "_from_browser", False) and not bpy.app.background:
+        if getattr(self, "_in_file_browser", False):
+            # Confirmed in the file browser: the job runs modal from here (Blender keeps an
+            # operator that returns RUNNING_MODAL from the browser's execute), the UI stays live.
+            self._in_file_browser = False
             _last_photo_folder[0] = self.directory or os.path.dirname(self.filepath)
-            # Chosen in the file browser: run again through invoke, modal, so the UI stays live.
-            result = call_reporting_errors(
-                self.report, bpy.ops.lotus.predict_files,
-                'INVOKE_DEFAULT', task=self.task, tiled=self.tiled, seamless=self.seamless,
-                directory=self.directory,
-                files=[{"name": f.name} for f in self.files], filepath=self.filepath)
-            return {'FINISHED'} if 'RUNNING_MODAL' in result else result
+            predict_options.remember(self, context)
+            return self._launch(context, blocking=False)
         return self._launch(context, blocking=True)
 
 
-class LOTUS_OT_predict_image(_LotusJobOperator, Operator):
+class LOTUS_OT_predict_image(_LotusJobOperator, ClipOptions, MultilayerOptions, Operator):
     """Depth and/or normal maps of a Blender image: the active Image Editor image or the
     selected Image Texture nodes, a render, the compositor Viewer, a multilayer EXR pass, or the
     frames of an image sequence or movie"""
     bl_idname = "lotus.predict_image"
     bl_label = "Lotus: Image"
-    bl_options = {'REGISTER', 'UNDO'}
+    bl_options = {'REGISTER', 'UNDO', 'PRESET'}
 
-    image: StringProperty(name="Image", options={'SKIP_SAVE'},
+    image: StringProperty(name="Image", options={'SKIP_SAVE', 'SKIP_PRESET'},
                           description="Image name (empty: the active image or selected nodes)")
-    layer: StringProperty(name="Layer", description="Multilayer EXR: view layer (empty: first)")
-    render_pass: StringProperty(name="Pass", default="Combined",
-                                description="Multilayer EXR: pass to use")
-    frame_start: IntProperty(name="First Frame", default=0, min=0,
-                             description="Sequences and movies: first frame (0: from the start)")
-    frame_end: IntProperty(name="Last Frame", default=0, min=0,
-                           description="Sequences and movies: last frame (0: to the end)")
+    layer: StringProperty(name="Layer", options={'SKIP_SAVE', 'SKIP_PRESET'},
+                          description="Multilayer EXR: view layer (empty: the first)")
 
     def images(self, context) -> list:
         if self.image:
@@ -266,10 +240,30 @@ class LOTUS_OT_predict_image(_LotusJobOperator, Operator):
         return prepared, problems
 
     def invoke(self, context, event):
+        predict_options.fill_from_last_used(self, context)
+        predict_options.remember(self, context)
         return self._launch(context, blocking=False)
 
     def execute(self, context):
         return self._launch(context, blocking=True)
+
+    def draw(self, context):
+        """The redo panel: the options that apply to the image(s) of this run."""
+        layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        layout.prop(self, "task")
+        layout.prop(self, "tiled")
+        layout.prop(self, "seamless")
+        found = self.images(context)
+        if any(image.source in ('SEQUENCE', 'MOVIE') for image in found):
+            column = layout.column(align=True)
+            column.prop(self, "frame_start", text="Frame Start")
+            column.prop(self, "frame_end", text="End")
+            layout.prop(self, "stabilize")
+        if any(image.type == 'MULTILAYER' for image in found):
+            layout.prop(self, "layer")
+            layout.prop(self, "render_pass")
 
 
 def _is_multilayer(image) -> bool:

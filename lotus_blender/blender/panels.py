@@ -11,10 +11,9 @@ import contextlib
 
 import blf
 import bpy
-from bpy.props import BoolProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
 
 from . import compat, jobs, outputs
-from .operators import SEAMLESS_OPTION, STABILIZE_OPTION, TASK_ITEMS, TILED_OPTION
+from .predict_options import TASK_ITEMS, last_used
 
 # Sidebar width without a region to ask (tests, scripts): Blender's default at UI scale 1.
 DEFAULT_SIDEBAR_PX = 280
@@ -29,22 +28,10 @@ MEASURE_MARGIN = 1.08
 TASK_BUTTON_TEXT = {'DEPTH': "Depth", 'NORMAL': "Normals", 'BOTH': "Both"}
 
 
-class LotusPanelSettings(bpy.types.PropertyGroup):
-    """What the sidebar buttons pass to the operators (per window manager, not saved in files)."""
-    task: EnumProperty(name="Task", items=TASK_ITEMS, default='DEPTH')
-    render_pass: StringProperty(name="Pass", default="Combined",
-                                description="Multilayer EXR images: the pass to use")
-    frame_start: IntProperty(name="Start", default=0, min=0,
-                             description="Sequences and movies: first frame (0: from the start)")
-    frame_end: IntProperty(name="End", default=0, min=0,
-                           description="Sequences and movies: last frame (0: to the end)")
-    tiled: BoolProperty(**TILED_OPTION)
-    seamless: BoolProperty(**SEAMLESS_OPTION)
-    stabilize: BoolProperty(**STABILIZE_OPTION)
-
-
 def _settings(context):
-    return context.window_manager.lotus_panel
+    """The scene's last-used Predict options: the sidebar edits them, the operators start
+    from them (predict_options)."""
+    return last_used(context)
 
 
 # -- text that fits -----------------------------------------------------------------------------
@@ -258,7 +245,7 @@ def draw_tools(layout) -> None:
     row.operator("lotus.open_model_folder", text="Models", icon='FILE_FOLDER')
 
 
-def draw_render_sources(layout, context, settings) -> None:
+def draw_render_sources(layout, context) -> None:
     """Render Result and Compositor Viewer, only when they hold the artist's pixels, in one row
     that is always there (a hint while there is nothing): the buttons below never move."""
     row = layout.row(align=True)
@@ -268,23 +255,18 @@ def draw_render_sources(layout, context, settings) -> None:
     measure = text_measure(context)
     width = text_width(context, PANEL_INSET_PX) / max(1, len(shown)) - ICON_PX * ui_scale(context)
     for texts, icon, image_name in shown:
-        _image_button(row, settings, fit_text(texts, width, measure), icon, image_name)
+        _image_button(row, fit_text(texts, width, measure), icon, image_name)
     if not shown:
         row.enabled = False
         row.label(text=fit_text(["Render Result: after a render (F12)", "Render first (F12)"],
                                  width, measure), icon='RENDER_RESULT')
 
 
-def _image_button(layout, settings, text, icon, image_name=""):
+def _image_button(layout, text, icon, image_name=""):
+    """The button passes the image only: the operator's invoke takes the options from the
+    scene's last-used values, which the sidebar edits."""
     op = layout.operator("lotus.predict_image", text=text, icon=icon)
-    op.task = settings.task
     op.image = image_name
-    op.render_pass = settings.render_pass
-    op.frame_start = settings.frame_start
-    op.frame_end = settings.frame_end
-    op.tiled = settings.tiled
-    op.seamless = settings.seamless
-    op.stabilize = settings.stabilize
     return op
 
 
@@ -300,13 +282,12 @@ class _LotusPanel:
         for key, _name, _description in TASK_ITEMS:
             row.prop_enum(settings, "task", key, text=TASK_BUTTON_TEXT[key])
         col = layout.column(align=True)
-        files = col.operator("lotus.predict_files", text="Image Files...", icon='FILE_IMAGE')
-        files.task, files.tiled, files.seamless = settings.task, settings.tiled, settings.seamless
+        col.operator("lotus.predict_files", text="Image Files...", icon='FILE_IMAGE')
         if context.space_data is not None and context.space_data.type == 'IMAGE_EDITOR':
-            _image_button(col, settings, "Active Image", 'IMAGE_DATA')
+            _image_button(col, "Active Image", 'IMAGE_DATA')
         else:
-            _image_button(col, settings, "Selected Texture Nodes", 'NODE_TEXTURE')
-        draw_render_sources(col, context, settings)
+            _image_button(col, "Selected Texture Nodes", 'NODE_TEXTURE')
+        draw_render_sources(col, context)
         # The tools above what comes and goes (progress, errors): a click never lands on them
         # because a box above them vanished.
         draw_tools(layout)
@@ -388,7 +369,7 @@ def draw_status_bar(self, context):
         row.progress(factor=job.run_fraction, type='BAR', text=text)
 
 
-_CLASSES = (LotusPanelSettings, LOTUS_PT_view3d, LOTUS_PT_image_editor, LOTUS_PT_view3d_options,
+_CLASSES = (LOTUS_PT_view3d, LOTUS_PT_image_editor, LOTUS_PT_view3d_options,
             LOTUS_PT_image_editor_options)
 _HANDLERS = ((bpy.app.handlers.render_complete, _render_finished),
              (bpy.app.handlers.render_cancel, _render_finished),  # a cancelled render keeps its tiles
@@ -399,7 +380,6 @@ _HANDLERS = ((bpy.app.handlers.render_complete, _render_finished),
 def register():
     for cls in _CLASSES:
         bpy.utils.register_class(cls)
-    bpy.types.WindowManager.lotus_panel = PointerProperty(type=LotusPanelSettings)
     bpy.types.STATUSBAR_HT_header.append(draw_status_bar)
     for handlers, function in _HANDLERS:
         handlers.append(function)
@@ -410,6 +390,5 @@ def unregister():
         if function in handlers:
             handlers.remove(function)
     bpy.types.STATUSBAR_HT_header.remove(draw_status_bar)
-    del bpy.types.WindowManager.lotus_panel
     for cls in reversed(_CLASSES):
         bpy.utils.unregister_class(cls)

@@ -1,5 +1,6 @@
 """The worker as the panel and the command line both drive it: which interpreter runs it
-(``worker_settings``), what a prediction asks for (``prediction_options``), and one
+(``worker_settings``), what a prediction asks for (``PredictionChoices``, the artist's options
+from the operators or the command line, and ``prediction_options``, the request's), and one
 ``WorkerSession``: started on the first request, started again after a crash or when the
 settings change, its requests in flight tracked by id, stopped at the end.
 """
@@ -10,7 +11,7 @@ import functools
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 
 import bpy
 
@@ -53,22 +54,46 @@ def worker_settings(context=None, python: str = "") -> WorkerSettings:
     return WorkerSettings(python=python or sys.executable, log_path=log_path(), extra_paths=extra)
 
 
-def prediction_options(resolution: int, device: str, precision: str, tiled: bool = False,
-                       seamless: bool = False, seed: int | None = None) -> dict:
+@dataclass(frozen=True)
+class PredictionChoices:
+    """The artist's options for one prediction, as one object from the predict operators
+    (predict_options.choices) or the command line (``from_args``) to the jobs: a new option is a
+    field here, a property in predict_options (and a flag of the command line) and its use.
+    The worker reads every field (worker.engine.PredictOptions) but those marked blender_side."""
+    tiled: bool = False        # full-resolution maps from overlapping tiles
+    seamless: bool = False     # maps that tile (textures)
+    # Sequences and movies: depth aligned frame to frame (core.temporal, on the Blender side).
+    stabilize: bool = field(default=True, metadata={"blender_side": True})
+    seed: int | None = None    # noise seed of G models (None: the worker's default)
+
+    @classmethod
+    def from_args(cls, args) -> "PredictionChoices":
+        """The command line's parsed arguments (argparse.Namespace), taken by name."""
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)
+                      if hasattr(args, f.name)})
+
+    def request_options(self) -> dict:
+        """The fields that go to the worker (None: left to the worker)."""
+        blender_side = {f.name for f in fields(self) if f.metadata.get("blender_side")}
+        return {name: value for name, value in asdict(self).items()
+                if name not in blender_side and value is not None}
+
+
+def prediction_options(resolution: int, device: str, precision: str,
+                       choices: PredictionChoices = PredictionChoices()) -> dict:
     """The options of a predict request (worker.engine.PredictOptions). G models take each
     frame's noise from the seed alone, so frames of a sequence need nothing more."""
     options = {"processing_resolution": int(resolution), "device": device.lower(),
-               "precision": precision.lower(), "tiled": bool(tiled), "seamless": bool(seamless)}
-    if seed is not None:
-        options["seed"] = int(seed)
+               "precision": precision.lower()}
+    options.update(choices.request_options())
     return options
 
 
-def preferences_options(context=None, **choices) -> dict:
+def preferences_options(context=None, choices: PredictionChoices = PredictionChoices()) -> dict:
     """prediction_options with the preferences' resolution, device and precision."""
     prefs = get_preferences(context)
     return prediction_options(int(prefs.processing_resolution), prefs.device, prefs.precision,
-                              **choices)
+                              choices)
 
 
 class WorkerUnavailable(RuntimeError):

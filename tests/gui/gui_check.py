@@ -273,7 +273,7 @@ def steps():
     yield 0.5
     window, area, sidebar, main = window_parts()
     sidebar.active_panel_category = "Lotus"
-    settings = bpy.context.window_manager.lotus_panel
+    settings = bpy.context.scene.lotus_predict
     redraw_all()
     yield 1.0
     REPORT["sidebar_width"] = sidebar.width
@@ -496,7 +496,6 @@ def options_panels():
         bpy.utils.unregister_class(cls)
         cls.bl_options = set()
         bpy.utils.register_class(cls)
-    bpy.context.window_manager.lotus_panel.tiled = True
 
 
 def preferences_window():
@@ -527,12 +526,15 @@ def save_moves_results(photos):
     yield 0.5
     window, area, sidebar, main = window_parts()
     sidebar.active_panel_category = "Lotus"
+    # The Predict options are the scene's (saved with it): set in this new file's scene, so
+    # that the Options header names what is on.
+    bpy.context.scene.lotus_predict.tiled = True
     yield from settle(2.0)
     screenshot("16_options", "the Options sub-panels open at the default width: no cut label")
     jobs = addon_module("jobs")
     with override():
-        bpy.ops.lotus.predict_files('INVOKE_DEFAULT', task='DEPTH', directory=str(photos),
-                                    files=[{"name": "studio.png"}])
+        bpy.ops.lotus.predict_files('INVOKE_DEFAULT', task='DEPTH', tiled=False,
+                                    directory=str(photos), files=[{"name": "studio.png"}])
     yield from wait_until(lambda: not jobs.manager.busy)
     yield from settle()
     depth = bpy.data.images.get("studio_depth")

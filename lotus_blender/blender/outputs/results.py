@@ -37,6 +37,7 @@ class OutputSettings:
     temporary: bool                 # True when the .blend is unsaved and the folder is a temp one
     convention: str = "OPENGL"      # normal map PNG convention
     stabilize: bool = True          # sequences: align each frame's depth to the frames before
+    stabilized: list = field(default_factory=list)  # (frame, core.temporal.Alignment), in order
     written: list = field(default_factory=list)   # files written, in order
 
 
@@ -307,7 +308,8 @@ def _sequence_result(items, settings, writer, problems):
         for output, prepared in items:
             values = np.load(output["path"], mmap_mode="r")
             if stabilizer is not None:
-                values, _ = stabilizer.align(prepared.frame, values)
+                values, fit = stabilizer.align(prepared.frame, values)
+                settings.stabilized.append((prepared.frame, fit))
             encode = _grey if is_depth else _normal_map_encoder("OPENGL")
             _fill_image(frame_image, values, encode)
             path = os.path.join(settings.folder, naming.frame_file_name(stem, prepared.frame, ".exr"))
