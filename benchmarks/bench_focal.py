@@ -68,7 +68,7 @@ def evaluate_case(render, severity, seed):
     degraded = lotus_errors.degrade(depth, render["normals"].astype(np.float64), severity, seed)
     values = synthetic_scenes.lotus_disparity(degraded.depth, np.random.default_rng(seed))
     height, width = values.shape
-    truth = float(render["focal_px"])
+    truth = float(render["focal_px"]) * width / render["photo"].shape[1]     # photo -> map pixels
     start = time.perf_counter()
     estimate = camera_estimate.estimate_camera(values, degraded.normals, "disparity", photo=render["photo"])
     elapsed = time.perf_counter() - start
@@ -120,16 +120,17 @@ def _figures(rows):
     }
 
 
-def run(cache, lenses, seeds, resolution, severities=(0.0, 0.5, 1.0)):
+def run(cache, lenses, seeds, resolution, map_resolution, severities=(0.0, 0.5, 1.0), scenes=SCENES):
     paths = {}
-    for scene in SCENES:
+    for scene in scenes:
         for lens in lenses:
-            paths[scene, lens] = focal_renders.cache_path(cache, scene, lens, resolution)
+            paths[scene, lens] = focal_renders.cache_path(cache, scene, lens, resolution, map_resolution)
     if not all(path.exists() for path in paths.values()):
         # Rendering needs PyPI bpy: a child process, so this one never imports it.
         subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "focal_renders.py"), str(cache),
-                        "--scenes", *SCENES, "--lenses", *map(str, lenses),
-                        "--resolution", *map(str, resolution)], check=True, stdout=subprocess.DEVNULL)
+                        "--scenes", *scenes, "--lenses", *map(str, lenses),
+                        "--resolution", *map(str, resolution), "--map-resolution", *map(str, map_resolution)],
+                       check=True, stdout=subprocess.DEVNULL)
     rows = []
     for (scene, lens), path in paths.items():
         render = focal_renders.load(path)
@@ -137,12 +138,18 @@ def run(cache, lenses, seeds, resolution, severities=(0.0, 0.5, 1.0)):
             for seed in range(seeds):
                 rows.append(dict(evaluate_case(render, severity, seed), scene=scene, lens=lens,
                                  severity=severity, seed=seed))
-    result = {"resolution": list(resolution), "lenses_mm": list(lenses), "seeds": seeds,
-              "scenes": list(SCENES), "man_made": list(MAN_MADE), "per_severity": {}}
+    result = {"photo_resolution": list(resolution), "map_resolution": list(map_resolution),
+              "lenses_mm": list(lenses), "seeds": seeds, "scenes": list(scenes), "man_made": list(MAN_MADE), "per_severity": {}}
     for severity in severities:
         subset = [r for r in rows if r["severity"] == severity]
         entry = _figures(subset)
-        entry["man_made"] = _figures([r for r in subset if r["scene"] in MAN_MADE])
+        man_made = [r for r in subset if r["scene"] in MAN_MADE]
+        entry["man_made"] = _figures(man_made)
+        # Where the photo holds the information and where it does not: per lens, man-made scenes.
+        entry["man_made"]["per_lens"] = {
+            f"{lens:g}": {"within_10": round(float(np.mean([r["chosen_error"] <= 0.10 for r in group])), 3),
+                          "confident": round(float(np.mean([r["confident"] for r in group])), 3)}
+            for lens in lenses for group in [[r for r in man_made if r["lens"] == lens]] if group}
         result["per_severity"][f"{severity:g}"] = entry
     result["estimate_seconds_median"] = round(float(np.median([r["seconds"] for r in rows])), 3)
     result["cases"] = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
@@ -154,13 +161,16 @@ def main(argv=None):
     parser.add_argument("--cache", help="folder for the renders (default: a temporary one)")
     parser.add_argument("--lenses", nargs="+", type=float, default=[18, 24, 35, 50, 85, 135])
     parser.add_argument("--seeds", type=int, default=4)
-    parser.add_argument("--resolution", nargs=2, type=int, default=[256, 192])
+    parser.add_argument("--resolution", nargs=2, type=int, default=[1024, 768], help="the photo's size")
+    parser.add_argument("--map-resolution", nargs=2, type=int, default=[256, 192], help="the maps' size")
+    parser.add_argument("--scenes", nargs="+", default=list(SCENES))
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="lotus-bench-focal-") as temporary:
         cache = Path(args.cache or temporary)
         cache.mkdir(parents=True, exist_ok=True)
-        result = run(cache, args.lenses, args.seeds, tuple(args.resolution))
+        result = run(cache, args.lenses, args.seeds, tuple(args.resolution), tuple(args.map_resolution),
+                     scenes=tuple(args.scenes))
     text = json.dumps(result, indent=1)
     if args.out:
         Path(args.out).write_text(text)
