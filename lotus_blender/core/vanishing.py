@@ -34,9 +34,12 @@ COHERENCE_MIN = 0.85         # structure-tensor coherence of a straight edge
 JOIN_DEG = 12.0              # neighbouring edge pixels whose orientations differ less are one run
 MIN_SEGMENT_PX = 6.0         # at working size
 STRAIGHT_PX = 0.7            # RMS distance of a run's pixels from its fitted line
+MERGE_PX = 1.0               # runs on one line: each middle this close to the other's line (working px) ...
+MERGE_DEG = 0.3              # ... and directions this close, both plus what their blur allows
 INLIER_DEG = 1.0             # a segment points at a vanishing point within this angle (plus its own blur)
 MAX_POINTS = 4
-MIN_SUPPORT = 5              # segments of one vanishing point
+MIN_SUPPORT = 4              # (merged) segments of one vanishing point ...
+MIN_PIECES = 5               # ... made of at least this many runs
 MIN_SUPPORT_LENGTH = 0.4     # their summed length, in image widths
 BOOTSTRAP = 40
 NORMAL_AGREE_DEG = 12.0      # median angle off perpendicular between a family's lines and its normals
@@ -48,8 +51,18 @@ class Segments:
     """Straight segments in pixels of the full-size image, centred (X right, Y up)."""
     mid: np.ndarray        # (N, 2)
     direction: np.ndarray  # (N, 2) unit
-    length: np.ndarray     # (N,)
+    length: np.ndarray     # (N,) summed length of its pieces
     blur_deg: np.ndarray   # (N,) direction uncertainty of each segment (short ones wobble more)
+    piece_mid: np.ndarray | None = None     # (M, 2) middles of the runs merged into the segments
+    piece_length: np.ndarray | None = None  # (M,)
+    piece_of: np.ndarray | None = None      # (M,) the segment each run belongs to
+
+    def pieces(self, members):
+        """(middles, lengths) of the runs that make up the given segments: where the lines lie."""
+        if self.piece_of is None:
+            return self.mid[members], self.length[members]
+        chosen = np.isin(self.piece_of, members)
+        return self.piece_mid[chosen], self.piece_length[chosen]
 
 
 @dataclass
@@ -194,18 +207,92 @@ def line_segments(photo) -> Segments:
     s_xx = np.bincount(inverse, weights * dx * dx) / total
     s_xy = np.bincount(inverse, weights * dx * dy) / total
     s_yy = np.bincount(inverse, weights * dy * dy) / total
+    _, major, minor = _line_fit(np.stack([s_xx, s_xy, s_yy], axis=1))
+    length = np.sqrt(12.0 * major)                            # a uniform run of this length
+    good = (counts >= 4) & (length >= MIN_SEGMENT_PX * factor) & (np.sqrt(minor) <= STRAIGHT_PX * factor)
+    runs = _Runs(total[good], np.stack([mean_x, mean_y], axis=1)[good],
+                 np.stack([s_xx, s_xy, s_yy], axis=1)[good], counts[good].astype(np.float64))
+    return _merge_collinear(runs, factor)
+
+
+@dataclass
+class _Runs:
+    """Weighted moments of straight runs of edge pixels (centred full-size pixels)."""
+    weight: np.ndarray   # (N,) summed pixel weights
+    mean: np.ndarray     # (N, 2)
+    moments: np.ndarray  # (N, 3) weighted covariance xx, xy, yy
+    count: np.ndarray    # (N,) pixels
+
+
+def _line_fit(moments):
+    """(angle, major, minor variance) of covariances (N, 3)."""
+    s_xx, s_xy, s_yy = moments.T
     spread = np.hypot(s_xx - s_yy, 2 * s_xy)
     major = 0.5 * (s_xx + s_yy + spread)
     minor = np.maximum(0.5 * (s_xx + s_yy - spread), 0.0)
-    angle = 0.5 * np.arctan2(2 * s_xy, s_xx - s_yy)
-    length = np.sqrt(12.0 * major)                            # a uniform run of this length
-    good = (counts >= 4) & (length >= MIN_SEGMENT_PX * factor) & (np.sqrt(minor) <= STRAIGHT_PX * factor)
-    direction = np.stack([np.cos(angle), np.sin(angle)], axis=1)[good]
-    length = length[good]
-    # A segment's direction is known to about its pixel noise over its length.
-    wobble = np.maximum(np.sqrt(minor[good]), 0.15 * factor)
-    blur = np.degrees(np.arctan2(wobble * math.sqrt(12.0), length * np.sqrt(counts[good])))
-    return Segments(np.stack([mean_x, mean_y], axis=1)[good], direction, length, blur)
+    return 0.5 * np.arctan2(2 * s_xy, s_xx - s_yy), major, minor
+
+
+def _merge_collinear(runs, factor):
+    """Segments from runs, runs on one straight line merged (a tiled wall's grout line broken at every
+    tile corner, an edge broken by an occluder): one long segment knows its direction far better than
+    its pieces, which matters most where lines are nearly parallel (long lenses)."""
+    angle, major, minor = _line_fit(runs.moments)
+    direction = np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    length = np.sqrt(12.0 * major)
+    wobble = np.maximum(np.sqrt(minor), 0.15 * factor)
+    blur = np.arctan2(wobble * math.sqrt(12.0), length * np.sqrt(runs.count))     # radians
+    count = len(length)
+    owner = np.arange(count)
+    if 1 < count <= 4000:
+        # Pairs on one line: directions agree within their blur and each middle lies on the other's
+        # line within a pixel plus what its direction's blur allows over the distance.
+        normal = np.stack([-direction[:, 1], direction[:, 0]], axis=1)
+        apart = runs.mean[None, :, :] - runs.mean[:, None, :]                  # (i, j): j - i
+        distance = np.linalg.norm(apart, axis=-1)
+        off = np.abs(np.sum(normal[:, None, :] * apart, axis=-1))             # j's middle from i's line
+        turn = np.arcsin(np.clip(np.abs(direction[:, 0, None] * direction[None, :, 1]
+                                        - direction[:, 1, None] * direction[None, :, 0]), 0.0, 1.0))
+        reach = MERGE_PX * factor + distance * (2.0 * blur[:, None])
+        close = (off <= reach) & (off.T <= reach.T) & (turn <= 2.0 * (blur[:, None] + blur[None, :])
+                                                        + math.radians(MERGE_DEG))
+        i, j = np.nonzero(np.triu(close, 1))
+        for a, b in zip(i, j):                  # union-find
+            root_a, root_b = _root(owner, a), _root(owner, b)
+            if root_a != root_b:
+                owner[max(root_a, root_b)] = min(root_a, root_b)
+        owner = np.array([_root(owner, k) for k in range(count)])
+    merged = _grouped(runs, owner)
+    # A group that is not straight after all (a chain of near-misses) stays in its pieces.
+    bent = np.sqrt(merged[3]) > STRAIGHT_PX * factor
+    if bent.any():
+        owner = np.where(bent[merged[4]], np.arange(count), owner)
+        merged = _grouped(runs, owner)
+    mean, merged_angle, merged_major, merged_minor, owner_index = merged
+    pixels = np.bincount(owner_index, runs.count)
+    span = np.sqrt(12.0 * merged_major)
+    wobble = np.maximum(np.sqrt(merged_minor), 0.15 * factor)
+    merged_blur = np.degrees(np.arctan2(wobble * math.sqrt(12.0), span * np.sqrt(pixels)))
+    return Segments(mean, np.stack([np.cos(merged_angle), np.sin(merged_angle)], axis=1),
+                    np.bincount(owner_index, length), merged_blur, runs.mean, length, owner_index)
+
+
+def _grouped(runs, owner):
+    """(mean, angle, major, minor, group of each run) of the runs grouped by owner label."""
+    _, index = np.unique(owner, return_inverse=True)
+    weight = np.bincount(index, runs.weight)
+    mean = np.stack([np.bincount(index, runs.weight * runs.mean[:, k]) for k in range(2)], axis=1) / weight[:, None]
+    d = runs.mean - mean[index]
+    spread = runs.moments + np.stack([d[:, 0] * d[:, 0], d[:, 0] * d[:, 1], d[:, 1] * d[:, 1]], axis=1)
+    moments = np.stack([np.bincount(index, runs.weight * spread[:, k]) for k in range(3)], axis=1) / weight[:, None]
+    return (mean, *_line_fit(moments), index)
+
+
+def _root(owner, k):
+    while owner[k] != k:
+        owner[k] = owner[owner[k]]
+        k = owner[k]
+    return k
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,7 +359,8 @@ def vanishing_points(segments, width, height, *, seed=0, hypotheses=400) -> list
                 break
             best = _fit_point(lines[members], _precision(segments)[members])
             members = free & (_angles_deg(segments, best, scale) < tolerance)
-        if members.sum() < MIN_SUPPORT or segments.length[members].sum() < MIN_SUPPORT_LENGTH * 2 * scale:
+        if members.sum() < MIN_SUPPORT or len(segments.pieces(np.flatnonzero(members))[1]) < MIN_PIECES \
+                or segments.length[members].sum() < MIN_SUPPORT_LENGTH * 2 * scale:
             break
         point = best * np.array([scale, scale, 1.0])
         found.append(VanishingPoint(point / np.linalg.norm(point), np.flatnonzero(members),
@@ -281,18 +369,28 @@ def vanishing_points(segments, width, height, *, seed=0, hypotheses=400) -> list
     return found
 
 
+def _scatter(segments, vp, scale):
+    """How much more the point's segments miss it than their direction uncertainty says: the
+    square root of the reduced chi-square of their angles to the point, at least 1."""
+    members = vp.members
+    point = vp.point / np.array([scale, scale, 1.0])
+    angles = _angles_deg(Segments(segments.mid[members], segments.direction[members], segments.length[members],
+                                  segments.blur_deg[members]), point, scale)
+    chi_square = float(np.sum((angles / segments.blur_deg[members]) ** 2)) / max(len(members) - 2, 1)
+    return max(1.0, math.sqrt(chi_square))
+
+
 def _focal_squared(a, b):
     """f^2 = -(a . b) for two finite points (pixels); negative when the pair cannot be orthogonal."""
     return -float(a.xy() @ b.xy()) if a.finite and b.finite else float("nan")
 
 
-def _normal_angles(point, focal, members, segments, normals, width, height):
+def _normal_angles(point, focal, mid, normals, width, height):
     """Angle (degrees) off perpendicular between the point's 3D direction (at this focal) and the
-    normals under its segments' middles."""
+    normals under its segments' pieces (middles `mid`)."""
     direction = np.array([point[0], point[1], -focal * point[2]])
     direction /= np.linalg.norm(direction)
     rows_n, cols_n = normals.shape[:2]
-    mid = segments.mid[members]
     cols = np.clip(((mid[:, 0] + width / 2.0) / width * cols_n).astype(int), 0, cols_n - 1)
     rows = np.clip(((height / 2.0 - mid[:, 1]) / height * rows_n).astype(int), 0, rows_n - 1)
     return np.degrees(np.arcsin(np.clip(np.abs(normals[rows, cols] @ direction), 0.0, 1.0)))
@@ -327,15 +425,16 @@ def focal_from_lines(photo, normals=None, *, seed=0) -> LineFocal:
             if not (squared > low * low and squared < high * high):
                 continue
             focal = math.sqrt(squared)
-            # Bootstrap: resample each point's segments and jitter their directions by their own
-            # uncertainty, refit both points, recompute the focal. (Resampling alone misses how
-            # far a few nearly parallel lines let a distant point slide sideways.)
+            # Parametric bootstrap: turn each segment by its own direction uncertainty, scaled up
+            # where the point's segments scatter more than that (reduced chi-square above 1), refit
+            # both points, recompute the focal. (Resampling a few long merged lines says little.)
             draws = []
+            scatter = {id(vp): _scatter(segments, vp, scale) for vp in (a, b)}
             for _ in range(BOOTSTRAP):
                 refit = []
                 for vp in (a, b):
-                    pick = rng.choice(vp.members, size=len(vp.members))
-                    turn = np.radians(segments.blur_deg[pick]) * rng.normal(size=len(pick))
+                    pick = vp.members
+                    turn = np.radians(segments.blur_deg[pick]) * scatter[id(vp)] * rng.normal(size=len(pick))
                     cos, sin = np.cos(turn), np.sin(turn)
                     d = segments.direction[pick]
                     jittered = Segments(segments.mid[pick], np.stack([cos * d[:, 0] - sin * d[:, 1],
@@ -352,8 +451,9 @@ def focal_from_lines(photo, normals=None, *, seed=0) -> LineFocal:
                 spread = float(0.5 * (high_draw - low_draw) / (1.2816 * focal))
             agree = True
             if normals is not None:
-                worst = max(_weighted_median(_normal_angles(vp.point, focal, vp.members, segments, normals,
-                                                            width, height), segments.length[vp.members])
+                worst = max(_weighted_median(_normal_angles(vp.point, focal, segments.pieces(vp.members)[0],
+                                                            normals, width, height),
+                                             segments.pieces(vp.members)[1])
                             for vp in (a, b))
                 agree = worst <= NORMAL_AGREE_DEG
             candidates.append((focal, spread, agree, min(a.support, b.support)))
