@@ -1,15 +1,19 @@
 """Benchmark: Auto focal and the automatic depth range on model-like maps (issue 14, section 2).
 
 Usage:  .venv-blender/5.3.0/bin/python benchmarks/bench_focal.py [--cache DIR] [--seeds 4]
-        [--lenses 18 24 35 50 85 135] [--resolution 256 192] [--out FILE.json]
+        [--lenses 18 24 35 50 85 135] [--resolution 1024 768] [--map-resolution 256 192]
+        [--scenes ...] [--out FILE.json]
 
 Cycles renders of the ground-truth SCENES (tests/ground_truth.py: objects, room, table, outdoor,
-closeup) through each lens (Blender mm on a 36 mm sensor) are cached in --cache (a temporary folder
-by default; benchmarks/focal_renders.py renders them with PyPI bpy). Each render's Depth and Normal
-passes are degraded by the error model of real Lotus output (tests/lotus_errors.py) at severities
-0, 0.5 and 1 with several seeds, then turned into what a Lotus disparity model outputs (normalised
-inverse depth with a random scale and shift, tests/synthetic_scenes.lotus_disparity). The photo
-(the Combined pass) is not degraded: it is the input the artist has.
+closeup, interior) through each lens (Blender mm on a 36 mm sensor) are cached in --cache (a
+temporary folder by default; benchmarks/focal_renders.py renders them with PyPI bpy, about a
+minute each on 2 cores). The photo is rendered the size of a photo (1024 x 768: the builder hands
+the estimate the photo at its own size) and the maps at the size the estimate works at (256 x 192).
+Each render's Depth and Normal passes are degraded by the error model of real Lotus output
+(tests/lotus_errors.py) at severities 0, 0.5 and 1 with several seeds, then turned into what a
+Lotus disparity model outputs (normalised inverse depth with a random scale and shift,
+tests/synthetic_scenes.lotus_disparity). The photo (the Combined pass) is not degraded: it is the
+input the artist has (but it has no lens distortion, which real photos have).
 
 Prints one JSON object; per severity:
 - "focal": over all cases, the fraction marked confident, "confident_within_15" (of the confident
@@ -17,8 +21,9 @@ Prints one JSON object; per severity:
   90th-percentile relative error of the chosen focal (the estimate where confident, else the 50 mm
   default the builder falls back to) and of the 50 mm default alone, and per source ("lines": the
   photo's vanishing points, "maps": depth + normals) how often each was chosen;
-- "focal_man_made": the same over the scenes with straight edges (room, table, outdoor, closeup),
-  with "within_10" (the goal at severity 1: >= 0.70) and the worst confident error (goal <= 0.25);
+- "man_made": the same over the scenes with straight edges (room, table, outdoor, closeup, interior),
+  with "within_10" (the goal at severity 1: >= 0.70), the worst confident error (goal <= 0.25) and
+  "per_lens" (within_10 and the fraction confident for each lens: where the photo has the information);
 - "depth_range": the near/far ratio the builder uses (from the estimated shift where the focal and
   the shift are confident, else its default Near 2 and Depth Range 8): the fraction confident,
   "confident_within_15", median / p90 error, and the same for the default alone.
@@ -41,8 +46,8 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks import focal_renders  # noqa: E402
 
-SCENES = ("objects", "room", "table", "outdoor", "closeup")
-MAN_MADE = ("room", "table", "outdoor", "closeup")
+SCENES = ("objects", "room", "table", "outdoor", "closeup", "interior")
+MAN_MADE = ("room", "table", "outdoor", "closeup", "interior")   # every scene with straight edges
 DEFAULT_RATIO = 2.0 / (2.0 + 8.0)      # the builder's default Near 2 and Depth Range 8
 
 
@@ -87,7 +92,7 @@ def evaluate_case(render, severity, seed):
         "default_error": abs(default / truth - 1.0),
         "ratio_error": ratio_error, "ratio_confident": ratio_confident,
         "default_ratio_error": default_ratio_error,
-        "seconds": elapsed,
+        "seconds": elapsed, "note": estimate.note,
     }
 
 

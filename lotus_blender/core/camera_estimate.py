@@ -36,7 +36,7 @@ Confidence (0..1), two tests that must both pass (the lower one counts):
   about the focal. The depth range at a known focal moves much less and often is.
 Below CONFIDENT the builder falls back. With the photo (estimate_camera(photo=...)) the focal from
 its orthogonal vanishing points (core.vanishing) is used when that is confident; the shift is then
-estimated at that focal.
+estimated at that focal (and the maps' own focal, the slow part, is not estimated at all).
 """
 
 from __future__ import annotations

@@ -9,11 +9,16 @@ right and up of the centre) is the image of the direction (v_x, v_y, -f) in came
 
 which is how camera-matching tools such as fSpy find the focal from two pairs of lines the artist
 draws. Here the lines come from the image: gradients, a structure tensor that keeps straight edges
-(coherent orientation), connected runs of similar orientation fitted as segments, vanishing points
-by RANSAC over segment pairs, refined by least squares (each segment weighted by how well its
-direction is known), and a bootstrap (each point's segments resampled and turned by their own
-direction uncertainty) for the spread of each pair's focal. All pairs that pass are combined by their
-inverse variance; a pair far outside its spread from the others means a family is not orthogonal.
+(coherent orientation), connected runs of similar orientation fitted as segments (sub-pixel across
+the edge), runs on one straight line merged into one long segment (a grout line broken at every tile
+corner knows its direction far better as one line, which is what nearly parallel lines of a long lens
+need), vanishing points by RANSAC over segment pairs, refined by least squares (each segment
+weighted by how well its direction is known; a segment never reaches its own vanishing point, so
+lines that cross do not make one), and a parametric bootstrap (each segment turned by its direction
+uncertainty, scaled by how much more the point's segments scatter than that) for the spread of each
+pair's focal. All pairs that pass are combined by their inverse variance; a pair far outside its
+spread from the others means a family is not orthogonal, unless three points agree pairwise (a
+Manhattan frame), which then overrules the odd one out.
 
 Orthogonality is an assumption (two line families of a box turned against the room meet at 60
 degrees, say); `focal_from_lines` checks each candidate against the predicted normals: a line lies
@@ -53,6 +58,7 @@ class Segments:
     direction: np.ndarray  # (N, 2) unit
     length: np.ndarray     # (N,) summed length of its pieces
     blur_deg: np.ndarray   # (N,) direction uncertainty of each segment (short ones wobble more)
+    reach: np.ndarray | None = None         # (N,) from the middle to the farther end, pixels
     piece_mid: np.ndarray | None = None     # (M, 2) middles of the runs merged into the segments
     piece_length: np.ndarray | None = None  # (M,)
     piece_of: np.ndarray | None = None      # (M,) the segment each run belongs to
@@ -273,8 +279,12 @@ def _merge_collinear(runs, factor):
     span = np.sqrt(12.0 * merged_major)
     wobble = np.maximum(np.sqrt(merged_minor), 0.15 * factor)
     merged_blur = np.degrees(np.arctan2(wobble * math.sqrt(12.0), span * np.sqrt(pixels)))
-    return Segments(mean, np.stack([np.cos(merged_angle), np.sin(merged_angle)], axis=1),
-                    np.bincount(owner_index, length), merged_blur, runs.mean, length, owner_index)
+    direction = np.stack([np.cos(merged_angle), np.sin(merged_angle)], axis=1)
+    along = np.abs(np.sum((runs.mean - mean[owner_index]) * direction[owner_index], axis=1)) + 0.5 * length
+    reach = np.zeros(len(mean))
+    np.maximum.at(reach, owner_index, along)
+    return Segments(mean, direction, np.bincount(owner_index, length), merged_blur, reach, runs.mean, length,
+                    owner_index)
 
 
 def _grouped(runs, owner):
@@ -312,6 +322,17 @@ def _angles_deg(segments, point, scale):
     return np.degrees(np.arctan2(cross, np.abs(np.sum(segments.direction * toward, axis=1))))
 
 
+def _pointing(segments, point, scale, tolerance):
+    """Segments that point at the (homogeneous) point within `tolerance` degrees and end before it:
+    the image of a 3D line never reaches its vanishing point, so lines that cross at a point (a
+    tile's edges) do not make it one."""
+    aims = _angles_deg(segments, point, scale) < tolerance
+    if abs(point[2]) > 1e-12 and segments.reach is not None:
+        along = np.abs(np.sum((point[:2] / point[2] * scale - segments.mid) * segments.direction, axis=1))
+        aims &= along > segments.reach + 2.0
+    return aims
+
+
 def _precision(segments):
     """Least-squares weight of each segment: the inverse variance of its direction."""
     return 1.0 / np.radians(segments.blur_deg) ** 2
@@ -347,18 +368,18 @@ def vanishing_points(segments, width, height, *, seed=0, hypotheses=400) -> list
         candidates = candidates[norms > 1e-12] / norms[norms > 1e-12, None]
         best, best_score = None, 0.0
         for point in candidates:
-            inliers = free & (_angles_deg(segments, point, scale) < tolerance)
+            inliers = free & _pointing(segments, point, scale, tolerance)
             score = segments.length[inliers].sum()
             if score > best_score:
                 best, best_score = point, score
         if best is None:
             break
-        members = free & (_angles_deg(segments, best, scale) < tolerance)
+        members = free & _pointing(segments, best, scale, tolerance)
         for _ in range(3):
             if members.sum() < 2:
                 break
             best = _fit_point(lines[members], _precision(segments)[members])
-            members = free & (_angles_deg(segments, best, scale) < tolerance)
+            members = free & _pointing(segments, best, scale, tolerance)
         if members.sum() < MIN_SUPPORT or len(segments.pieces(np.flatnonzero(members))[1]) < MIN_PIECES \
                 or segments.length[members].sum() < MIN_SUPPORT_LENGTH * 2 * scale:
             break
@@ -400,6 +421,16 @@ def _weighted_median(values, weights):
     order = np.argsort(values)
     cumulative = np.cumsum(weights[order])
     return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
+
+
+def _combined(pairs):
+    """(focal, relative spread, whether every pair agrees with it) of pairs (focal, spread, ...)."""
+    logs = np.log([c[0] for c in pairs])
+    spreads = np.array([max(c[1], 0.005) for c in pairs])
+    weights = 1.0 / spreads ** 2
+    mean = float(np.sum(weights * logs) / np.sum(weights))
+    consistent = not np.any(np.abs(logs - mean) > 3.0 * spreads + 0.10)
+    return math.exp(mean), float(1.0 / math.sqrt(np.sum(weights))), consistent
 
 
 def focal_from_lines(photo, normals=None, *, seed=0) -> LineFocal:
@@ -456,25 +487,33 @@ def focal_from_lines(photo, normals=None, *, seed=0) -> LineFocal:
                                              segments.pieces(vp.members)[1])
                             for vp in (a, b))
                 agree = worst <= NORMAL_AGREE_DEG
-            candidates.append((focal, spread, agree, min(a.support, b.support)))
+            candidates.append((focal, spread, agree, min(a.support, b.support), (id(a), id(b))))
     if not candidates:
         reason = ("one family of parallel lines only" if len(points) < 2 else
                   "no two vanishing points that can be orthogonal")
         return LineFocal(None, float("inf"), False, reason, points, count)
     passing = [c for c in candidates if c[2] and c[1] <= FOCAL_SPREAD_MAX]
     if not passing:
-        focal, spread, agree, _ = min(candidates, key=lambda c: c[1])
+        focal, spread, agree, _, _ = min(candidates, key=lambda c: c[1])
         reason = ("the lines disagree with the normals" if not agree else
                   f"vanishing points too uncertain ({100 * spread:.0f} %)")
         return LineFocal(focal, spread, False, reason, points, count)
     # Every passing pair measures the same focal: their inverse-variance mean (in log focal), and
-    # any pair far outside its own spread from it means a family is not orthogonal after all.
-    logs = np.log([c[0] for c in passing])
-    spreads = np.array([max(c[1], 0.005) for c in passing])
-    weights = 1.0 / spreads ** 2
-    mean = float(np.sum(weights * logs) / np.sum(weights))
-    spread = float(1.0 / math.sqrt(np.sum(weights)))
-    focal = math.exp(mean)
-    if np.any(np.abs(logs - mean) > 3.0 * spreads + 0.10):
-        return LineFocal(focal, spread, False, "vanishing points disagree about the focal", points, count)
+    # any pair far outside its own spread from it means a family is not orthogonal after all. Then
+    # only three mutually orthogonal points (a Manhattan frame: three pairs that agree) may overrule
+    # the odd one out; a lone pair against another lone pair falls back.
+    focal, spread, consistent = _combined(passing)
+    if not consistent:
+        triangles = []
+        for i, first in enumerate(passing):
+            for j, second in enumerate(passing[i + 1:], i + 1):
+                for third in passing[j + 1:]:
+                    ends = [first[4], second[4], third[4]]
+                    if len({end for pair in ends for end in pair}) == 3 and len(set(ends)) == 3:
+                        combined = _combined([first, second, third])
+                        if combined[2]:
+                            triangles.append((min(first[3], second[3], third[3]), combined))
+        if not triangles:
+            return LineFocal(focal, spread, False, "vanishing points disagree about the focal", points, count)
+        focal, spread, _ = max(triangles, key=lambda t: t[0])[1]
     return LineFocal(focal, spread, True, "", points, count)
