@@ -143,18 +143,32 @@ def run(cache, lenses, seeds, resolution, map_resolution, severities=(0.0, 0.5, 
             for seed in range(seeds):
                 rows.append(dict(evaluate_case(render, severity, seed), scene=scene, lens=lens,
                                  severity=severity, seed=seed))
-    result = {"photo_resolution": list(resolution), "map_resolution": list(map_resolution),
-              "lenses_mm": list(lenses), "seeds": seeds, "scenes": list(scenes), "man_made": list(MAN_MADE), "per_severity": {}}
+    settings = {"photo_resolution": list(resolution), "map_resolution": list(map_resolution),
+                "lenses_mm": list(lenses), "seeds": seeds, "severities": list(severities)}
+    return summarise(settings, rows)
+
+
+def summarise(settings, rows):
+    """The benchmark's JSON: the settings, the figures per severity and every case."""
+    lenses, severities = settings["lenses_mm"], settings["severities"]
+    scenes = [scene for scene in SCENES if any(r["scene"] == scene for r in rows)]
+    result = dict(settings, scenes=scenes, man_made=[scene for scene in MAN_MADE if scene in scenes], per_severity={})
     for severity in severities:
         subset = [r for r in rows if r["severity"] == severity]
         entry = _figures(subset)
         man_made = [r for r in subset if r["scene"] in MAN_MADE]
+        if not man_made:
+            result["per_severity"][f"{severity:g}"] = entry
+            continue
         entry["man_made"] = _figures(man_made)
         # Where the photo holds the information and where it does not: per lens, man-made scenes.
         entry["man_made"]["per_lens"] = {
             f"{lens:g}": {"within_10": round(float(np.mean([r["chosen_error"] <= 0.10 for r in group])), 3),
                           "confident": round(float(np.mean([r["confident"] for r in group])), 3)}
             for lens in lenses for group in [[r for r in man_made if r["lens"] == lens]] if group}
+        entry["man_made"]["per_scene_within_10"] = {
+            scene: round(float(np.mean([r["chosen_error"] <= 0.10 for r in group])), 3)
+            for scene in MAN_MADE for group in [[r for r in man_made if r["scene"] == scene]] if group}
         result["per_severity"][f"{severity:g}"] = entry
     result["estimate_seconds_median"] = round(float(np.median([r["seconds"] for r in rows])), 3)
     result["cases"] = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
@@ -170,7 +184,21 @@ def main(argv=None):
     parser.add_argument("--map-resolution", nargs=2, type=int, default=[256, 192], help="the maps' size")
     parser.add_argument("--scenes", nargs="+", default=list(SCENES))
     parser.add_argument("--out", help="also write the JSON here")
+    parser.add_argument("--combine", nargs="+", metavar="JSON",
+                        help="instead of running: one JSON from the cases of earlier runs with the same "
+                             "settings over different scenes (runs split to fit a busy machine)")
     args = parser.parse_args(argv)
+    if args.combine:
+        parts = [json.loads(Path(path).read_text()) for path in args.combine]
+        keys = ("photo_resolution", "map_resolution", "lenses_mm", "seeds", "severities")
+        if any({k: part[k] for k in keys} != {k: parts[0][k] for k in keys} for part in parts):
+            raise SystemExit("the runs to combine differ in their settings")
+        text = json.dumps(summarise({k: parts[0][k] for k in keys}, [r for part in parts for r in part["cases"]]),
+                          indent=1)
+        if args.out:
+            Path(args.out).write_text(text)
+        print(text)
+        return
     with tempfile.TemporaryDirectory(prefix="lotus-bench-focal-") as temporary:
         cache = Path(args.cache or temporary)
         cache.mkdir(parents=True, exist_ok=True)
