@@ -259,8 +259,8 @@ def _merge_collinear(runs, factor):
         off = np.abs(np.sum(normal[:, None, :] * apart, axis=-1))             # j's middle from i's line
         turn = np.arcsin(np.clip(np.abs(direction[:, 0, None] * direction[None, :, 1]
                                         - direction[:, 1, None] * direction[None, :, 0]), 0.0, 1.0))
-        reach = MERGE_PX * factor + distance * (2.0 * blur[:, None])
-        close = (off <= reach) & (off.T <= reach.T) & (turn <= 2.0 * (blur[:, None] + blur[None, :])
+        allowed = MERGE_PX * factor + distance * (2.0 * blur[:, None])
+        close = (off <= allowed) & (off.T <= allowed.T) & (turn <= 2.0 * (blur[:, None] + blur[None, :])
                                                         + math.radians(MERGE_DEG))
         i, j = np.nonzero(np.triu(close, 1))
         for a, b in zip(i, j):                  # union-find
