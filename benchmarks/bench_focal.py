@@ -1,15 +1,19 @@
 """Benchmark: Auto focal and the automatic depth range on model-like maps (issue 14, section 2).
 
 Usage:  .venv-blender/5.3.0/bin/python benchmarks/bench_focal.py [--cache DIR] [--seeds 4]
-        [--lenses 18 24 35 50 85 135] [--resolution 256 192] [--out FILE.json]
+        [--lenses 18 24 35 50 85 135] [--resolution 1024 768] [--map-resolution 256 192]
+        [--scenes ...] [--out FILE.json]
 
 Cycles renders of the ground-truth SCENES (tests/ground_truth.py: objects, room, table, outdoor,
-closeup) through each lens (Blender mm on a 36 mm sensor) are cached in --cache (a temporary folder
-by default; benchmarks/focal_renders.py renders them with PyPI bpy). Each render's Depth and Normal
-passes are degraded by the error model of real Lotus output (tests/lotus_errors.py) at severities
-0, 0.5 and 1 with several seeds, then turned into what a Lotus disparity model outputs (normalised
-inverse depth with a random scale and shift, tests/synthetic_scenes.lotus_disparity). The photo
-(the Combined pass) is not degraded: it is the input the artist has.
+closeup, interior) through each lens (Blender mm on a 36 mm sensor) are cached in --cache (a
+temporary folder by default; benchmarks/focal_renders.py renders them with PyPI bpy, about a
+minute each on 2 cores). The photo is rendered the size of a photo (1024 x 768: the builder hands
+the estimate the photo at its own size) and the maps at the size the estimate works at (256 x 192).
+Each render's Depth and Normal passes are degraded by the error model of real Lotus output
+(tests/lotus_errors.py) at severities 0, 0.5 and 1 with several seeds, then turned into what a
+Lotus disparity model outputs (normalised inverse depth with a random scale and shift,
+tests/synthetic_scenes.lotus_disparity). The photo (the Combined pass) is not degraded: it is the
+input the artist has (but it has no lens distortion, which real photos have).
 
 Prints one JSON object; per severity:
 - "focal": over all cases, the fraction marked confident, "confident_within_15" (of the confident
@@ -17,8 +21,9 @@ Prints one JSON object; per severity:
   90th-percentile relative error of the chosen focal (the estimate where confident, else the 50 mm
   default the builder falls back to) and of the 50 mm default alone, and per source ("lines": the
   photo's vanishing points, "maps": depth + normals) how often each was chosen;
-- "focal_man_made": the same over the scenes with straight edges (room, table, outdoor, closeup),
-  with "within_10" (the goal at severity 1: >= 0.70) and the worst confident error (goal <= 0.25);
+- "man_made": the same over the scenes with straight edges (room, table, outdoor, closeup, interior),
+  with "within_10" (the goal at severity 1: >= 0.70), the worst confident error (goal <= 0.25) and
+  "per_lens" (within_10 and the fraction confident for each lens: where the photo has the information);
 - "depth_range": the near/far ratio the builder uses (from the estimated shift where the focal and
   the shift are confident, else its default Near 2 and Depth Range 8): the fraction confident,
   "confident_within_15", median / p90 error, and the same for the default alone.
@@ -41,8 +46,8 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks import focal_renders  # noqa: E402
 
-SCENES = ("objects", "room", "table", "outdoor", "closeup")
-MAN_MADE = ("room", "table", "outdoor", "closeup")
+SCENES = ("objects", "room", "table", "outdoor", "closeup", "interior")
+MAN_MADE = ("room", "table", "outdoor", "closeup", "interior")   # every scene with straight edges
 DEFAULT_RATIO = 2.0 / (2.0 + 8.0)      # the builder's default Near 2 and Depth Range 8
 
 
@@ -68,7 +73,7 @@ def evaluate_case(render, severity, seed):
     degraded = lotus_errors.degrade(depth, render["normals"].astype(np.float64), severity, seed)
     values = synthetic_scenes.lotus_disparity(degraded.depth, np.random.default_rng(seed))
     height, width = values.shape
-    truth = float(render["focal_px"])
+    truth = float(render["focal_px"]) * width / render["photo"].shape[1]     # photo -> map pixels
     start = time.perf_counter()
     estimate = camera_estimate.estimate_camera(values, degraded.normals, "disparity", photo=render["photo"])
     elapsed = time.perf_counter() - start
@@ -87,7 +92,7 @@ def evaluate_case(render, severity, seed):
         "default_error": abs(default / truth - 1.0),
         "ratio_error": ratio_error, "ratio_confident": ratio_confident,
         "default_ratio_error": default_ratio_error,
-        "seconds": elapsed,
+        "seconds": elapsed, "note": estimate.note,
     }
 
 
@@ -120,16 +125,17 @@ def _figures(rows):
     }
 
 
-def run(cache, lenses, seeds, resolution, severities=(0.0, 0.5, 1.0)):
+def run(cache, lenses, seeds, resolution, map_resolution, severities=(0.0, 0.5, 1.0), scenes=SCENES):
     paths = {}
-    for scene in SCENES:
+    for scene in scenes:
         for lens in lenses:
-            paths[scene, lens] = focal_renders.cache_path(cache, scene, lens, resolution)
+            paths[scene, lens] = focal_renders.cache_path(cache, scene, lens, resolution, map_resolution)
     if not all(path.exists() for path in paths.values()):
         # Rendering needs PyPI bpy: a child process, so this one never imports it.
         subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "focal_renders.py"), str(cache),
-                        "--scenes", *SCENES, "--lenses", *map(str, lenses),
-                        "--resolution", *map(str, resolution)], check=True, stdout=subprocess.DEVNULL)
+                        "--scenes", *scenes, "--lenses", *map(str, lenses),
+                        "--resolution", *map(str, resolution), "--map-resolution", *map(str, map_resolution)],
+                       check=True, stdout=subprocess.DEVNULL)
     rows = []
     for (scene, lens), path in paths.items():
         render = focal_renders.load(path)
@@ -137,12 +143,32 @@ def run(cache, lenses, seeds, resolution, severities=(0.0, 0.5, 1.0)):
             for seed in range(seeds):
                 rows.append(dict(evaluate_case(render, severity, seed), scene=scene, lens=lens,
                                  severity=severity, seed=seed))
-    result = {"resolution": list(resolution), "lenses_mm": list(lenses), "seeds": seeds,
-              "scenes": list(SCENES), "man_made": list(MAN_MADE), "per_severity": {}}
+    settings = {"photo_resolution": list(resolution), "map_resolution": list(map_resolution),
+                "lenses_mm": list(lenses), "seeds": seeds, "severities": list(severities)}
+    return summarise(settings, rows)
+
+
+def summarise(settings, rows):
+    """The benchmark's JSON: the settings, the figures per severity and every case."""
+    lenses, severities = settings["lenses_mm"], settings["severities"]
+    scenes = [scene for scene in SCENES if any(r["scene"] == scene for r in rows)]
+    result = dict(settings, scenes=scenes, man_made=[scene for scene in MAN_MADE if scene in scenes], per_severity={})
     for severity in severities:
         subset = [r for r in rows if r["severity"] == severity]
         entry = _figures(subset)
-        entry["man_made"] = _figures([r for r in subset if r["scene"] in MAN_MADE])
+        man_made = [r for r in subset if r["scene"] in MAN_MADE]
+        if not man_made:
+            result["per_severity"][f"{severity:g}"] = entry
+            continue
+        entry["man_made"] = _figures(man_made)
+        # Where the photo holds the information and where it does not: per lens, man-made scenes.
+        entry["man_made"]["per_lens"] = {
+            f"{lens:g}": {"within_10": round(float(np.mean([r["chosen_error"] <= 0.10 for r in group])), 3),
+                          "confident": round(float(np.mean([r["confident"] for r in group])), 3)}
+            for lens in lenses for group in [[r for r in man_made if r["lens"] == lens]] if group}
+        entry["man_made"]["per_scene_within_10"] = {
+            scene: round(float(np.mean([r["chosen_error"] <= 0.10 for r in group])), 3)
+            for scene in MAN_MADE for group in [[r for r in man_made if r["scene"] == scene]] if group}
         result["per_severity"][f"{severity:g}"] = entry
     result["estimate_seconds_median"] = round(float(np.median([r["seconds"] for r in rows])), 3)
     result["cases"] = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
@@ -154,13 +180,30 @@ def main(argv=None):
     parser.add_argument("--cache", help="folder for the renders (default: a temporary one)")
     parser.add_argument("--lenses", nargs="+", type=float, default=[18, 24, 35, 50, 85, 135])
     parser.add_argument("--seeds", type=int, default=4)
-    parser.add_argument("--resolution", nargs=2, type=int, default=[256, 192])
+    parser.add_argument("--resolution", nargs=2, type=int, default=[1024, 768], help="the photo's size")
+    parser.add_argument("--map-resolution", nargs=2, type=int, default=[256, 192], help="the maps' size")
+    parser.add_argument("--scenes", nargs="+", default=list(SCENES))
     parser.add_argument("--out", help="also write the JSON here")
+    parser.add_argument("--combine", nargs="+", metavar="JSON",
+                        help="instead of running: one JSON from the cases of earlier runs with the same "
+                             "settings over different scenes (runs split to fit a busy machine)")
     args = parser.parse_args(argv)
+    if args.combine:
+        parts = [json.loads(Path(path).read_text()) for path in args.combine]
+        keys = ("photo_resolution", "map_resolution", "lenses_mm", "seeds", "severities")
+        if any({k: part[k] for k in keys} != {k: parts[0][k] for k in keys} for part in parts):
+            raise SystemExit("the runs to combine differ in their settings")
+        text = json.dumps(summarise({k: parts[0][k] for k in keys}, [r for part in parts for r in part["cases"]]),
+                          indent=1)
+        if args.out:
+            Path(args.out).write_text(text)
+        print(text)
+        return
     with tempfile.TemporaryDirectory(prefix="lotus-bench-focal-") as temporary:
         cache = Path(args.cache or temporary)
         cache.mkdir(parents=True, exist_ok=True)
-        result = run(cache, args.lenses, args.seeds, tuple(args.resolution))
+        result = run(cache, args.lenses, args.seeds, tuple(args.resolution), tuple(args.map_resolution),
+                     scenes=tuple(args.scenes))
     text = json.dumps(result, indent=1)
     if args.out:
         Path(args.out).write_text(text)

@@ -16,7 +16,8 @@ Pass facts (checked by tests/test_scene25d_ground_truth.py):
 `SCENES` holds scenes of different content for the tests on model-like maps (tests/lotus_errors.py):
 "objects" (the default above), "room" (furniture in a room with tiled floor and walls), "table"
 (objects on a table in front of a wall), "outdoor" (buildings on open ground before a far
-background) and "closeup" (one wall filling most of the frame, a small object in front).
+background), "closeup" (one wall filling most of the frame, a small object in front) and "interior"
+(plain walls, a faint parquet, furniture, a door and a picture: the few straight edges of a real room).
 `render_scene(name)` renders one of them; `GroundTruth.subject_mask` marks its foreground objects.
 """
 
@@ -92,6 +93,19 @@ SCENES = {
         "closeup_wall": ("WALL", (0.0, 1.0, 0.0), 6.0, ((0.7, 0.66, 0.6), (0.55, 0.5, 0.45)), (0, 0, 12)),
         "closeup_ball": ("SPHERE", (0.25, 0.35, 0.95), 0.12, (0.8, 0.2, 0.15)),
     }, (0.0, -0.9, 1.15), (0.15, 1.0, 1.0), 50.0, ("closeup_ball",)),
+    # A lived-in room: plain walls, a low-contrast parquet, furniture (a coffee table turned 20
+    # degrees), a door and a picture: few straight edges, not all of them square to each other.
+    "interior": SceneSpec({
+        "interior_sofa": ("BOX", (-1.2, 3.45, 0.4), 1.0, (0.3, 0.35, 0.5), (0, 0, 0), (2.0, 0.9, 0.8)),
+        "interior_shelf": ("BOX", (3.2, 2.0, 1.0), 1.0, (0.45, 0.3, 0.2), (0, 0, 0), (0.5, 1.2, 2.0)),
+        "interior_table": ("BOX", (0.3, 1.4, 0.25), 1.0, (0.3, 0.2, 0.14), (0, 0, 20), (1.0, 0.6, 0.5)),
+        "interior_door": ("BOX", (-2.97, 1.2, 1.0), 1.0, (0.25, 0.2, 0.18), (0, 0, 0), (0.06, 0.9, 2.0)),
+        "interior_picture": ("BOX", (0.8, 3.97, 1.6), 1.0, (0.15, 0.2, 0.3), (0, 0, 0), (0.9, 0.04, 0.6)),
+        "interior_floor": ("PLANE", (0.0, 0.0, 0.0), 12.0, ((0.55, 0.42, 0.3), (0.5, 0.38, 0.27))),
+        "interior_back": ("WALL", (0.0, 4.0, 0.0), 12.0, (0.82, 0.8, 0.75)),
+        "interior_left": ("WALL", (-3.0, 0.0, 0.0), 12.0, (0.78, 0.8, 0.8), (0, 0, 90)),
+        "interior_right": ("WALL", (3.5, 0.0, 0.0), 12.0, (0.8, 0.78, 0.74), (0, 0, 90)),
+    }, (0.8, -3.5, 1.5), (-0.3, 2.5, 0.9), 28.0, ("interior_sofa", "interior_shelf", "interior_table")),
 }
 
 PASS_SOCKETS = {"combined": "Image", "depth": "Depth", "normal": "Normal", "diffuse_color": "Diffuse Color"}

@@ -1,7 +1,9 @@
 """Focal length, depth shift and refinement proven on Cycles renders of known scenes (issues 11, 14).
 
 Scenes of tests/ground_truth.SCENES (a tiled room, objects on a table, a close-up on a tiled wall,
-objects before plain ground and wall) are rendered at 256 x 192; their Depth and Normal passes are
+objects before plain ground and wall) are rendered at 512 x 384 and box-averaged to 256 x 192 (a
+photo's edges are antialiased; benchmarks/bench_focal.py sweeps all scenes and lenses with 1024 x
+768 photos, where long lenses need the resolution); their Depth and Normal passes are
 degraded by the error model of real Lotus output (tests/lotus_errors.py) at severities 0, 0.5 and 1
 with two seeds, and the depth becomes what a Lotus disparity model outputs (normalised inverse depth,
 random scale and shift). The photo is the Combined pass. A focal or depth range marked confident
@@ -16,6 +18,7 @@ error; a wall seen square on must fall back.
 """
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -28,7 +31,7 @@ from tests.test_scene25d import float_image, live_module, tracked_datablocks  # 
 RESOLUTION = (128, 96)
 LENSES_35MM = (24.0, 85.0)
 SCENE_RESOLUTION = (256, 192)
-SCENE_LENSES = (("room", 24.0), ("table", 24.0), ("closeup", 18.0), ("objects", 35.0))
+SCENE_LENSES = (("room", 24.0), ("room", 85.0), ("table", 24.0), ("closeup", 18.0), ("objects", 35.0))
 WITH_LINES = ("room", "table", "closeup")
 GREY = (0.6, 0.6, 0.6)
 ROOM = {
@@ -89,10 +92,34 @@ def room_renders(blender_addon):
     return {lens: render(ROOM, ROOM_CAMERA, lens) for lens in LENSES_35MM}
 
 
+@dataclass
+class SceneRender:
+    """A render box-averaged down from twice its size: the photo's edges antialiased as a camera's
+    are (the tiny pixel filter of the passes leaves them aliased), the maps the means of their pixels."""
+    combined: np.ndarray
+    depth: np.ndarray
+    camera_normals: np.ndarray
+    lens: float
+    sensor_width: float
+    resolution: tuple
+
+
+def _box_mean(array, factor=2):
+    rows, cols = array.shape[0] // factor, array.shape[1] // factor
+    return array[:rows * factor, :cols * factor].reshape(rows, factor, cols, factor, *array.shape[2:]).mean(axis=(1, 3))
+
+
 @pytest.fixture(scope="module")
 def scene_renders(blender_addon):
     from tests.ground_truth import render_scene
-    return {(name, lens): render_scene(name, lens=lens, resolution=SCENE_RESOLUTION) for name, lens in SCENE_LENSES}
+    renders = {}
+    for name, lens in SCENE_LENSES:
+        truth = render_scene(name, lens=lens, resolution=tuple(2 * size for size in SCENE_RESOLUTION), samples=2)
+        normals = _box_mean(truth.camera_normals)
+        renders[name, lens] = SceneRender(_box_mean(truth.combined), _box_mean(truth.depth),
+                                          normals / np.linalg.norm(normals, axis=-1, keepdims=True),
+                                          truth.lens, truth.sensor_width, SCENE_RESOLUTION)
+    return renders
 
 
 def model_maps(truth, severity, seed):

@@ -279,3 +279,40 @@ def test_no_lines_no_confidence():
     estimate = camera_estimate.estimate_camera(disparity, degraded.normals, photo=photo)
     assert not estimate.focal_is_confident and "photo's lines" in estimate.note
 
+
+
+def test_pieces_of_one_line_become_one_segment():
+    """A straight edge broken into dashes (a grout line at every tile corner, an edge behind
+    occluders) is one segment: its direction is known far better than any dash's."""
+    height, width, scale = 240, 320, 4
+    rows, cols = np.mgrid[0:height * scale, 0:width * scale] / scale
+    angle = math.radians(7.0)
+    across = (rows - 120.0) * math.cos(angle) - (cols - 160.0) * math.sin(angle)
+    along = (cols - 160.0) * math.cos(angle) + (rows - 120.0) * math.sin(angle)
+    dashes = (np.abs(along) < 140.0) & (np.mod(along + 140.0, 56.0) < 40.0)     # five dashes, gaps of 16
+    photo = np.where(dashes & (across > 0), 0.2, 0.8)          # a dark band's edge, in dashes
+    photo = photo.reshape(height, scale, width, scale).mean(axis=(1, 3))
+    segments = vanishing.line_segments(photo)
+    longest = int(np.argmax(segments.length))
+    pieces = np.count_nonzero(segments.piece_of == longest)
+    measured = math.degrees(math.atan2(-segments.direction[longest, 1], segments.direction[longest, 0]))
+    print(f"{len(segments.length)} segments, the longest of {pieces} pieces, {segments.length[longest]:.0f} px, "
+          f"direction {measured:.3f} deg, blur {segments.blur_deg[longest]:.3f} deg")
+    assert pieces >= 4 and segments.length[longest] >= 150.0
+    assert abs((measured - 7.0 + 90.0) % 180.0 - 90.0) <= 0.2
+
+
+def test_lines_that_cross_make_no_vanishing_point():
+    """The image of a 3D line never reaches its vanishing point: segments that cross one point
+    (a tile's edges meeting at a corner) do not make it one; the same segments ending short of it do."""
+    point = np.array([40.0, -25.0])
+    angles = np.radians([0.0, 35.0, 80.0, 125.0, 160.0])
+    direction = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    for offset, expected in ((0.0, 0), (150.0, 1)):
+        mid = point + direction * offset           # through the point, or ending before it
+        segments = vanishing.Segments(mid, direction, np.full(5, 100.0), np.full(5, 0.2), np.full(5, 50.0))
+        found = vanishing.vanishing_points(segments, 400, 300)
+        print(f"segments {offset:g} px from the point: {len(found)} vanishing point(s)")
+        assert len(found) == expected
+        if expected:
+            assert np.allclose(found[0].xy(), point, atol=0.5)

@@ -36,7 +36,7 @@ Confidence (0..1), two tests that must both pass (the lower one counts):
   about the focal. The depth range at a known focal moves much less and often is.
 Below CONFIDENT the builder falls back. With the photo (estimate_camera(photo=...)) the focal from
 its orthogonal vanishing points (core.vanishing) is used when that is confident; the shift is then
-estimated at that focal.
+estimated at that focal (and the maps' own focal, the slow part, is not estimated at all).
 """
 
 from __future__ import annotations
@@ -441,22 +441,22 @@ def estimate_camera(values, normals, kind="disparity", *, focal_px=None, valid=N
         raise ValueError(f"kind must be one of {KINDS}")
     height, width = np.shape(values)
     samples = _samples(values, normals, kind, valid, max_size)
-    estimate = _estimate(samples, kind, width, height, focal_px)
     if focal_px is not None:
-        return estimate
+        return _estimate(samples, kind, width, height, focal_px)
+    lines = vanishing.focal_from_lines(photo, normals) if photo is not None else None
+    if lines is not None and lines.confident:
+        # The maps' own focal is not needed: the shift is estimated at the lines' focal.
+        from_lines = lines.focal_px * width / np.shape(photo)[1]       # photo pixels -> map pixels
+        with_lines = _estimate(samples, kind, width, height, from_lines)
+        confidence = float(np.clip(1.0 - lines.spread / (2.0 * vanishing.FOCAL_SPREAD_MAX), 0.5, 1.0))
+        return replace(with_lines, focal_confidence=confidence, focal_given=False, focal_source="lines", note="")
+    estimate = _estimate(samples, kind, width, height, None)
     if not estimate.focal_is_confident:
         estimate = replace(estimate, note=estimate.note or
                            f"depth + normals: confidence {estimate.focal_confidence:.2f}")
-    if photo is None:
-        return estimate
-    lines = vanishing.focal_from_lines(photo, normals)
-    if not lines.confident:
-        return replace(estimate, note=f"{estimate.note}; photo's lines: {lines.reason}") \
-            if not estimate.focal_is_confident else estimate
-    from_lines = lines.focal_px * width / np.shape(photo)[1]       # photo pixels -> map pixels
-    with_lines = _estimate(samples, kind, width, height, from_lines)
-    confidence = float(np.clip(1.0 - lines.spread / (2.0 * vanishing.FOCAL_SPREAD_MAX), 0.5, 1.0))
-    return replace(with_lines, focal_confidence=confidence, focal_given=False, focal_source="lines", note="")
+        if lines is not None:
+            estimate = replace(estimate, note=f"{estimate.note}; photo's lines: {lines.reason}")
+    return estimate
 
 
 def _estimate(samples, kind, width, height, focal_px):
