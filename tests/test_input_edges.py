@@ -3,6 +3,7 @@ wide, a JPEG cut short, animated GIFs and multi-page TIFFs, a truncated OpenEXR.
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -163,3 +164,18 @@ def test_over_long_file_name_gives_one_line_and_distinct_results(lotus, tmp_path
     assert (lotus.out / f"{short}_normal_opengl.png").is_file()
     remove_images(short)
     remove_images(stem[:20])
+
+
+def test_job_files_keep_short_names_whatever_the_photo_is_called(lotus, tmp_path):
+    """The job folder lies deep in the extension's user folder: its files' names stay short
+    (Windows' 260-character paths), while the results keep the photo's (shortened) name."""
+    import bpy
+    image = bpy.data.images.new("ünïcode photo name " * 6, 8, 6)
+    try:
+        prepared = lotus.inputs.prepare_image(image, str(tmp_path), 64, 3)
+        job_file = os.path.basename(prepared.npy_path)
+        assert job_file.startswith("0003_ünïcode photo name") and job_file.endswith(".npy")
+        assert len(job_file) <= 4 + 1 + lotus.inputs.images.JOB_STEM_CHARS + 4
+        assert prepared.name == lotus.package.blender.naming.short_stem(image.name)
+    finally:
+        bpy.data.images.remove(image)

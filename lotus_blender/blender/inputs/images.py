@@ -104,6 +104,9 @@ def image_display_array(image: bpy.types.Image, processing_resolution: int) -> n
     return result
 
 
+JOB_STEM_CHARS = 40
+
+
 def _write_npy(array: np.ndarray, job_dir: str, stem: str) -> str:
     path = os.path.join(job_dir, f"{stem}.npy")
     try:
@@ -139,7 +142,10 @@ def prepare_image(image: bpy.types.Image, job_dir: str, processing_resolution: i
     array = image_display_array(image, processing_resolution)
     full_name = name or naming.stem(image.name)
     name = naming.short_stem(full_name)
-    path = _write_npy(array, job_dir, f"{index:04d}_{naming.file_stem(name)}")
+    # Job files are the worker's, never the artist's: a short name keeps the job folder's paths
+    # (deep in the extension's user folder, plus the worker's "_normal.npy.partial") under
+    # Windows' 260 characters; results take their names from ``name``.
+    path = _write_npy(array, job_dir, f"{index:04d}_{naming.file_stem(name)[:JOB_STEM_CHARS]}")
     source_path = image_file_path(image) if source_path is None else source_path
     notes = file_notes(source_path, image) if source_path else []
     if name != full_name:
