@@ -618,7 +618,7 @@ def test_a_sequences_cut_and_held_frames_are_one_report_line(lotus, monkeypatch,
     import bpy
     from lotus_blender.core import temporal
     from tests.test_cli import write_frames
-    stabilizer = lotus.outputs.temporal.TemporalStabilizer
+    stabilizer = lotus.outputs.results.temporal.TemporalStabilizer
     real_align = stabilizer.align
 
     def align(self, frame, raw):
