@@ -506,6 +506,16 @@ def hud_box():
 
 
 def hud_screenshot(name, note):
+    """The screen and the redo panel cropped, opened first (it starts collapsed: one click on
+    its header, as the artist does; it stays open for the next operators)."""
+    yield from settle(1.0)
+    box = hud_box()
+    if box is not None and box["height"] < 40:
+        x, y = box["x"] + box["width"] // 2, box["y"] + box["height"] // 2
+        subprocess.run(["xdotool", "mousemove", str(x), str(y), "click", "1"], check=True)
+        yield from settle(1.5)
+        subprocess.run(["xdotool", "mousemove", "900", "500"], check=True)
+        yield from settle(1.0)
     screenshot(name, note)
     box = hud_box()
     REPORT["steps"][-1]["hud"] = box
@@ -570,10 +580,12 @@ def options_checks(photos):
              "max_vertices": getattr(op, "max_vertices", None),
              "mesh_max_vertices": live_input(bpy.data.objects[made[-1]], "Max Vertices")
              if made else None}
+    if made:  # where the build put the mesh: at the scene camera, facing along it
+        first["location"] = [round(v, 4) for v in bpy.data.objects[made[-1]].location]
     REPORT["build_invoke"] = first
     check(len(made) == 1 and first["max_vertices"] == 5000 and first["mesh_max_vertices"] == 5000,
           f"Build 2.5D Scene from its button: {first}")
-    hud_screenshot("21_redo_panel", "Build 2.5D Scene's redo panel after a build from its button")
+    yield from hud_screenshot("21_redo_panel", "Build 2.5D Scene's redo panel after a build from its button")
     check(hud_box() is not None, "no redo panel after Build 2.5D Scene")
 
     # A second build after the panel's option changed: the panel's value again, not Blender's
@@ -599,11 +611,14 @@ def options_checks(photos):
     REPORT["redo"] = {"result": sorted(redo), "objects_before": objects_before,
                       "objects_after": objects_after,
                       "mesh_max_vertices": live_input(rebuilt, "Max Vertices") if rebuilt else None,
-                      "scene_max_vertices": build.max_vertices}
+                      "scene_max_vertices": build.max_vertices,
+                      "location": [round(v, 4) for v in rebuilt.location] if rebuilt else None}
     check(objects_after == objects_before, f"redo left other objects: {REPORT['redo']}")
     check(REPORT["redo"]["mesh_max_vertices"] == 7000 and build.max_vertices == 7000,
           f"redo did not rebuild with the new value: {REPORT['redo']}")
-    hud_screenshot("22_redo_changed", "the redo panel after Max Vertices 7000: rebuilt")
+    check(REPORT["redo"]["location"] == first.get("location"),
+          f"the rebuilt mesh moved (first build at {first.get('location')}): {REPORT['redo']}")
+    yield from hud_screenshot("22_redo_changed", "the redo panel after Max Vertices 7000: rebuilt")
 
     # Operator presets: save the last build's options, change them, apply the preset (as its
     # menu in the redo panel does: the preset sets the active operator's values, then redo).
@@ -642,7 +657,7 @@ def options_checks(photos):
         prefix, suffix = idname.split(".")
         check(op is not None and op.bl_idname == f"{prefix.upper()}_OT_{suffix}",
               f"{idname} from its button: {REPORT[shot]}")
-        hud_screenshot(shot, f"{idname}'s redo panel")
+        yield from hud_screenshot(shot, f"{idname}'s redo panel")
     # Image Files...: INVOKE opens the browser; its Confirm (file.execute) runs the job, modal.
     settings = bpy.context.scene.lotus_predict
     settings.task = 'DEPTH'
