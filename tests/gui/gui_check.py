@@ -9,7 +9,9 @@ photo, predicts Depth & Normals with tiny checkpoints while taking screenshots o
 cancels a run with a real ESC key press (xdotool), shows a failed job's error and its clearing,
 and builds the 2.5D scene, the normal-mapped material and the relight setup. Screenshots
 (`import -window root`) and ``report.json`` (what the panel showed at each step) go to --out.
-Blender quits at the end; the exit code says whether every step passed.
+Blender quits at the end; the exit code says whether every step passed. With --options-only,
+after the photo it checks the operators' options instead (options_checks): invoke from the
+scene's last-used values, the redo panel, operator presets, Image Files through the file browser.
 """
 
 import argparse
