@@ -660,6 +660,22 @@ def options_checks(photos):
         check(op is not None and op.bl_idname == f"{prefix.upper()}_OT_{suffix}",
               f"{idname} from its button: {REPORT[shot]}")
         yield from hud_screenshot(shot, f"{idname}'s redo panel")
+    # Relight from the redo panel: the light rig stays where the first setup put it (it is placed
+    # from the 2.5D mesh's and camera's matrices), nothing is left over.
+    rig = next((o for o in bpy.data.objects if o.name.endswith("_light_rig")), None)
+    before = {"objects": sorted(o.name for o in bpy.data.objects),
+              "rig": [round(v, 4) for v in rig.location] if rig else None}
+    op = last_operator()
+    op.ambient = 0.1
+    with override():
+        redo_last()
+    yield from settle(1.0)
+    rig = next((o for o in bpy.data.objects if o.name.endswith("_light_rig")), None)
+    after = {"objects": sorted(o.name for o in bpy.data.objects),
+             "rig": [round(v, 4) for v in rig.location] if rig else None}
+    REPORT["relight_redo"] = {"before": before, "after": after}
+    check(before == after and after["rig"] is not None,
+          f"Relight Setup's redo moved or left objects: {REPORT['relight_redo']}")
     # Image Files...: INVOKE opens the browser; its Confirm (file.execute) runs the job, modal.
     settings = bpy.context.scene.lotus_predict
     settings.task = 'DEPTH'
