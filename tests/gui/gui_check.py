@@ -453,7 +453,7 @@ def steps():
     REPORT["model_folders_after"] = model_folder_files()
     check(REPORT["model_folders_after"] == REPORT["model_folders_before"],
           "the worker wrote into the user's model folders")
-    cache = Path(addon_module("jobs").models_folder()) / "prompt_embeddings"
+    cache = Path(addon_module("job_folders").models_folder()) / "prompt_embeddings"
     REPORT["prompt_cache"] = sorted(p.name for p in cache.glob("*")) if cache.is_dir() else []
     check(len(REPORT["prompt_cache"]) == 2, f"prompt cache: {REPORT['prompt_cache']}")
     yield from save_moves_results(photos)
