@@ -320,6 +320,29 @@ def test_operator_finds_the_photo_results(scene25d):
     assert (panel.bl_parent_id, panel.bl_space_type, panel.bl_category) == ("LOTUS_PT_view3d", 'VIEW_3D', "Lotus")
 
 
+def test_build_follows_a_camera_not_evaluated_yet(scene25d):
+    """Right after an undo (the redo panel undoes, then runs the build again) objects' matrix_world
+    is not evaluated yet. Setting the camera's location without a depsgraph update leaves it in the
+    same state: the mesh and its camera still go where the scene camera is."""
+    import bpy
+    from mathutils import Euler
+    photo = _photo("s25_moved", 20, 10)
+    depth = float_image("s25_moved_depth", np.full((10, 20), 0.25), "disparity")
+    camera = bpy.context.scene.camera
+    saved = camera.location.copy(), camera.rotation_euler.copy()
+    try:
+        camera.location, camera.rotation_euler = (1.0, -7.0, 2.5), (1.2, 0.0, 0.3)
+        # The builder itself: a bpy.ops call evaluates the depsgraph before it runs the operator.
+        scene25d.build_photo_scene(bpy.context, photo, depth, max_vertices=50)
+        expected = np.array(Euler((1.2, 0.0, 0.3)).to_matrix())
+        for built in (bpy.data.objects["s25_moved"], bpy.data.objects["s25_moved_camera"]):
+            assert np.allclose(np.array(built.location), (1.0, -7.0, 2.5), atol=1e-5)
+            assert np.allclose(np.array(built.rotation_euler.to_matrix()), expected, atol=1e-5)
+    finally:
+        camera.location, camera.rotation_euler = saved
+        bpy.context.view_layer.update()
+
+
 def test_second_build_replaces_the_first(scene25d, monkeypatch):
     """Building again (another Focal Source) rebuilds in place: no "<stem>.001" or
     "<stem>_camera.001"; a rebuild that fails leaves the first build as it was."""

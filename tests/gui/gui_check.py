@@ -9,7 +9,9 @@ photo, predicts Depth & Normals with tiny checkpoints while taking screenshots o
 cancels a run with a real ESC key press (xdotool), shows a failed job's error and its clearing,
 and builds the 2.5D scene, the normal-mapped material and the relight setup. Screenshots
 (`import -window root`) and ``report.json`` (what the panel showed at each step) go to --out.
-Blender quits at the end; the exit code says whether every step passed.
+Blender quits at the end; the exit code says whether every step passed. With --options-only,
+after the photo it checks the operators' options instead (options_checks): invoke from the
+scene's last-used values, the redo panel, operator presets, Image Files through the file browser.
 """
 
 import argparse
@@ -43,6 +45,10 @@ def parse_args():
                              "instead of the tiny model's noise: builder results that look like "
                              "something (the README's screenshots)")
     parser.add_argument("--keep-open", action="store_true", help="do not quit at the end")
+    parser.add_argument("--options-only", action="store_true",
+                        help="after the photo, only the operator-options steps (options_checks: "
+                             "Image Files through the file browser, invoke from the last-used "
+                             "values, the redo panel, presets), at a small processing size")
     return parser.parse_args(argv)
 
 
@@ -308,6 +314,9 @@ def steps():
     state = panel_state()
     check(state["render_result_button"] and state["viewer_button"],
           f"source buttons after the render: {state}")
+    if ARGS.options_only:
+        yield from options_checks(photos)
+        return
 
     # Depth & Normals on four files: watch one progress bar for the whole run.
     settings.task = 'BOTH'
@@ -444,11 +453,265 @@ def steps():
     REPORT["model_folders_after"] = model_folder_files()
     check(REPORT["model_folders_after"] == REPORT["model_folders_before"],
           "the worker wrote into the user's model folders")
-    cache = Path(addon_module("jobs").models_folder()) / "prompt_embeddings"
+    cache = Path(addon_module("job_folders").models_folder()) / "prompt_embeddings"
     REPORT["prompt_cache"] = sorted(p.name for p in cache.glob("*")) if cache.is_dir() else []
     check(len(REPORT["prompt_cache"]) == 2, f"prompt cache: {REPORT['prompt_cache']}")
     yield from save_moves_results(photos)
 
+
+# -- operator options: the file browser, invoke, the redo panel, presets ------------------------
+
+def invoke_from_ui(idname, **properties):
+    """Invoke idname in the 3D View's window as its panel button does: INVOKE_DEFAULT with the
+    properties the button sets, and undo=True, without which a Python call neither pushes undo
+    nor registers the operator (no redo panel, no remembered values; WM_operator_call_py).
+    (A key bound to it and pressed with xdotool did not reach Blender here: no window manager.)"""
+    category, name = idname.split(".")
+    with override():
+        result = getattr(getattr(bpy.ops, category), name)('INVOKE_DEFAULT', True, **properties)
+    REPORT.setdefault("invoked", []).append([idname, sorted(result)])
+    yield from settle(1.0)
+
+
+def redo_last():
+    """What the redo panel does when one of its values changes (ED_undo_operator_repeat): undo
+    the last operator and run it again with its new values. undo=True: a Python call of it
+    otherwise skips the new undo step, and the next redo would undo one step too many."""
+    return bpy.ops.ed.undo_redo('EXEC_DEFAULT', True)
+
+
+def last_operator():
+    operators = bpy.context.window_manager.operators
+    return operators[-1] if len(operators) else None
+
+
+def live_input(obj, name):
+    """A 2.5D mesh's geometry-nodes input value (what the build used)."""
+    compat, geonodes = addon_module("compat"), addon_module("builders.geonodes")
+    modifier = obj.modifiers[addon_module("builders.scene25d").MODIFIER_NAME]
+    return compat.get_modifier_input(modifier, geonodes.input_identifier(modifier.node_group, name))
+
+
+def scene25d_objects():
+    return sorted(o.name for o in bpy.data.objects
+                  if addon_module("builders.scene25d").MODIFIER_NAME in o.modifiers)
+
+
+def hud_box():
+    """The redo panel's region (bottom left of the 3D View), top-left origin, or None."""
+    window, area, _sidebar, _main = window_parts()
+    hud = next((r for r in area.regions if r.type == 'HUD' and r.width > 1), None)
+    if hud is None:
+        return None
+    return {"x": hud.x, "y": window.height - (hud.y + hud.height), "width": hud.width,
+            "height": hud.height}
+
+
+def hud_screenshot(name, note):
+    """The screen and the redo panel cropped, opened first (it starts collapsed: one click on
+    its header, as the artist does; it stays open for the next operators)."""
+    yield from settle(1.0)
+    box = hud_box()
+    if box is not None and box["height"] < 40:
+        x, y = box["x"] + box["width"] // 2, box["y"] + box["height"] // 2
+        subprocess.run(["xdotool", "mousemove", str(x), str(y), "click", "1"], check=True)
+        yield from settle(1.5)
+        subprocess.run(["xdotool", "mousemove", "900", "500"], check=True)
+        yield from settle(1.0)
+    screenshot(name, note)
+    box = hud_box()
+    REPORT["steps"][-1]["hud"] = box
+    if box is not None:
+        pad = 6
+        convert(OUT / f"{name}.png", "-crop",
+                f"{box['width'] + 2 * pad}x{box['height'] + 2 * pad}+{box['x'] - pad}+{box['y'] - pad}",
+                "+repage", OUT / f"{name}_hud.png")
+
+
+def options_checks(photos):
+    """The operators' options as an artist meets them (issue 17): Image Files through the real
+    file browser, invoke filling from the scene's last-used values, the redo panel rebuilding,
+    operator presets."""
+    jobs = addon_module("jobs")
+    scene = bpy.context.scene
+    settings = scene.lotus_predict
+    bpy.context.preferences.addons[ADDON].preferences.processing_resolution = 128
+
+    # The maps (the photo dropped on the 3D View; Image Files through the browser comes last:
+    # its window takes the X keyboard focus with it when it closes).
+    settings.task = 'BOTH'
+    with override():
+        bpy.ops.lotus.predict_files('INVOKE_DEFAULT', directory=str(photos),
+                                    files=[{"name": "studio.png"}])
+    yield from wait_until(lambda: not jobs.manager.busy)
+    yield from settle(1.0)
+
+    # Lotus: Image from its panel button: the scene's Task (Normals) although the call names none.
+    photo = bpy.data.images.load(str(photos / "studio.png"), check_existing=True)
+    REPORT["options_photo"] = photo.name
+    settings.task = 'NORMAL'
+    settings.seamless = True
+    reports_before = len(recent_reports().splitlines())
+    yield from invoke_from_ui("lotus.predict_image", image=photo.name)
+    yield from wait_until(lambda: not jobs.manager.busy)
+    yield from settle(0.5)
+    # What the run made, from its closing report: the normal map only.
+    made = [line for line in recent_reports().splitlines()[reports_before:]
+            if line.startswith("Lotus: studio")]
+    tasks = [name.rsplit("_", 1)[1] for name in made[-1][len("Lotus: "):].split(", ")] \
+        if made else []
+    op = last_operator()
+    REPORT["predict_image_invoke"] = {"tasks": tasks, "report": made[-1:], "last_operator": getattr(op, "bl_idname", None),
+                                      "seamless": getattr(op, "seamless", None)}
+    check(tasks == ["normal"], f"Lotus: Image invoked did not use the scene's Task: {tasks}")
+    check(op is not None and op.bl_idname == "LOTUS_OT_predict_image" and op.seamless,
+          f"Lotus: Image: last operator {REPORT['predict_image_invoke']}")
+    settings.seamless = False
+
+    # Build 2.5D Scene from its panel button: the scene's options (the panel's), not the defaults.
+    window, area, _sidebar, _main = window_parts()
+    area.spaces.active.shading.type = 'SOLID'
+    build = scene.lotus_scene25d
+    build.photo = photo
+    build.max_vertices = 5000
+    build.tear_threshold = 0.0
+    yield from invoke_from_ui("lotus.build_photo_scene", photo=photo.name)
+    made = scene25d_objects()
+    op = last_operator()
+    first = {"objects": made, "last_operator": getattr(op, "bl_idname", None),
+             "max_vertices": getattr(op, "max_vertices", None),
+             "mesh_max_vertices": live_input(bpy.data.objects[made[-1]], "Max Vertices")
+             if made else None}
+    if made:  # where the build put the mesh: at the scene camera, facing along it
+        first["location"] = [round(v, 4) for v in bpy.data.objects[made[-1]].location]
+    REPORT["build_invoke"] = first
+    check(len(made) == 1 and first["max_vertices"] == 5000 and first["mesh_max_vertices"] == 5000,
+          f"Build 2.5D Scene from its button: {first}")
+    yield from hud_screenshot("21_redo_panel", "Build 2.5D Scene's redo panel after a build from its button")
+    check(hud_box() is not None, "no redo panel after Build 2.5D Scene")
+
+    # A second build after the panel's option changed: the panel's value again, not Blender's
+    # remembered one from the first run.
+    build.max_vertices = 6000
+    yield from invoke_from_ui("lotus.build_photo_scene", photo=photo.name)
+    op = last_operator()
+    second = {"objects": scene25d_objects(), "max_vertices": getattr(op, "max_vertices", None)}
+    REPORT["build_invoke_again"] = second
+    check(second["max_vertices"] == 6000,
+          f"the second build ignored the panel's changed option: {second}")
+
+    # The redo panel: change Max Vertices of the last build; it rebuilds in place.
+    objects_before = sorted(o.name for o in bpy.data.objects)
+    op = last_operator()
+    op.max_vertices = 7000
+    with override():
+        redo = redo_last()
+    yield from settle(1.5)
+    objects_after = sorted(o.name for o in bpy.data.objects)
+    rebuilt = bpy.data.objects.get(second["objects"][-1]) if second["objects"] else None
+    build = bpy.context.scene.lotus_scene25d  # undo made new data: no old reference is valid
+    REPORT["redo"] = {"result": sorted(redo), "objects_before": objects_before,
+                      "objects_after": objects_after,
+                      "mesh_max_vertices": live_input(rebuilt, "Max Vertices") if rebuilt else None,
+                      "scene_max_vertices": build.max_vertices,
+                      "location": [round(v, 4) for v in rebuilt.location] if rebuilt else None}
+    check(objects_after == objects_before, f"redo left other objects: {REPORT['redo']}")
+    check(REPORT["redo"]["mesh_max_vertices"] == 7000 and build.max_vertices == 7000,
+          f"redo did not rebuild with the new value: {REPORT['redo']}")
+    check(REPORT["redo"]["location"] == first.get("location"),
+          f"the rebuilt mesh moved (first build at {first.get('location')}): {REPORT['redo']}")
+    yield from hud_screenshot("22_redo_changed", "the redo panel after Max Vertices 7000: rebuilt")
+
+    # Operator presets: save the last build's options, change them, apply the preset (as its
+    # menu in the redo panel does: the preset sets the active operator's values, then redo).
+    with override():
+        bpy.ops.wm.operator_preset_add(name="gui check", operator="LOTUS_OT_build_photo_scene")
+    preset = Path(bpy.utils.user_resource('SCRIPTS', path="presets")) / \
+        "operator" / "lotus.build_photo_scene" / "gui_check.py"
+    text = preset.read_text() if preset.is_file() else ""
+    REPORT["preset"] = {"path": str(preset), "text": text}
+    check("op.max_vertices = 7000" in text and "op.photo" not in text,
+          f"the preset file: {REPORT['preset']}")
+    op = last_operator()
+    op.max_vertices = 4000
+    with override():
+        redo_last()
+    yield from settle(1.0)
+    with override():
+        bpy.ops.script.execute_preset(filepath=str(preset), menu_idname="WM_MT_operator_presets")
+        redo_last()
+    yield from settle(1.5)
+    rebuilt = bpy.data.objects.get(second["objects"][-1]) if second["objects"] else None
+    REPORT["preset"]["applied"] = {
+        "operator": getattr(last_operator(), "max_vertices", None),
+        "mesh": live_input(rebuilt, "Max Vertices") if rebuilt else None,
+        "objects": sorted(o.name for o in bpy.data.objects)}
+    check(REPORT["preset"]["applied"]["mesh"] == 7000
+          and REPORT["preset"]["applied"]["objects"] == objects_before,
+          f"applying the preset: {REPORT['preset']['applied']}")
+
+    # The other two builders from its button: their redo panels, no Python error.
+    for idname, shot in (("lotus.normal_material", "23_redo_material"),
+                         ("lotus.relight_setup", "24_redo_relight")):
+        yield from invoke_from_ui(idname, photo=REPORT["options_photo"])
+        op = last_operator()
+        REPORT[shot] = {"last_operator": getattr(op, "bl_idname", None)}
+        prefix, suffix = idname.split(".")
+        check(op is not None and op.bl_idname == f"{prefix.upper()}_OT_{suffix}",
+              f"{idname} from its button: {REPORT[shot]}")
+        yield from hud_screenshot(shot, f"{idname}'s redo panel")
+    # Relight from the redo panel: the light rig stays where the first setup put it (it is placed
+    # from the 2.5D mesh's and camera's matrices), nothing is left over.
+    rig = next((o for o in bpy.data.objects if o.name.endswith("_light_rig")), None)
+    before = {"objects": sorted(o.name for o in bpy.data.objects),
+              "rig": [round(v, 4) for v in rig.location] if rig else None}
+    op = last_operator()
+    op.ambient = 0.1
+    with override():
+        redo_last()
+    yield from settle(1.0)
+    rig = next((o for o in bpy.data.objects if o.name.endswith("_light_rig")), None)
+    after = {"objects": sorted(o.name for o in bpy.data.objects),
+             "rig": [round(v, 4) for v in rig.location] if rig else None}
+    REPORT["relight_redo"] = {"before": before, "after": after}
+    check(before == after and after["rig"] is not None,
+          f"Relight Setup's redo moved or left objects: {REPORT['relight_redo']}")
+    # Image Files...: INVOKE opens the browser; its Confirm (file.execute) runs the job, modal.
+    settings = bpy.context.scene.lotus_predict
+    settings.task = 'DEPTH'
+    for name in ("studio_depth", "studio_normal"):
+        if name in bpy.data.images:
+            bpy.data.images.remove(bpy.data.images[name])
+    before = set(bpy.context.window_manager.windows)
+    with override():
+        result = bpy.ops.lotus.predict_files('INVOKE_DEFAULT')
+    yield from settle(2.0)
+    browsers = [w for w in bpy.context.window_manager.windows if w not in before]
+    check(len(browsers) == 1, f"Image Files: no file browser window ({result})")
+    window = browsers[0]
+    area = next(a for a in window.screen.areas if a.type == 'FILE_BROWSER')
+    params = area.spaces.active.params
+    params.directory = str(photos).encode() if isinstance(params.directory, bytes) else str(photos)
+    params.filename = "studio.png"
+    yield from settle(1.0)
+    screenshot("20_browser_options", "Image Files...: the browser's side panel shows the scene's "
+                                     "Task (Depth)")
+    region = next(r for r in area.regions if r.type == 'WINDOW')
+    with bpy.context.temp_override(window=window, area=area, region=region):
+        bpy.ops.file.execute()
+    yield from settle(1.0)
+    REPORT["browser_job"] = {"busy": jobs.manager.busy,
+                             "job": getattr(jobs.manager.current, "label", None)}
+    yield from wait_until(lambda: not jobs.manager.busy)
+    yield from settle(1.0)
+    check("studio_depth" in bpy.data.images and "studio_normal" not in bpy.data.images,
+          "Image Files through the browser: not the scene's Task (Depth)")
+    check(not jobs.manager.last_error, f"Image Files: {jobs.manager.last_error}")
+
+    reports = recent_reports()
+    REPORT["options_reports"] = reports.splitlines()[-12:]
+    check("Traceback" not in reports and "Error:" not in reports,
+          f"errors in the reports: {reports[-800:]}")
 
 def image_files_error(photos):
     """Image Files... in the file browser Blender opens (a window of its own), with the default

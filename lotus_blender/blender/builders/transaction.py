@@ -73,6 +73,12 @@ def atomic_builder(function):
     """Run a builder ``function(context, ...)`` inside all_or_nothing(context.scene)."""
     @functools.wraps(function)
     def wrapper(context, *args, **kwargs):
+        # Builders place what they make from objects' matrix_world (the scene camera's, a 2.5D
+        # mesh's). Right after an undo (the redo panel undoes, then runs the operator again) the
+        # restored objects' matrices are not evaluated yet, all identity: evaluate first.
+        view_layer = getattr(context, "view_layer", None)
+        if view_layer is not None:
+            view_layer.update()
         with all_or_nothing(context.scene):
             return function(context, *args, **kwargs)
     return wrapper
