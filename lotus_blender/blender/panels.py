@@ -12,8 +12,8 @@ import contextlib
 import blf
 import bpy
 
-from . import compat, jobs, outputs
-from .predict_options import TASK_ITEMS, last_used
+from . import compat, jobs, outputs, predict_options
+from .predict_options import TASK_ITEMS
 
 # Sidebar width without a region to ask (tests, scripts): Blender's default at UI scale 1.
 DEFAULT_SIDEBAR_PX = 280
@@ -31,7 +31,7 @@ TASK_BUTTON_TEXT = {'DEPTH': "Depth", 'NORMAL': "Normals", 'BOTH': "Both"}
 def _settings(context):
     """The scene's last-used Predict options: the sidebar edits them, the operators start
     from them (predict_options)."""
-    return last_used(context)
+    return predict_options.settings(context)
 
 
 # -- text that fits -----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from dataclasses import fields
 import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
 
+from . import last_used
 from .worker_session import PredictionChoices
 
 TASK_ITEMS = [('DEPTH', "Depth", "Depth (or disparity) map"),
@@ -73,28 +74,21 @@ class LotusPredictSettings(PredictOptions, ClipOptions, MultilayerOptions,
     operators start from. Per scene and saved in the .blend, like the builders' settings."""
 
 
-def last_used(context) -> LotusPredictSettings:
+def settings(context) -> LotusPredictSettings:
     return context.scene.lotus_predict
 
 
 def fill_from_last_used(operator, context) -> None:
     """An operator run from the UI: the options its caller did not set come from the scene
-    (the sidebar passes only the image). Blender's own remembered values ("ghosts") count as
-    not set, so the scene, saved with the file, wins."""
-    settings = last_used(context)
-    for name in option_names(operator):
-        if not operator.properties.is_property_set(name, ghost=False):
-            setattr(operator, name, getattr(settings, name))
+    (the sidebar passes only the image; see last_used.fill)."""
+    last_used.fill(operator, settings(context), option_names(operator))
 
 
 def remember(operator, context) -> None:
     """What a run used becomes the scene's last-used values (the sidebar shows them)."""
-    settings = getattr(context.scene, "lotus_predict", None)
-    if settings is None:
-        return
-    for name in option_names(operator):
-        if getattr(settings, name) != getattr(operator, name):
-            setattr(settings, name, getattr(operator, name))
+    scene_settings = getattr(context.scene, "lotus_predict", None)
+    if scene_settings is not None:
+        last_used.remember(operator, scene_settings, option_names(operator))
 
 
 def register():

@@ -18,7 +18,7 @@ import inspect
 
 import bpy
 
-from .. import naming
+from .. import last_used, naming
 from ..panels import LotusSubPanel
 
 
@@ -49,16 +49,11 @@ class LastUsedOptions:
         for name in self.IMAGES:
             if not getattr(self, name) and getattr(settings, name) is not None:
                 setattr(self, name, getattr(settings, name).name)
-        for name in option_names(self.OPTIONS):
-            if not self.properties.is_property_set(name):
-                setattr(self, name, getattr(settings, name))
+        last_used.fill(self, settings, option_names(self.OPTIONS))
 
     def remember_options(self, context):
         """Store the options this run used as the scene's last-used values (the panel shows them)."""
-        settings = self._settings(context)
-        for name in option_names(self.OPTIONS):
-            if getattr(settings, name) != getattr(self, name):
-                setattr(settings, name, getattr(self, name))
+        last_used.remember(self, self._settings(context), option_names(self.OPTIONS))
 
     def chosen_photo(self):
         """The photo the photo property names (a result named instead stands for its photo), or
