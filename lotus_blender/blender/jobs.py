@@ -29,6 +29,8 @@ from .worker_session import WorkerSession, WorkerSettings, WorkerUnavailable
 # A worker that has not confirmed a cancel after this many seconds is killed.
 CANCEL_TIMEOUT_S = 5.0
 IDLE_CHECK_INTERVAL_S = 30.0
+# How often the previous file's cancelled job is checked on after another file is opened.
+FINISH_INTERVAL_S = 0.2
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "QUEUED", "RUNNING", "DONE", "FAILED", "CANCELLED"
 ENDED = (DONE, FAILED, CANCELLED)
@@ -259,6 +261,19 @@ class JobManager:
         except OSError:
             pass  # the report already told the artist; a missing log must not hide it
 
+    def forget_previous_file(self) -> None:
+        """A file was opened (or File > New): its panel starts clean. The previous file's failure
+        is not this one's, and the operators that would take its runs' results are gone (load_pre
+        cancelled their jobs), so their folders are free to prune. The worker stays warm."""
+        self.last_error = ""
+        self.folders_in_use.clear()
+        if self.current is not None and self.current.cancelling:
+            # Nobody reads the worker's events now: read them until the cancel is confirmed
+            # (or the worker is killed after CANCEL_TIMEOUT_S), so no stale bar stays.
+            if not bpy.app.timers.is_registered(_finish_cancelled):
+                bpy.app.timers.register(_finish_cancelled, first_interval=FINISH_INTERVAL_S,
+                                        persistent=True)
+
     def release(self) -> bool:
         """Stop the idle worker: frees all its memory (the next job starts a fresh one)."""
         if self.busy or self.client is None:
@@ -312,6 +327,14 @@ def ensure_idle_timer() -> None:
 def remove_idle_timer() -> None:
     if bpy.app.timers.is_registered(_idle_check):
         bpy.app.timers.unregister(_idle_check)
+
+
+def _finish_cancelled():
+    """bpy.app.timers callback after a file load: pump until the previous file's cancelled job
+    has ended (a job of the new file has its own operator reading the events)."""
+    manager.pump()
+    job = manager.current
+    return FINISH_INTERVAL_S if job is not None and job.cancelling else None
 
 
 # -- driving jobs ---------------------------------------------------------------------------------
@@ -470,12 +493,26 @@ def _cancel_on_file_load(*_args):
     manager.cancel_all()
 
 
+@bpy.app.handlers.persistent
+def _forget_previous_file(*_args):
+    """The opened file's panel shows nothing of the previous file's runs (its error above all)."""
+    manager.forget_previous_file()
+
+
+_HANDLERS = ((bpy.app.handlers.load_pre, _cancel_on_file_load),
+             (bpy.app.handlers.load_post, _forget_previous_file))
+
+
 def register():
-    bpy.app.handlers.load_pre.append(_cancel_on_file_load)
+    for handlers, function in _HANDLERS:
+        handlers.append(function)
 
 
 def unregister():
-    if _cancel_on_file_load in bpy.app.handlers.load_pre:
-        bpy.app.handlers.load_pre.remove(_cancel_on_file_load)
+    for handlers, function in _HANDLERS:
+        if function in handlers:
+            handlers.remove(function)
     remove_idle_timer()
+    if bpy.app.timers.is_registered(_finish_cancelled):
+        bpy.app.timers.unregister(_finish_cancelled)
     manager.shutdown()
