@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from lotus_blender.core import camera_estimate, depth_refine, geometry, maps, vanishing
+from lotus_blender.core import camera_estimate, depth_refine, geometry, maps, photo_lines, vanishing
 from tests import lotus_errors
 from tests import synthetic_scenes as scenes
 
@@ -292,7 +292,7 @@ def test_pieces_of_one_line_become_one_segment():
     dashes = (np.abs(along) < 140.0) & (np.mod(along + 140.0, 56.0) < 40.0)     # five dashes, gaps of 16
     photo = np.where(dashes & (across > 0), 0.2, 0.8)          # a dark band's edge, in dashes
     photo = photo.reshape(height, scale, width, scale).mean(axis=(1, 3))
-    segments = vanishing.line_segments(photo)
+    segments = photo_lines.line_segments(photo)
     longest = int(np.argmax(segments.length))
     pieces = np.count_nonzero(segments.piece_of == longest)
     measured = math.degrees(math.atan2(-segments.direction[longest, 1], segments.direction[longest, 0]))
@@ -310,7 +310,7 @@ def test_lines_that_cross_make_no_vanishing_point():
     direction = np.stack([np.cos(angles), np.sin(angles)], axis=1)
     for offset, expected in ((0.0, 0), (150.0, 1)):
         mid = point + direction * offset           # through the point, or ending before it
-        segments = vanishing.Segments(mid, direction, np.full(5, 100.0), np.full(5, 0.2), np.full(5, 50.0))
+        segments = photo_lines.Segments(mid, direction, np.full(5, 100.0), np.full(5, 0.2), np.full(5, 50.0))
         found = vanishing.vanishing_points(segments, 400, 300)
         print(f"segments {offset:g} px from the point: {len(found)} vanishing point(s)")
         assert len(found) == expected

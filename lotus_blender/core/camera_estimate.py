@@ -17,11 +17,12 @@ the predicted normals. Per pixel the condition is linear in (f, s):
     f (sigma v_X n_z) - s n_x = n_x v + sigma v_X (n_x X + n_y Y)     (and the same with Y),
 
 sigma = -1 for disparity, +1 for depth. The estimate: the maps averaged down, smoothed a little and
-differentiated, leaving out tears, creases and grazing pixels; a coarse grid over (f, near/far ratio)
-under a robust angular cost (outliers and clipped plateaus stop mattering); iteratively reweighted
-least squares on the linear conditions, each scaled to an angle; then the focal settled on the
-profile of the truncated squared angle (the shift re-fitted for each focal). One plane fixes only
-one combination of f and s; two differently turned surfaces (or a curved one) fix both.
+differentiated, leaving out tears, creases and grazing pixels (core.map_samples); a coarse grid over
+(f, near/far ratio) under a robust angular cost (outliers and clipped plateaus stop mattering);
+iteratively reweighted least squares on the linear conditions, each scaled to an angle; then the
+focal settled on the profile of the truncated squared angle (the shift re-fitted for each focal).
+One plane fixes only one combination of f and s; two differently turned surfaces (or a curved one)
+fix both.
 
 Confidence (0..1), two tests that must both pass (the lower one counts):
 - sharpness: the systematic angle (beyond the noise, which every candidate shares) that the nearest
@@ -48,14 +49,13 @@ import numpy as np
 
 from . import depth_refine, vanishing
 from .geometry import FULL_FRAME_DIAGONAL_MM
+from .map_samples import MapSamples, ratio_for_shift, samples_from_maps, shift_for_ratio
 
 KINDS = ("disparity", "depth")
 CONFIDENT = 0.5
 FOCAL_35MM_RANGE = (10.0, 300.0)
 ESTIMATION_SIZE = 256            # longest edge the maps are averaged down to
-MAX_SAMPLES = 6000
 ROBUST_ANGLE_DEG = 10.0          # angular errors well above this count as outliers
-SLANT_MIN = math.sin(math.radians(8.0))   # normals turned at least this far tell something
 MAX_RANGE_RATIO = 1000.0         # depth range / near when the far end is (nearly) at infinity
 _RATIO_GRID = np.linspace(0.01, 0.98, 50)   # near/far candidates
 _FOCAL_GRID = np.geomspace(*FOCAL_35MM_RANGE, 48)
@@ -127,141 +127,6 @@ def map_to_depth(values, kind, shift, near=1.0):
 
 
 # ---------------------------------------------------------------------------------------------
-# Samples: the maps averaged down, differentiated, with the untrustworthy pixels left out.
-
-@dataclass
-class _Samples:
-    x: np.ndarray         # pixels right of the image centre (full-size pixel units)
-    y: np.ndarray         # pixels above the centre
-    v: np.ndarray
-    v_x: np.ndarray       # map gradient per full-size pixel, X right
-    v_y: np.ndarray       # Y up
-    n: np.ndarray         # (N, 3) unit normals, Blender camera space
-    slanted: np.ndarray   # bool: normal turned away from the axis
-    sign: float           # -1 disparity, +1 depth
-    v_low: float
-    v_high: float
-
-
-def _block_mean(array, factor):
-    if factor == 1:
-        return array
-    rows, cols = array.shape[0] // factor, array.shape[1] // factor
-    trimmed = array[:rows * factor, :cols * factor]
-    return trimmed.reshape(rows, factor, cols, factor, *array.shape[2:]).mean(axis=(1, 3))
-
-
-def _smooth121(array):
-    out = array.copy()
-    out[1:-1] = 0.25 * array[:-2] + 0.5 * array[1:-1] + 0.25 * array[2:]
-    smoothed = out.copy()
-    smoothed[:, 1:-1] = 0.25 * out[:, :-2] + 0.5 * out[:, 1:-1] + 0.25 * out[:, 2:]
-    return smoothed
-
-
-def _median3x3(array):
-    if min(array.shape) < 3:
-        return array
-    padded = np.pad(array, 1, mode="edge")
-    rows, cols = array.shape
-    stack = np.stack([padded[r:r + rows, c:c + cols] for r in range(3) for c in range(3)])
-    return np.median(stack, axis=0)
-
-
-def _erode(mask, steps):
-    for _ in range(steps):
-        inner = mask.copy()
-        inner[1:, :] &= mask[:-1, :]
-        inner[:-1, :] &= mask[1:, :]
-        inner[:, 1:] &= mask[:, :-1]
-        inner[:, :-1] &= mask[:, 1:]
-        mask = inner
-    return mask
-
-
-def _normal_steady(normals, min_cosine):
-    """Pixels whose normal agrees with its four neighbours two pixels away (no crease near)."""
-    steady = np.zeros(normals.shape[:2], bool)
-    centre = normals[2:-2, 2:-2]
-    agree = np.ones(centre.shape[:2], bool)
-    for rows, cols in ((slice(2, -2), slice(None, -4)), (slice(2, -2), slice(4, None)),
-                       (slice(None, -4), slice(2, -2)), (slice(4, None), slice(2, -2))):
-        agree &= np.sum(centre * normals[rows, cols], axis=-1) >= min_cosine
-    steady[2:-2, 2:-2] = agree
-    return steady
-
-
-def _samples(values, normals, kind, valid, max_size):
-    values = np.asarray(values, dtype=np.float64)
-    normals = np.asarray(normals, dtype=np.float64)
-    if values.ndim != 2 or normals.shape != values.shape + (3,):
-        raise ValueError("values (H, W) and normals (H, W, 3) must have the same size")
-    height, width = values.shape
-    ok = np.isfinite(values) & np.isfinite(normals).all(axis=-1)
-    if valid is not None:
-        ok &= np.asarray(valid, dtype=bool)
-    factor = max(1, math.ceil(max(height, width) / max_size))
-    # Invalid pixels spoil their block (its mean would mix in garbage).
-    v = _block_mean(np.where(ok, values, 0.0), factor)
-    n = _block_mean(np.where(ok[..., None], normals, 0.0), factor)
-    good = _block_mean(ok.astype(np.float64), factor) > 0.999
-    rows, cols = v.shape
-    # Block centres in full-size pixels from the image centre: the principal point stays put.
-    x = (np.arange(cols) + 0.5) * factor - width / 2.0
-    y = height / 2.0 - (np.arange(rows) + 0.5) * factor
-    length = np.linalg.norm(n, axis=-1)
-    good &= length > 0.5
-    n = n / np.maximum(length, 1e-9)[..., None]
-
-    # Isolated outliers (spikes) go first: a 3x3 median leaves planes (linear in the pixel position)
-    # as they are.
-    v = _median3x3(v)
-    # Tears and creases: the two one-sided steps disagree, or the normal turns within two pixels.
-    left, right = v[1:-1, 1:-1] - v[1:-1, :-2], v[1:-1, 2:] - v[1:-1, 1:-1]
-    up, down = v[1:-1, 1:-1] - v[:-2, 1:-1], v[2:, 1:-1] - v[1:-1, 1:-1]
-    inner = good[1:-1, 1:-1] & good[1:-1, :-2] & good[1:-1, 2:] & good[:-2, 1:-1] & good[2:, 1:-1]
-    bend_x, bend_y = np.abs(right - left), np.abs(down - up)
-    noise = 1.4826 * np.median(np.concatenate([bend_x[inner], bend_y[inner]])) if inner.any() else 0.0
-    steady = np.zeros(v.shape, bool)
-    steady[1:-1, 1:-1] = inner & (bend_x <= 0.25 * (np.abs(left) + np.abs(right)) + 3.0 * noise) \
-        & (bend_y <= 0.25 * (np.abs(up) + np.abs(down)) + 3.0 * noise)
-    steady &= _normal_steady(n, math.cos(math.radians(10.0)))
-    steady = _erode(steady, 2)      # what the smoothing below reaches
-    # Smoothing against noise ([1 2 1] twice): inverse depth on a plane is linear in the pixel
-    # position, so it does not bend planes.
-    v = _smooth121(_smooth121(v))
-    v_x = (v[1:-1, 2:] - v[1:-1, :-2]) / (2.0 * factor)
-    v_y = (v[:-2, 1:-1] - v[2:, 1:-1]) / (2.0 * factor)      # rows go down, Y goes up
-    n_in = n[1:-1, 1:-1]
-    xx = np.broadcast_to(x[None, 1:-1], v_x.shape)
-    yy = np.broadcast_to(y[1:-1, None], v_x.shape)
-    # Facing the camera: -n . ray > 0 (ray = (x / f, y / f, -1) for any reasonable f: n_z dominates).
-    keep = steady[1:-1, 1:-1] & (n_in[..., 2] > 0.05)
-    index = np.flatnonzero(keep)
-    if index.size > MAX_SAMPLES:
-        index = index[np.linspace(0, index.size - 1, MAX_SAMPLES).astype(np.int64)]
-    pick = lambda a: a.reshape(-1, *a.shape[2:])[index]   # noqa: E731
-    v_in = v[1:-1, 1:-1]
-    chosen_n = pick(n_in)
-    chosen_v = pick(v_in)
-    return _Samples(x=pick(xx), y=pick(yy), v=chosen_v, v_x=pick(v_x), v_y=pick(v_y), n=chosen_n,
-                    slanted=np.hypot(chosen_n[:, 0], chosen_n[:, 1]) > SLANT_MIN,
-                    sign=-1.0 if kind == "disparity" else 1.0,
-                    v_low=float(chosen_v.min()) if chosen_v.size else 0.0,
-                    v_high=float(chosen_v.max()) if chosen_v.size else 1.0)
-
-
-def _shift_for_ratio(samples, ratio):
-    """Shift making the nearest/farthest sample depth ratio equal `ratio` (both kinds)."""
-    ratio = np.asarray(ratio, dtype=np.float64)
-    return (ratio * samples.v_high - samples.v_low) / (1.0 - ratio)
-
-
-def _ratio_for_shift(samples, shift):
-    return (samples.v_low + shift) / (samples.v_high + shift)
-
-
-# ---------------------------------------------------------------------------------------------
 # Costs and fits.
 
 _ROBUST = 1.0 - math.cos(math.radians(ROBUST_ANGLE_DEG))
@@ -296,7 +161,7 @@ def _refit(samples, focal, shift, fit_focal, iterations=12):
     coefficient_s = np.concatenate([-n[:, 0], -n[:, 1]])
     rhs = np.concatenate([n[:, 0] * samples.v + sign * samples.v_x * pn,
                           n[:, 1] * samples.v + sign * samples.v_y * pn])
-    shift_low, shift_high = _shift_for_ratio(samples, _RATIO_GRID[[0, -1]])
+    shift_low, shift_high = shift_for_ratio(samples, _RATIO_GRID[[0, -1]])
     focal_scale = math.hypot(np.abs(samples.x).max(), np.abs(samples.y).max()) or 1.0
     robust_slope = math.tan(math.radians(ROBUST_ANGLE_DEG))
     for _ in range(iterations):
@@ -322,7 +187,7 @@ def _refit(samples, focal, shift, fit_focal, iterations=12):
 
 def _best_shift(samples, focal):
     """Grid over near/far ratios then refit, for a fixed focal."""
-    shifts = _shift_for_ratio(samples, _RATIO_GRID)
+    shifts = shift_for_ratio(samples, _RATIO_GRID)
     costs = np.array([_cost(samples, focal, s)[0] for s in shifts])
     _, shift = _refit(samples, focal, float(shifts[int(np.argmin(costs))]), fit_focal=False)
     return shift
@@ -373,14 +238,14 @@ STABLE = 0.08                    # relative change of the focal (or near/far rat
 
 def _perturbed(samples, kind, amount):
     """The samples as a map with one systematic error of Lotus's size would give them."""
-    out = _Samples(**vars(samples))
+    out = MapSamples(**vars(samples))
     if kind == "stretch":
         out.v_x, out.v_y = samples.v_x * (1.0 + amount), samples.v_y * (1.0 + amount)
     elif kind in ("ramp_x", "ramp_y"):
         # d(log z) gains RAMP / side per pixel: the map's gradient gains sign (v + s) RAMP / side;
         # (v + s) is taken at the near/far ratio 0.5, the ramp's size is what matters.
         side = 2.0 * max(np.abs(samples.x).max(), np.abs(samples.y).max(), 1.0)
-        q = samples.v + max(float(_shift_for_ratio(samples, 0.5)), 1e-6)
+        q = samples.v + max(float(shift_for_ratio(samples, 0.5)), 1e-6)
         step = samples.sign * q * amount / side
         if kind == "ramp_x":
             out.v_x = samples.v_x + step
@@ -408,14 +273,14 @@ def _stability(samples, focal, shift, fit_focal):
     under Lotus-sized systematic errors (_PERTURBATIONS). The curvature of the cost says nothing
     about those: they move the minimum without making it shallower."""
     base_focal, base_shift = _refit(samples, focal, shift, fit_focal)
-    base_ratio = float(_ratio_for_shift(samples, base_shift))
+    base_ratio = float(ratio_for_shift(samples, base_shift))
     focal_change = ratio_change = 0.0
     for kind, amount in _PERTURBATIONS:
         moved_focal, moved_shift = _refit(_perturbed(samples, kind, amount), base_focal, base_shift, fit_focal)
         if not (math.isfinite(moved_focal) and math.isfinite(moved_shift) and moved_focal > 0):
             return float("inf"), float("inf")
         focal_change = max(focal_change, abs(moved_focal / base_focal - 1.0))
-        moved_ratio = float(_ratio_for_shift(samples, moved_shift))
+        moved_ratio = float(ratio_for_shift(samples, moved_shift))
         ratio_change = max(ratio_change, abs(moved_ratio / max(base_ratio, 1e-9) - 1.0))
     return focal_change, ratio_change
 
@@ -440,7 +305,7 @@ def estimate_camera(values, normals, kind="disparity", *, focal_px=None, valid=N
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
     height, width = np.shape(values)
-    samples = _samples(values, normals, kind, valid, max_size)
+    samples = samples_from_maps(values, normals, kind, valid, max_size)
     if focal_px is not None:
         return _estimate(samples, kind, width, height, focal_px)
     lines = vanishing.focal_from_lines(photo, normals) if photo is not None else None
@@ -469,7 +334,7 @@ def _estimate(samples, kind, width, height, focal_px):
                               "given" if focal_given else "maps", "too few turned surfaces in the maps")
 
     focal_grid = np.array([fallback_focal]) if focal_given else focal_px_from_35mm(_FOCAL_GRID, width, height)
-    shifts = _shift_for_ratio(samples, _RATIO_GRID)
+    shifts = shift_for_ratio(samples, _RATIO_GRID)
     table = np.stack([_cost(samples, focal_grid, s) for s in shifts], axis=1)   # (focals, shifts)
     best_f, best_s = np.unravel_index(int(np.argmin(table)), table.shape)
     focal, shift = _refit(samples, float(focal_grid[best_f]), float(shifts[best_s]), fit_focal=not focal_given)
@@ -488,12 +353,12 @@ def _estimate(samples, kind, width, height, focal_px):
         alternatives = [_square_error(samples, f, _best_shift(samples, f), slanted)
                         for f in (focal * _FOCAL_STEP, focal / _FOCAL_STEP)]
         focal_confidence = _confidence(best, alternatives)
-    ratio = float(_ratio_for_shift(samples, shift))
+    ratio = float(ratio_for_shift(samples, shift))
     alternatives = []
     for other in (ratio - _RATIO_STEP, ratio + _RATIO_STEP):
         other = float(np.clip(other, _RATIO_GRID[0], _RATIO_GRID[-1]))
         if abs(other - ratio) > 1e-3:
-            alternatives.append(_square_error(samples, focal, float(_shift_for_ratio(samples, other)), slanted))
+            alternatives.append(_square_error(samples, focal, float(shift_for_ratio(samples, other)), slanted))
     shift_confidence = _confidence(best, alternatives)
     focal_change, ratio_change = _stability(samples, focal, shift, fit_focal=not focal_given)
     # Both must hold: the cost rises sharply around the optimum AND the optimum stays put under
