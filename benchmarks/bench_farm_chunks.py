@@ -2,12 +2,12 @@
 fresh Blender processes on a stand-in node (tests/farm_node.py) with tiny random-weight G models,
 on a 6-frame sequence:
   - run to run: the same command twice (multithreaded float32 CPU math is not bit-exact);
-  - chunked against whole: chunks of 2 (as a farm runs them) against one run over 1-6. A G model's
-    noise depends on the seed alone, so the raw maps match; stabilization aligns to the frames
-    before (read back from disk by a later chunk), so stabilized maps may differ slightly.
+  - chunked against whole: chunks of 2 (as a farm runs them), one after another into one folder,
+    against one run over 1-6. A G model's noise depends on the seed alone, so the raw maps match;
+    stabilization aligns to the frames before, which a later chunk reads back from disk.
 Prints JSON: the largest absolute difference per depth frame (maps in [0, 1]).
 
-    .venv/bin/python benchmarks/bench_farm_chunks.py
+    .venv/bin/python benchmarks/bench_farm_chunks.py > benchmarks/results/bench_farm_chunks.json
 """
 
 from __future__ import annotations
