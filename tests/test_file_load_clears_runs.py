@@ -81,7 +81,7 @@ result["opened"] = state()
 # 3. File > New while a run is predicting: load_pre cancels it; its operator is gone, so a timer
 # reads the worker's events until the cancel is confirmed; the worker stays warm.
 pid = mod("jobs").manager.client.pid
-built, runner = running()
+built, runner = running(12)   # long enough to be cancelled before it ends
 bpy.ops.wm.read_homefile(use_empty=True)
 result["cancelling"] = state()
 timer = mod("jobs")._finish_cancelled
