@@ -1,7 +1,7 @@
 """Benchmark: Refine with Normals and Relight Setup on maps degraded like real Lotus output
 (issue 14, sections 3 and 5).
 
-Usage:  .venv/bin/python benchmarks/bench_refine.py [--seeds 5] [--relight-seeds 2] [--skip-relight]
+Usage:  .venv/bin/python benchmarks/bench_refine.py [--seeds 10] [--relight-seeds 2] [--skip-relight]
 
 Prints one JSON object. Views: the Cycles scenes of tests/ground_truth.SCENES (160x120) and the
 analytic room and balls of tests/synthetic_scenes.py; maps degraded by tests/lotus_errors.py at
@@ -10,6 +10,14 @@ severities 0, 0.5 and 1 over --seeds seeds.
   artist's Near and the true Depth Range), unrefined -> refined, means over the seeds: median face
   normal error (degrees), median 3D error (of the median true depth), the worst per-seed ratio of
   the 3D errors and the largest Depth Range change (tests/refine_eval.refine_case).
+- "denoise oracle" per row: the same degraded map without its white noise (tests/refine_eval.
+  oracle_denoised: a perfect denoiser), its mean normal error and worst per-seed 3D ratio.
+- "tradeoff": over all degraded cases (severities 0.5 and 1, every view and seed), the refinement
+  as built and variants that constrain the depth change further (post-processed from the refined
+  mesh: only its pixel-scale part, or clipped at its 90th percentile), and the denoise oracle: how
+  many cases end with a worse median 3D error, the worst ratio, the smallest normal improvement at
+  severity 1, and the normal error ratio on a depth blurred by 3 px under exact normals (the balls
+  at 50 mm of tests/test_core_camera_estimate.py, bar 0.85).
 - "builder": the same through the real 2.5D builder (build_photo_scene, Cycles scenes, seed 0):
   severity 0 with the automatic Depth Range (the default build), 0.5 and 1 with the true one;
   Depth Range change, normal and 3D error unrefined -> refined (tests/refine_eval.builder_case).
@@ -34,13 +42,69 @@ def _mean(values, digits=4):
     return round(sum(values) / len(values), digits)
 
 
+def _variants():
+    """Depth changes constrained further than the refinement does (see "tradeoff")."""
+    import numpy as np
+    from lotus_blender.core import depth_refine
+
+    def pixel_scale(change):
+        height, width = change.shape
+        lock = depth_refine.default_prior(width, height) * 64.0     # wavelengths under about 5 px
+        return change - depth_refine._low_pass(change, np.ones(change.shape, bool), lock)
+
+    def clipped(change):
+        cap = float(np.quantile(np.abs(change), 0.9))
+        return np.clip(change, -cap, cap)
+    return {"pixel_scale_only": pixel_scale, "clipped_p90": clipped}
+
+
+def blurred_balls_ratio(variant=None):
+    """Normal error ratio, refined / unrefined, of tests/test_core_camera_estimate.py's balls at
+    50 mm (depth blurred by 3 px, exact normals), with a variant applied to the change."""
+    import numpy as np
+    from lotus_blender.core import camera_estimate, depth_refine, geometry
+    from tests import synthetic_scenes as scenes
+    depth, normals, _labels, focal = scenes.balls(focal_35mm=50.0)
+    disparity = scenes.gaussian_blur(scenes.lotus_disparity(depth, np.random.default_rng(11)), 3.0)
+    smooth = camera_estimate.estimate_camera(disparity, normals, focal_px=focal).depth(disparity)
+    refined = depth_refine.refine_depth(smooth, normals, focal).astype(np.float64)
+    if variant is not None:
+        refined = smooth * np.exp(variant(np.log(refined / smooth)))
+    smooth, refined = smooth * np.median(depth / smooth), refined * np.median(depth / refined)
+    intrinsics = geometry.Intrinsics(128, 96, focal)
+    return round(scenes.mesh_errors(refined, depth, intrinsics)[0] / scenes.mesh_errors(smooth, depth, intrinsics)[0], 3)
+
+
+def _tradeoff_row(cases, normal_of, error_of, blurred):
+    degraded = [c for c in cases if c["severity"] > 0]
+    ratios = [error_of(c) / c["error_3d"][0] for c in degraded]
+    return {"worse": sum(r > 1.0 for r in ratios), "cases": len(ratios), "worst_3d_ratio": round(max(ratios), 4),
+            "mean_3d_ratio": round(sum(ratios) / len(ratios), 4),
+            "min_normal_gain_sev1": round(min(1 - normal_of(c) / c["normal_deg"][0]
+                                              for c in degraded if c["severity"] == 1.0), 3),
+            "blurred_balls_normal_ratio": blurred}
+
+
+def tradeoff_table(cases):
+    variants = _variants()
+    table = {"refined": _tradeoff_row(cases, lambda c: c["normal_deg"][1], lambda c: c["error_3d"][1],
+                                      blurred_balls_ratio())}
+    for name, variant in variants.items():
+        table[name] = _tradeoff_row(cases, lambda c, n=name: c[n][0], lambda c, n=name: c[n][1],
+                                    blurred_balls_ratio(variant))
+    table["denoise_oracle"] = _tradeoff_row(cases, lambda c: c["denoised_normal_deg"],
+                                            lambda c: c["denoised_error_3d"], None)
+    return table
+
+
 def refine_table(views, seeds):
     from tests import lotus_errors, refine_eval
-    table = []
+    table, every_case = [], []
     for severity in lotus_errors.SEVERITIES:
         for name, (depth, normals, focal) in views.items():
-            cases = [refine_eval.refine_case(depth, normals, focal, severity, seed,
+            cases = [refine_eval.refine_case(depth, normals, focal, severity, seed, variants=_variants(),
                                              depth_range=float(depth.max() - depth.min())) for seed in seeds]
+            every_case += cases
             table.append({
                 "severity": severity, "scene": name, "seeds": len(cases),
                 "normal_deg": [_mean([c["normal_deg"][i] for c in cases], 2) for i in (0, 1)],
@@ -48,9 +112,11 @@ def refine_table(views, seeds):
                 "worst_3d_ratio": round(max(c["error_3d"][1] / c["error_3d"][0] for c in cases), 4),
                 "worst_normal_ratio": round(max(c["normal_deg"][1] / c["normal_deg"][0] for c in cases), 3),
                 "oracle_worst_3d_ratio": round(max(c["oracle_error_3d"] / c["error_3d"][0] for c in cases), 4),
+                "denoised_normal_deg": _mean([c["denoised_normal_deg"] for c in cases], 2),
+                "denoised_worst_3d_ratio": round(max(c["denoised_error_3d"] / c["error_3d"][0] for c in cases), 4),
                 "per_seed_3d_ratio": [round(c["error_3d"][1] / c["error_3d"][0], 4) for c in cases],
                 "max_depth_range_change_pct": round(100 * max(abs(c["depth_range_change"]) for c in cases), 3)})
-    return table
+    return table, tradeoff_table(every_case)
 
 
 def builder_table(addon, truths):
@@ -62,6 +128,7 @@ def builder_table(addon, truths):
         for severity, given in ((0.0, None), (0.5, true_range), (1.0, true_range)):
             case = refine_eval.builder_case(scene25d, truth, severity, 0, depth_range=given, tag=f"bench_{name}")
             table.append({"severity": severity, "scene": name, "depth_range": case["depth_range"],
+                          "range_source": case["range_source"],
                           "depth_range_change_pct": round(100 * case["depth_range_change"], 3),
                           "normal_deg": case["normal_deg"],
                           "error_3d_pct": [round(100 * e, 3) for e in case["error_3d"]]})
@@ -86,7 +153,7 @@ def relight_table(addon, names, seeds):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--relight-seeds", type=int, default=2)
     parser.add_argument("--skip-relight", action="store_true")
     args = parser.parse_args()
@@ -107,8 +174,9 @@ def main():
         views["analytic_" + name] = (depth, normals, focal)
     result = {"python": platform.python_version(), "load_average": os.getloadavg()[0],
               "resolution": list(ground_truth.RESOLUTION),
-              "refine": refine_table(views, range(args.seeds)),
-              "builder": builder_table(addon, truths)}
+              "refine": None, "tradeoff": None}
+    result["refine"], result["tradeoff"] = refine_table(views, range(args.seeds))
+    result["builder"] = builder_table(addon, truths)
     if not args.skip_relight:
         result["relight"] = relight_table(addon, list(ground_truth.SCENES), tuple(range(args.relight_seeds)))
     result["seconds"] = round(time.perf_counter() - start, 1)

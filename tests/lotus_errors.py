@@ -152,8 +152,9 @@ class _Fields:
         return rng.normal(size=shape)
 
 
-def degrade_depth(depth, severity, seed=0, frame=None):
-    """True planar depth (H, W) -> depth with model-like errors (see the module docstring)."""
+def degrade_depth(depth, severity, seed=0, frame=None, *, noise=True):
+    """True planar depth (H, W) -> depth with model-like errors (see the module docstring).
+    noise=False leaves out the white noise only (same smooth errors for the same seed)."""
     depth = np.asarray(depth, np.float64)
     fields = _Fields(seed, frame)
     shape = depth.shape
@@ -170,8 +171,10 @@ def degrade_depth(depth, severity, seed=0, frame=None):
         log_depth = gaussian_blur(log_depth, EDGE_BLUR * side * severity)
         log_depth = log_depth + severity * (DEPTH_WARP * fields.smooth(shape)
                                             + DEPTH_BLOBS * fields.blobs(shape))
-    noise = BASE_NOISE * (depth.max() - depth.min()) * fields.noise(shape)
     degraded = np.exp(log_depth)
+    if not noise:
+        return degraded
+    noise = BASE_NOISE * (depth.max() - depth.min()) * fields.noise(shape)
     return degraded * (1.0 + DEPTH_NOISE * severity * fields.noise(shape)) + noise
 
 
