@@ -35,12 +35,12 @@ from tests import blender_env  # noqa: E402
 from tests.tiny_lotus import make_tiny_checkpoint  # noqa: E402
 
 
-def _run_job(jobs, operators, context, gather, task='DEPTH'):
+def _run_job(job_queue, job_runner, operators, context, gather, task='DEPTH'):
     reports = []
     built = operators.build_jobs(context, task, gather, lambda level, text: reports.append(text))
     for job in built:
-        jobs.manager.submit(job)
-    runner = jobs.JobRunner(built, lambda level, text: reports.append(text))
+        job_queue.manager.submit(job)
+    runner = job_runner.JobRunner(built, lambda level, text: reports.append(text))
     started = time.perf_counter()
     result = runner.run_blocking(poll_interval=0.005)
     return time.perf_counter() - started, result, built, reports
@@ -49,7 +49,8 @@ def _run_job(jobs, operators, context, gather, task='DEPTH'):
 def main() -> int:
     name = blender_env.install_extension(work / "repo")
     base = f"{name}.blender"
-    jobs = importlib.import_module(f"{base}.jobs")
+    job_queue = importlib.import_module(f"{base}.job_queue")
+    job_runner = importlib.import_module(f"{base}.job_runner")
     operators = importlib.import_module(f"{base}.operators")
     inputs = importlib.import_module(f"{base}.inputs")
     outputs = importlib.import_module(f"{base}.outputs")
@@ -66,22 +67,22 @@ def main() -> int:
 
     def gather_small(ctx, job_dir, resolution):
         return [inputs.prepare_image(small, job_dir, resolution, 0)], []
-    seconds, result, _, _ = _run_job(jobs, operators, context, gather_small)
+    seconds, result, _, _ = _run_job(job_queue, job_runner, operators, context, gather_small)
     report["cold_job_s"] = round(seconds, 3)
     warm, blender_side = [], []
-    original_finish = jobs.finish_job
+    original_finish = job_runner.finish_job
 
     def timed_finish(*args, **kwargs):
         started = time.perf_counter()
         made = original_finish(*args, **kwargs)
         blender_side.append(time.perf_counter() - started)
         return made
-    jobs.finish_job = timed_finish
+    job_runner.finish_job = timed_finish
     for _ in range(7):
         started = time.perf_counter()
-        seconds, result, _, _ = _run_job(jobs, operators, context, gather_small)
+        seconds, result, _, _ = _run_job(job_queue, job_runner, operators, context, gather_small)
         warm.append(time.perf_counter() - started)
-    jobs.finish_job = original_finish
+    job_runner.finish_job = original_finish
     report["warm_job_32x24_s"] = {"median": round(sorted(warm)[len(warm) // 2], 3),
                                   "min": round(min(warm), 3)}
     report["results_to_images_and_files_32x24_s"] = round(sorted(blender_side)[3], 4)
@@ -106,7 +107,7 @@ def main() -> int:
     outputs.create_results = timed_create
     tracemalloc.start()
     started = time.perf_counter()
-    _, result, _, reports = _run_job(jobs, operators, context, gather_huge)
+    _, result, _, reports = _run_job(job_queue, job_runner, operators, context, gather_huge)
     timings["whole_job_s"] = round(time.perf_counter() - started, 3)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -115,7 +116,7 @@ def main() -> int:
     timings["numpy_peak_mib"] = round(peak / 2**20, 1)
     timings["numpy_peak_in_full_rgba_buffers"] = round(peak / full_rgba, 2)
     report["image_8000x6000_at_64px"] = timings
-    jobs.manager.shutdown()
+    job_queue.manager.shutdown()
     print(json.dumps(report, indent=2))
     return 0
 

@@ -19,7 +19,7 @@ def live(module_name: str) -> SimpleNamespace:
     """The enabled extension's Blender-side modules (fresh after a disable/enable cycle)."""
     import importlib
     base = f"{module_name}.blender"
-    names = ("jobs", "job_folders", "models", "worker_session", "operators", "inputs", "outputs",
+    names = ("job_queue", "job_runner", "job_folders", "models", "worker_session", "operators", "inputs", "outputs",
              "worker_client", "preferences", "panels")
     return SimpleNamespace(**{n: importlib.import_module(f"{base}.{n}") for n in names},
                            package=sys.modules[module_name])

@@ -29,8 +29,8 @@ def _run(lotus, reports, gather, task='DEPTH'):
     import bpy
     built = lotus.operators.build_jobs(bpy.context, task, gather, reports)
     for job in built:
-        lotus.jobs.manager.submit(job)
-    return drive(lotus.jobs.JobRunner(built, reports)), built
+        lotus.job_queue.manager.submit(job)
+    return drive(lotus.job_runner.JobRunner(built, reports)), built
 
 
 def _save(image, path, file_format, depth, mode='RGBA'):

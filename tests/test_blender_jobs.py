@@ -90,21 +90,21 @@ def test_modal_path_progress_then_directx_png(lotus, monkeypatch):
 
     built = lotus.operators.build_jobs(bpy.context, 'NORMAL', gather, reports)
     for job in built:
-        lotus.jobs.manager.submit(job)
-    runner = lotus.jobs.JobRunner(built, reports)
-    manager = lotus.jobs.manager
+        lotus.job_queue.manager.submit(job)
+    runner = lotus.job_runner.JobRunner(built, reports)
+    manager = lotus.job_queue.manager
     handle_event = manager._handle
     seen = []
 
     def recording(event):
         # What the panel would show after each event the timer reads.
         handle_event(event)
-        seen.append((event.get("event"), built[0].fraction, lotus.jobs.status_line()))
+        seen.append((event.get("event"), built[0].fraction, lotus.job_queue.status_line()))
     monkeypatch.setattr(manager, "_handle", recording)
     assert runner.handle('MOUSEMOVE') == {'PASS_THROUGH'}
     result = drive(runner)
     assert result == {'FINISHED'}
-    assert built[0].state == lotus.jobs.DONE
+    assert built[0].state == lotus.job_queue.DONE
     progress = [(f, text) for event, f, text in seen if event == "progress"]
     assert any(0.0 < f < 1.0 for f, _ in progress), seen
     assert all(text.startswith("Normal modal_src:") and text.endswith("%") for _, text in progress)
@@ -135,27 +135,27 @@ def test_escape_cancels_then_killed_worker_then_next_job_works(lotus):
     import bpy
     reports = Reports()
     built = lotus.operators.build_jobs(bpy.context, 'DEPTH', _gather_many(lotus), reports)
-    lotus.jobs.manager.submit(built[0])
-    runner = lotus.jobs.JobRunner(built, reports)
+    lotus.job_queue.manager.submit(built[0])
+    runner = lotus.job_runner.JobRunner(built, reports)
     # ESC as soon as the job runs: the worker stops between stages.
-    while built[0].state == lotus.jobs.QUEUED:
+    while built[0].state == lotus.job_queue.QUEUED:
         runner.handle('TIMER')
     assert runner.handle('ESC') == {'RUNNING_MODAL'}
     assert drive(runner) == {'CANCELLED'}
-    assert built[0].state == lotus.jobs.CANCELLED
+    assert built[0].state == lotus.job_queue.CANCELLED
     assert reports.texts('WARNING') and "many0_depth" not in bpy.data.images
 
     # Kill the worker mid-job: that job fails with a clear message, nothing else.
     reports = Reports()
     built = lotus.operators.build_jobs(bpy.context, 'DEPTH', _gather_many(lotus), reports)
-    lotus.jobs.manager.submit(built[0])
-    runner = lotus.jobs.JobRunner(built, reports)
-    while built[0].state == lotus.jobs.QUEUED:
+    lotus.job_queue.manager.submit(built[0])
+    runner = lotus.job_runner.JobRunner(built, reports)
+    while built[0].state == lotus.job_queue.QUEUED:
         runner.handle('TIMER')
-    pid = lotus.jobs.manager.client.pid
+    pid = lotus.job_queue.manager.client.pid
     os.kill(pid, signal.SIGKILL)
     assert drive(runner) == {'CANCELLED'}
-    assert built[0].state == lotus.jobs.FAILED
+    assert built[0].state == lotus.job_queue.FAILED
     assert "stopped unexpectedly" in built[0].message
     (killed,) = [text for text in reports.texts('ERROR') if "stopped unexpectedly" in text]
     assert killed.count("Open Log") == 1, killed
@@ -163,9 +163,9 @@ def test_escape_cancels_then_killed_worker_then_next_job_works(lotus):
     # The next job starts a fresh worker and works.
     reports = Reports()
     built = lotus.operators.build_jobs(bpy.context, 'DEPTH', _gather_many(lotus, count=1), reports)
-    lotus.jobs.manager.submit(built[0])
-    assert drive(lotus.jobs.JobRunner(built, reports)) == {'FINISHED'}
-    assert lotus.jobs.manager.client.pid != pid
+    lotus.job_queue.manager.submit(built[0])
+    assert drive(lotus.job_runner.JobRunner(built, reports)) == {'FINISHED'}
+    assert lotus.job_queue.manager.client.pid != pid
     assert "many0_depth" in bpy.data.images
     remove_images("many")
 
@@ -175,15 +175,15 @@ def test_queue_runs_one_job_at_a_time(lotus):
     reports = Reports()
     built = lotus.operators.build_jobs(bpy.context, 'BOTH', _gather_many(lotus, count=1), reports)
     for job in built:
-        lotus.jobs.manager.submit(job)
-    runner = lotus.jobs.JobRunner(built, reports)
+        lotus.job_queue.manager.submit(job)
+    runner = lotus.job_runner.JobRunner(built, reports)
     running_together = []
 
     def check(_):
-        running_together.append(sum(job.state == lotus.jobs.RUNNING for job in built))
+        running_together.append(sum(job.state == lotus.job_queue.RUNNING for job in built))
     assert drive(runner, check) == {'FINISHED'}
     assert max(running_together) == 1
-    assert all(job.state == lotus.jobs.DONE for job in built)
+    assert all(job.state == lotus.job_queue.DONE for job in built)
     # One report names the depth and the normal maps (the status bar shows only the last one).
     assert reports.texts('INFO') == ["Lotus: many0_depth, many0_normal"], reports
     remove_images("many")
@@ -222,7 +222,7 @@ def test_a_disk_error_before_the_job_is_one_clean_report(lotus, monkeypatch):
 
     def read_only(*_args):
         raise PermissionError(13, "Permission denied", "/home/artist/.config/lotus/jobs")
-    monkeypatch.setattr(lotus.jobs, "prune_job_folders", read_only)
+    monkeypatch.setattr(lotus.job_queue, "prune_job_folders", read_only)
     with pytest.raises(RuntimeError) as raised:
         bpy.ops.lotus.predict_image(image=image.name, task='DEPTH')
     message = str(raised.value)
@@ -233,21 +233,21 @@ def test_a_disk_error_before_the_job_is_one_clean_report(lotus, monkeypatch):
 
 def test_release_and_idle_release(lotus):
     import bpy
-    manager = lotus.jobs.manager
+    manager = lotus.job_queue.manager
     if manager.client is None:
         reports = Reports()
         built = lotus.operators.build_jobs(bpy.context, 'DEPTH', _gather_many(lotus, count=1),
                                            reports)
         manager.submit(built[0])
-        drive(lotus.jobs.JobRunner(built, reports))
+        drive(lotus.job_runner.JobRunner(built, reports))
     process = manager.client.process
-    assert bpy.app.timers.is_registered(lotus.jobs._idle_check)
+    assert bpy.app.timers.is_registered(lotus.job_queue._idle_check)
     # Not idle long enough: the timer keeps the worker and asks to run again.
-    assert lotus.jobs._idle_check() == lotus.jobs.IDLE_CHECK_INTERVAL_S
+    assert lotus.job_queue._idle_check() == lotus.job_queue.IDLE_CHECK_INTERVAL_S
     assert process.poll() is None
     # Idle past the preference's minutes: the timer releases it and stops itself.
     manager.last_activity -= 11 * 60
-    assert lotus.jobs._idle_check() is None
+    assert lotus.job_queue._idle_check() is None
     assert process.poll() is not None and manager.client is None
     assert bpy.ops.lotus.release_model() == {'FINISHED'}  # nothing to release: still fine
     remove_images("many")
@@ -258,11 +258,11 @@ def test_unregister_stops_worker_and_timer(lotus, tiny_checkpoints):
     import bpy
     reports = Reports()
     built = lotus.operators.build_jobs(bpy.context, 'DEPTH', _gather_many(lotus, count=1), reports)
-    lotus.jobs.manager.submit(built[0])
-    drive(lotus.jobs.JobRunner(built, reports))
-    process = lotus.jobs.manager.client.process
-    idle_check = lotus.jobs._idle_check
-    load_handler = lotus.jobs._cancel_on_file_load
+    lotus.job_queue.manager.submit(built[0])
+    drive(lotus.job_runner.JobRunner(built, reports))
+    process = lotus.job_queue.manager.client.process
+    idle_check = lotus.job_queue._idle_check
+    load_handler = lotus.job_queue._cancel_on_file_load
     assert bpy.app.timers.is_registered(idle_check)
     assert load_handler in bpy.app.handlers.load_pre
     addon_utils.disable(lotus.name, default_set=True)
@@ -273,8 +273,8 @@ def test_unregister_stops_worker_and_timer(lotus, tiny_checkpoints):
     finally:
         addon_utils.enable(lotus.name, default_set=True)
     again = live(lotus.name)
-    assert again.jobs.manager.client is None
-    assert not bpy.app.timers.is_registered(again.jobs._idle_check)
+    assert again.job_queue.manager.client is None
+    assert not bpy.app.timers.is_registered(again.job_queue._idle_check)
     assert hasattr(bpy.types, "LOTUS_OT_predict_files")
     remove_images("many")
 
@@ -287,13 +287,13 @@ def test_worker_errors_reach_the_artist_and_the_next_job_works(lotus, tmp_path):
     prefs.depth_model_path = str(not_a_model)
     reports = Reports()
     built = lotus.operators.build_jobs(bpy.context, 'DEPTH', _gather_many(lotus, count=1), reports)
-    lotus.jobs.manager.submit(built[0])
-    assert drive(lotus.jobs.JobRunner(built, reports)) == {'CANCELLED'}
-    assert built[0].state == lotus.jobs.FAILED and built[0].message
+    lotus.job_queue.manager.submit(built[0])
+    assert drive(lotus.job_runner.JobRunner(built, reports)) == {'CANCELLED'}
+    assert built[0].state == lotus.job_queue.FAILED and built[0].message
     assert reports.texts('ERROR') and built[0].message in reports.texts('ERROR')[0]
-    assert lotus.jobs.manager.last_error.endswith(built[0].message)
+    assert lotus.job_queue.manager.last_error.endswith(built[0].message)
     # The failure and its traceback are in the worker's log, which Open Log shows.
-    with open(lotus.jobs.manager.worker_log, encoding="utf-8") as log:
+    with open(lotus.job_queue.manager.worker_log, encoding="utf-8") as log:
         text = log.read()
     assert f"job {built[0].id}" in text and "Traceback" in text
 
@@ -306,16 +306,16 @@ def test_worker_errors_reach_the_artist_and_the_next_job_works(lotus, tmp_path):
     assert lotus.worker_session.worker_settings().extra_paths == ()
     reports = Reports()
     built = lotus.operators.build_jobs(bpy.context, 'NORMAL', _gather_many(lotus, count=1), reports)
-    lotus.jobs.manager.submit(built[0])
-    assert drive(lotus.jobs.JobRunner(built, reports)) == {'CANCELLED'}
+    lotus.job_queue.manager.submit(built[0])
+    assert drive(lotus.job_runner.JobRunner(built, reports)) == {'CANCELLED'}
     assert "Cannot start the worker" in built[0].message
 
     prefs.python_path = worker_python_preference()
     reports = Reports()
     built = lotus.operators.build_jobs(bpy.context, 'NORMAL', _gather_many(lotus, count=1), reports)
-    lotus.jobs.manager.submit(built[0])
-    assert drive(lotus.jobs.JobRunner(built, reports)) == {'FINISHED'}
-    assert lotus.jobs.manager.last_error == ""
+    lotus.job_queue.manager.submit(built[0])
+    assert drive(lotus.job_runner.JobRunner(built, reports)) == {'FINISHED'}
+    assert lotus.job_queue.manager.last_error == ""
     remove_images("many")
 
 
@@ -344,15 +344,15 @@ class _Layout:
 
 def test_panel_shows_progress_queue_and_cancel(lotus, tmp_path):
     import bpy
-    manager = lotus.jobs.manager
+    manager = lotus.job_queue.manager
     settings = lotus.worker_session.WorkerSettings(python="python", log_path=str(tmp_path / "log"),
                                          extra_paths=())
     output = lotus.outputs.OutputSettings(folder=str(tmp_path), temporary=False)
-    running = lotus.jobs.Job(task="depth", model={}, inputs=[], job_dir=str(tmp_path),
+    running = lotus.job_queue.Job(task="depth", model={}, inputs=[], job_dir=str(tmp_path),
                              options={}, output=output, worker=settings, label="Depth photo",
-                             state=lotus.jobs.RUNNING, fraction=0.4, stage="image 3/12: predicting", item=3,
+                             state=lotus.job_queue.RUNNING, fraction=0.4, stage="image 3/12: predicting", item=3,
                              items=12)
-    waiting = lotus.jobs.Job(task="normal", model={}, inputs=[], job_dir=str(tmp_path),
+    waiting = lotus.job_queue.Job(task="normal", model={}, inputs=[], job_dir=str(tmp_path),
                              options={}, output=output, worker=settings, label="Normal photo")
     assert manager.current is None and not manager.queue
     manager.current = running
@@ -360,7 +360,7 @@ def test_panel_shows_progress_queue_and_cancel(lotus, tmp_path):
     layout = _Layout()
     try:
         lotus.panels.draw_progress(layout, bpy.context)
-        assert lotus.jobs.status_line() == "Depth photo: image 3/12: predicting 40% (+1 queued)"
+        assert lotus.job_queue.status_line() == "Depth photo: image 3/12: predicting 40% (+1 queued)"
     finally:
         manager.current = None
         manager.queue.clear()
@@ -598,7 +598,7 @@ def test_predict_operators_take_their_options_from_one_mixin_with_presets(lotus)
 
 def test_stabilize_summary_names_cut_held_and_flat_frames(lotus):
     from lotus_blender.core import temporal
-    summary = lotus.jobs.stabilize_summary
+    summary = lotus.job_runner.stabilize_summary
 
     def fit(status):
         return temporal.Alignment(1.0, 0.0, status=status)
@@ -635,8 +635,8 @@ def test_a_sequences_cut_and_held_frames_are_one_report_line(lotus, monkeypatch,
     try:
         built = lotus.operators.build_jobs(bpy.context, 'BOTH', gather, reports)
         for job in built:
-            lotus.jobs.manager.submit(job)
-        assert drive(lotus.jobs.JobRunner(built, reports)) == {'FINISHED'}
+            lotus.job_queue.manager.submit(job)
+        assert drive(lotus.job_runner.JobRunner(built, reports)) == {'FINISHED'}
         stabilized = [text for text in reports.texts('INFO') if "Stabilize Depth" in text]
         assert stabilized == ["Lotus depth, Stabilize Depth: hard cut at frame 3 (new "
                               "alignment); frame 4 held (fit not trusted: previous scale kept)"]
@@ -646,8 +646,8 @@ def test_a_sequences_cut_and_held_frames_are_one_report_line(lotus, monkeypatch,
             bpy.context, 'DEPTH', gather, reports,
             lotus.worker_session.PredictionChoices(stabilize=False))
         for job in built:
-            lotus.jobs.manager.submit(job)
-        assert drive(lotus.jobs.JobRunner(built, reports)) == {'FINISHED'}
+            lotus.job_queue.manager.submit(job)
+        assert drive(lotus.job_runner.JobRunner(built, reports)) == {'FINISHED'}
         assert not [text for text in reports.texts() if "Stabilize" in text]
     finally:
         bpy.data.images.remove(image)

@@ -117,8 +117,8 @@ def test_local_normal_model_without_kind_asks_then_runs(lotus, tiny_checkpoints,
         def gather(context, job_dir, resolution):
             return [lotus.inputs.prepare_image(image, job_dir, resolution, 0)], []
         built = lotus.operators.build_jobs(bpy.context, 'NORMAL', gather, reports)
-        lotus.jobs.manager.submit(built[0])
-        return drive(lotus.jobs.JobRunner(built, reports)), built[0]
+        lotus.job_queue.manager.submit(built[0])
+        return drive(lotus.job_runner.JobRunner(built, reports)), built[0]
 
     try:
         assert "kind" not in lotus.models.model_request("normal")
@@ -126,7 +126,7 @@ def test_local_normal_model_without_kind_asks_then_runs(lotus, tiny_checkpoints,
         assert status == {'CANCELLED'}
         assert job.message == (f"Lotus cannot tell what {folder} predicts: set Normal Model "
                                f"Output (Normal) in the Lotus add-on preferences")
-        assert lotus.jobs.manager.last_error.endswith(job.message)
+        assert lotus.job_queue.manager.last_error.endswith(job.message)
         prefs.normal_model_kind = 'NORMAL'
         assert lotus.models.model_request("normal")["kind"] == "normal"
         status, job = run()

@@ -108,6 +108,16 @@ def test_normalize_vectors_unit_length_and_zero_fallback():
     np.testing.assert_array_equal(unit[0, 2], [0.0, 0.0, 1.0])
 
 
+def test_block_mean_averages_whole_blocks_and_leaves_the_rest_out():
+    values = np.arange(5 * 7 * 2, dtype=np.float64).reshape(5, 7, 2)
+    small = maps.block_mean(values, 2)
+    assert small.shape == (2, 3, 2)                  # the fifth row and seventh column left out
+    np.testing.assert_array_equal(small[1, 2], values[2:4, 4:6].mean(axis=(0, 1)))
+    np.testing.assert_array_equal(maps.block_mean(values[..., 0], 3),
+                                  [[values[:3, :3, 0].mean(), values[:3, 3:6, 0].mean()]])
+    assert maps.block_mean(values, 1) is values
+
+
 def test_flat_surface_gives_exact_flat_normal_map_colour():
     flat = np.zeros((4, 4, 3), dtype=np.float32)
     flat[..., 2] = 1.0

@@ -27,19 +27,19 @@ def start(count):
     reports = Reports()
     built = mod("operators").build_jobs(bpy.context, 'DEPTH', gather, reports)
     for job in built:
-        mod("jobs").manager.submit(job)
-    return built, mod("jobs").JobRunner(built, reports)
+        mod("job_queue").manager.submit(job)
+    return built, mod("job_runner").JobRunner(built, reports)
 
 
 def running(count=6):
     built, runner = start(count)
-    while built[0].state == mod("jobs").QUEUED:
+    while built[0].state == mod("job_queue").QUEUED:
         runner.handle('TIMER')
     return built, runner
 
 
 def state():
-    manager = mod("jobs").manager
+    manager = mod("job_queue").manager
     client = manager.client
     return {"error": manager.last_error, "current": manager.current is not None,
             "folders": len(manager.folders_in_use),
@@ -54,15 +54,15 @@ def handler_counts():
 
 
 result = {}
-jobs_module = mod("jobs")
+queue_module = mod("job_queue")
 # 1. The worker is killed mid-run: its crash is the panel's error; File > New forgets it.
 built, runner = running()
-os.kill(mod("jobs").manager.client.pid, signal.SIGKILL)
+os.kill(mod("job_queue").manager.client.pid, signal.SIGKILL)
 drive(runner)
 result["crashed"] = state()
 bpy.ops.wm.read_homefile(use_empty=True)
 result["new_file"] = state()
-result["same_modules"] = mod("jobs") is jobs_module
+result["same_modules"] = mod("job_queue") is queue_module
 
 # 2. A warm worker and an error it reported (a folder that is no model): opening a saved file
 # forgets the error, not the worker.
@@ -80,11 +80,11 @@ result["opened"] = state()
 
 # 3. File > New while a run is predicting: load_pre cancels it; its operator is gone, so a timer
 # reads the worker's events until the cancel is confirmed; the worker stays warm.
-pid = mod("jobs").manager.client.pid
+pid = mod("job_queue").manager.client.pid
 built, runner = running(12)   # long enough to be cancelled before it ends
 bpy.ops.wm.read_homefile(use_empty=True)
 result["cancelling"] = state()
-timer = mod("jobs")._finish_cancelled
+timer = mod("job_queue")._finish_cancelled
 result["timer"] = bpy.app.timers.is_registered(timer)
 while timer() is not None:  # what bpy.app.timers runs (the bpy module has no event loop)
     time.sleep(0.02)

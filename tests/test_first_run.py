@@ -62,14 +62,14 @@ def test_first_job_without_torch_says_how_to_fix_it(lotus, bare_python):
         def gather(context, job_dir, resolution):
             return [lotus.inputs.prepare_image(image, job_dir, resolution, 0)], []
         built = lotus.operators.build_jobs(bpy.context, 'DEPTH', gather, reports)
-        lotus.jobs.manager.submit(built[0])
-        assert drive(lotus.jobs.JobRunner(built, reports)) == {'CANCELLED'}
+        lotus.job_queue.manager.submit(built[0])
+        assert drive(lotus.job_runner.JobRunner(built, reports)) == {'CANCELLED'}
         message = built[0].message
         assert message.startswith(f"PyTorch is not installed in the Worker Python {bare_python}")
         assert "set Worker Python (Lotus add-on preferences) to a Python with torch" in message
         assert "No module named" not in message and "\n" not in message
         # The panel's error line and the operator's report carry the same sentence.
-        assert lotus.jobs.manager.last_error.endswith(message)
+        assert lotus.job_queue.manager.last_error.endswith(message)
         assert any(message in text for text in reports.texts('ERROR'))
         # Through the operator, as an artist's click: the same line (background mode raises it).
         with pytest.raises(RuntimeError, match="PyTorch is not installed in the Worker Python"):

@@ -17,8 +17,8 @@ def _run(lotus, gather, task='DEPTH'):
     reports = Reports()
     built = lotus.operators.build_jobs(bpy.context, task, gather, reports)
     for job in built:
-        lotus.jobs.manager.submit(job)
-    result = drive(lotus.jobs.JobRunner(built, reports)) if built else {'CANCELLED'}
+        lotus.job_queue.manager.submit(job)
+    result = drive(lotus.job_runner.JobRunner(built, reports)) if built else {'CANCELLED'}
     return result, reports
 
 

@@ -190,8 +190,8 @@ def test_failed_writes_leave_no_file_and_keep_the_new_pixels(lotus, monkeypatch,
     built = lotus.operators.build_jobs(bpy.context, 'BOTH', lambda c, d, r: (
         [lotus.inputs.prepare_image(source, d, r, 0)], []), reports)
     for job in built:
-        lotus.jobs.manager.submit(job)
-    assert drive(lotus.jobs.JobRunner(built, reports)) == {'FINISHED'}
+        lotus.job_queue.manager.submit(job)
+    assert drive(lotus.job_runner.JobRunner(built, reports)) == {'FINISHED'}
     assert sorted(os.listdir(lotus.out)) == first_run  # nothing partial, nothing new
     errors = reports.texts('ERROR')
     assert len(errors) == 1, errors
@@ -217,20 +217,20 @@ def test_failed_writes_leave_no_file_and_keep_the_new_pixels(lotus, monkeypatch,
 
 def test_job_folders_of_failed_and_cancelled_runs_do_not_pile_up(lotus):
     import bpy
-    jobs = lotus.jobs
+    job_queue = lotus.job_queue
     root = lotus.job_folders.jobs_folder()
-    jobs.prune_job_folders(keep=0)  # what earlier tests left
+    job_queue.prune_job_folders(keep=0)  # what earlier tests left
     before = set(os.listdir(root))
     source = new_image("jobsclean", gradient())
     # A cancelled run: its folder goes.
     built = lotus.operators.build_jobs(bpy.context, 'BOTH', lambda c, d, r: (
         [lotus.inputs.prepare_image(source, d, r, 0)], []), Reports())
     for job in built:
-        jobs.manager.submit(job)
-    runner = jobs.JobRunner(built, Reports())
+        job_queue.manager.submit(job)
+    runner = lotus.job_runner.JobRunner(built, Reports())
     runner.handle('ESC')
     drive(runner)
-    assert all(job.state == jobs.CANCELLED for job in built)
+    assert all(job.state == job_queue.CANCELLED for job in built)
     assert set(os.listdir(root)) == before
     # Leftovers of crashed sessions (dead process ids) are pruned to the newest few; a folder of
     # another running Blender (a live pid) is left alone.
@@ -250,7 +250,7 @@ def test_job_folders_of_failed_and_cancelled_runs_do_not_pile_up(lotus):
     for folder in (running_cli, killed_cli):
         os.makedirs(folder)
         os.utime(folder, (1_000_000, 1_000_000))  # older than the kept leftovers
-    removed = jobs.prune_job_folders()
+    removed = job_queue.prune_job_folders()
     left = set(os.listdir(root)) - before
     assert len(removed) == 5 and killed_cli in removed
     assert left == {os.path.basename(live), os.path.basename(running_cli)} | {

@@ -171,15 +171,15 @@ def _fake_job(lotus, tmp_path, **fields):
     defaults = dict(task="depth", model={}, inputs=[], job_dir=str(tmp_path), options={},
                     output=output, worker=settings, label="Depth photo")
     defaults.update(fields)
-    return lotus.jobs.Job(**defaults)
+    return lotus.job_queue.Job(**defaults)
 
 
 def test_every_lotus_panel_draws_uncut_in_both_spaces(lotus, tmp_path, fresh_data):
     """Sources, progress, error, options and the builders draw with real UILayout calls; texts
     that the panel makes itself fit the default width."""
     import bpy
-    panels, manager = lotus.panels, lotus.jobs.manager
-    running = _fake_job(lotus, tmp_path, state=lotus.jobs.RUNNING, stage="image 3/12: predicting",
+    panels, manager = lotus.panels, lotus.job_queue.manager
+    running = _fake_job(lotus, tmp_path, state=lotus.job_queue.RUNNING, stage="image 3/12: predicting",
                         fraction=0.5, run_parts=2, run_part=1, run_id="run1",
                         run_label="Depth & Normals photo (+11)", task="normal")
     manager.current, manager.last_error = running, ISSUE_ERROR
@@ -347,7 +347,7 @@ def test_builders_fit_one_1080p_sidebar(lotus, fresh_data, monkeypatch, tmp_path
     monkeypatch.setattr(panels.compat, "cycles_can_denoise", lambda scene: False)
     for name in ("lotus_scene25d", "lotus_materials", "lotus_relight"):
         getattr(bpy.context.scene, name).photo = photo
-    manager = lotus.jobs.manager
+    manager = lotus.job_queue.manager
     try:
         # No maps yet: each builder says what to predict first, in lines of their own.
         hints = panel_height("LOTUS_PT_view3d", context)
@@ -361,7 +361,7 @@ def test_builders_fit_one_1080p_sidebar(lotus, fresh_data, monkeypatch, tmp_path
         # Never kinder than the window, and not so cautious that it could not fail.
         assert MEASURED_BUILDERS_PX <= ready < MEASURED_BUILDERS_PX + 2 * UNIT_PX, ready
         # A run in progress adds its box: still no scrolling.
-        manager.current = _fake_job(lotus, tmp_path, state=lotus.jobs.RUNNING, fraction=0.5,
+        manager.current = _fake_job(lotus, tmp_path, state=lotus.job_queue.RUNNING, fraction=0.5,
                                     stage="image 1/4: predicting")
         running = panel_height("LOTUS_PT_view3d", context)
         assert ready < running <= SIDEBAR_1080P_PX, running
@@ -471,7 +471,7 @@ def _multi_image_gather(lotus, count):
 
 def test_depth_and_normals_is_one_bar_and_a_new_run_clears_the_last_error(lotus):
     import bpy
-    manager = lotus.jobs.manager
+    manager = lotus.job_queue.manager
     manager.last_error = "Depth old: the previous run failed"
     reports = Reports()
     built = lotus.operators.build_jobs(bpy.context, 'BOTH', _multi_image_gather(lotus, 3), reports)
@@ -488,7 +488,7 @@ def test_depth_and_normals_is_one_bar_and_a_new_run_clears_the_last_error(lotus)
         job = manager.current
         if job is not None:
             seen.append((job.task, job.run_fraction, job.status_text()))
-    assert drive(lotus.jobs.JobRunner(built, reports), record) == {'FINISHED'}
+    assert drive(lotus.job_runner.JobRunner(built, reports), record) == {'FINISHED'}
     fractions = [fraction for _task, fraction, _text in seen]
     assert fractions == sorted(fractions), fractions
     assert max(f for task, f, _ in seen if task == "depth") <= 0.5
@@ -505,21 +505,21 @@ def test_depth_and_normals_is_one_bar_and_a_new_run_clears_the_last_error(lotus)
 
 def test_cancel_shows_cancelling_until_the_worker_stops(lotus):
     import bpy
-    manager = lotus.jobs.manager
+    manager = lotus.job_queue.manager
     reports = Reports()
     built = lotus.operators.build_jobs(bpy.context, 'BOTH', _multi_image_gather(lotus, 6), reports)
     for job in built:
         manager.submit(job)
-    runner = lotus.jobs.JobRunner(built, reports)
+    runner = lotus.job_runner.JobRunner(built, reports)
     started = time.monotonic()
-    while built[0].state == lotus.jobs.QUEUED or built[0].progress == 0.0:
+    while built[0].state == lotus.job_queue.QUEUED or built[0].progress == 0.0:
         runner.handle('TIMER')
         assert time.monotonic() - started < 120, "no progress from the worker"
         time.sleep(0.02)
     assert runner.handle('ESC') == {'RUNNING_MODAL'}
     job = built[0]
     assert job.cancelling and job.status_text().endswith(": cancelling...")
-    assert built[1].state == lotus.jobs.CANCELLED   # the queued part goes at once
+    assert built[1].state == lotus.job_queue.CANCELLED   # the queued part goes at once
     log = _draw("LOTUS_PT_view3d", _sidebar_context())
     bars = [kw for name, _a, kw, _e in log if name == "progress"]
     assert bars[0]["text"] == "Cancelling..."
@@ -529,7 +529,7 @@ def test_cancel_shows_cancelling_until_the_worker_stops(lotus):
     stages = []
     assert drive(runner, lambda _r: stages.append(job.stage)) == {'CANCELLED'}
     assert set(stages[:-1]) <= {"cancelling"}   # progress still arriving does not hide it
-    assert job.state == lotus.jobs.CANCELLED and not job.cancelling
+    assert job.state == lotus.job_queue.CANCELLED and not job.cancelling
     remove_images("panel")
 
 
@@ -628,8 +628,8 @@ def test_compositor_trees_finds_the_scenes_viewer(lotus, fresh_data):
 
 def test_status_bar_keeps_its_percentage(lotus, tmp_path):
     """The status bar's bar is short: it says "Lotus 58%" (the details are in the status text)."""
-    manager = lotus.jobs.manager
-    job = _fake_job(lotus, tmp_path, state=lotus.jobs.RUNNING, stage="image 1/4: decoding",
+    manager = lotus.job_queue.manager
+    job = _fake_job(lotus, tmp_path, state=lotus.job_queue.RUNNING, stage="image 1/4: decoding",
                     fraction=0.16, run_parts=2, run_part=1)
     manager.current = job
     try:

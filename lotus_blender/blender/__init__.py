@@ -5,7 +5,7 @@ import importlib
 # Submodules that register classes, in registration order. Each has register()/unregister().
 _MODULE_NAMES = (
     "preferences",
-    "jobs",
+    "job_queue",
     "predict_options",
     "operators",
     "panels",

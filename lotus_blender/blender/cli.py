@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import protocol
 from ..core import temporal
-from . import batch_files, cli_sources, inputs, job_folders, jobs, models, naming, outputs
+from . import batch_files, cli_sources, inputs, job_folders, job_queue, models, naming, outputs
 from .cli_checks import (UsageError, check_frames_apply, make_output_folder, output_folder,
                          resolve_models)
 from .preferences import get_preferences
@@ -399,7 +399,7 @@ def _run(args, tasks: list[str], sources: list, chosen: dict) -> int:
         units = [Unit(task, source, frame, final_paths(source, frame, task, args.output,
                                                        args.normal_convention))
                  for task in tasks for source in sources for frame in source.frames]
-        jobs.prune_job_folders()  # those of killed runs
+        job_queue.prune_job_folders()  # those of killed runs
         job_dir = job_folders.new_job_folder("cli")
         batch = Batch(args, units, chosen, worker_settings(python=args.python), job_dir)
         if hasattr(signal, "SIGTERM"):

@@ -21,7 +21,7 @@ from bpy.props import BoolProperty, CollectionProperty, StringProperty
 from bpy.types import Operator, OperatorFileListElement
 
 from .. import protocol
-from . import inputs, job_folders, jobs, models, outputs, predict_options
+from . import inputs, job_folders, job_queue, job_runner, models, outputs, predict_options
 from .predict_options import TASK_ITEMS, ClipOptions, MultilayerOptions, PredictOptions
 from .preferences import get_preferences
 from .worker_session import PredictionChoices, preferences_options, worker_settings
@@ -49,7 +49,7 @@ def build_jobs(context, task_choice: str, gather, report,
     prefs = get_preferences(context)
     tasks = _tasks(task_choice)
     chosen = {task: models.model_request(task, context) for task in tasks}
-    jobs.prune_job_folders()
+    job_queue.prune_job_folders()
     batch_dir = job_folders.new_job_folder()
     prepared, problems = gather(context, batch_dir,
                                 0 if choices.tiled else prefs.processing_resolution)
@@ -69,7 +69,7 @@ def build_jobs(context, task_choice: str, gather, report,
         if len(tasks) > 1 else ""
     built = []
     for part, task in enumerate(tasks):
-        built.append(jobs.Job(
+        built.append(job_queue.Job(
             task=task, model=chosen[task], inputs=prepared, job_dir=batch_dir,
             options=preferences_options(context, choices),
             output=outputs.OutputSettings(folder=folder, temporary=temporary,
@@ -102,8 +102,8 @@ class _LotusJobOperator(PredictOptions):
         if not built:
             return {'CANCELLED'}
         for job in built:
-            jobs.manager.submit(job)
-        self._runner = jobs.JobRunner(built, self.report)
+            job_queue.manager.submit(job)
+        self._runner = job_runner.JobRunner(built, self.report)
         if blocking or bpy.app.background or context.window is None:
             return self._runner.run_blocking()
         window_manager = context.window_manager
@@ -114,10 +114,10 @@ class _LotusJobOperator(PredictOptions):
 
     def modal(self, context, event):
         result = self._runner.handle(event.type)
-        jobs.tag_redraw(context)
+        job_runner.tag_redraw(context)
         if 'RUNNING_MODAL' in result or 'PASS_THROUGH' in result:
             if context.workspace is not None:
-                context.workspace.status_text_set(jobs.status_line() or None)
+                context.workspace.status_text_set(job_queue.status_line() or None)
             return result
         context.window_manager.event_timer_remove(self._timer)
         if context.workspace is not None:
@@ -288,7 +288,7 @@ class LOTUS_OT_cancel_jobs(Operator):
     bl_label = "Cancel"
 
     def execute(self, context):
-        jobs.manager.cancel_all()
+        job_queue.manager.cancel_all()
         return {'FINISHED'}
 
 
@@ -299,10 +299,10 @@ class LOTUS_OT_release_model(Operator):
     bl_label = "Release Model"
 
     def execute(self, context):
-        if jobs.manager.busy:
+        if job_queue.manager.busy:
             self.report({'WARNING'}, "A job is running: cancel it first")
             return {'CANCELLED'}
-        if jobs.manager.release():
+        if job_queue.manager.release():
             self.report({'INFO'}, "Lotus model released")
         else:
             self.report({'INFO'}, "No model loaded")
@@ -315,7 +315,7 @@ class LOTUS_OT_open_log(Operator):
     bl_label = "Open Log"
 
     def execute(self, context):
-        path = jobs.manager.worker_log or job_folders.log_path()
+        path = job_queue.manager.worker_log or job_folders.log_path()
         if not os.path.isfile(path):
             self.report({'WARNING'}, f"No log yet ({path})")
             return {'CANCELLED'}

@@ -12,7 +12,7 @@ import contextlib
 import blf
 import bpy
 
-from . import compat, jobs, outputs, predict_options
+from . import compat, job_queue, outputs, predict_options
 from .predict_options import TASK_ITEMS
 
 # Sidebar width without a region to ask (tests, scripts): Blender's default at UI scale 1.
@@ -188,8 +188,8 @@ def has_pixels(image) -> bool:
 def draw_progress(layout, context) -> None:
     """The running run as one progress bar (percentage first, so it is never cut), with
     Cancel (ESC works too); "Cancelling..." until the worker has stopped."""
-    job = jobs.manager.current
-    waiting = jobs.manager.waiting_runs()
+    job = job_queue.manager.current
+    waiting = job_queue.manager.waiting_runs()
     if job is None and not waiting:
         return
     box = layout.box()
@@ -197,7 +197,7 @@ def draw_progress(layout, context) -> None:
         measure = text_measure(context)
         width = text_width(context, PANEL_INSET_PX + BOX_INSET_PX + ICON_PX)
         box.label(text=fit_text([job.run_label, job.run_label.split(" (")[0], job.task.title()],
-                                width, measure), icon='SORTTIME' if job.state == jobs.QUEUED
+                                width, measure), icon='SORTTIME' if job.state == job_queue.QUEUED
                   else 'TIME')
         if job.cancelling:
             box.progress(factor=job.run_fraction, type='BAR', text="Cancelling...")
@@ -218,10 +218,10 @@ def draw_progress(layout, context) -> None:
 
 def draw_last_error(layout, context) -> None:
     """The last failure, wrapped to the sidebar; the full traceback is one click away."""
-    if jobs.manager.last_error:
+    if job_queue.manager.last_error:
         box = layout.box()
         box.alert = True
-        draw_wrapped(box, context, jobs.manager.last_error, icon='ERROR', in_box=True)
+        draw_wrapped(box, context, job_queue.manager.last_error, icon='ERROR', in_box=True)
         box.operator("lotus.open_log", icon='TEXT')
 
 
@@ -361,7 +361,7 @@ STATUS_BAR_UNITS = 8
 def draw_status_bar(self, context):
     """Status bar: the running run's progress next to Blender's own. The details are in the
     status text on the left (the operator sets it); the short bar keeps its percentage."""
-    job = jobs.manager.current
+    job = job_queue.manager.current
     if job is not None:
         row = self.layout.row()
         row.ui_units_x = STATUS_BAR_UNITS

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .maps import block_mean
+
 MAX_SAMPLES = 6000
 SLANT_MIN = math.sin(math.radians(8.0))   # normals turned at least this far tell something
 
@@ -30,14 +32,6 @@ class MapSamples:
     sign: float           # -1 disparity, +1 depth
     v_low: float
     v_high: float
-
-
-def _block_mean(array, factor):
-    if factor == 1:
-        return array
-    rows, cols = array.shape[0] // factor, array.shape[1] // factor
-    trimmed = array[:rows * factor, :cols * factor]
-    return trimmed.reshape(rows, factor, cols, factor, *array.shape[2:]).mean(axis=(1, 3))
 
 
 def _smooth121(array):
@@ -94,9 +88,9 @@ def samples_from_maps(values, normals, kind, valid, max_size) -> MapSamples:
         ok &= np.asarray(valid, dtype=bool)
     factor = max(1, math.ceil(max(height, width) / max_size))
     # Invalid pixels spoil their block (its mean would mix in garbage).
-    v = _block_mean(np.where(ok, values, 0.0), factor)
-    n = _block_mean(np.where(ok[..., None], normals, 0.0), factor)
-    good = _block_mean(ok.astype(np.float64), factor) > 0.999
+    v = block_mean(np.where(ok, values, 0.0), factor)
+    n = block_mean(np.where(ok[..., None], normals, 0.0), factor)
+    good = block_mean(ok.astype(np.float64), factor) > 0.999
     rows, cols = v.shape
     # Block centres in full-size pixels from the image centre: the principal point stays put.
     x = (np.arange(cols) + 0.5) * factor - width / 2.0

@@ -96,6 +96,16 @@ def normalize_vectors(n, eps=1e-8):
     return np.where(bad, fallback, unit).astype(np.float32)
 
 
+def block_mean(array, factor):
+    """Area-average downsampling: the mean of each ``factor`` x ``factor`` block of an (H, W, ...)
+    array; the rows and columns past the last whole block are left out. Factor 1: the array itself."""
+    if factor == 1:
+        return array
+    rows, cols = array.shape[0] // factor, array.shape[1] // factor
+    trimmed = array[:rows * factor, :cols * factor]
+    return trimmed.reshape(rows, factor, cols, factor, *array.shape[2:]).mean(axis=(1, 3))
+
+
 def _check_convention(convention):
     name = str(convention).upper()
     if name not in NORMAL_MAP_CONVENTIONS:

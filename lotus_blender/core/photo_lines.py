@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .maps import block_mean
+
 WORKING_SIZE = 512           # longest edge the photo is averaged down to
 COHERENCE_MIN = 0.85         # structure-tensor coherence of a straight edge
 JOIN_DEG = 12.0              # neighbouring edge pixels whose orientations differ less are one run
@@ -42,13 +44,6 @@ class Segments:
             return self.mid[members], self.length[members]
         chosen = np.isin(self.piece_of, members)
         return self.piece_mid[chosen], self.piece_length[chosen]
-
-
-def _block_mean(array, factor):
-    if factor == 1:
-        return array
-    rows, cols = array.shape[0] // factor, array.shape[1] // factor
-    return array[:rows * factor, :cols * factor].reshape(rows, factor, cols, factor).mean(axis=(1, 3))
 
 
 def _blur(array, taps):
@@ -101,7 +96,7 @@ def line_segments(photo) -> Segments:
     height, width = grey.shape
     grey = np.sqrt(np.clip(grey / max(float(np.percentile(grey, 99.5)), 1e-9), 0.0, 1.0))  # about perceptual
     factor = max(1, math.ceil(max(height, width) / WORKING_SIZE))
-    grey = _block_mean(np.nan_to_num(grey), factor)
+    grey = block_mean(np.nan_to_num(grey), factor)
     rows, cols = grey.shape
     smooth = _blur(grey, (1, 2, 1))
     g_x = np.zeros_like(smooth)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .maps import block_mean
+
 LUMINANCE = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)  # Rec.709, linear
 
 
@@ -52,13 +54,6 @@ STRENGTH_BLOCK = 4            # pixels averaged before judging flatness: texture
 STRENGTH_GAIN = (0.01, 0.03)  # flatness gained (fraction of the variation): none below, full strength above
 
 
-def _block_mean(values, factor):
-    rows, cols = values.shape[0] // factor, values.shape[1] // factor
-    if rows < 2 or cols < 2:
-        return values
-    return values[:rows * factor, :cols * factor].reshape(rows, factor, cols, factor).mean(axis=(1, 3))
-
-
 def shading_strength(luminance, shading, steps=11):
     """How much of an estimated shading to divide out, 0..1.
 
@@ -69,8 +64,11 @@ def shading_strength(luminance, shading, steps=11):
     follows the orientation) and nothing is divided out; the strength ramps up to k by
     STRENGTH_GAIN[1].
     """
-    log_luminance = _block_mean(np.log(np.maximum(np.asarray(luminance, np.float64), 1e-4)), STRENGTH_BLOCK)
-    log_shading = _block_mean(np.log(np.maximum(np.asarray(shading, np.float64), 1e-3)), STRENGTH_BLOCK)
+    luminance = np.asarray(luminance, np.float64)
+    # An image under two blocks across is judged on its pixels themselves.
+    factor = STRENGTH_BLOCK if min(luminance.shape[:2]) // STRENGTH_BLOCK >= 2 else 1
+    log_luminance = block_mean(np.log(np.maximum(luminance, 1e-4)), factor)
+    log_shading = block_mean(np.log(np.maximum(np.asarray(shading, np.float64), 1e-3)), factor)
 
     def variation(k):
         flat = log_luminance - k * log_shading

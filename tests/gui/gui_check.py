@@ -205,9 +205,9 @@ def screenshot(name, note=""):
 
 def panel_state():
     """What the panel shows now, from the add-on's live state."""
-    jobs = addon_module("jobs")
+    job_queue = addon_module("job_queue")
     panels = addon_module("panels")
-    manager = jobs.manager
+    manager = job_queue.manager
     job = manager.current
     state = {"last_error": manager.last_error, "queued": len(manager.queue),
              "render_result_button": panels.has_pixels(bpy.data.images.get("Render Result")),
@@ -323,11 +323,11 @@ def steps():
     with override():
         bpy.ops.lotus.predict_files('INVOKE_DEFAULT', task='BOTH', directory=str(photos),
                                     files=[{"name": n} for n in ["studio.png"] + extra])
-    jobs = addon_module("jobs")
+    job_queue = addon_module("job_queue")
     samples, shots = [], set()
     started = time.monotonic()
-    while jobs.manager.busy:
-        job = jobs.manager.current
+    while job_queue.manager.busy:
+        job = job_queue.manager.current
         if job is not None:
             samples.append(panel_state())
             if job.progress > 0:  # past loading the model: an image is on its way
@@ -357,16 +357,16 @@ def steps():
     with override():
         bpy.ops.lotus.predict_files('INVOKE_DEFAULT', task='BOTH', directory=str(photos),
                                     files=[{"name": n} for n in ["studio.png"] + extra])
-    yield from wait_until(lambda: jobs.manager.current is not None
-                          and jobs.manager.current.progress > 0)
+    yield from wait_until(lambda: job_queue.manager.current is not None
+                          and job_queue.manager.current.progress > 0)
     x, y = main.x + main.width // 2, window.height - (main.y + main.height // 2)
     subprocess.run(["xdotool", "mousemove", str(x), str(y)], check=True)
     subprocess.run(["xdotool", "key", "Escape"], check=True)
-    yield from wait_until(lambda: jobs.manager.current is None
-                          or jobs.manager.current.cancel_sent_at, timeout=10)
+    yield from wait_until(lambda: job_queue.manager.current is None
+                          or job_queue.manager.current.cancel_sent_at, timeout=10)
     yield 0.05
     screenshot("05_cancelling", "right after ESC")
-    yield from wait_until(lambda: not jobs.manager.busy)
+    yield from wait_until(lambda: not job_queue.manager.busy)
     yield from settle()
     screenshot("06_cancelled", "the cancelled run ended")
 
@@ -380,23 +380,23 @@ def steps():
     with override():
         bpy.ops.lotus.predict_files('INVOKE_DEFAULT', task='DEPTH', directory=str(photos),
                                     files=[{"name": "studio.png"}])
-    yield from wait_until(lambda: not jobs.manager.busy)
+    yield from wait_until(lambda: not job_queue.manager.busy)
     # Move the mouse well away: that closes the report Blender shows for the failed run.
     subprocess.run(["xdotool", "mousemove", "200", "900"], check=True)
     yield 0.3
     subprocess.run(["xdotool", "mousemove", "300", "950"], check=True)
     yield from settle()
-    check(bool(jobs.manager.last_error), "the broken model did not leave an error")
+    check(bool(job_queue.manager.last_error), "the broken model did not leave an error")
     screenshot("07_error", "a failed job's error, wrapped to the sidebar")
     prefs.depth_model_path = good_depth
     with override():
         bpy.ops.lotus.predict_files('INVOKE_DEFAULT', task='DEPTH', directory=str(photos),
                                     files=[{"name": "studio.png"}])
-    yield from wait_until(lambda: jobs.manager.current is not None)
-    check(not jobs.manager.last_error, "the last error stayed while the next job runs")
+    yield from wait_until(lambda: job_queue.manager.current is not None)
+    check(not job_queue.manager.last_error, "the last error stayed while the next job runs")
     yield from settle(1.0)
     screenshot("08_error_cleared", "the next job runs: the old error is gone")
-    yield from wait_until(lambda: not jobs.manager.busy)
+    yield from wait_until(lambda: not job_queue.manager.busy)
 
 
     # The three builders, from the photo and its maps.
@@ -425,10 +425,10 @@ def steps():
     with override():
         bpy.ops.lotus.predict_files('INVOKE_DEFAULT', task='DEPTH', directory=str(photos),
                                     files=[{"name": n} for n in ["studio.png"] + extra])
-    yield from wait_until(lambda: jobs.manager.current is not None
-                          and jobs.manager.current.progress > 0)
-    os.kill(jobs.manager.client.pid, signal.SIGKILL)
-    yield from wait_until(lambda: not jobs.manager.busy)
+    yield from wait_until(lambda: job_queue.manager.current is not None
+                          and job_queue.manager.current.progress > 0)
+    os.kill(job_queue.manager.client.pid, signal.SIGKILL)
+    yield from wait_until(lambda: not job_queue.manager.busy)
     yield from settle()
     killed = [line for line in recent_reports().splitlines() if "stopped unexpectedly" in line]
     REPORT["kill_report"] = killed[-1:]
@@ -532,7 +532,7 @@ def options_checks(photos):
     """The operators' options as an artist meets them (issue 17): Image Files through the real
     file browser, invoke filling from the scene's last-used values, the redo panel rebuilding,
     operator presets."""
-    jobs = addon_module("jobs")
+    job_queue = addon_module("job_queue")
     scene = bpy.context.scene
     settings = scene.lotus_predict
     bpy.context.preferences.addons[ADDON].preferences.processing_resolution = 128
@@ -543,7 +543,7 @@ def options_checks(photos):
     with override():
         bpy.ops.lotus.predict_files('INVOKE_DEFAULT', directory=str(photos),
                                     files=[{"name": "studio.png"}])
-    yield from wait_until(lambda: not jobs.manager.busy)
+    yield from wait_until(lambda: not job_queue.manager.busy)
     yield from settle(1.0)
 
     # Lotus: Image from its panel button: the scene's Task (Normals) although the call names none.
@@ -553,7 +553,7 @@ def options_checks(photos):
     settings.seamless = True
     reports_before = len(recent_reports().splitlines())
     yield from invoke_from_ui("lotus.predict_image", image=photo.name)
-    yield from wait_until(lambda: not jobs.manager.busy)
+    yield from wait_until(lambda: not job_queue.manager.busy)
     yield from settle(0.5)
     # What the run made, from its closing report: the normal map only.
     made = [line for line in recent_reports().splitlines()[reports_before:]
@@ -700,13 +700,13 @@ def options_checks(photos):
     with bpy.context.temp_override(window=window, area=area, region=region):
         bpy.ops.file.execute()
     yield from settle(1.0)
-    REPORT["browser_job"] = {"busy": jobs.manager.busy,
-                             "job": getattr(jobs.manager.current, "label", None)}
-    yield from wait_until(lambda: not jobs.manager.busy)
+    REPORT["browser_job"] = {"busy": job_queue.manager.busy,
+                             "job": getattr(job_queue.manager.current, "label", None)}
+    yield from wait_until(lambda: not job_queue.manager.busy)
     yield from settle(1.0)
     check("studio_depth" in bpy.data.images and "studio_normal" not in bpy.data.images,
           "Image Files through the browser: not the scene's Task (Depth)")
-    check(not jobs.manager.last_error, f"Image Files: {jobs.manager.last_error}")
+    check(not job_queue.manager.last_error, f"Image Files: {job_queue.manager.last_error}")
 
     reports = recent_reports()
     REPORT["options_reports"] = reports.splitlines()[-12:]
@@ -794,11 +794,11 @@ def save_moves_results(photos):
     bpy.context.scene.lotus_predict.tiled = True
     yield from settle(2.0)
     screenshot("16_options", "the Options sub-panels open at the default width: no cut label")
-    jobs = addon_module("jobs")
+    job_queue = addon_module("job_queue")
     with override():
         bpy.ops.lotus.predict_files('INVOKE_DEFAULT', task='DEPTH', tiled=False,
                                     directory=str(photos), files=[{"name": "studio.png"}])
-    yield from wait_until(lambda: not jobs.manager.busy)
+    yield from wait_until(lambda: not job_queue.manager.busy)
     yield from settle()
     depth = bpy.data.images.get("studio_depth")
     in_temp = bool(outputs.results_in_temporary_folder())
@@ -972,8 +972,8 @@ def finish():
     (OUT / "report.json").write_text(json.dumps(REPORT, indent=2, default=str))
     log(f"done: {len(REPORT['failures'])} failure(s); report in {OUT / 'report.json'}")
     if not ARGS.keep_open:
-        jobs = addon_module("jobs")
-        jobs.manager.shutdown()
+        job_queue = addon_module("job_queue")
+        job_queue.manager.shutdown()
         code = 1 if REPORT["failures"] else 0
         sys.stdout.flush()
         os._exit(code)  # quit_blender would save a quit.blend and ask nothing: just end
