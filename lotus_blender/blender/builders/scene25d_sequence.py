@@ -146,6 +146,9 @@ class FrameReader:
         elif image.source == 'MOVIE':
             if self._movie is None:
                 self._movie = input_frames.MovieFrames(image)
+                # 8-bit like the movie's own buffer: the frame's values as stored (a 16-bit PNG
+                # would load as a linear float image).
+                compat.set_image_format(self._movie.scene.render.image_settings, 'PNG', 'RGB', '8')
                 self._folder = tempfile.TemporaryDirectory(prefix="lotus_movie_")
             if not 1 <= frame <= self._movie.frame_count:
                 raise ValueError(f"{image.name!r} has no frame {frame}")
