@@ -349,3 +349,16 @@ def test_movie_scene_follows_its_frames(blender_addon, tracked_datablocks, tmp_p
     finally:
         scene.frame_set(1)
         bpy.data.images.remove(movie)
+
+
+def test_build_operator_finds_the_sequences_results(blender_addon, shot):
+    """The panel's button on the photo sequence: its depth and normal results found by their tags."""
+    import bpy
+    photo, depth, normal, _folder = shot
+    result = bpy.ops.lotus.build_photo_scene(photo=photo.name, focal_source='MANUAL', focal_35mm=35.0, near=NEAR,
+                                             auto_depth_range=False, depth_range=RANGE)
+    assert result == {'FINISHED'}
+    obj = bpy.data.objects["shot"]
+    assert obj.modifiers[0].node_group is not None and bpy.context.view_layer.objects.active == obj
+    assert np.abs(mesh_depths(obj, 2)[0] - metric(frame_disparity(1))).max() < 1e-4
+    bpy.context.scene.frame_set(1)
