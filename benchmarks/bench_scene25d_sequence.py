@@ -11,8 +11,10 @@ EXR) is built as a 2.5D scene with Fill Behind, the way the panel builds it. Sec
 - "build_sequence": the whole sequence: per frame, read the depth and photo frame, core.fill,
   write "<name>_behind_FFFF.exr" and "<name>_fill_FFFF.png" atomically; then the scene;
 - "per_frame": (build_sequence - build_still) / (frames - 1), what each more frame adds;
+- "fill_core_per_frame": the numpy part of that alone (core.fill via scene25d.behind_arrays);
 - "frame_change": scene.frame_set to a new frame and the evaluated mesh (the geometry nodes read
-  that frame's depth and behind images from disk), mean over the frames.
+  that frame's depth and behind images from disk), mean over the frames;
+- "live_edit": the same evaluation after a Live Mesh edit (Near) on the same frame, for comparison.
 Prints one JSON object and writes it to --out.
 """
 
@@ -97,7 +99,7 @@ def run(width, height, frames, repeat):
         bpy.context.scene.frame_set(1)
         build(False)        # once untimed: the node group is made on the first build of a file
         still = min(build(False)[0] for _ in range(repeat))
-        sequence_times, changes = [], []
+        sequence_times, changes, edits = [], [], []
         for _ in range(repeat):
             seconds, obj = build(True)
             sequence_times.append(seconds)
@@ -110,7 +112,25 @@ def run(width, height, frames, repeat):
                 evaluated.to_mesh_clear()
                 changes.append(time.perf_counter() - start)
             bpy.context.scene.frame_set(1)
+            for near in (2.5, 2.0):     # the same evaluation for a Live Mesh edit, for comparison
+                start = time.perf_counter()
+                scene25d.geonodes.set_inputs(obj.modifiers[scene25d.MODIFIER_NAME], Near=near)
+                evaluated = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
+                evaluated.to_mesh()
+                evaluated.to_mesh_clear()
+                edits.append(time.perf_counter() - start)
         sequence = min(sequence_times)
+        # The numpy part alone (core.fill through scene25d.behind_arrays) on one frame, with colour.
+        disparity, rgb = shot(width, height, 1)
+        rgba = np.ones((height, width, 4), np.float32)
+        rgba[..., :3] = rgb
+        camera = bpy.context.scene.camera.data
+        core_times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            scene25d.behind_arrays(disparity, rgba, "disparity", 2.0, 6.0, camera.lens, camera.sensor_width,
+                                   scene25d.DEFAULT_TEAR_THRESHOLD, scene25d.DEFAULT_MOVE_RANGE)
+            core_times.append(time.perf_counter() - start)
         written = sorted(name for name in os.listdir(folder) if "_behind_" in name or "_fill_" in name)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -118,7 +138,9 @@ def run(width, height, frames, repeat):
         "size": [width, height], "frames": frames, "repeat": repeat,
         "build_still": round(still, 3), "build_sequence": round(sequence, 3),
         "per_frame": round((sequence - still) / max(frames - 1, 1), 3),
-        "frame_change": round(float(np.mean(changes)), 3), "evaluated_vertices": vertices,
+        "fill_core_per_frame": round(min(core_times), 3),
+        "frame_change": round(float(np.mean(changes)), 3), "live_edit": round(float(np.mean(edits)), 3),
+        "evaluated_vertices": vertices,
         "files_written": len(written),
     }
 

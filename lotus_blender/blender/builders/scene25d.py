@@ -20,6 +20,9 @@ depth range, max vertices, tear threshold). DISPLACE mode: a grid mesh with a Di
 driven by the depth image, aligned to the camera (linear in the map value: a relief, not an exact
 unprojection). The object's transform is the camera's at build time, so its local space is the
 camera space; the objects are not parented, so moving the camera afterwards shows the parallax.
+
+Image sequences and movies (Predict's results of one): the mesh, its materials and the layer
+behind the tears follow the scene's frames (scene25d_sequence).
 """
 
 from __future__ import annotations
