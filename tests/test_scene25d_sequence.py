@@ -92,6 +92,30 @@ def metric(disparity, near=NEAR, depth_range=RANGE):
     return maps.disparity_to_depth(disparity.astype(np.float64), near, near + depth_range)
 
 
+def frame_driven(obj):
+    """Whether the mesh's Frame input is driven (by the scene's frame)."""
+    modifier = obj.modifiers[0]
+    key = next(item.identifier for item in modifier.node_group.interface.items_tree
+               if item.item_type == 'SOCKET' and item.in_out == 'INPUT' and item.name == "Frame")
+    drivers = obj.animation_data.drivers if obj.animation_data is not None else ()
+    return any(key in fcurve.data_path for fcurve in drivers)
+
+
+def updated_by_frame_change(frame):
+    """The names of the IDs the depsgraph evaluates again when the scene goes to frame."""
+    import bpy
+    seen = set()
+
+    def collect(_scene, depsgraph):
+        seen.update(update.id.name for update in depsgraph.updates)
+    bpy.app.handlers.frame_change_post.append(collect)
+    try:
+        bpy.context.scene.frame_set(frame)
+    finally:
+        bpy.app.handlers.frame_change_post.remove(collect)
+    return seen
+
+
 def image_users(material):
     return {node.image.name: node.image_user for node in material.node_tree.nodes
             if node.bl_idname == "ShaderNodeTexImage" and node.image is not None}
@@ -124,6 +148,7 @@ def test_mesh_photo_and_fill_follow_the_frames(blender_addon, shot):
         return compat.get_modifier_input(modifier, geonodes.input_identifier(modifier.node_group, name))
     assert (live("Frame Start"), live("Frame Offset"), live("Frame Duration")) == (1, 1000, 4)
     assert live("Depth") == depth and live("Normal") == normal     # the sequences themselves
+    assert frame_driven(obj) and obj.name in updated_by_frame_change(2)
 
     # The evaluated mesh is each frame's depth, exactly.
     depths = {}
@@ -202,6 +227,25 @@ def test_photo_follows_frames_in_a_cycles_render(blender_addon, shot):
         scene.frame_set(1)
     assert reds[1] == pytest.approx(0.0, abs=0.02) and reds[3] == pytest.approx(0.4, abs=0.02)
     assert obj.name == "shot"
+
+
+def test_a_still_mesh_does_not_depend_on_the_frame(blender_addon, tracked_datablocks):  # noqa: F811
+    """A still's 2.5D mesh has no frame driver: an animation (Camera Move) does not evaluate it again."""
+    import bpy
+    scene25d = live_module(blender_addon, "blender.builders.scene25d")
+    photo = bpy.data.images.new("still.png", WIDTH, HEIGHT)
+    depth = bpy.data.images.new("still_depth", WIDTH, HEIGHT, float_buffer=True)
+    rgba = np.ones((HEIGHT, WIDTH, 4), np.float32)
+    rgba[..., :3] = frame_disparity(1)[..., None]
+    depth.pixels.foreach_set(rgba[::-1].ravel())
+    depth["lotus_kind"] = "disparity"
+    obj, _camera = scene25d.build_photo_scene(bpy.context, photo, depth, near=NEAR, depth_range=RANGE,
+                                              focal_35mm=35.0)
+    assert not frame_driven(obj)
+    bpy.context.evaluated_depsgraph_get()
+    assert obj.name not in updated_by_frame_change(4)
+    assert np.abs(mesh_depths(obj, 5)[0] - metric(frame_disparity(1))).max() < 1e-4
+    bpy.context.scene.frame_set(1)
 
 
 def test_displace_mode_follows_the_frames(blender_addon, shot):

@@ -20,8 +20,9 @@ range, resolution, focal length) show at once, and no Python loops over vertices
      the photo's own colours) and, with Fill Behind, the faces of the band a camera move of Move
      Range can reveal (|near edge distance| <= core.fill.band_width), shown with Fill Material
   -> smooth shading, material.
-Every image is read at the frame the scene shows (Scene Time -> the Frame inputs of Image Texture
-and Image Info), so a 2.5D scene of an image sequence or movie follows its frames.
+Every image is read at the frame the "Frame" input says (driven by the scene's frame on the mesh
+of an image sequence or movie) through the Frame inputs of Image Texture and Image Info, so a 2.5D
+scene of a sequence follows its frames.
 
 The object's local space is the camera's space (the builder gives the object the camera's
 transform), so the mesh looks down -Z like the camera.
@@ -70,6 +71,10 @@ INPUTS = {
     # Image sequences and movies (the images' frames; a still image ignores them): the scene frame
     # f shows the images' frame clamp(f - Frame Start + 1, 1, Frame Duration) + Frame Offset, the
     # rule of Blender's own image users (ImageUser frame_start / frame_offset / frame_duration).
+    # "Frame" is driven by the scene's frame only on a sequence's mesh: a Scene Time node would make
+    # every 2.5D mesh, stills too, evaluate again on every frame of an animation.
+    "Frame": ('NodeSocketInt', 1, -1048574, 1048574,
+              "The scene's frame (driven by it on a 2.5D scene of an image sequence or movie)"),
     "Frame Start": ('NodeSocketInt', 1, -1048574, 1048574, "Scene frame that shows the sequence's first frame"),
     "Frame Offset": ('NodeSocketInt', 0, -1048574, 1048574,
                      "Added to the frame number: the sequence's first file is frame Frame Offset + 1"),
@@ -170,8 +175,7 @@ class _Graph:
 
 def _image_frame(graph, inp):
     """The images' frame at the scene's frame (INPUTS "Frame Start" says the rule)."""
-    scene_frame = graph.node("GeometryNodeInputSceneTime").outputs["Frame"]
-    relative = graph.add(graph.sub(scene_frame, inp["Frame Start"]), 1.0)
+    relative = graph.add(graph.sub(inp["Frame"], inp["Frame Start"]), 1.0)
     held = graph.clamp(relative, 1.0, graph.math('MAXIMUM', inp["Frame Duration"], 1.0))
     return graph.add(graph.math('FLOOR', held), inp["Frame Offset"])
 

@@ -246,7 +246,7 @@ def _build_geonodes(name, depth, normal, material, kind, near, depth_range, max_
                         Use_Normals=normal is not None, Material=material)
     if normal is not None:
         geonodes.set_inputs(modifier, Normal=normal)
-    scene25d_sequence.set_geonodes_timing(modifier, timing)
+    scene25d_sequence.set_geonodes_timing(obj, modifier, timing)
     _drive_from_camera(obj, modifier, "Focal Length", camera, "lens")
     _drive_from_camera(obj, modifier, "Sensor Width", camera, "sensor_width")
     return obj

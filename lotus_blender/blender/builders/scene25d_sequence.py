@@ -5,7 +5,8 @@ Predict on a sequence or movie gives image sequences ("<name>_depth", "<name>_no
 "<name>_depth_0001.exr"..., numbered like the source's frames, 1-based for movies; blender.outputs).
 One FrameTiming maps the scene's frames onto those numbers, the rule of Blender's own image users:
 the scene frame f shows frame clamp(f - start + 1, 1, duration) + offset. The geometry nodes read
-their images at that frame (geonodes: Scene Time -> Image Texture's Frame), the materials' image
+their images at that frame (geonodes: the modifier's Frame, driven by the scene's frame, into Image
+Texture's Frame), the materials' image
 textures follow through their image users (use_auto_refresh, frame_start/offset/duration), and
 the layer behind the tears (core.fill, per frame) is written as two more image sequences beside
 the depth's files ("<name>_behind_0001.exr", "<name>_fill_0001.png|exr"), each file atomically.
@@ -92,10 +93,20 @@ def timing_of(obj) -> FrameTiming | None:
     return FrameTiming(start, offset, duration) if duration > 0 else None
 
 
-def set_geonodes_timing(modifier, timing: FrameTiming | None) -> None:
-    if timing is not None:
-        geonodes.set_inputs(modifier, Frame_Start=timing.start, Frame_Offset=timing.offset,
-                            Frame_Duration=timing.duration)
+def set_geonodes_timing(obj, modifier, timing: FrameTiming | None) -> None:
+    """The mesh's images follow the frames: its modifier's Frame driven by the scene's frame (the
+    active scene's, a Context Property variable: no Python, works without auto-run scripts)."""
+    if timing is None:
+        return
+    geonodes.set_inputs(modifier, Frame_Start=timing.start, Frame_Offset=timing.offset,
+                        Frame_Duration=timing.duration)
+    key = geonodes.input_identifier(modifier.node_group, "Frame")
+    driver = obj.driver_add(compat.modifier_input_data_path(modifier, key)).driver
+    driver.type = 'AVERAGE'
+    variable = driver.variables.new()
+    variable.type = 'CONTEXT_PROP'
+    variable.targets[0].context_property = 'ACTIVE_SCENE'
+    variable.targets[0].data_path = "frame_current"
 
 
 def follow_frames(owner, image, timing: FrameTiming | None) -> None:
