@@ -156,7 +156,8 @@ def main():
     import bpy
     result = {"benchmark": "bench_scene25d_sequence", "blender": bpy.app.version_string,
               "machine": platform.machine(), "cpus": os.cpu_count(),
-              **run(args.size[0], args.size[1], args.frames, args.repeat)}
+              **run(args.size[0], args.size[1], args.frames, args.repeat),
+              "load_average": [round(value, 1) for value in os.getloadavg()]}   # the machine is shared
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:

@@ -398,11 +398,21 @@ def test_movie_scene_follows_its_frames(blender_addon, tracked_datablocks, tmp_p
 def test_build_operator_finds_the_sequences_results(blender_addon, shot):
     """The panel's button on the photo sequence: its depth and normal results found by their tags."""
     import bpy
-    photo, depth, normal, _folder = shot
+    photo, _depth, _normal, _folder = shot
     result = bpy.ops.lotus.build_photo_scene(photo=photo.name, focal_source='MANUAL', focal_35mm=35.0, near=NEAR,
                                              auto_depth_range=False, depth_range=RANGE)
     assert result == {'FINISHED'}
     obj = bpy.data.objects["shot"]
     assert obj.modifiers[0].node_group is not None and bpy.context.view_layer.objects.active == obj
     assert np.abs(mesh_depths(obj, 2)[0] - metric(frame_disparity(1))).max() < 1e-4
+    # Again: the new build takes the place and names of the first; its files never overwrite the
+    # first one's (which stay on disk, the artist's to keep or delete).
+    assert bpy.ops.lotus.build_photo_scene(photo=photo.name, focal_source='MANUAL', focal_35mm=35.0, near=NEAR,
+                                           auto_depth_range=False, depth_range=RANGE) == {'FINISHED'}
+    assert [o.name for o in bpy.data.objects if o.name.startswith("shot")] in (["shot", "shot_camera"],
+                                                                            ["shot_camera", "shot"])
+    behind = bpy.data.images["shot_behind"]
+    assert behind.users > 0 and "shot_behind.001" not in bpy.data.images
+    assert os.path.basename(behind.filepath) == "shot_behind_001_1001.exr"
+    assert (_folder / "shot_behind_1001.exr").is_file() and (_folder / "shot_behind_001_1004.exr").is_file()
     bpy.context.scene.frame_set(1)
