@@ -85,6 +85,8 @@ def run(width, height, frames, repeat):
             return image
 
         def build(sequence):
+            # One 2.5D scene at a time: a frame change evaluates every sequence mesh in the scene.
+            bpy.data.batch_remove(list(bpy.data.objects))
             photo = load(os.path.join(folder, "shot_0001.png"), sequence)
             depth = depth_image(sequence)
             depth["lotus_source"] = photo.name
