@@ -33,7 +33,7 @@ import bpy
 import numpy as np
 
 from ...core import fill, geometry, maps
-from .. import compat, naming
+from .. import compat
 from . import common, geonodes, scene25d_camera, scene25d_sequence
 from .materials import output_folder as materials_output_folder
 from .transaction import atomic_builder
