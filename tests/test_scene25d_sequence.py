@@ -416,3 +416,46 @@ def test_build_operator_finds_the_sequences_results(blender_addon, shot):
     assert os.path.basename(behind.filepath) == "shot_behind_001_1001.exr"
     assert (_folder / "shot_behind_1001.exr").is_file() and (_folder / "shot_behind_001_1004.exr").is_file()
     bpy.context.scene.frame_set(1)
+
+
+def test_predicted_sequence_builds_a_scene_that_follows_it(lotus, tracked_datablocks, tmp_path):  # noqa: F811
+    """End to end: Predict (tiny random-weight model) on a photo sequence, then Build 2.5D Scene on
+    what it made: the mesh reads each frame's depth file, the fill sits beside them."""
+    import bpy
+    scene25d = live_module(lotus.name, "blender.builders.scene25d")
+    for index in range(3):
+        image = bpy.data.images.new("frame", WIDTH, HEIGHT)
+        rgba = np.ones((HEIGHT, WIDTH, 4), np.float32)
+        rgba[..., :3] = frame_photo(index)
+        rgba[4:12, 3 + 5 * index:11 + 5 * index, :3] = 1.0     # something that moves
+        image.pixels.foreach_set(rgba[::-1].ravel())
+        image.filepath_raw = str(tmp_path / f"clip_{index + 1:04d}.png")
+        image.file_format = 'PNG'
+        image.save()
+        bpy.data.images.remove(image)
+    photo = bpy.data.images.load(str(tmp_path / "clip_0001.png"))
+    photo.source = 'SEQUENCE'
+    assert bpy.ops.lotus.predict_image(image=photo.name, task='DEPTH', frame_start=1, frame_end=3) == {'FINISHED'}
+    depth = bpy.data.images["clip_depth"]
+    assert depth.source == 'SEQUENCE' and depth["lotus_source"] == photo.name
+    scene = bpy.context.scene
+    saved_start = scene.frame_start
+    scene.frame_start = 1
+    try:
+        assert bpy.ops.lotus.build_photo_scene(photo=photo.name, focal_source='MANUAL', focal_35mm=35.0, near=NEAR,
+                                               auto_depth_range=False, depth_range=RANGE,
+                                               tear_threshold=0.01) == {'FINISHED'}
+        obj = bpy.data.objects["clip"]
+        kind = depth["lotus_kind"]
+        maps_by_frame = [lotus.outputs.read_map(str(lotus.out / f"clip_depth_{frame:04d}.exr")) for frame in (1, 2, 3)]
+        assert np.abs(maps_by_frame[0] - maps_by_frame[2]).max() > 1e-3     # the frames' depths differ
+        for frame in (1, 3):
+            depths, _ = mesh_depths(obj, frame)
+            values = maps_by_frame[frame - 1].astype(np.float64)
+            expected = metric(values) if kind == "disparity" else \
+                maps.relative_depth_to_depth(values, NEAR, NEAR + RANGE)
+            assert np.abs(depths - expected).max() < 1e-3
+        assert (lotus.out / "clip_behind_0003.exr").is_file()
+    finally:
+        scene.frame_start = saved_start
+        scene.frame_set(1)
