@@ -248,6 +248,28 @@ def test_a_still_mesh_does_not_depend_on_the_frame(blender_addon, tracked_databl
     bpy.context.scene.frame_set(1)
 
 
+def test_a_failed_frame_leaves_nothing(blender_addon, shot, monkeypatch):
+    """A write that fails at the third frame: the build stops with the file's error, and neither
+    the files of the frames before nor any object is left."""
+    import bpy
+    scene25d = live_module(blender_addon, "blender.builders.scene25d")
+    files = live_module(blender_addon, "blender.files")
+    photo, depth, _normal, folder = shot
+    before = set(os.listdir(folder))
+    real, calls = files.save_render, []
+
+    def failing(image, path, scene):
+        calls.append(path)
+        if len(calls) == 3:
+            raise RuntimeError("Error: Could not write image: No space left on device, '%s'" % path)
+        real(image, path, scene)
+    monkeypatch.setattr(files, "save_render", failing)
+    with pytest.raises(files.OutputError, match="shot_behind_1003.exr"):
+        scene25d.build_photo_scene(bpy.context, photo, depth, near=NEAR, depth_range=RANGE, focal_35mm=35.0)
+    assert set(os.listdir(folder)) == before
+    assert "shot" not in bpy.data.objects and "shot_behind" not in bpy.data.images
+
+
 def test_displace_mode_follows_the_frames(blender_addon, shot):
     import bpy
     scene25d = live_module(blender_addon, "blender.builders.scene25d")
