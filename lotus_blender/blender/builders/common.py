@@ -13,6 +13,7 @@ from mathutils import Matrix
 
 from ...core import geometry, maps
 from .. import naming
+from ..inputs import frames as input_frames
 
 UV_MAP_NAME = "UVMap"  # the photo's UVs on every mesh a builder makes (and in geonodes' group)
 # Camera looking along +Y from the origin: used when the scene has no camera to copy.
@@ -83,6 +84,15 @@ def is_photo(_owner, image) -> bool:
     return image.get("lotus_kind") is None and image.type == 'IMAGE'
 
 
+def photo_stem(photo) -> str:
+    """What the builders name a photo's objects and images after: its stem ("photo.jpg" ->
+    "photo"), for an image sequence or movie the name its results carry ("clip_0001.png" ->
+    "clip", as inputs.frames names them)."""
+    if photo.source in ('SEQUENCE', 'MOVIE') and photo.filepath:
+        return input_frames.results_name(photo)
+    return naming.stem(photo.name)
+
+
 def find_result(photo, kinds):
     """The photo's result of one of kinds ("disparity", "depth", "normal"), first kind first: the
     newest image tagged as made from it, else an image named after its stem ("<stem>_depth",
@@ -93,7 +103,7 @@ def find_result(photo, kinds):
         for image in reversed(images):
             if image.get("lotus_source") == photo.name and image.get("lotus_kind") == kind:
                 return image
-    stem = naming.short_stem(naming.stem(photo.name))  # as blender.outputs names results
+    stem = naming.short_stem(photo_stem(photo))  # as blender.outputs names results
     for suffix in dict.fromkeys(RESULT_SUFFIXES[kind] for kind in kinds):
         image = images.get(f"{stem}_{suffix}")
         if image is not None and image != photo and image.get("lotus_kind", kinds[0]) in kinds:

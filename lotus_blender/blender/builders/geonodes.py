@@ -20,6 +20,9 @@ range, resolution, focal length) show at once, and no Python loops over vertices
      the photo's own colours) and, with Fill Behind, the faces of the band a camera move of Move
      Range can reveal (|near edge distance| <= core.fill.band_width), shown with Fill Material
   -> smooth shading, material.
+Every image is read at the frame the "Frame" input says (driven by the scene's frame on the mesh
+of an image sequence or movie) through the Frame inputs of Image Texture and Image Info, so a 2.5D
+scene of a sequence follows its frames.
 
 The object's local space is the camera's space (the builder gives the object the camera's
 transform), so the mesh looks down -Z like the camera.
@@ -32,7 +35,7 @@ from .. import compat
 from .common import UV_MAP_NAME
 
 GROUP_NAME = "Lotus 2.5D Mesh"
-GROUP_VERSION = 7
+GROUP_VERSION = 8
 _POINT_UV = "lotus_uv"  # per-vertex texture coordinate of the sampled pixel, removed before the output
 _RAY_UV = "lotus_ray_uv"  # per-vertex texture coordinate of the ray (frame edges at the border)
 _FACE_FAR, _FACE_BAND = "lotus_face_far", "lotus_face_band"   # per-face, removed before the output
@@ -65,6 +68,18 @@ INPUTS = {
                    "How far the camera may move, as a fraction of the subject distance: the width "
                    "of the filled band behind each near edge follows from it"),
     "Fill Material": ('NodeSocketMaterial', None, None, None, "Material showing the filled background"),
+    # Image sequences and movies (the images' frames; a still image ignores them): the scene frame
+    # f shows the images' frame clamp(f - Frame Start + 1, 1, Frame Duration) + Frame Offset, the
+    # rule of Blender's own image users (ImageUser frame_start / frame_offset / frame_duration).
+    # "Frame" is driven by the scene's frame only on a sequence's mesh: a Scene Time node would make
+    # every 2.5D mesh, stills too, evaluate again on every frame of an animation.
+    "Frame": ('NodeSocketInt', 1, -1048574, 1048574,
+              "The scene's frame (driven by it on a 2.5D scene of an image sequence or movie)"),
+    "Frame Start": ('NodeSocketInt', 1, -1048574, 1048574, "Scene frame that shows the sequence's first frame"),
+    "Frame Offset": ('NodeSocketInt', 0, -1048574, 1048574,
+                     "Added to the frame number: the sequence's first file is frame Frame Offset + 1"),
+    "Frame Duration": ('NodeSocketInt', 0, 0, 1048574,
+                       "Frames of the sequence (0: a still image); past its end the last frame stays"),
 }
 # core.fill's band: f_px * move_range * (1 - z_near / z_far) * BAND_MARGIN + BAND_EXTRA_PX
 BAND_MARGIN = 1.25
@@ -83,6 +98,7 @@ class _Graph:
     def __init__(self, tree):
         self.tree = tree
         self.x = 0
+        self.frame = None   # the images' frame (a socket), set once the group input exists
 
     def node(self, bl_idname, inputs=(), **props):
         node = self.tree.nodes.new(bl_idname)
@@ -129,9 +145,17 @@ class _Graph:
     def combine(self, x, y, z):
         return self.node("ShaderNodeCombineXYZ", {"X": x, "Y": y, "Z": z}).outputs[0]
 
+    def texture(self, image, vector):
+        """The image (at the frame the scene shows) sampled at vector, nearest pixel."""
+        return self.node("GeometryNodeImageTexture", {"Image": image, "Vector": vector, "Frame": self.frame},
+                         interpolation='Closest', extension='EXTEND')
+
+    def image_info(self, image):
+        """Width, height... of the image at the scene's frame (a sequence's frame 0 has no file)."""
+        return self.node("GeometryNodeImageInfo", {"Image": image, "Frame": self.frame})
+
     def sample(self, image, vector, channels=("Red",)):
-        texture = self.node("GeometryNodeImageTexture", {"Image": image, "Vector": vector},
-                            interpolation='Closest', extension='EXTEND')
+        texture = self.texture(image, vector)
         separate = self.node("FunctionNodeSeparateColor", {"Color": texture.outputs["Color"]})
         return [separate.outputs[channel] for channel in channels]
 
@@ -147,6 +171,13 @@ class _Graph:
     edges -> face is the mean over the face's edges)."""
         node = self.node("GeometryNodeFieldOnDomain", {0: value}, domain=domain, data_type='FLOAT')
         return node.outputs[0]
+
+
+def _image_frame(graph, inp):
+    """The images' frame at the scene's frame (INPUTS "Frame Start" says the rule)."""
+    relative = graph.add(graph.sub(inp["Frame"], inp["Frame Start"]), 1.0)
+    held = graph.clamp(relative, 1.0, graph.math('MAXIMUM', inp["Frame Duration"], 1.0))
+    return graph.add(graph.math('FLOOR', held), inp["Frame Offset"])
 
 
 def _pixel_centre_uv(graph, across, down, width, height, outside=None):
@@ -191,8 +222,7 @@ def _pixel_centre_uv(graph, across, down, width, height, outside=None):
 def _custom_normals(graph, geometry, inp, uv):
     """Free custom normals sampled from the normal image, rgb = 0.5 n + 0.5 decoded; the image is
     already in Blender camera space, which is the object's space."""
-    normal_texture = graph.node("GeometryNodeImageTexture", {"Image": inp["Normal"], "Vector": uv},
-                                interpolation='Closest', extension='EXTEND')
+    normal_texture = graph.texture(inp["Normal"], uv)
     decoded = graph.node("ShaderNodeVectorMath", {0: normal_texture.outputs["Color"], 1: (2.0, 2.0, 2.0),
                                                   2: (-1.0, -1.0, -1.0)}, operation='MULTIPLY_ADD')
     unit = graph.node("ShaderNodeVectorMath", {0: decoded.outputs[0]}, operation='NORMALIZE')
@@ -200,7 +230,7 @@ def _custom_normals(graph, geometry, inp, uv):
                             mode='FREE', domain='POINT')
     graph.tree.links.new(geometry, compat.geometry_input(set_normal))
     with_normals = set_normal.outputs[0]
-    normal_info = graph.node("GeometryNodeImageInfo", {"Image": inp["Normal"]})
+    normal_info = graph.image_info(inp["Normal"])
     has_normal_image = graph.math('GREATER_THAN', normal_info.outputs["Width"], 0.0)
     use_normals = graph.node("FunctionNodeBooleanMath", {0: inp["Use Normals"], 1: has_normal_image},
                              operation='AND').outputs[0]
@@ -222,7 +252,8 @@ def _build(tree):
 
     group_in = graph.node("NodeGroupInput")
     inp = group_in.outputs
-    info = graph.node("GeometryNodeImageInfo", {"Image": inp["Depth"]})
+    graph.frame = _image_frame(graph, inp)
+    info = graph.image_info(inp["Depth"])
     width, height = info.outputs["Width"], info.outputs["Height"]
 
     # Grid size: floor(sqrt(max * W / H)) across, clamped to [2, W]; rows keep the aspect.
@@ -237,7 +268,7 @@ def _build(tree):
     # Range can bring into view there (f_px * Move Range * BAND_MARGIN pixels), showing the border
     # pixels' colours (the textures extend): the photo's camera still sees only the frame.
     focal_px = graph.mul(graph.div(inp["Focal Length"], inp["Sensor Width"]), graph.math('MAXIMUM', width, height))
-    has_behind = graph.math('GREATER_THAN', graph.node("GeometryNodeImageInfo", {"Image": inp["Behind"]})
+    has_behind = graph.math('GREATER_THAN', graph.image_info(inp["Behind"])
                             .outputs["Width"], 0.0)
     filling = graph.mul(graph.mul(inp["Fill Behind"], inp["Tear"]), has_behind)
     outside_px = graph.mul(graph.mul(focal_px, graph.mul(inp["Move Range"], BAND_MARGIN)), filling)
@@ -345,7 +376,7 @@ def _near_edge_lip(graph, inp, uv, depth, metric, grow, across, down, width, hei
     # Only at steps (a background continued behind the vertex in the Behind image, or no Behind
     # image): the torn faces of a slope stay where the mesh is, and a lip there would open a crack
     # between them and a vertex that is both the far side of one tear and the near side of the next.
-    behind_info = graph.node("GeometryNodeImageInfo", {"Image": inp["Behind"]})
+    behind_info = graph.image_info(inp["Behind"])
     no_behind = graph.math('LESS_THAN', behind_info.outputs["Width"], 1.0)
     behind_depth = metric(graph.sample_red(inp["Behind"], uv))
     at_step = graph.math('MAXIMUM', no_behind, graph.math('GREATER_THAN', behind_depth, graph.mul(depth, grow)))
@@ -381,7 +412,7 @@ def _behind_layer(graph, geometry, inp, uv, ray_uv, depth, metric, placed, cut, 
     edge at the Behind image's depth. FILL_WEIGHT is 1 on the corners that show the filled background, 0 on those
     that keep the photo (the far side of a torn face)."""
     behind_value, distance = graph.sample(inp["Behind"], uv, ("Red", "Green"))
-    has_behind = graph.math('GREATER_THAN', graph.node("GeometryNodeImageInfo", {"Image": inp["Behind"]})
+    has_behind = graph.math('GREATER_THAN', graph.image_info(inp["Behind"])
                             .outputs["Width"], 0.0)
     behind_depth = graph.switch('FLOAT', has_behind, depth, metric(behind_value))
     # A vertex of the band: the background lies behind it by more than the tear threshold, and it

@@ -46,7 +46,7 @@ def output_folder(context, near_images=()):
     """Folder for saved maps: beside the Lotus results' files, else the preferences' output folder
     (a temporary folder while the .blend is unsaved, as blender.outputs does)."""
     for image in near_images:
-        if image is not None and image.filepath and image.source == 'FILE':
+        if image is not None and image.filepath and image.source in ('FILE', 'SEQUENCE'):
             folder = os.path.dirname(bpy.path.abspath(image.filepath))
             if os.path.isdir(folder):
                 return folder

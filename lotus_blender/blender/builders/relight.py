@@ -21,7 +21,7 @@ from mathutils import Matrix, Vector
 
 from ...core import geometry, maps, shading
 from .. import compat, naming, outputs
-from . import common, existing, scene25d, scene25d_camera
+from . import common, existing, scene25d, scene25d_camera, scene25d_sequence
 from .transaction import atomic_builder
 
 ALBEDO_ITEMS = [
@@ -83,6 +83,9 @@ def object_normal_image(name, normal_image, camera, obj):
     object_rotation = np.array(obj.matrix_world.to_3x3().normalized())
     if np.allclose(camera_rotation, object_rotation, atol=1e-5):
         return normal_image
+    if scene25d_sequence.is_animated(normal_image):
+        raise ValueError(f"{obj.name} no longer faces the way its camera looked when it was built: the normals "
+                         f"of a sequence cannot be turned into its space frame by frame; build it again")
     normals = object_space_normals(common.camera_normals(normal_image), camera, obj)
     image = common.write_float_image(name, normals * 0.5 + 0.5)
     image["lotus_kind"] = "normal_object"
@@ -95,8 +98,9 @@ def object_normal_image(name, normal_image, camera, obj):
 # Material.
 
 def build_relight_material(name, albedo_image, normal_image=None, *, roughness=0.8,
-                           normal_strength=1.0):
-    """Principled BSDF: albedo -> Base Color, object-space normals -> Normal Map (Object) -> Normal."""
+                           normal_strength=1.0, timing=None):
+    """Principled BSDF: albedo -> Base Color, object-space normals -> Normal Map (Object) -> Normal.
+    With timing (scene25d_sequence.FrameTiming) image sequences and movies follow the frames."""
     material = bpy.data.materials.new(name)
     tree = compat.node_tree(material)
     tree.nodes.clear()
@@ -110,6 +114,7 @@ def build_relight_material(name, albedo_image, normal_image=None, *, roughness=0
     albedo.image = albedo_image
     albedo.extension = 'EXTEND'
     albedo.location = (-650, 200)
+    scene25d_sequence.follow_frames(albedo, albedo_image, timing)
     links.new(uv.outputs["UV"], albedo.inputs["Vector"])
     bsdf = tree.nodes.new("ShaderNodeBsdfPrincipled")
     bsdf.name = "Lotus Principled BSDF"
@@ -122,6 +127,7 @@ def build_relight_material(name, albedo_image, normal_image=None, *, roughness=0
         texture.image = normal_image
         texture.extension = 'EXTEND'
         texture.location = (-650, -150)
+        scene25d_sequence.follow_frames(texture, normal_image, timing)
         links.new(uv.outputs["UV"], texture.inputs["Vector"])
         normal_map = tree.nodes.new("ShaderNodeNormalMap")
         normal_map.name = "Lotus Normal Map"
@@ -199,8 +205,8 @@ def build_image_plane(context, photo, focal_35mm=None, focal_source=None):
     """A plane at PLANE_DISTANCE in front of a new camera, exactly filling its view. Its local space
     is the camera's (like scene25d's meshes). The focal length follows the 2.5D builder's Focal
     Source rule (scene25d_camera.choose_focal: the photo's EXIF first). Returns (plane, camera)."""
-    width, height = photo.size
-    name = naming.stem(photo.name)
+    width, height = scene25d_sequence.image_size(photo)
+    name = common.photo_stem(photo)
     lens, sensor, origin = scene25d_camera.choose_focal(
         context, photo, focal_source=focal_source or ("MANUAL" if focal_35mm else "AUTO"),
         focal_35mm=focal_35mm, width=width, height=height)
@@ -248,7 +254,7 @@ def _link(context, obj):
 def build_light_rig(context, photo, camera, distance, *, key_power=None):
     """An Empty at the subject (oriented like the camera) with key/fill/rim area lights parented
     to it, each tracking it, named after the photo's stem. Returns (rig_empty, {role: light_object})."""
-    name = naming.stem(photo.name)
+    name = common.photo_stem(photo)
     rotation = camera.matrix_world.to_3x3().normalized()
     centre = camera.matrix_world.translation + rotation @ Vector((0.0, 0.0, -distance))
     rig = _link(context, bpy.data.objects.new(f"{name}_light_rig", None))
@@ -333,7 +339,10 @@ def build_relight_scene(context, photo, depth=None, normal=None, *, geometry_mod
     Returns a dict with "object", "camera", "material", "albedo", "rig", "lights", "ground",
     "gap_fill" (None where not made).
     """
-    name = naming.stem(photo.name)
+    if albedo == "DELIGHT" and (scene25d_sequence.is_animated(photo) or scene25d_sequence.is_animated(normal)):
+        raise ValueError("Remove Shading works on a still photo: use the Photo albedo for an image sequence "
+                         "or movie")
+    name = common.photo_stem(photo)
     reused = False
     if geometry_mode == "MESH":
         if depth is None:
@@ -342,7 +351,8 @@ def build_relight_scene(context, photo, depth=None, normal=None, *, geometry_mod
         obj, camera = existing.photo_scene(context, photo)
         reused = obj is not None
         if reused:
-            context.scene.render.resolution_x, context.scene.render.resolution_y = photo.size
+            context.scene.render.resolution_x, context.scene.render.resolution_y = \
+                scene25d_sequence.image_size(photo)
         else:
             obj, camera = scene25d.build_photo_scene(
                 context, photo, depth, normal, mode="GEONODES", near=near, depth_range=depth_range,
@@ -351,6 +361,8 @@ def build_relight_scene(context, photo, depth=None, normal=None, *, geometry_mod
     else:
         obj, camera = build_image_plane(context, photo, focal_35mm=focal_35mm, focal_source=focal_source)
 
+    timing = scene25d_sequence.timing_of(obj) if geometry_mode == "MESH" else \
+        scene25d_sequence.timing_for((photo,), context.scene)
     if albedo == "DELIGHT":
         if normal is None:
             raise ValueError("Removing the shading needs the Lotus normals")
@@ -366,7 +378,8 @@ def build_relight_scene(context, photo, depth=None, normal=None, *, geometry_mod
         albedo_image = photo
     normal_object = object_normal_image(f"{name}_normal_object", normal, camera, obj) if normal else None
     old_material = obj.data.materials[0] if obj.data.materials else None
-    material = build_relight_material(f"{name}_relight", albedo_image, normal_object, roughness=roughness)
+    material = build_relight_material(f"{name}_relight", albedo_image, normal_object, roughness=roughness,
+                                      timing=timing)
     replace_material(obj, material)
     if geometry_mode == "MESH":
         scene25d.shade_fill(obj)   # the filled background behind the tears is lit as well

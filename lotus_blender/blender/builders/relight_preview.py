@@ -24,7 +24,7 @@ import bpy
 import numpy as np
 from bpy.props import EnumProperty, IntProperty
 
-from .. import compat, naming, outputs
+from .. import compat, outputs
 from ..panels import own_renders
 from . import common, scene25d
 
@@ -298,7 +298,7 @@ _running = {}  # scene name -> the operator's PreviewRender, for the panel's pro
 def preview_name(scene):
     source = scene.get("lotus_relight_source", scene.name)
     photo = bpy.data.images.get(source)
-    return f"{naming.stem(photo.name) if photo is not None else source}_relight_preview"
+    return f"{common.photo_stem(photo) if photo is not None else source}_relight_preview"
 
 
 def running_preview(scene):

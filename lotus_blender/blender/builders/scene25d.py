@@ -20,16 +20,22 @@ depth range, max vertices, tear threshold). DISPLACE mode: a grid mesh with a Di
 driven by the depth image, aligned to the camera (linear in the map value: a relief, not an exact
 unprojection). The object's transform is the camera's at build time, so its local space is the
 camera space; the objects are not parented, so moving the camera afterwards shows the parallax.
+
+Image sequences and movies (Predict's results of one): the mesh, its materials and the layer
+behind the tears follow the scene's frames (scene25d_sequence).
 """
 
 from __future__ import annotations
+
+import functools
 
 import bpy
 import numpy as np
 
 from ...core import fill, geometry, maps
-from .. import compat, naming
-from . import common, geonodes, scene25d_camera
+from .. import compat
+from . import common, geonodes, scene25d_camera, scene25d_sequence
+from .materials import output_folder as materials_output_folder
 from .transaction import atomic_builder
 
 MODES = ("GEONODES", "DISPLACE")
@@ -50,9 +56,10 @@ def depth_kind(depth_image):
     return kind
 
 
-def create_photo_material(name, photo, variant="EMISSION", fill_image=None):
+def create_photo_material(name, photo, variant="EMISSION", fill_image=None, timing=None):
     """A material showing the photo through the "UVMap" UVs: emission (looks exactly like the photo
-    under the Standard view transform) or shaded (Principled BSDF, reacts to lights).
+    under the Standard view transform) or shaded (Principled BSDF, reacts to lights). With timing
+    (scene25d_sequence.FrameTiming) the image sequences and movies among its images follow frames.
 
     With fill_image (the layer behind the tears): the photo and the filled image mixed by the
     mesh's geonodes.FILL_WEIGHT attribute (the filled background where it is 1)."""
@@ -69,6 +76,7 @@ def create_photo_material(name, photo, variant="EMISSION", fill_image=None):
     texture.image = photo
     texture.extension = 'EXTEND'
     texture.location = (-600, 0)
+    scene25d_sequence.follow_frames(texture, photo, timing)
     links.new(uv.outputs["UV"], texture.inputs["Vector"])
     colour = texture.outputs["Color"]
     if fill_image is not None:
@@ -76,6 +84,7 @@ def create_photo_material(name, photo, variant="EMISSION", fill_image=None):
         filled.image = fill_image
         filled.extension = 'EXTEND'
         filled.location = (-600, -300)
+        scene25d_sequence.follow_frames(filled, fill_image, timing)
         links.new(uv.outputs["UV"], filled.inputs["Vector"])
         weight = nodes.new("ShaderNodeAttribute")
         weight.attribute_name = geonodes.FILL_WEIGHT
@@ -138,36 +147,62 @@ def _packed_image(name, rgba, *, like=None, non_color=True):
     return image
 
 
-def build_behind_layer(name, depth_image, photo, kind, near, depth_range, lens, sensor, tear_threshold,
-                       move_range, with_colour):
-    """The layer behind the tears (core.fill) as images: "<name>_behind" (red: the background's
-    depth values continued under the near side, in the depth image's own kind; green: pixels from
-    the tear, fill.UNREACHED outside the band) and, with_colour, "<name>_fill" (the photo with the
-    band filled from the surrounding background). Returns (behind, fill image or None)."""
-    values = common.read_pixels(depth_image)[..., 0].astype(np.float64)
+def behind_arrays(values, colours, kind, near, depth_range, lens, sensor, tear_threshold, move_range):
+    """core.fill on one depth map's values (H, W) and the photo's RGBA (or None): (behind RGBA:
+    red the background's depth values continued under the near side, in the map's own kind,
+    green the pixels from the tear (fill.UNREACHED outside the band), blue the band; the photo
+    with the band filled, or None; the largest opening 1 - z_near / z_far)."""
     far = near + max(depth_range, 1e-6)
+    values = np.asarray(values, np.float64)
     metric = (maps.disparity_to_depth(values, near, far) if kind == "disparity"
               else maps.relative_depth_to_depth(values, near, far)).astype(np.float64)
     height, width = metric.shape
     focal_px = lens / sensor * max(width, height)
-    colours = None
-    if with_colour and photo is not None and photo.size[0] > 1 and photo.size[1] > 1:
-        colours = common.read_pixels(photo)
     layer = fill.fill_behind(metric, colours, threshold=tear_threshold, focal_px=focal_px, move_range=move_range)
     rgba = np.ones((height, width, 4), np.float32)
     rgba[..., 0] = np.clip(fill.depth_to_map_values(layer.behind, kind, near, far), 0.0, 1.0)
     rgba[..., 1] = layer.distance
     rgba[..., 2] = layer.region
+    colour = None if layer.colour is None else layer.colour.astype(np.float32)
+    opening = float(np.max(1.0 - metric[layer.region] / layer.behind[layer.region])) if layer.region.any() else 0.0
+    return rgba, colour, opening
+
+
+def _has_pixels(photo):
+    return photo is not None and photo.size[0] > 1 and photo.size[1] > 1
+
+
+def build_behind_layer(name, depth_image, photo, kind, near, depth_range, lens, sensor, tear_threshold,
+                       move_range, with_colour):
+    """The layer behind the tears (core.fill) of a still as packed images: "<name>_behind" (see
+    behind_arrays) and, with_colour, "<name>_fill" (the photo with the band filled). Returns
+    (behind, fill image or None, opening)."""
+    values = common.read_pixels(depth_image)[..., 0]
+    colours = common.read_pixels(photo) if with_colour and _has_pixels(photo) else None
+    rgba, colour, opening = behind_arrays(values, colours, kind, near, depth_range, lens, sensor, tear_threshold,
+                                          move_range)
     behind = _packed_image(name + "_behind", rgba)
     behind["lotus_kind"] = "behind"
     behind["lotus_behind_of"] = depth_image.name
     fill_image = None
-    if layer.colour is not None:
-        fill_image = _packed_image(name + "_fill", layer.colour.astype(np.float32), like=photo)
+    if colour is not None:
+        fill_image = _packed_image(name + "_fill", colour, like=photo)
         fill_image["lotus_kind"] = "fill"
         fill_image["lotus_source"] = photo.name
-    opening = float(np.max(1.0 - metric[layer.region] / layer.behind[layer.region])) if layer.region.any() else 0.0
     return behind, fill_image, opening
+
+
+def build_behind_sequence(context, name, depth_image, photo, kind, near, depth_range, lens, sensor,
+                          tear_threshold, move_range, with_colour):
+    """The layer behind the tears of every frame of an image sequence's depth, written as image
+    sequences beside the depth's files (scene25d_sequence.write_behind_sequence)."""
+    colour_source = photo if with_colour and photo is not None and photo is not depth_image else None
+
+    def compute(values, colours):
+        return behind_arrays(values, colours, kind, near, depth_range, lens, sensor, tear_threshold, move_range)
+
+    folder = materials_output_folder(context, (depth_image,))
+    return scene25d_sequence.write_behind_sequence(context, name, depth_image, colour_source, compute, folder)
 
 
 def shade_fill(obj):
@@ -190,14 +225,15 @@ def shade_fill(obj):
     photo = next((image for image in images if image is not fill_image), None)
     if fill_image is None or photo is None:
         return None
-    material = create_photo_material(current.name + "_shaded", photo, "SHADED", fill_image)
+    material = create_photo_material(current.name + "_shaded", photo, "SHADED", fill_image,
+                                     timing=scene25d_sequence.timing_of(obj))
     obj.data.materials.append(material)
     geonodes.set_inputs(modifier, Fill_Material=material)
     return material
 
 
 def _build_geonodes(name, depth, normal, material, kind, near, depth_range, max_vertices,
-                    tear_threshold, camera):
+                    tear_threshold, camera, timing=None):
     mesh = bpy.data.meshes.new(name)
     obj = bpy.data.objects.new(name, mesh)
     mesh.materials.append(material)
@@ -210,6 +246,7 @@ def _build_geonodes(name, depth, normal, material, kind, near, depth_range, max_
                         Use_Normals=normal is not None, Material=material)
     if normal is not None:
         geonodes.set_inputs(modifier, Normal=normal)
+    scene25d_sequence.set_geonodes_timing(obj, modifier, timing)
     _drive_from_camera(obj, modifier, "Focal Length", camera, "lens")
     _drive_from_camera(obj, modifier, "Sensor Width", camera, "sensor_width")
     return obj
@@ -250,7 +287,8 @@ def grid_mesh(name, width, height, max_vertices, intrinsics, distance):
     return mesh
 
 
-def _build_displace(name, depth, material, kind, near, depth_range, max_vertices, camera, width, height):
+def _build_displace(name, depth, material, kind, near, depth_range, max_vertices, camera, width, height,
+                    timing=None):
     intr = geometry.intrinsics_from_lens(camera.data.lens, camera.data.sensor_width, width, height, 'AUTO')
     far = near + depth_range
     # Disparity (near = 1) pushes a plane at `far` toward the camera; relative depth (near = 0)
@@ -263,6 +301,7 @@ def _build_displace(name, depth, material, kind, near, depth_range, max_vertices
     texture.image = depth
     texture.extension = 'EXTEND'
     texture.use_interpolation = False  # nearest pixel, like the geometry-nodes mode
+    scene25d_sequence.follow_frames(texture, depth, timing)
     modifier = obj.modifiers.new(MODIFIER_NAME, 'DISPLACE')
     modifier.texture = texture
     modifier.texture_coords = 'UV'
@@ -347,7 +386,7 @@ def build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", ne
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
-    if depth is None or depth.size[0] < 2 or depth.size[1] < 2:
+    if depth is None:
         raise ValueError("a depth image of at least 2x2 pixels is needed")
     kind = depth_kind(depth)
     near = DEFAULT_NEAR if near is None else float(near)
@@ -362,13 +401,27 @@ def build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", ne
     focal_source = focal_source or ("MANUAL" if focal_35mm else "AUTO")
     refine = (normal is not None and mode == "GEONODES") if refine is None else bool(refine and normal is not None)
     photo = photo if photo is not None else depth
+    # Image sequences and movies: the mesh, materials and fill follow the frames; the camera and
+    # depth range come from one frame, the one the scene shows (or the nearest that exists).
+    timing = scene25d_sequence.timing_for((depth, photo), context.scene)
+    keys = scene25d_sequence.key_stills(timing, context.scene.frame_current, (depth, normal, photo))
+    key_depth, key_normal, key_photo = keys
+    if key_depth.size[0] < 2 or key_depth.size[1] < 2:
+        raise ValueError("a depth image of at least 2x2 pixels is needed")
+    sequence_notes = []
+    if timing is not None:
+        sequence_notes.append(f"{timing.duration}-frame sequence, camera from frame {key_depth.get('lotus_key_frame', '?')}")
+        if refine and mode == "GEONODES":
+            # A refined map per frame would need its own depth range per frame: the raw maps it is.
+            sequence_notes.append("not refined with the normals (a sequence)")
+        refine = False
     # The camera renders at the photo's size; the depth map (same aspect) may be smaller.
-    width, height = photo.size if photo.size[0] > 1 and photo.size[1] > 1 else depth.size
-    name = naming.stem(photo.name)  # the objects are named after the image given as the photo
+    width, height = key_photo.size if key_photo.size[0] > 1 and key_photo.size[1] > 1 else key_depth.size
+    name = common.photo_stem(photo)  # the objects are named after the image given as the photo
     previous = _previous_build(context.scene, photo)
 
     choice, values, normals = scene25d_camera.choose_camera(
-        context, photo, depth, normal, kind, focal_source=focal_source, focal_35mm=focal_35mm, near=near,
+        context, key_photo, key_depth, key_normal, kind, focal_source=focal_source, focal_35mm=focal_35mm, near=near,
         depth_range=None if depth_range is None else float(depth_range), default_depth_range=DEFAULT_DEPTH_RANGE,
         width=width, height=height)
     camera = common.new_camera(context, name + "_camera", width, height, choice.lens, choice.sensor)
@@ -381,33 +434,38 @@ def build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", ne
             name + "_depth_refined", depth, values, normals, kind, choice.lens, choice.sensor, near,
             choice.depth_range, tear_threshold=tear_threshold, max_vertices=max_vertices)
         choice.extras.append("refined with the normals")
+    choice.extras += sequence_notes
     choice.record(camera)
-    material_block = create_photo_material(name + "_2.5D", photo, material)
+    material_block = create_photo_material(name + "_2.5D", photo, material, timing=timing)
     if mode == "GEONODES":
         obj = _build_geonodes(name, mesh_depth, normal, material_block, kind, near, mesh_range, max_vertices,
-                              tear_threshold, camera)
+                              tear_threshold, camera, timing)
         if tear_threshold > 0:
-            behind, fill_image, opening = build_behind_layer(
+            build_behind = build_behind_layer if timing is None or not scene25d_sequence.is_animated(depth) \
+                else functools.partial(build_behind_sequence, context)
+            behind, fill_image, opening = build_behind(
                 name, mesh_depth, photo, kind, near, mesh_range, choice.lens, choice.sensor, tear_threshold,
                 move_range, fill_behind)
             fill_material = None
             if fill_image is not None:
-                fill_material = create_photo_material(name + "_2.5D_fill", photo, material, fill_image)
+                fill_material = create_photo_material(name + "_2.5D_fill", photo, material, fill_image, timing)
                 obj.data.materials.append(fill_material)
             modifier = obj.modifiers[MODIFIER_NAME]
             geonodes.set_inputs(modifier, Behind=behind, Fill_Behind=fill_image is not None, Move_Range=move_range)
             if fill_material is not None:
                 geonodes.set_inputs(modifier, Fill_Material=fill_material)
             obj["lotus_fill_opening"] = opening
+            obj["lotus_map_size"] = max(key_depth.size)
         obj["lotus_move_range"] = move_range
     else:
         obj = _build_displace(name, depth, material_block, kind, near, mesh_range, max_vertices, camera,
-                              *depth.size)
+                              *key_depth.size, timing=timing)
     obj.matrix_world = camera.matrix_world.copy()
     context.collection.objects.link(obj)
     obj["lotus_source"] = photo.name
     obj["lotus_mode"] = mode
     obj["lotus_refined"] = mesh_depth is not depth
     camera["lotus_source"] = photo.name
+    scene25d_sequence.remove_stills(keys, (depth, normal, photo))
     _replace_previous(previous, obj, camera, name)
     return obj, camera

@@ -258,7 +258,8 @@ def _draw_fill_band(layout, context, modifier):
     if opening is None or values["Behind"] is None or not (values["Fill Behind"] and values["Tear"]):
         return
     camera = context.scene.camera
-    depth_size = max(values["Behind"].size)
+    # A sequence's size is 0 x 0 until one of its frames is shown: the size the build read.
+    depth_size = max(values["Behind"].size) or obj.get("lotus_map_size", 0)
     lens, sensor = (camera.data.lens, camera.data.sensor_width) if camera is not None and camera.type == 'CAMERA' \
         else (50.0, 36.0)
     band = scene25d.fill.band_width(1.0, 1.0 / max(1.0 - opening, 1e-6), lens / sensor * depth_size,

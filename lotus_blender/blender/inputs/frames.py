@@ -48,6 +48,15 @@ def _sequence_parts(image: bpy.types.Image) -> tuple[str, str, int, str, str]:
     return folder, stem[:match.start()], len(match.group(1)), stem[match.end():], ext
 
 
+def results_name(image: bpy.types.Image) -> str:
+    """The name a sequence's or movie's results carry: a sequence's file stem without the frame
+    number ("clip_0001.png" -> "clip": results are numbered by frame themselves), a movie's stem."""
+    if image.source == 'SEQUENCE':
+        _, prefix, _, suffix, _ = _sequence_parts(image)
+        return naming.sequence_name(prefix, suffix, naming.stem(image.name))
+    return naming.stem(image.name)
+
+
 def sequence_frames(image: bpy.types.Image) -> list[int]:
     """The frame numbers whose files exist (not empty), in order, found in the sequence's folder
     (Blender only counts a sequence's frames when it is shown)."""
@@ -81,7 +90,8 @@ def frame_range(image: bpy.types.Image) -> tuple[int, int]:
     return 1, 1
 
 
-def _sequence_file(image: bpy.types.Image, frame: int) -> str:
+def sequence_file(image: bpy.types.Image, frame: int) -> str:
+    """The file of one frame of an image sequence (numbered like its first file)."""
     folder, prefix, digits, suffix, ext = _sequence_parts(image)
     return os.path.join(folder, prefix + str(frame).zfill(digits) + suffix + ext)
 
@@ -169,15 +179,14 @@ def prepare_frames(image: bpy.types.Image, first: int, last: int, job_dir: str,
         raise InputError(f"Empty frame range {first}-{last}")
     wanted = range(first, last + 1)
     if image.source == 'SEQUENCE':
-        # "clip_0001.png" -> "clip": results are numbered by frame themselves.
         _, prefix, digits, suffix, ext = _sequence_parts(image)
-        base = naming.sequence_name(prefix, suffix, naming.stem(image.name))
+        base = results_name(image)
         label = prefix + "#" * digits + suffix + ext
         present = set(sequence_frames(image))
         frames = [frame for frame in wanted if frame in present]
         reader = None
     elif image.source == 'MOVIE':
-        base, label = naming.stem(image.name), os.path.basename(image_file_path(image)) or image.name
+        base, label = results_name(image), os.path.basename(image_file_path(image)) or image.name
         reader = MovieFrames(image)
         frames = [frame for frame in wanted if 1 <= frame <= reader.frame_count]
     else:
@@ -192,7 +201,7 @@ def prepare_frames(image: bpy.types.Image, first: int, last: int, job_dir: str,
                 item = reader.prepare(frame, job_dir, processing_resolution, index, base)
             else:
                 try:
-                    item = _load_temporary_frame(_sequence_file(image, frame), job_dir,
+                    item = _load_temporary_frame(sequence_file(image, frame), job_dir,
                                                  processing_resolution, index, base)
                 except RuntimeError as ex:
                     raise InputError(f"Cannot read frame {frame} of '{image.name}': "
