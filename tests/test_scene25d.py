@@ -343,6 +343,21 @@ def test_build_follows_a_camera_not_evaluated_yet(scene25d):
         bpy.context.view_layer.update()
 
 
+def test_no_refinement_at_a_default_depth_range(scene25d):
+    """Refining at a guessed depth range bends the depth toward normals it does not match (issue 14):
+    when the range falls back to the default the mesh uses the raw map, and the report says why."""
+    import bpy
+    photo = _photo("s25_guess", 20, 10)
+    depth = float_image("s25_guess_depth", np.linspace(0.2, 0.8, 200).reshape(10, 20), "disparity")
+    normal = float_image("s25_guess_normal", np.full((10, 20, 3), (0.5, 0.5, 1.0)))
+    obj, camera = scene25d.build_photo_scene(bpy.context, photo, depth, normal)
+    assert camera["lotus_depth_range_source"] == "default"
+    assert not obj["lotus_refined"] and "s25_guess_depth_refined" not in bpy.data.images
+    assert "not refined with the normals (the depth range is a default" in camera["lotus_camera_report"]
+    obj, camera = scene25d.build_photo_scene(bpy.context, photo, depth, normal, depth_range=2.0)
+    assert obj["lotus_refined"] and "refined with the normals" in camera["lotus_camera_report"]
+
+
 def test_second_build_replaces_the_first(scene25d, monkeypatch):
     """Building again (another Focal Source) rebuilds in place: no "<stem>.001" or
     "<stem>_camera.001"; a rebuild that fails leaves the first build as it was."""
@@ -350,11 +365,11 @@ def test_second_build_replaces_the_first(scene25d, monkeypatch):
     photo = _photo("s25_again", 20, 10)
     depth = float_image("s25_again_depth", np.linspace(0.2, 0.8, 200).reshape(10, 20), "disparity")
     normal = float_image("s25_again_normal", np.full((10, 20, 3), (0.5, 0.5, 1.0)))
-    first, _ = scene25d.build_photo_scene(bpy.context, photo, depth, normal, focal_35mm=24.0)
+    first, _ = scene25d.build_photo_scene(bpy.context, photo, depth, normal, focal_35mm=24.0, depth_range=2.0)
     child = bpy.data.objects.new("s25_again_child", None)
     bpy.context.collection.objects.link(child)
     child.parent = first
-    mesh, camera = scene25d.build_photo_scene(bpy.context, photo, depth, normal, focal_35mm=85.0)
+    mesh, camera = scene25d.build_photo_scene(bpy.context, photo, depth, normal, focal_35mm=85.0, depth_range=2.0)
     names = lambda collection: sorted(b.name for b in collection if b.name.startswith("s25_again"))
     assert names(bpy.data.objects) == ["s25_again", "s25_again_camera", "s25_again_child"]
     assert (mesh.name, camera.name) == ("s25_again", "s25_again_camera")
