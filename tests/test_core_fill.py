@@ -32,6 +32,9 @@ def test_behind_continues_the_far_side_without_averaging():
     assert behind[10, 8] == pytest.approx(8.0) and behind[10, 21] == pytest.approx(4.0)
     assert behind[5, 10] == pytest.approx(8.0) and behind[14, 19] == pytest.approx(4.0)
     assert distance[10, 8] == 1 and distance[10, 10] == 3
+    # Where both lie next to the edge (the object's top edge over the walls' meeting), the
+    # nearer one is what lies right behind it: no mean of the two (5.3), which is no surface.
+    assert behind[5, 15] == pytest.approx(4.0) and behind[5, 12] == pytest.approx(8.0)
     # Pixels that are not in front of anything keep their depth; the nearer right wall is itself
     # backed by the far one along its edge.
     far = (depth == 8.0)

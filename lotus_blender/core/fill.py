@@ -4,9 +4,8 @@ A 2.5D mesh torn at depth discontinuities opens holes onto the world when the ca
 layer built here lies behind the near side of each tear:
 
 - depth: the far side's surface continued under the near side (`extend_behind`): a wavefront
-  grows from the far pixels of every tear into the pixels in front of them, each new pixel taking
-  the mean of the far-side values it grew from, never the near side's (no averaging across the
-  discontinuity);
+  grows from the far pixels of every tear into the pixels in front of them, taking the far-side
+  values it grew from, never the near side's (no averaging across the discontinuity);
 - extent: only a band a camera move can uncover (`band_width`): a lateral move m reveals
   f_px * m * (1/z_near - 1/z_far) pixels behind an edge; with m = move_range * z_near that is
   f_px * move_range * (1 - z_near / z_far), plus a margin;
@@ -78,9 +77,11 @@ def extend_behind(depth, threshold, max_distance):
     continuation of a slanted surface: in inverse depth, over RAMP_SCALE of the frame, it is more
     than RAMP_FACTOR times the slope of either side next to it (a floor seen at a grazing angle
     tears row after row, and meets a wall in a crease, but has no background behind it). The near
-    pixels of the tears take the mean depth of their far neighbours; the wavefront then grows
+    pixels of the tears take the depth of their nearest far neighbour (where a tree stands before
+    both a tower and the ground beyond it, the tower is what lies right behind its edge: a mean of
+    the two is no surface, and sends the colour search to the ground); the wavefront then grows
     across the near surface (untorn edges) into pixels still in front of that background by more
-    than the threshold.
+    than the threshold, each new pixel taking the mean of the values it grew from.
     """
     depth = np.asarray(depth, np.float64)
     height, width = depth.shape
@@ -89,8 +90,10 @@ def extend_behind(depth, threshold, max_distance):
     behind = valid_depth.copy()
     distance = np.full(depth.shape, UNREACHED)
     grow = 1.0 + max(float(threshold), 0.0)
-    # Step 1, on the whole image: the near pixels of every step take the mean of their far neighbours.
-    total, count = np.zeros_like(depth), np.zeros_like(depth)
+    # Step 1, on the whole image: the near pixels of every step take their nearest far neighbour
+    # (bench_fill.py, exact maps, against the mean of the far neighbours: revealed pixels +0.3 to
+    # +1.5 dB outdoors and in the room's orbits, the rest within 0.1 dB).
+    nearest = np.full_like(depth, np.inf)
     reach = max(2, int(round(max(height, width) * RAMP_SCALE)))
 
     def inverse_at(rows, cols):
@@ -110,10 +113,9 @@ def extend_behind(depth, threshold, max_distance):
         slope = np.nan_to_num(np.maximum(far_slope, near_slope), nan=np.inf)
         step = np.nan_to_num(here - outward, nan=0.0) > RAMP_FACTOR * slope
         rows, cols = rows[step], cols[step]
-        total[rows, cols] += neighbour[rows, cols]
-        count[rows, cols] += 1
-    new = count > 0
-    behind[new] = total[new] / count[new]
+        np.minimum.at(nearest, (rows, cols), neighbour[rows, cols])
+    new = np.isfinite(nearest)
+    behind[new] = nearest[new]
     distance[new] = 1.0
     flat_behind, flat_distance, flat_depth = behind.reshape(-1), distance.reshape(-1), valid_depth.reshape(-1)
     frontier = np.flatnonzero(new)
