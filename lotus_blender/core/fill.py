@@ -9,7 +9,8 @@ layer built here lies behind the near side of each tear:
 - extent: only a band a camera move can uncover (`band_width`): a lateral move m reveals
   f_px * m * (1/z_near - 1/z_far) pixels behind an edge; with m = move_range * z_near that is
   f_px * move_range * (1 - z_near / z_far), plus a margin;
-- colour (`fill_colour`): texture continued from the surrounding background by copying it along
+- colour (`fill_colour`): the band's first pixels take the colour of the background right
+  across the tear; deeper, texture continued from the surrounding background by copying it along
   one offset per tile of the band (the offset whose shift of the background ring around the band
   matches the ring best, searched coarse to fine, at two tile sizes: a simple shift-map /
   exemplar inpainting), so
@@ -305,7 +306,8 @@ def fill_colour(image, hole, blocked, band_px, seed=0, depth=None, reference=Non
     hole itself): per tile (of _TILE_FACTORS x the band: per pixel the size whose tile scores
     best), the best matching background offset; the rest by push-pull. With depth and reference (the background depth each pixel continues: the
     behind depth in the hole, the pixel's own depth elsewhere), a source must not be nearer than
-    the reference by more than threshold (no copying of other foreground objects)."""
+    the reference by more than threshold (no copying of other foreground objects), and the
+    hole's pixels next to the surface they continue take its colour (`_edge_colours`)."""
     image = np.asarray(image, np.float32)
     squeeze = image.ndim == 2
     if squeeze:
@@ -337,7 +339,32 @@ def fill_colour(image, hole, blocked, band_px, seed=0, depth=None, reference=Non
         known.reshape(-1)[missing] = False
         smooth = _push_pull(np.where(known[..., None], filled, 0.0), known)
         filled.reshape(-1, filled.shape[-1])[missing] = smooth.reshape(-1, filled.shape[-1])[missing]
+    if depth is not None:
+        colours, done = _edge_colours(image, hole, depth, reference, threshold)
+        filled[done] = colours[done]
     return filled[..., 0] if squeeze else filled
+
+
+def _edge_colours(image, hole, depth, reference, threshold):
+    """The first pixels of the hole, next to the surface they continue: the mean colour of their
+    neighbours whose own depth lies within the tear threshold of the pixel's reference (the
+    background right across the tear, whether or not it is itself the near side of another step:
+    a tower between a tree and the ground continues behind the tree). Returns (colours, mask).
+    Exact maps, bench_fill.py, against the offset copy there: revealed pixels +0.3 to +1.5 dB on
+    five of six orbits (the room's orbit 6: -0.24), dollies within 0.2 dB; the pixels the photo
+    shows +0.3 dB outdoors (orbit 3). Taking two pixels so costs the room's orbits 0.7-0.8 dB."""
+    depth = np.asarray(depth, np.float64)
+    reference = np.asarray(reference, np.float64)
+    grow = 1.0 + threshold
+    total = np.zeros(image.shape, np.float64)
+    count = np.zeros(hole.shape)
+    for dy, dx in _NEIGHBOURS:
+        source = _shifted(depth, dy, dx, np.inf)
+        ok = hole & (source * grow >= reference) & (source <= reference * grow)
+        total += np.where(ok[..., None], _shifted(image, dy, dx, 0.0), 0.0)
+        count += ok
+    done = count > 0
+    return total / np.maximum(count, 1)[..., None], done
 
 
 def _resample_nearest(values, shape):
