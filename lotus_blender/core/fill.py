@@ -354,17 +354,24 @@ def _edge_colours(image, hole, depth, reference, threshold):
     five of six orbits (the room's orbit 6: -0.24), dollies within 0.2 dB; the pixels the photo
     shows +0.3 dB outdoors (orbit 3). Taking two pixels so costs the room's orbits 0.7-0.8 dB."""
     depth = np.asarray(depth, np.float64)
-    reference = np.asarray(reference, np.float64)
+    height, width = hole.shape
+    rows, cols = np.nonzero(hole)
+    level = np.asarray(reference, np.float64)[rows, cols]
     grow = 1.0 + threshold
-    total = np.zeros(image.shape, np.float64)
-    count = np.zeros(hole.shape)
+    total = np.zeros((len(rows), image.shape[-1]))
+    count = np.zeros(len(rows))
     for dy, dx in _NEIGHBOURS:
-        source = _shifted(depth, dy, dx, np.inf)
-        ok = hole & (source * grow >= reference) & (source <= reference * grow)
-        total += np.where(ok[..., None], _shifted(image, dy, dx, 0.0), 0.0)
+        ny, nx = np.clip(rows + dy, 0, height - 1), np.clip(cols + dx, 0, width - 1)
+        source = depth[ny, nx]
+        ok = (ny == rows + dy) & (nx == cols + dx) & (source * grow >= level) & (source <= level * grow)
+        total[ok] += image[ny[ok], nx[ok]]
         count += ok
-    done = count > 0
-    return total / np.maximum(count, 1)[..., None], done
+    colours = np.zeros(image.shape, np.float64)
+    done = np.zeros(hole.shape, bool)
+    found = count > 0
+    colours[rows[found], cols[found]] = total[found] / count[found][:, None]
+    done[rows[found], cols[found]] = True
+    return colours, done
 
 
 def _resample_nearest(values, shape):
