@@ -346,7 +346,9 @@ def _near_edge_lip(graph, inp, uv, depth, metric, grow, across, down, width, hei
     # reached 0.49 pixel there, short of where the true edge often lies. Exact maps,
     # bench_fill.py: the pixels the photo shows up to 0.56 dB better (outdoor dolly 5%), the few
     # revealed pixels of the room's and table's dollies 0.1-0.5 dB worse, orbits within 0.1 dB).
-    unit = graph.vector('SIGN', direction)
+    # The direction's components are whole numbers: clamped to [-1, 1] they are their signs
+    # (Blender 4.2's Vector Math has no Sign).
+    unit = graph.vector('MINIMUM', graph.vector('MAXIMUM', direction, (-1.0, -1.0, -1.0)), (1.0, 1.0, 1.0))
     # Only at steps (a background continued behind the vertex in the Behind image, or no Behind
     # image): the torn faces of a slope stay where the mesh is, and a lip there would open a crack
     # between them and a vertex that is both the far side of one tear and the near side of the next.
