@@ -121,11 +121,14 @@ def build(scene25d, truth, maps_in, name, refine, depth_range=None):
 
 def built_depth(obj, camera, shape):
     """(the built mesh's planar depth per pixel, NaN where no vertex; the camera's intrinsics)."""
-    from tests.test_scene25d import evaluated_mesh_arrays, vertex_pixels
-    mesh = evaluated_mesh_arrays(obj)
+    from tests.test_scene25d import evaluated_mesh_arrays, main_mesh, vertex_pixels
     height, width = shape
+    # The mesh proper, one vertex per pixel, by grid order: the near side of a step reaches
+    # geonodes.LIP_PX past its pixel (along both axes at a corner), so rounding its projection
+    # can land in a neighbour's pixel.
+    mesh = main_mesh(evaluated_mesh_arrays(obj), height * width)
     intrinsics = geometry.intrinsics_from_lens(camera.data.lens, camera.data.sensor_width, width, height)
-    rows, cols = vertex_pixels(mesh["co"], intrinsics)
+    rows, cols = vertex_pixels(mesh["co"], intrinsics, grid_order=True)
     depth = np.full(shape, np.nan)
     depth[rows, cols] = -mesh["co"][:, 2]
     return depth, intrinsics
