@@ -32,6 +32,9 @@ def test_behind_continues_the_far_side_without_averaging():
     assert behind[10, 8] == pytest.approx(8.0) and behind[10, 21] == pytest.approx(4.0)
     assert behind[5, 10] == pytest.approx(8.0) and behind[14, 19] == pytest.approx(4.0)
     assert distance[10, 8] == 1 and distance[10, 10] == 3
+    # Where both lie next to the edge (the object's top edge over the walls' meeting), the
+    # nearer one is what lies right behind it: no mean of the two (5.3), which is no surface.
+    assert behind[5, 15] == pytest.approx(4.0) and behind[5, 12] == pytest.approx(8.0)
     # Pixels that are not in front of anything keep their depth; the nearer right wall is itself
     # backed by the far one along its edge.
     far = (depth == 8.0)
@@ -99,3 +102,20 @@ def test_slanted_surfaces_and_creases_are_not_filled():
     boxed[40:60, 50:70] = 4.0
     _behind, distance = fill.extend_behind(boxed, 0.05, 30)
     assert (distance[40:60, 50:70] < fill.UNREACHED).mean() > 0.5
+
+
+def test_first_pixels_behind_an_edge_continue_the_surface_right_across_it():
+    """A tree before a narrow tower before the ground: behind the tree's edge lies the tower (the
+    near side of a step itself), and the band's first pixels there take the tower's colour."""
+    height, width = 40, 60
+    depth = np.full((height, width), 30.0)                       # the ground
+    depth[:, 20:24] = 20.0                                       # a tower, 4 pixels wide
+    depth[5:35, 5:20] = 9.0                                      # a tree before both
+    photo = np.zeros((height, width, 3))
+    photo[...] = (0.3, 0.36, 0.22)
+    photo[:, 20:24] = (0.55, 0.58, 0.65)
+    photo[5:35, 5:20] = (0.2, 0.45, 0.15)
+    layer = fill.fill_behind(depth, photo, threshold=0.05, focal_px=100.0, move_range=0.1)
+    assert layer.behind[20, 19] == pytest.approx(20.0)          # the tower, not a mean with the ground
+    assert np.allclose(layer.colour[10:30, 19], (0.55, 0.58, 0.65))
+    assert layer.region[10:30, 19].all()

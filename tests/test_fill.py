@@ -199,7 +199,7 @@ def test_near_side_lip_only_at_steps(modules):
     geonodes.set_inputs(obj.modifiers[scene25d.MODIFIER_NAME], Tear=False)
     obj.update_tag()
     on_rays, _ = projected()
-    shift = np.linalg.norm(torn - on_rays, axis=1)
+    shift = np.abs(torn - on_rays).max(axis=1)      # per axis: the lip reaches LIP_PX along each
     pixel = np.median(np.abs(np.diff(np.unique(np.round(on_rays[:, 0], 6)))))
     # The left columns, less the frame's outermost vertices (with Fill Behind they reach past it).
     inside = ~np.isclose(torn[:, 0], torn[:, 0].min()) & ~np.isclose(torn[:, 1], torn[:, 1].min()) \
@@ -209,6 +209,9 @@ def test_near_side_lip_only_at_steps(modules):
     assert on_ramp.sum() > 100 and on_box.sum() > 50
     assert shift[on_ramp].max() < 1e-3 * pixel
     assert shift[on_box].max() == pytest.approx(geonodes.LIP_PX * pixel, rel=0.05)
+    # The box's corners reach along both axes (a pixel is a square; a unit direction fell short).
+    both_axes = np.abs(torn - on_rays).min(axis=1)
+    assert both_axes[on_box].max() == pytest.approx(geonodes.LIP_PX * pixel, rel=0.05)
 
 
 def test_frame_edges_reach_past_the_frame_with_fill_behind(modules):

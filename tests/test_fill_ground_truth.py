@@ -55,7 +55,7 @@ def test_orbit_reveals_filled_background(room_views, renders):
               for variant, (_own, moved) in renders.items()}
     print(MOVE, scores)
     best = {key: max(scores[b][key] for b in fill_scenes.BASELINES) for key in scores["fill"]}
-    assert scores["fill"]["revealed"] >= best["revealed"] + 3.0     # the goal (measured: +3.07)
+    assert scores["fill"]["revealed"] >= best["revealed"] + 3.0     # the goal (measured: +3.70)
     assert scores["fill"]["ssim_revealed"] >= best["ssim_revealed"]
     assert scores["fill"]["visible"] >= best["visible"] - 0.5
     assert scores["holes"]["revealed"] < scores["fill"]["revealed"] - 5.0    # the holes it fills
