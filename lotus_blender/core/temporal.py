@@ -58,6 +58,7 @@ HYPOTHESES = 200               # two-pixel scale/shift hypotheses per fit
 SCORE_PIXELS = 2000            # pixels the hypotheses are scored on
 SCORE_QUANTILE = 0.3           # a hypothesis is scored by this quantile of |residual| ...
 SCORE_TO_SIGMA = 1.0 / 0.3853  # ... which is 0.385 sigma for Gaussian residuals
+MIN_SIGMA = 1e-3               # residual scale: at least this fraction of the maps' spread
 MIN_INLIERS = 0.3              # fewer inliers than this: the fit is not trusted
 MIN_AGREEMENT = 0.6            # weighted correlation of the inliers below this: not trusted
 MAX_STEP = 3.0                 # scale change from the previous frame beyond this: not trusted
@@ -180,8 +181,10 @@ def robust_affine_fit(source: np.ndarray, target: np.ndarray, valid: np.ndarray 
     scores = np.partition(residuals, rank, axis=1)[:, rank]
     best = int(np.argmin(scores))
     scale, shift = float(scales[best]), float(shifts[best])
-    # Exact data: sigma 0 would reject every imperfect pixel.
-    sigma = max(scores[best] * SCORE_TO_SIGMA, 1e-6 * max(_spread(b), 1e-6))
+    # Near-exact data: a tiny sigma would keep only the pixels that fit exactly, e.g. one plane,
+    # whose map is affine across the picture and so takes the error of the picture's shift (a pan
+    # is not quite a shift) into the scale and shift: a bias that a long pan piles up.
+    sigma = max(scores[best] * SCORE_TO_SIGMA, MIN_SIGMA * max(_spread(b), 1e-6))
     weights = np.ones_like(a)
     for iteration in range(iterations + 1):
         ratio = (scale * a + shift - b) / (np.sqrt(scale) * TUKEY_C * sigma)
