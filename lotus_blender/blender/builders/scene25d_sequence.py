@@ -311,34 +311,34 @@ class BehindSequenceFill:
 
     def step(self, wait: bool = True) -> int:
         """Advance the fill; returns how many frames are done. wait: fill and write the next
-        frame now. Not wait (the modal run's timer ticks): the frame's core.fill runs in a
-        background thread (numpy only, no bpy) while Blender goes on; a tick reads the next frame
-        or writes a computed one (bpy, main thread), and returns at once otherwise. On an error,
-        what this fill wrote is removed and the error propagates."""
+        frame now. Not wait (the modal run's timer ticks): each frame's core.fill runs in a
+        background thread (numpy only, no bpy) while Blender goes on; a tick whose frame is
+        computed writes it and hands the thread the next one (bpy, main thread: tenths of a
+        second), any other tick returns at once. On an error, what this fill wrote is removed and
+        the error propagates."""
         if self.finished or self.cancelled:
             return self.done
-        frame = self.numbers[self.done]
         try:
-            if self._pending is None:
-                values, colours = self._read_frame(frame)
-                if wait:
-                    computed = self.compute(values, colours)
-                else:
-                    if self._executor is None:
-                        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lotus_fill")
-                    self._pending = self._executor.submit(self.compute, values, colours)
-                    return self.done
-            else:
-                if not wait and not self._pending.done():
+            if wait:
+                frame = self.numbers[self.done]
+                self._write_frame(frame, *self.compute(*self._read_frame(frame)))
+                self.done += 1
+                return self.done
+            if self._pending is not None:
+                if not self._pending.done():
                     return self.done
                 computed, self._pending = self._pending.result(), None
-            self._write_frame(frame, *computed)
+                self._write_frame(self.numbers[self.done], *computed)
+                self.done += 1
+            if self.finished:
+                self._shutdown()
+            else:
+                if self._executor is None:
+                    self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lotus_fill")
+                self._pending = self._executor.submit(self.compute, *self._read_frame(self.numbers[self.done]))
         except BaseException:
             self.cancel()
             raise
-        self.done += 1
-        if self.finished:
-            self._shutdown()
         return self.done
 
     def _read_frame(self, frame):

@@ -3,7 +3,7 @@
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from .. import compat, job_runner
+from .. import compat
 from . import common, geonodes, scene25d, scene25d_camera
 from .ui_common import LastUsedOptions, scene_settings_registrar
 from .transaction import report_failure
@@ -169,12 +169,14 @@ class LOTUS_OT_build_photo_scene(LastUsedOptions, Scene25DOptions, bpy.types.Ope
         if event.type != 'TIMER':
             return {'PASS_THROUGH'}
         if not fill.finished:
+            done = fill.done
             try:
                 fill.step(wait=False)
             except Exception as error:  # noqa: BLE001 - one line for the artist; its files removed
                 self._stop(context)
                 return report_failure(self, "Build 2.5D Scene", error)
-            self._show_progress(context)
+            if fill.done != done:
+                self._show_progress(context)
             return {'RUNNING_MODAL'}
         self._stop(context)
         result = self._build(context, behind_fill=fill, frame=self._frame)
@@ -197,12 +199,12 @@ class LOTUS_OT_build_photo_scene(LastUsedOptions, Scene25DOptions, bpy.types.Ope
         FILL_RUN.stop()
         if context.workspace is not None:
             context.workspace.status_text_set(None)
-        job_runner.tag_redraw(context)
+        _redraw_sidebars(context)
 
     def _show_progress(self, context):
         if context.workspace is not None:
             context.workspace.status_text_set(f"{FILL_RUN.text()} (Esc to cancel)")
-        job_runner.tag_redraw(context)
+        _redraw_sidebars(context)
 
     def _build(self, context, behind_fill=None, frame=None):
         try:
@@ -241,6 +243,17 @@ class LOTUS_OT_build_photo_scene(LastUsedOptions, Scene25DOptions, bpy.types.Ope
 
 
 FILL_TICK_S = 0.1   # how often the modal run looks at the background frame (its progress, ESC)
+
+
+def _redraw_sidebars(context):
+    """The 3D Views' sidebars draw the progress again; not the views themselves, whose redraw
+    (software OpenGL, a heavy scene) would take the CPU the frames' fill needs."""
+    for window in context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type == 'VIEW_3D':
+                for region in area.regions:
+                    if region.type == 'UI':
+                        region.tag_redraw()
 
 
 class _FillRun:
