@@ -166,3 +166,17 @@ def test_redo_takes_the_modal_runs_frames(blender_addon, shot):
         assert os.path.basename(bpy.data.images["shot_behind"].filepath) == "shot_behind_001_1001.exr"
     finally:
         scene25d_ui.FILL_RUN.last = None
+
+
+def test_opening_another_file_stops_the_run(blender_addon, shot):
+    """The load_pre handler: a running fill stops and its files go (the operator's next tick ends it)."""
+    scene25d = live_module(blender_addon, "blender.builders.scene25d")
+    scene25d_ui = live_module(blender_addon, "blender.builders.scene25d_ui")
+    photo, depth, normal, folder = shot
+    files_before = set(os.listdir(folder))
+    fill = deferred_fill(scene25d, photo, depth, normal)
+    fill.step()
+    scene25d_ui.FILL_RUN.start(fill)
+    assert "frame 2 of 4" in scene25d_ui.FILL_RUN.text() and set(os.listdir(folder)) != files_before
+    scene25d_ui._file_loading(None)
+    assert scene25d_ui.FILL_RUN.fill is None and fill.cancelled and set(os.listdir(folder)) == files_before
