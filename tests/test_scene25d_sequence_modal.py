@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.test_scene25d import live_module, tracked_datablocks  # noqa: F401
-from tests.test_scene25d_sequence import FRAMES, NEAR, RANGE, frame_disparity, mesh_depths, shot  # noqa: F401
+from tests.test_scene25d_sequence import FRAMES, NEAR, RANGE, mesh_depths, shot  # noqa: F401
 
 OPTIONS = dict(near=NEAR, depth_range=RANGE, focal_35mm=35.0, tear_threshold=0.05, fill_behind=True)
 
