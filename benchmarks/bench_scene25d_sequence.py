@@ -14,7 +14,12 @@ EXR) is built as a 2.5D scene with Fill Behind, the way the panel builds it. Sec
 - "fill_core_per_frame": the numpy part of that alone (core.fill via scene25d.behind_arrays);
 - "frame_change": scene.frame_set to a new frame and the evaluated mesh (the geometry nodes read
   that frame's depth and behind images from disk), mean over the frames;
-- "live_edit": the same evaluation after a Live Mesh edit (Near) on the same frame, for comparison.
+- "live_edit": the same evaluation after a Live Mesh edit (Near) on the same frame, for comparison;
+- "modal": the same build the way the panel's button runs it (scene25d_sequence.BehindSequenceFill
+  stepped from a 0.1 s timer, core.fill in a background thread, then the build in one step):
+  "longest_tick" and "mean_tick", Blender's main thread busy in one tick (what the artist can
+  feel); "fill_wall", the frames' fill from the first tick to the last; "final_build", the
+  build once every frame is filled (and the mesh evaluated); "total" (with the deferred first call).
 Prints one JSON object and writes it to --out.
 """
 
@@ -134,6 +139,7 @@ def run(width, height, frames, repeat):
                                    scene25d.DEFAULT_TEAR_THRESHOLD, scene25d.DEFAULT_MOVE_RANGE)
             core_times.append(time.perf_counter() - start)
         written = sorted(name for name in os.listdir(folder) if "_behind_" in name or "_fill_" in name)
+        modal = modal_build(bpy, scene25d, load, depth_image, folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return {
@@ -142,9 +148,41 @@ def run(width, height, frames, repeat):
         "per_frame": round((sequence - still) / max(frames - 1, 1), 3),
         "fill_core_per_frame": round(min(core_times), 3),
         "frame_change": round(float(np.mean(changes)), 3), "live_edit": round(float(np.mean(edits)), 3),
-        "evaluated_vertices": vertices,
+        "evaluated_vertices": vertices, "modal": modal,
         "files_written": len(written),
     }
+
+
+def modal_build(bpy, scene25d, load, depth_image, folder, tick_s=0.1):
+    """Build 2.5D Scene's modal run, its timer emulated by sleeping tick_s between steps."""
+    bpy.data.batch_remove(list(bpy.data.objects))
+    photo = load(os.path.join(folder, "shot_0001.png"), True)
+    depth = depth_image(True)
+    depth["lotus_source"] = photo.name
+    options = dict(near=2.0, depth_range=6.0, focal_35mm=35.0, fill_behind=True)
+    start = time.perf_counter()
+    try:
+        scene25d.build_photo_scene(bpy.context, photo, depth, behind_fill=scene25d.DEFER_FILL, **options)
+        raise RuntimeError("the build did not defer its fill")
+    except scene25d.FillFramesFirst as pending:
+        fill = pending.fill
+    deferred = time.perf_counter() - start
+    ticks = []
+    fill_start = time.perf_counter()
+    while not fill.finished:
+        time.sleep(tick_s)
+        tick = time.perf_counter()
+        fill.step(wait=False)
+        ticks.append(time.perf_counter() - tick)
+    fill_wall = time.perf_counter() - fill_start
+    tick = time.perf_counter()
+    obj, _camera = scene25d.build_photo_scene(bpy.context, photo, depth, behind_fill=fill, **options)
+    obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
+    final = time.perf_counter() - tick
+    return {"tick_s": tick_s, "ticks": len(ticks), "longest_tick": round(max(ticks), 3),
+            "mean_tick": round(sum(ticks) / len(ticks), 3), "deferred_call": round(deferred, 3),
+            "fill_wall": round(fill_wall, 3), "final_build": round(final, 3),
+            "total": round(time.perf_counter() - start, 3), "used_its_fill": fill.used}
 
 
 def main():

@@ -45,6 +45,9 @@ def parse_args():
                              "instead of the tiny model's noise: builder results that look like "
                              "something (the README's screenshots)")
     parser.add_argument("--keep-open", action="store_true", help="do not quit at the end")
+    parser.add_argument("--sequence-fill-only", action="store_true",
+                        help="after the photo, only Build 2.5D Scene on an image sequence with Fill "
+                             "Behind (sequence_fill_checks): progress, ESC, one undo step, the redo panel")
     parser.add_argument("--options-only", action="store_true",
                         help="after the photo, only the operator-options steps (options_checks: "
                              "Image Files through the file browser, invoke from the last-used "
@@ -317,6 +320,9 @@ def steps():
     if ARGS.options_only:
         yield from options_checks(photos)
         return
+    if ARGS.sequence_fill_only:
+        yield from sequence_fill_checks()
+        return
 
     # Depth & Normals on four files: watch one progress bar for the whole run.
     settings.task = 'BOTH'
@@ -526,6 +532,166 @@ def hud_screenshot(name, note):
         convert(OUT / f"{name}.png", "-crop",
                 f"{box['width'] + 2 * pad}x{box['height'] + 2 * pad}+{box['x'] - pad}+{box['y'] - pad}",
                 "+repage", OUT / f"{name}_hud.png")
+
+
+def sequence_fill_checks(frames=8, width=512, height=384):
+    """Build 2.5D Scene from its button on an image sequence with Fill Behind: the frames are
+    filled in a modal run (the window keeps drawing: the gaps between this generator's ticks
+    stay far below one frame's fill), ESC (a real key press) stops it with nothing built and no
+    file left, a run to its end builds in one undo step, and the redo panel reuses its frames."""
+    import numpy as np
+    outputs = addon_module("outputs")
+    scene25d = addon_module("builders.scene25d")
+    scene25d_ui = addon_module("builders.scene25d_ui")
+    folder = OUT / "shot"
+    folder.mkdir(exist_ok=True)
+    for index in range(frames):
+        frame = 1001 + index
+        values = np.full((height, width), 0.2, np.float32)
+        values[height // 4:3 * height // 4, width // 8 + 20 * index:width // 2 + 20 * index] = 0.6
+        outputs.write_map_files(values, "disparity", width, height, {"exr": str(folder / f"shot_depth_{frame}.exr")})
+        image = bpy.data.images.new("frame", width, height)
+        rgba = np.ones((height, width, 4), np.float32)
+        rgba[..., 0] = values
+        image.pixels.foreach_set(rgba[::-1].ravel())
+        image.filepath_raw = str(folder / f"shot_{frame}.png")
+        image.file_format = 'PNG'
+        image.save()
+        bpy.data.images.remove(image)
+    photo = bpy.data.images.load(str(folder / "shot_1001.png"))
+    photo.source = 'SEQUENCE'
+    depth = bpy.data.images.load(str(folder / "shot_depth_1001.exr"))
+    depth.name, depth.source = "shot_depth", 'SEQUENCE'
+    depth.colorspace_settings.is_data = True
+    depth["lotus_kind"], depth["lotus_source"], depth["lotus_frames"] = "disparity", photo.name, [1001, 1000 + frames]
+    scene = bpy.context.scene
+    scene.frame_start, scene.frame_end = 1, frames
+    scene.frame_set(1)
+    started = time.monotonic()
+    scene25d.behind_arrays(values, rgba, "disparity", 2.0, 6.0, 35.0, 36.0, 0.05, 0.1)    # the last frame's
+    one_frame_s = time.monotonic() - started
+    files_before = sorted(os.listdir(folder))
+    window, _area, _sidebar, main = window_parts()
+    options = dict(photo=photo.name, depth="shot_depth", normal="", focal_source='MANUAL', focal_35mm=35.0, near=2.0,
+                   auto_depth_range=False, depth_range=6.0, tear_threshold=0.05, fill_behind=True)
+    result = {"one_frame_fill_s": round(one_frame_s, 3), "frames": frames, "size": [width, height]}
+    REPORT["sequence_fill"] = result
+
+    def idle_gaps(seconds=3.0):
+        """The longest gap between this generator's ticks with nothing running (the machine's load)."""
+        gaps, last, started = [], time.monotonic(), time.monotonic()
+        while time.monotonic() - started < seconds:
+            yield TICK_S
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+        return max(gaps)
+
+    def timed_steps(fill, seconds):
+        """The main thread's time in each of the modal run's ticks (fill.step), into seconds."""
+        step = fill.step
+
+        def timed(*args, **kwargs):
+            started = time.monotonic()
+            try:
+                return step(*args, **kwargs)
+            finally:
+                seconds.append(time.monotonic() - started)
+                tick_times.append(started)
+        fill.step = timed
+        compute = fill.compute
+
+        def timed_compute(*args):
+            started = time.monotonic()
+            try:
+                return compute(*args)
+            finally:
+                computes_s.append(time.monotonic() - started)
+        fill.compute = timed_compute
+
+    def run_ticks(until):
+        """Tick until until(done): the longest gap between ticks and the frames seen done."""
+        seen, gaps, last = [], [], time.monotonic()
+        while FILL.fill is not None and not until(FILL.fill.done):
+            if not seen or seen[-1] != FILL.fill.done:
+                seen.append(FILL.fill.done)
+            yield TICK_S
+            now = time.monotonic()
+            if FILL.fill is None:       # ended: that tick built the scene (one step, by design)
+                break
+            gaps.append(now - last)
+            last = now
+            if len(gaps) > 20000:
+                raise TimeoutError("the fill did not end")
+        return seen, max(gaps, default=0.0)
+
+    FILL = scene25d_ui.FILL_RUN
+    TICK_S = 0.02
+    result["idle_max_gap_s"] = round((yield from idle_gaps()), 3)
+    steps_s, tick_times, computes_s = [], [], []
+    with override():
+        started_as = bpy.ops.lotus.build_photo_scene('INVOKE_DEFAULT', True, **options)
+    if FILL.fill is not None:
+        timed_steps(FILL.fill, steps_s)
+    result["invoke"] = sorted(started_as)
+    check(started_as == {'RUNNING_MODAL'} and FILL.fill is not None, f"the build did not run modal: {started_as}")
+    seen, gap = yield from run_ticks(lambda done: done >= 2)
+    yield from settle(0.5)
+    screenshot("30_sequence_filling", "Build 2.5D Scene on a sequence: the frames being filled")
+    result["status_text_progress"] = FILL.text() if FILL.fill is not None else None
+    x, y = main.x + main.width // 2, window.height - (main.y + main.height // 2)
+    subprocess.run(["xdotool", "mousemove", str(x), str(y)], check=True)
+    subprocess.run(["xdotool", "key", "Escape"], check=True)
+    yield from wait_until(lambda: FILL.fill is None, timeout=30)
+    yield from settle(0.5)
+    screenshot("31_sequence_cancelled", "ESC while filling: nothing built")
+    result["cancel"] = {"seen": seen, "max_gap_s": round(gap, 3), "files_left": sorted(set(os.listdir(folder))
+                                                                                      - set(files_before)),
+                        "objects": [o.name for o in bpy.data.objects if o.name.startswith("shot")]}
+    check(not result["cancel"]["files_left"] and not result["cancel"]["objects"], f"ESC left {result['cancel']}")
+
+    with override():
+        bpy.ops.lotus.build_photo_scene('INVOKE_DEFAULT', True, **options)
+    if FILL.fill is not None:
+        timed_steps(FILL.fill, steps_s)
+    seen, gap = yield from run_ticks(lambda done: False)
+    yield from settle(1.0)
+    objects = sorted(o.name for o in bpy.data.objects if o.name.startswith("shot"))
+    op = last_operator()
+    result["complete"] = {"seen": seen, "max_gap_s": round(gap, 3), "objects": objects,
+                          "last_operator": getattr(op, "bl_idname", None),
+                          "files": len(set(os.listdir(folder)) - set(files_before))}
+    check(objects == ["shot", "shot_camera"] and result["complete"]["files"] == 2 * frames,
+          f"the modal build: {result['complete']}")
+    check(seen == sorted(set(seen)) and seen[:1] == [0] and len(seen) >= frames // 2,
+          f"progress frames seen: {seen}")
+    # Blender's main thread is busy with the fill for a small part of a frame's fill per tick
+    # (reading a frame, writing one): the gaps beyond that are the shared machine's load, which
+    # idle_max_gap_s shows with nothing running.
+    result["ticks"] = len(steps_s)
+    intervals = sorted(b - a for a, b in zip(tick_times, tick_times[1:]))
+    result["tick_interval_median_s"] = round(intervals[len(intervals) // 2], 3) if intervals else None
+    result["longest_tick_s"] = round(max(steps_s, default=0.0), 3)
+    result["fill_in_thread_s"] = [round(value, 3) for value in computes_s]
+    check(steps_s and max(steps_s) < one_frame_s / 2, f"Blender did not keep drawing while filling: {result}")
+    yield from hud_screenshot("32_sequence_redo_panel", "the redo panel after a modal build")
+    # The redo panel, Material changed: the frames' files are taken again, none written.
+    op.material = 'SHADED'
+    with override():
+        redo_last()
+    yield from settle(1.0)
+    result["redo"] = {"files": len(set(os.listdir(folder)) - set(files_before)),
+                      "objects": sorted(o.name for o in bpy.data.objects if o.name.startswith("shot")),
+                      "material": bpy.data.objects["shot"].data.materials[0].name
+                      if "shot" in bpy.data.objects else None}
+    check(result["redo"]["files"] == 2 * frames and result["redo"]["objects"] == ["shot", "shot_camera"],
+          f"redo after a modal build: {result['redo']}")
+    # One undo step for the whole build: one undo goes back to before it.
+    with override():
+        bpy.ops.ed.undo()
+    yield from settle(0.5)
+    result["after_undo"] = sorted(o.name for o in bpy.data.objects if o.name.startswith("shot"))
+    check(result["after_undo"] == [], f"one undo did not remove the build: {result['after_undo']}")
 
 
 def options_checks(photos):

@@ -192,17 +192,44 @@ def build_behind_layer(name, depth_image, photo, kind, near, depth_range, lens, 
     return behind, fill_image, opening
 
 
+DEFER_FILL = "DEFER"     # build_photo_scene(behind_fill=DEFER_FILL): see FillFramesFirst
+
+
+class FillFramesFirst(Exception):
+    """build_photo_scene(..., behind_fill=DEFER_FILL) on a sequence: its layer behind the tears is
+    due, per frame. The build was undone (nothing built, nothing written); .fill is the
+    BehindSequenceFill to step through (the Build operator's modal run), then build again with
+    behind_fill=that fill and the same arguments (if they no longer give the same fill, as when
+    the scene camera's focal changed meanwhile, the build fills the frames again itself: the
+    fill's .used says which)."""
+
+    def __init__(self, fill):
+        super().__init__(f"{fill.total} frames to fill behind the tears first")
+        self.fill = fill
+
+
 def build_behind_sequence(context, name, depth_image, photo, kind, near, depth_range, lens, sensor,
-                          tear_threshold, move_range, with_colour):
+                          tear_threshold, move_range, with_colour, behind_fill=None):
     """The layer behind the tears of every frame of an image sequence's depth, written as image
-    sequences beside the depth's files (scene25d_sequence.write_behind_sequence)."""
+    sequences beside the depth's files (scene25d_sequence.BehindSequenceFill): taken from
+    behind_fill when that is a finished fill made for the same arguments whose files are all
+    there (the Build operator's modal run, its redo), deferred with behind_fill DEFER_FILL (raises
+    FillFramesFirst), else computed here."""
     colour_source = photo if with_colour and photo is not None and photo is not depth_image else None
+    folder = materials_output_folder(context, (depth_image,))
+    parameters = (name, depth_image.name, colour_source.name if colour_source is not None else None, kind,
+                  near, depth_range, lens, sensor, tear_threshold, move_range, folder)
+    if isinstance(behind_fill, scene25d_sequence.BehindSequenceFill) and behind_fill.parameters == parameters \
+            and behind_fill.intact():
+        return behind_fill.images()
 
     def compute(values, colours):
         return behind_arrays(values, colours, kind, near, depth_range, lens, sensor, tear_threshold, move_range)
 
-    folder = materials_output_folder(context, (depth_image,))
-    return scene25d_sequence.write_behind_sequence(context, name, depth_image, colour_source, compute, folder)
+    fill_frames = scene25d_sequence.BehindSequenceFill(name, depth_image, colour_source, compute, folder, parameters)
+    if behind_fill == DEFER_FILL:
+        raise FillFramesFirst(fill_frames)
+    return fill_frames.run(context)
 
 
 def shade_fill(obj):
@@ -372,7 +399,7 @@ def _replace_previous(previous, obj, camera, name) -> None:
 @atomic_builder
 def build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", near=None, depth_range=None,
                       focal_35mm=None, focal_source=None, refine=None, max_vertices=None, tear_threshold=None,
-                      material="EMISSION", fill_behind=None, move_range=None):
+                      material="EMISSION", fill_behind=None, move_range=None, frame=None, behind_fill=None):
     """Build the 2.5D mesh and its matching camera (set as the scene camera). Returns (mesh, camera).
 
     focal_source: one of scene25d_camera.FOCAL_SOURCE_ITEMS (default: 'MANUAL' when focal_35mm is
@@ -383,6 +410,8 @@ def build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", ne
     fill_behind (default: when tearing, geometry-nodes mode): the background a camera move of
     move_range (fraction of the subject distance, default DEFAULT_MOVE_RANGE) can reveal behind
     every tear is filled (core.fill); with tearing the torn faces always close the tears' gaps.
+    frame: the scene frame whose picture of a sequence sets the camera (default: the current).
+    behind_fill: how a sequence's per-frame layer behind the tears is made (build_behind_sequence).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
@@ -404,7 +433,8 @@ def build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", ne
     # Image sequences and movies: the mesh, materials and fill follow the frames; the camera and
     # depth range come from one frame, the one the scene shows (or the nearest that exists).
     timing = scene25d_sequence.timing_for((depth, photo), context.scene)
-    keys = scene25d_sequence.key_stills(timing, context.scene.frame_current, (depth, normal, photo))
+    frame = context.scene.frame_current if frame is None else int(frame)
+    keys = scene25d_sequence.key_stills(timing, frame, (depth, normal, photo))
     key_depth, key_normal, key_photo = keys
     if key_depth.size[0] < 2 or key_depth.size[1] < 2:
         raise ValueError("a depth image of at least 2x2 pixels is needed")
@@ -448,7 +478,7 @@ def build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", ne
                               tear_threshold, camera, timing)
         if tear_threshold > 0:
             build_behind = build_behind_layer if timing is None or not scene25d_sequence.is_animated(depth) \
-                else functools.partial(build_behind_sequence, context)
+                else functools.partial(build_behind_sequence, context, behind_fill=behind_fill)
             behind, fill_image, opening = build_behind(
                 name, mesh_depth, photo, kind, near, mesh_range, choice.lens, choice.sensor, tear_threshold,
                 move_range, fill_behind)

@@ -14,7 +14,7 @@ the depth's files ("<name>_behind_0001.exr", "<name>_fill_0001.png|exr"), each f
 
 from __future__ import annotations
 
-import contextlib
+import concurrent.futures
 import os
 import tempfile
 from dataclasses import dataclass
@@ -258,91 +258,201 @@ def _sequence_image(path, name, colourspace, kind, source):
     return image
 
 
-def write_behind_sequence(context, name, depth, photo, compute, folder):
-    """The layer behind the tears of every frame of the depth sequence: compute(depth values
-    (H, W), photo RGBA or None) -> (behind RGBA, filled photo RGBA or None, opening) is run per
-    frame; the results are written to folder as "<name>_behind_FFFF.exr" (float) and
-    "<name>_fill_FFFF" (16-bit PNG for a byte photo, float EXR for a float one: the photo's values
-    as stored), never over an existing file, each atomically; a failure removes what was written.
+class BehindSequenceFill:
+    """The layer behind the tears of every frame of a depth sequence, one frame per step(): what
+    the Build operator's modal run drives from a window timer (so that Blender stays responsive,
+    shows real progress and can cancel), and what write_behind_sequence runs in one go.
 
-    Returns (behind image sequence, fill image sequence or None, largest opening)."""
-    numbers = frame_numbers(depth)
-    if not numbers:
-        raise ValueError(f"{depth.name!r}: none of its frames' files exist")
-    behind_stem = outputs.unique_sequence_stem(folder, naming.result_file_name(name, "behind"), ".exr", numbers)
-    fill_extension = ".exr" if photo is not None and photo.is_float else ".png"
-    fill_stem = outputs.unique_sequence_stem(folder, naming.result_file_name(name, "fill"), fill_extension, numbers)
-    written, opening = [], 0.0
-    behind_path = fill_path = None
-    window_manager = getattr(context, "window_manager", None)
-    if window_manager is not None:
-        window_manager.progress_begin(0, len(numbers))
-    try:
-        with FrameReader(depth) as depth_frames, (FrameReader(photo) if photo is not None else contextlib.nullcontext()) as photo_frames, \
-                WriterScene() as writer:
-            scratch = None
-            try:
-                for index, frame in enumerate(numbers):
-                    values = depth_frames.pixels(frame)[..., 0].astype(np.float64)
-                    colours = photo_frames.pixels(frame) if photo_frames is not None else None
-                    behind, filled, frame_opening = compute(values, colours)
-                    opening = max(opening, frame_opening)
-                    height, width = behind.shape[:2]
-                    if scratch is None or tuple(scratch.size) != (width, height):
-                        if scratch is not None:
-                            bpy.data.images.remove(scratch)
-                        scratch = bpy.data.images.new("lotus_behind_frame", width, height, alpha=False,
-                                                      float_buffer=True, is_data=True)
-                    path = os.path.join(folder, naming.frame_file_name(behind_stem, frame, ".exr"))
-                    _write_float(writer, scratch, behind, path)
-                    written.append(path)
-                    behind_path = behind_path or path
-                    if filled is not None:
-                        path = os.path.join(folder, naming.frame_file_name(fill_stem, frame, fill_extension))
-                        if fill_extension == ".png":
-                            _write_png16(filled, path)
-                        else:
-                            fill_scratch = bpy.data.images.new("lotus_fill_frame", filled.shape[1], filled.shape[0],
-                                                               alpha=False, float_buffer=True, is_data=True)
-                            try:
-                                _write_float(writer, fill_scratch, filled, path)
-                            finally:
-                                bpy.data.images.remove(fill_scratch)
-                        written.append(path)
-                        fill_path = fill_path or path
-                    if window_manager is not None:
-                        window_manager.progress_update(index + 1)
-            finally:
-                if scratch is not None:
-                    bpy.data.images.remove(scratch)
-    except BaseException:
-        for path in written:
+    compute(depth values (H, W), photo RGBA or None) -> (behind RGBA, filled photo RGBA or None,
+    opening) is run per frame; the results are written to folder as "<name>_behind_FFFF.exr"
+    (float) and "<name>_fill_FFFF" (16-bit PNG for a byte photo, float EXR for a float one: the
+    photo's values as stored), never over an existing file, each atomically. parameters is what
+    the results depend on besides the frames (the build checks it before using them).
+
+    Between steps nothing of the fill is in bpy.data (readers, writer scene and scratch images
+    live for one step) and the images are looked up by name each step, so an undo or an edit
+    made while the frames are filled cannot leave a stale reference or a throwaway datablock."""
+
+    def __init__(self, name, depth, photo, compute, folder, parameters=()):
+        self.numbers = frame_numbers(depth)
+        if not self.numbers:
+            raise ValueError(f"{depth.name!r}: none of its frames' files exist")
+        self.name, self.compute, self.folder, self.parameters = name, compute, folder, tuple(parameters)
+        self.depth_name = depth.name
+        self.photo_name = photo.name if photo is not None else None
+        self.fill_colourspace = photo.colorspace_settings.name if photo is not None else None
+        self.behind_stem = outputs.unique_sequence_stem(folder, naming.result_file_name(name, "behind"), ".exr",
+                                                        self.numbers)
+        self.fill_extension = ".exr" if photo is not None and photo.is_float else ".png"
+        self.fill_stem = outputs.unique_sequence_stem(folder, naming.result_file_name(name, "fill"),
+                                                      self.fill_extension, self.numbers)
+        self.written: list[str] = []
+        self.done = 0
+        self.opening = 0.0
+        self.behind_path = self.fill_path = None
+        self._pending = None        # the frame being computed in the background (step(wait=False))
+        self._executor = None
+        self.cancelled = False
+        self.used = False           # images() made the image sequences of its files
+
+    @property
+    def total(self) -> int:
+        return len(self.numbers)
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.total
+
+    def _image(self, name):
+        image = bpy.data.images.get(name)
+        if image is None:
+            raise ValueError(f"the image {name!r} was removed while its frames were filled")
+        return image
+
+    def step(self, wait: bool = True) -> int:
+        """Advance the fill; returns how many frames are done. wait: fill and write the next
+        frame now. Not wait (the modal run's timer ticks): each frame's core.fill runs in a
+        background thread (numpy only, no bpy) while Blender goes on; a tick whose frame is
+        computed writes it and hands the thread the next one (bpy, main thread: tenths of a
+        second), any other tick returns at once. On an error, what this fill wrote is removed and
+        the error propagates."""
+        if self.finished or self.cancelled:
+            return self.done
+        try:
+            if wait:
+                frame = self.numbers[self.done]
+                self._write_frame(frame, *self.compute(*self._read_frame(frame)))
+                self.done += 1
+                return self.done
+            if self._pending is not None:
+                if not self._pending.done():
+                    return self.done
+                computed, self._pending = self._pending.result(), None
+                self._write_frame(self.numbers[self.done], *computed)
+                self.done += 1
+            if self.finished:
+                self._shutdown()
+            else:
+                if self._executor is None:
+                    self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lotus_fill")
+                self._pending = self._executor.submit(self.compute, *self._read_frame(self.numbers[self.done]))
+        except BaseException:
+            self.cancel()
+            raise
+        return self.done
+
+    def _read_frame(self, frame):
+        depth = self._image(self.depth_name)
+        photo = self._image(self.photo_name) if self.photo_name is not None else None
+        with FrameReader(depth) as depth_frames:
+            values = depth_frames.pixels(frame)[..., 0].astype(np.float64)
+        colours = None
+        if photo is not None:
+            with FrameReader(photo) as photo_frames:
+                colours = photo_frames.pixels(frame)
+        return values, colours
+
+    def _write_frame(self, frame, behind, filled, frame_opening):
+        scratch = []
+        try:
+            with WriterScene() as writer:
+                path = os.path.join(self.folder, naming.frame_file_name(self.behind_stem, frame, ".exr"))
+                _write_float(writer, scratch, behind, path, "lotus_behind_frame")
+                self.written.append(path)
+                self.behind_path = self.behind_path or path
+                if filled is not None:
+                    path = os.path.join(self.folder, naming.frame_file_name(self.fill_stem, frame,
+                                                                            self.fill_extension))
+                    if self.fill_extension == ".png":
+                        _write_png16(filled, path)
+                    else:
+                        _write_float(writer, scratch, filled, path, "lotus_fill_frame")
+                    self.written.append(path)
+                    self.fill_path = self.fill_path or path
+        finally:
+            for image in scratch:
+                bpy.data.images.remove(image)
+        self.opening = max(self.opening, frame_opening)
+
+    def _shutdown(self) -> None:
+        """Let the background thread go (a frame being computed is finished there and dropped)."""
+        self._pending = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    def cancel(self) -> None:
+        """Stop, and remove every file this fill wrote (the build is then as if it never ran)."""
+        self._shutdown()
+        self.cancelled = True
+        for path in self.written:
             try:
                 os.remove(path)
             except OSError:
                 pass
-        raise
-    finally:
+        self.written = []
+        self.behind_path = self.fill_path = None
+
+    def intact(self) -> bool:
+        """Finished, not cancelled, and every file it wrote still there."""
+        return self.finished and not self.cancelled and all(os.path.isfile(path) for path in self.written)
+
+    def images(self):
+        """The finished fill as image sequences: (behind, fill or None, largest opening)."""
+        if not self.intact() or self.behind_path is None:
+            raise ValueError("the layer behind the tears is not filled for every frame")
+        self.used = True
+        numbers = self.numbers
+        source = self.photo_name or self.depth_name
+        behind_image = _sequence_image(self.behind_path, self.name + "_behind", 'Non-Color', "behind", source)
+        behind_image["lotus_behind_of"] = self.depth_name
+        behind_image["lotus_frames"] = [numbers[0], numbers[-1]]
+        fill_image = None
+        if self.fill_path is not None:
+            fill_image = _sequence_image(self.fill_path, self.name + "_fill", self.fill_colourspace, "fill",
+                                         self.photo_name)
+            fill_image["lotus_frames"] = [numbers[0], numbers[-1]]
+        return behind_image, fill_image, self.opening
+
+    def run(self, context=None):
+        """Every frame in one go (scripts, the command line, redo), with the window manager's
+        progress where there is one. Returns images()."""
+        window_manager = getattr(context, "window_manager", None)
         if window_manager is not None:
-            window_manager.progress_end()
-    source = photo.name if photo is not None else depth.name
-    behind_image = _sequence_image(behind_path, name + "_behind", 'Non-Color', "behind", source)
-    behind_image["lotus_behind_of"] = depth.name
-    behind_image["lotus_frames"] = [numbers[0], numbers[-1]]
-    fill_image = None
-    if fill_path is not None:
-        fill_image = _sequence_image(fill_path, name + "_fill", photo.colorspace_settings.name, "fill", photo.name)
-        fill_image["lotus_frames"] = [numbers[0], numbers[-1]]
-    return behind_image, fill_image, opening
+            window_manager.progress_begin(0, self.total)
+        try:
+            while not self.finished:
+                self.step()
+                if window_manager is not None:
+                    window_manager.progress_update(self.done)
+        finally:
+            if window_manager is not None:
+                window_manager.progress_end()
+        try:
+            return self.images()
+        except BaseException:
+            self.cancel()
+            raise
 
 
-def _write_float(writer, scratch, rgba, path):
+def write_behind_sequence(context, name, depth, photo, compute, folder):
+    """The layer behind the tears of every frame of the depth sequence, in one go (see
+    BehindSequenceFill). Returns (behind image sequence, fill image sequence or None, largest
+    opening)."""
+    return BehindSequenceFill(name, depth, photo, compute, folder).run(context)
+
+
+def _write_float(writer, scratch, rgba, path, name):
+    """Write (H, W, 3|4) values as a 32-bit float EXR through a new scratch image (appended to
+    scratch: the caller removes it)."""
     rgba = np.asarray(rgba, np.float32)
+    image = bpy.data.images.new(name, rgba.shape[1], rgba.shape[0], alpha=False, float_buffer=True, is_data=True)
+    scratch.append(image)
     buffer = np.ones((rgba.shape[0], rgba.shape[1], 4), np.float32)
     buffer[..., :min(4, rgba.shape[2])] = rgba[..., :4]
-    scratch.pixels.foreach_set(np.ascontiguousarray(buffer[::-1]).ravel())
-    scratch.update()
-    writer.write(scratch, path, 'OPEN_EXR', '32', mode='RGBA' if rgba.shape[2] >= 4 else 'RGB')
+    image.pixels.foreach_set(np.ascontiguousarray(buffer[::-1]).ravel())
+    image.update()
+    writer.write(image, path, 'OPEN_EXR', '32', mode='RGBA' if rgba.shape[2] >= 4 else 'RGB')
 
 
 def _write_png16(rgba, path):

@@ -125,6 +125,88 @@ class LOTUS_OT_build_photo_scene(LastUsedOptions, Scene25DOptions, bpy.types.Ope
         return image
 
     def execute(self, context):
+        """The whole build in one go (scripts, the command line, redo: a redo of a modal run takes
+        its frames' files when its options give the same fill, as Material or Max Vertices do)."""
+        return self._build(context, behind_fill=FILL_RUN.last)
+
+    def invoke(self, context, event):
+        """From the UI: a sequence's layer behind the tears is filled frame by frame in a modal
+        run (see modal), the build itself in one step at its end; anything else builds at once."""
+        self.fill_from_last_used(context)
+        if bpy.app.background or context.window is None:
+            return self.execute(context)
+        if FILL_RUN.fill is not None:
+            self.report({'ERROR'}, "A 2.5D build is filling its frames: wait for it, or cancel it")
+            return {'CANCELLED'}
+        self._frame = context.scene.frame_current   # the camera's frame, whatever is shown meanwhile
+        try:
+            return self._build(context, behind_fill=scene25d.DEFER_FILL)
+        except scene25d.FillFramesFirst as pending:
+            self._fill = pending.fill
+        window_manager = context.window_manager
+        self._timer = window_manager.event_timer_add(FILL_TICK_S, window=context.window)
+        window_manager.modal_handler_add(self)
+        FILL_RUN.start(self._fill)
+        self._show_progress(context)
+        return {'RUNNING_MODAL'}
+
+    def modal(self, context, event):
+        """One frame's layer behind the tears at a time (its core.fill in a background thread),
+        the artist working on meanwhile; ESC or the panel's Cancel stops it, and the files it
+        wrote go: nothing was built. Once every frame is filled, the build in one step (one undo
+        step, like execute's)."""
+        fill = self._fill
+        if fill.cancelled:      # a file was loaded meanwhile (_file_loading)
+            self._stop(context)
+            return {'CANCELLED'}
+        if (event.type == 'ESC' and event.value == 'PRESS') or FILL_RUN.cancel_requested:
+            done = fill.done
+            fill.cancel()
+            self._stop(context)
+            self.report({'WARNING'}, f"Build 2.5D Scene cancelled after {done} of {fill.total} frames: "
+                                     f"nothing built, the frames' files removed")
+            return {'CANCELLED'}
+        if event.type != 'TIMER':
+            return {'PASS_THROUGH'}
+        if not fill.finished:
+            done = fill.done
+            try:
+                fill.step(wait=False)
+            except Exception as error:  # noqa: BLE001 - one line for the artist; its files removed
+                self._stop(context)
+                return report_failure(self, "Build 2.5D Scene", error)
+            if fill.done != done:
+                self._show_progress(context)
+            return {'RUNNING_MODAL'}
+        self._stop(context)
+        result = self._build(context, behind_fill=fill, frame=self._frame)
+        if 'FINISHED' in result and fill.used:
+            FILL_RUN.last = fill    # for the redo panel
+        else:
+            fill.cancel()       # nothing was built, or built from frames filled again: these files go
+            if 'FINISHED' in result:
+                self.report({'WARNING'}, "The 2.5D build's inputs changed while the frames were filled: "
+                                         "they were filled again")
+        return result
+
+    def cancel(self, context):
+        """Blender ends the run (a file loaded, the window closed): as if cancelled."""
+        self._fill.cancel()
+        self._stop(context)
+
+    def _stop(self, context):
+        context.window_manager.event_timer_remove(self._timer)
+        FILL_RUN.stop()
+        if context.workspace is not None:
+            context.workspace.status_text_set(None)
+        _redraw_sidebars(context)
+
+    def _show_progress(self, context):
+        if context.workspace is not None:
+            context.workspace.status_text_set(f"{FILL_RUN.text()} (Esc to cancel)")
+        _redraw_sidebars(context)
+
+    def _build(self, context, behind_fill=None, frame=None):
         try:
             photo, depth, normal = (self._image(name) for name in (self.photo, self.depth, self.normal))
         except LookupError as error:
@@ -143,7 +225,9 @@ class LOTUS_OT_build_photo_scene(LastUsedOptions, Scene25DOptions, bpy.types.Ope
                 focal_35mm=self.focal_35mm, focal_source=self.focal_source, refine=self.refine,
                 max_vertices=self.max_vertices, tear_threshold=self.tear_threshold,
                 material=self.material, fill_behind=self.fill_behind and self.tear_threshold > 0,
-                move_range=self.move_range)
+                move_range=self.move_range, frame=frame, behind_fill=behind_fill)
+        except scene25d.FillFramesFirst:
+            raise
         except Exception as error:  # noqa: BLE001 - one line for the artist, nothing half-built
             return report_failure(self, "Build 2.5D Scene", error)
         self.remember_options(context)
@@ -156,6 +240,74 @@ class LOTUS_OT_build_photo_scene(LastUsedOptions, Scene25DOptions, bpy.types.Ope
                     f"Built {obj.name} from {depth.name} ({depth.get('lotus_kind', 'disparity')}){normals}; "
                     f"camera {camera.name} at {camera.data.lens:.1f} mm: {camera.get('lotus_camera_report', '')}")
         return {'FINISHED'}
+
+
+FILL_TICK_S = 0.1   # how often the modal run looks at the background frame (its progress, ESC)
+
+
+def _redraw_sidebars(context):
+    """The 3D Views' sidebars draw the progress again; not the views themselves, whose redraw
+    (software OpenGL, a heavy scene) would take the CPU the frames' fill needs."""
+    for window in context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type == 'VIEW_3D':
+                for region in area.regions:
+                    if region.type == 'UI':
+                        region.tag_redraw()
+
+
+class _FillRun:
+    """The Build operator's modal run, for the panel (progress and Cancel) to draw; and the last
+    run's finished fill, for its redo."""
+    fill = None
+    cancel_requested = False
+    last = None
+
+    def start(self, fill):
+        self.fill, self.cancel_requested = fill, False
+
+    def stop(self):
+        self.fill, self.cancel_requested = None, False
+
+    def text(self) -> str:
+        fill = self.fill
+        return f"Filling behind the tears: frame {fill.done + 1 if not fill.finished else fill.total} of {fill.total}"
+
+
+FILL_RUN = _FillRun()
+
+
+@bpy.app.handlers.persistent
+def _file_loading(*_args):
+    """Another .blend replaces this one: a running fill stops and its files go (nothing was built)."""
+    if FILL_RUN.fill is not None:
+        FILL_RUN.fill.cancel()
+        FILL_RUN.stop()
+    FILL_RUN.last = None
+
+
+class LOTUS_OT_cancel_scene25d_fill(bpy.types.Operator):
+    """Stop filling the frames behind the tears: nothing is built, the files written so far go"""
+    bl_idname = "lotus.cancel_scene25d_fill"
+    bl_label = "Cancel"
+    bl_options = {'INTERNAL'}
+
+    @classmethod
+    def poll(cls, context):
+        return FILL_RUN.fill is not None
+
+    def execute(self, context):
+        FILL_RUN.cancel_requested = True    # the modal run stops at its next tick
+        return {'FINISHED'}
+
+
+def _draw_fill_progress(layout):
+    fill = FILL_RUN.fill
+    if fill is None:
+        return
+    box = layout.box()
+    box.progress(factor=fill.done / max(fill.total, 1), type='BAR', text=FILL_RUN.text())
+    box.operator(LOTUS_OT_cancel_scene25d_fill.bl_idname, icon='CANCEL')
 
 
 def _draw_camera_origin(layout, context, camera):
@@ -188,6 +340,9 @@ class LOTUS_PT_scene25d(LotusSubPanel, bpy.types.Panel):
         if photo is not None and settings.depth is None and common.find_result(photo, common.DEPTH_KINDS) is None:
             draw_wrapped(layout, context, "Predict depth for this photo first", icon='INFO')
         # The photo; invoke fills the maps and the options from the panel's (last used).
+        if FILL_RUN.fill is not None:
+            _draw_fill_progress(layout)
+            return
         op = layout.operator(LOTUS_OT_build_photo_scene.bl_idname, icon='OUTLINER_OB_MESH')
         op.photo = photo.name if photo is not None else ""
 
@@ -268,8 +423,23 @@ def _draw_fill_band(layout, context, modifier):
                                   f"(Move Range {values['Move Range'] * 100:.0f}%)", icon='MOD_MASK')
 
 
-_CLASSES = (LotusScene25DSettings, LOTUS_OT_build_photo_scene, LOTUS_PT_scene25d,
+_CLASSES = (LotusScene25DSettings, LOTUS_OT_build_photo_scene, LOTUS_OT_cancel_scene25d_fill, LOTUS_PT_scene25d,
             LOTUS_PT_scene25d_options, LOTUS_PT_scene25d_live)
 
 
-register, unregister = scene_settings_registrar(_CLASSES, "lotus_scene25d", LotusScene25DSettings)
+_register_classes, _unregister_classes = scene_settings_registrar(_CLASSES, "lotus_scene25d", LotusScene25DSettings)
+
+
+def register():
+    _register_classes()
+    bpy.app.handlers.load_pre.append(_file_loading)
+
+
+def unregister():
+    if _file_loading in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.remove(_file_loading)
+    if FILL_RUN.fill is not None:
+        FILL_RUN.fill.cancel()
+    FILL_RUN.stop()
+    FILL_RUN.last = None
+    _unregister_classes()
