@@ -11,7 +11,7 @@ EXR) is built as a 2.5D scene with Fill Behind, the way the panel builds it. Sec
 - "build_sequence": the whole sequence: per frame, read the depth and photo frame, core.fill,
   write "<name>_behind_FFFF.exr" and "<name>_fill_FFFF.png" atomically; then the scene;
 - "per_frame": (build_sequence - build_still) / (frames - 1), what each more frame adds;
-- "fill_core_per_frame": the numpy part of that alone (core.fill via scene25d.behind_arrays);
+- "fill_core_per_frame": the numpy part of that alone (core.fill via scene25d_behind.behind_arrays);
 - "frame_change": scene.frame_set to a new frame and the evaluated mesh (the geometry nodes read
   that frame's depth and behind images from disk), mean over the frames;
 - "live_edit": the same evaluation after a Live Mesh edit (Near) on the same frame, for comparison;
@@ -56,7 +56,7 @@ def run(width, height, frames, repeat):
     import numpy as np
     sys.path.insert(0, str(REPO_ROOT))
     from lotus_blender.blender import outputs
-    from lotus_blender.blender.builders import scene25d
+    from lotus_blender.blender.builders import scene25d, scene25d_behind
 
     bpy.context.scene.render.threads_mode = 'FIXED'
     bpy.context.scene.render.threads = 2
@@ -127,7 +127,7 @@ def run(width, height, frames, repeat):
                 evaluated.to_mesh_clear()
                 edits.append(time.perf_counter() - start)
         sequence = min(sequence_times)
-        # The numpy part alone (core.fill through scene25d.behind_arrays) on one frame, with colour.
+        # The numpy part alone (core.fill through scene25d_behind.behind_arrays) on one frame, with colour.
         disparity, rgb = shot(width, height, 1)
         rgba = np.ones((height, width, 4), np.float32)
         rgba[..., :3] = rgb
@@ -135,7 +135,7 @@ def run(width, height, frames, repeat):
         core_times = []
         for _ in range(repeat):
             start = time.perf_counter()
-            scene25d.behind_arrays(disparity, rgba, "disparity", 2.0, 6.0, camera.lens, camera.sensor_width,
+            scene25d_behind.behind_arrays(disparity, rgba, "disparity", 2.0, 6.0, camera.lens, camera.sensor_width,
                                    scene25d.DEFAULT_TEAR_THRESHOLD, scene25d.DEFAULT_MOVE_RANGE)
             core_times.append(time.perf_counter() - start)
         written = sorted(name for name in os.listdir(folder) if "_behind_" in name or "_fill_" in name)
@@ -155,6 +155,7 @@ def run(width, height, frames, repeat):
 
 def modal_build(bpy, scene25d, load, depth_image, folder, tick_s=0.1):
     """Build 2.5D Scene's modal run, its timer emulated by sleeping tick_s between steps."""
+    scene25d_behind = sys.modules[scene25d.__package__ + ".scene25d_behind"]
     bpy.data.batch_remove(list(bpy.data.objects))
     photo = load(os.path.join(folder, "shot_0001.png"), True)
     depth = depth_image(True)
@@ -162,9 +163,9 @@ def modal_build(bpy, scene25d, load, depth_image, folder, tick_s=0.1):
     options = dict(near=2.0, depth_range=6.0, focal_35mm=35.0, fill_behind=True)
     start = time.perf_counter()
     try:
-        scene25d.build_photo_scene(bpy.context, photo, depth, behind_fill=scene25d.DEFER_FILL, **options)
+        scene25d.build_photo_scene(bpy.context, photo, depth, behind_fill=scene25d_behind.DEFER_FILL, **options)
         raise RuntimeError("the build did not defer its fill")
-    except scene25d.FillFramesFirst as pending:
+    except scene25d_behind.FillFramesFirst as pending:
         fill = pending.fill
     deferred = time.perf_counter() - start
     ticks = []

@@ -133,6 +133,7 @@ def evaluated_frames(material):
 def test_mesh_photo_and_fill_follow_the_frames(blender_addon, shot):
     import bpy
     scene25d = live_module(blender_addon, "blender.builders.scene25d")
+    scene25d_behind = live_module(blender_addon, "blender.builders.scene25d_behind")
     geonodes = live_module(blender_addon, "blender.builders.geonodes")
     compat = live_module(blender_addon, "blender.compat")
     photo, depth, normal, folder = shot
@@ -169,7 +170,7 @@ def test_mesh_photo_and_fill_follow_the_frames(blender_addon, shot):
     for index, frame in enumerate(FRAMES):
         assert (folder / f"shot_fill_{frame}.png").is_file()
         stored = outputs.read_map(str(folder / f"shot_behind_{frame}.exr"))
-        expected, _colour, _opening = scene25d.behind_arrays(frame_disparity(index), None, "disparity", NEAR, RANGE,
+        expected, _colour, _opening = scene25d_behind.behind_arrays(frame_disparity(index), None, "disparity", NEAR, RANGE,
                                                               camera.data.lens, camera.data.sensor_width, 0.05, 0.1)
         assert np.abs(stored - expected[..., 0]).max() < 1e-6
     assert not [name for name in os.listdir(folder) if name.startswith(".")]   # no partial files

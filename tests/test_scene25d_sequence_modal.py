@@ -4,6 +4,7 @@ bpy has no window to send it events, so the stepping is tested here directly), t
 built in one step; ESC stops it with nothing built and nothing written left."""
 
 import os
+import sys
 import time
 
 import numpy as np
@@ -24,8 +25,9 @@ def datablock_names():
 def deferred_fill(scene25d, photo, depth, normal, **options):
     """What the operator's invoke does on a sequence: the build, deferred until the frames are filled."""
     import bpy
-    with pytest.raises(scene25d.FillFramesFirst) as pending:
-        scene25d.build_photo_scene(bpy.context, photo, depth, normal, behind_fill=scene25d.DEFER_FILL,
+    scene25d_behind = sys.modules[scene25d.__package__ + ".scene25d_behind"]
+    with pytest.raises(scene25d_behind.FillFramesFirst) as pending:
+        scene25d.build_photo_scene(bpy.context, photo, depth, normal, behind_fill=scene25d_behind.DEFER_FILL,
                                    **{**OPTIONS, **options})
     return pending.value.fill
 

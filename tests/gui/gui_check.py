@@ -542,6 +542,7 @@ def sequence_fill_checks(frames=8, width=512, height=384):
     import numpy as np
     outputs = addon_module("outputs")
     scene25d = addon_module("builders.scene25d")
+    scene25d_behind = addon_module("builders.scene25d_behind")
     scene25d_ui = addon_module("builders.scene25d_ui")
     folder = OUT / "shot"
     folder.mkdir(exist_ok=True)
@@ -568,7 +569,7 @@ def sequence_fill_checks(frames=8, width=512, height=384):
     scene.frame_start, scene.frame_end = 1, frames
     scene.frame_set(1)
     started = time.monotonic()
-    scene25d.behind_arrays(values, rgba, "disparity", 2.0, 6.0, 35.0, 36.0, 0.05, 0.1)    # the last frame's
+    scene25d_behind.behind_arrays(values, rgba, "disparity", 2.0, 6.0, 35.0, 36.0, 0.05, 0.1)    # the last frame's
     one_frame_s = time.monotonic() - started
     files_before = sorted(os.listdir(folder))
     window, _area, _sidebar, main = window_parts()

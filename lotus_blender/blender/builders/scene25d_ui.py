@@ -4,7 +4,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 from .. import compat
-from . import common, geonodes, scene25d, scene25d_camera
+from . import common, geonodes, scene25d, scene25d_behind, scene25d_camera
 from .ui_common import LastUsedOptions, scene_settings_registrar
 from .transaction import report_failure
 from ..panels import LotusSubPanel, draw_wrapped
@@ -140,8 +140,8 @@ class LOTUS_OT_build_photo_scene(LastUsedOptions, Scene25DOptions, bpy.types.Ope
             return {'CANCELLED'}
         self._frame = context.scene.frame_current   # the camera's frame, whatever is shown meanwhile
         try:
-            return self._build(context, behind_fill=scene25d.DEFER_FILL)
-        except scene25d.FillFramesFirst as pending:
+            return self._build(context, behind_fill=scene25d_behind.DEFER_FILL)
+        except scene25d_behind.FillFramesFirst as pending:
             self._fill = pending.fill
         window_manager = context.window_manager
         self._timer = window_manager.event_timer_add(FILL_TICK_S, window=context.window)
@@ -226,7 +226,7 @@ class LOTUS_OT_build_photo_scene(LastUsedOptions, Scene25DOptions, bpy.types.Ope
                 max_vertices=self.max_vertices, tear_threshold=self.tear_threshold,
                 material=self.material, fill_behind=self.fill_behind and self.tear_threshold > 0,
                 move_range=self.move_range, frame=frame, behind_fill=behind_fill)
-        except scene25d.FillFramesFirst:
+        except scene25d_behind.FillFramesFirst:
             raise
         except Exception as error:  # noqa: BLE001 - one line for the artist, nothing half-built
             return report_failure(self, "Build 2.5D Scene", error)
