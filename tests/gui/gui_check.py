@@ -264,6 +264,16 @@ def settle(seconds=1.5):
         yield 0.05
 
 
+def close_report_popup(main, window):
+    """For the step generator: close the "Report: Error" popup Blender opens at the mouse when an
+    operator ends with an error (moving the mouse away does not close it under Xvfb): ESC over
+    the 3D View, with nothing running. Otherwise it covers the next screenshots."""
+    x, y = main.x + main.width // 2, window.height - (main.y + main.height // 2)
+    subprocess.run(["xdotool", "mousemove", str(x), str(y)], check=True)
+    subprocess.run(["xdotool", "key", "Escape"], check=True)
+    yield from settle(0.5)
+
+
 def wait_until(predicate, timeout=STEP_TIMEOUT_S):
     """For the step generator: poll predicate between Blender events."""
     started = time.monotonic()
@@ -394,6 +404,7 @@ def steps():
     yield from settle()
     check(bool(job_queue.manager.last_error), "the broken model did not leave an error")
     screenshot("07_error", "a failed job's error, wrapped to the sidebar")
+    yield from close_report_popup(main, window)
     prefs.depth_model_path = good_depth
     with override():
         bpy.ops.lotus.predict_files('INVOKE_DEFAULT', task='DEPTH', directory=str(photos),
@@ -440,6 +451,7 @@ def steps():
     REPORT["kill_report"] = killed[-1:]
     check(killed and killed[-1].count("Open Log") == 1, f"kill report: {killed[-1:]}")
     screenshot("08b_killed", "the worker killed mid-run: one error line, (Open Log) once")
+    yield from close_report_popup(main, window)
 
     # Image Files... through the real file browser, with a model that cannot be had (the default
     # Hugging Face model, online access off): one clean report, no traceback.
@@ -644,8 +656,11 @@ def sequence_fill_checks(frames=8, width=512, height=384):
     subprocess.run(["xdotool", "mousemove", str(x), str(y)], check=True)
     subprocess.run(["xdotool", "key", "Escape"], check=True)
     yield from wait_until(lambda: FILL.fill is None, timeout=30)
-    yield from settle(0.5)
+    yield from settle(1.5)
     screenshot("31_sequence_cancelled", "ESC while filling: nothing built")
+    cancelled = [line for line in recent_reports().splitlines() if "cancelled after" in line]
+    result["cancel_report"] = cancelled[-1:]
+    check(bool(cancelled), "ESC while filling: no 'cancelled after' report")
     result["cancel"] = {"seen": seen, "max_gap_s": round(gap, 3), "files_left": sorted(set(os.listdir(folder))
                                                                                       - set(files_before)),
                         "objects": [o.name for o in bpy.data.objects if o.name.startswith("shot")]}
@@ -916,6 +931,8 @@ def image_files_error(photos):
           f"Image Files... error report: {reports[-600:]}")
     screenshot("15_image_files_error", "Image Files... with an unavailable model: one clean report")
     prefs.depth_model = local
+    _window, _area, _sidebar, main = window_parts()
+    yield from close_report_popup(main, bpy.context.window_manager.windows[0])
 
 
 def options_panels():
@@ -961,6 +978,18 @@ def save_moves_results(photos):
     bpy.context.scene.lotus_predict.tiled = True
     yield from settle(2.0)
     screenshot("16_options", "the Options sub-panels open at the default width: no cut label")
+    # Re-registered, the Lotus tab's own Options comes last in this file's sidebar (below Relight,
+    # past the screen's bottom; in a real session it sits under the tools row, 01_panel_default):
+    # scroll down to see it.
+    with bpy.context.temp_override(window=window, area=area, region=sidebar):
+        bpy.ops.view2d.scroll_down(page=True)
+        bpy.ops.view2d.scroll_down(page=True)
+    yield from settle(1.0)
+    screenshot("16b_predict_options", "the Lotus tab's Options open (scrolled down): no cut label")
+    with bpy.context.temp_override(window=window, area=area, region=sidebar):
+        bpy.ops.view2d.scroll_up(page=True)
+        bpy.ops.view2d.scroll_up(page=True)
+    yield from settle(1.0)
     job_queue = addon_module("job_queue")
     with override():
         bpy.ops.lotus.predict_files('INVOKE_DEFAULT', task='DEPTH', tiled=False,
