@@ -311,3 +311,38 @@ def test_predict_redo_runs_again_with_the_changed_options(lotus):
     assert {"predict_redo_depth", "predict_redo_normal"} <= set(bpy.data.images.keys())
     assert set(first_files) < set(_files(lotus.out))
     remove_images("predict_redo")
+
+
+def test_last_used_values_win_over_blenders_remembered_ones(lotus):
+    """A second run takes the scene's changed value, not the one Blender remembers from the first
+    run (a "ghost" property, WM_operator_last_properties_init); a value the caller passes stays."""
+    import types
+
+    import bpy
+    from lotus_blender.blender import last_used
+    settings = types.SimpleNamespace(size=0)
+    seen, remembered = [], []
+
+    def execute(self, _context):
+        remembered.append(self.properties.is_property_set("size", ghost=False))
+        last_used.fill(self, settings, ["size"])
+        seen.append(self.size)
+        return {'FINISHED'}
+
+    # Built with type(): this module's string annotations cannot name a local bpy.
+    LOTUS_OT_test_last_used = type("LOTUS_OT_test_last_used", (bpy.types.Operator,), {
+        "bl_idname": "lotus.test_last_used", "bl_label": "Last-used probe", "bl_options": {'REGISTER'},
+        "__annotations__": {"size": bpy.props.IntProperty()}, "execute": execute})
+    bpy.utils.register_class(LOTUS_OT_test_last_used)
+    try:
+        # undo=True as a button's call: a nested Python call neither loads nor stores the
+        # remembered values (WM_operator_call_py).
+        settings.size = 5000
+        assert bpy.ops.lotus.test_last_used('EXEC_DEFAULT', True) == {'FINISHED'}
+        settings.size = 6000   # the panel changed it: Blender still remembers 5000
+        assert bpy.ops.lotus.test_last_used('EXEC_DEFAULT', True) == {'FINISHED'}
+        assert bpy.ops.lotus.test_last_used('EXEC_DEFAULT', True, size=7) == {'FINISHED'}
+        assert remembered[1]   # the second run did get Blender's remembered value
+        assert seen == [5000, 6000, 7]
+    finally:
+        bpy.utils.unregister_class(LOTUS_OT_test_last_used)

@@ -9,9 +9,10 @@ An operator's options and a scene property group share an options mixin; a run f
 def fill(operator, settings, names) -> None:
     """Each option in ``names`` the caller did not set takes the scene's value. Blender's own
     remembered values ("ghosts" of the last run) count as not set, so the scene, which the panel
-    shows and the .blend saves, wins."""
+    shows and the .blend saves, wins: is_property_set's default ghost=True reports a ghost as not
+    set (ghost=False asks whether any value is stored, a remembered one too: RNA_property_is_set_ex)."""
     for name in names:
-        if not operator.properties.is_property_set(name, ghost=False):
+        if not operator.properties.is_property_set(name):
             setattr(operator, name, getattr(settings, name))
 
 
