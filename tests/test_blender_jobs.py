@@ -212,6 +212,8 @@ def test_missing_model_with_online_access_off(lotus):
     text = str(raised.value)
     assert text.startswith("Error: The model jingheya/lotus-depth-g-v2-1-disparity"), text
     assert "Allow Online Access" in text and "Traceback" not in text
+    # The panel's error box says why this run was refused (not an older run's failure).
+    assert lotus.job_queue.manager.last_error.startswith("The model jingheya/lotus-depth-g-v2-1-disparity")
     remove_images("offline_src")
 
 

@@ -120,6 +120,50 @@ def test_panel_shows_the_band_and_camera_move(modules):
     assert any(f"up to {expected:.0f} px" in text for text in texts), texts
 
 
+class _RowsLayout(_RecordingLayout):
+    """A layout whose rows record whether they are active and the labels of what they draw."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows = []
+
+    def row(self, **_options):
+        layout = self
+
+        class Row:
+            active = True
+
+            def prop(self, data, path, text="", **_options):
+                layout.prop(data, path)
+                layout.rows.append((text, self.active))
+        return Row()
+
+
+def test_live_mesh_greys_what_the_group_ignores(modules):
+    """Tear off: Tear Threshold, Fill Behind and Move Range do nothing, so they are drawn greyed;
+    Fill Behind off: Move Range is."""
+    import bpy
+    from types import SimpleNamespace
+    scene25d, geonodes = modules["scene25d"], modules["geonodes"]
+    obj, _camera, _box = _stage(scene25d, name="fill_greyed", move_range=0.1)
+    bpy.context.view_layer.objects.active = obj
+    modifier = obj.modifiers[scene25d.MODIFIER_NAME]
+
+    def drawn():
+        fake = SimpleNamespace(layout=_RowsLayout())
+        bpy.types.LOTUS_PT_scene25d_live.draw(fake, bpy.context)
+        return dict(fake.layout.rows)
+    rows = drawn()
+    assert rows["Tear Threshold"] and rows["Fill Behind"] and rows["Move Range"] and rows["Near"]
+    geonodes.set_inputs(modifier, Fill_Behind=False)
+    rows = drawn()
+    assert rows["Fill Behind"] and not rows["Move Range"]
+    geonodes.set_inputs(modifier, Fill_Behind=True, Tear=False)
+    rows = drawn()
+    assert not (rows["Tear Threshold"] or rows["Fill Behind"] or rows["Move Range"])
+    assert rows["Tear"] and rows["Near"] and rows["Depth Range"]
+
+
 @pytest.mark.parametrize("move", ["DOLLY", "ORBIT_LEFT"])
 def test_camera_move_keys_a_move_within_the_range(modules, move):
     import bpy

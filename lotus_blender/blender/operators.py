@@ -88,17 +88,21 @@ class _LotusJobOperator(PredictOptions):
     Each operator defines ``gather(context, job_dir, resolution) -> (prepared, problems)``.
     """
 
+    def _refuse(self, message: str) -> set:
+        # The panel's error box says why this run did not start, not an older run's failure.
+        job_queue.manager.last_error = job_queue.first_line(message)
+        self.report({'ERROR'}, message)
+        return {'CANCELLED'}
+
     def _launch(self, context, blocking: bool):
         try:
             built = build_jobs(context, self.task, self.gather, self.report,
                                predict_options.choices(self))
         except (models.ModelError, inputs.InputError, outputs.OutputError) as ex:
-            self.report({'ERROR'}, str(ex))
-            return {'CANCELLED'}
+            return self._refuse(str(ex))
         except OSError as ex:  # the job folders (a full or read-only disk): one line, no traceback
             where = f" ({ex.filename})" if ex.filename else ""
-            self.report({'ERROR'}, f"Lotus cannot prepare the job: {ex.strerror or ex}{where}")
-            return {'CANCELLED'}
+            return self._refuse(f"Lotus cannot prepare the job: {ex.strerror or ex}{where}")
         if not built:
             return {'CANCELLED'}
         for job in built:
@@ -179,8 +183,7 @@ class LOTUS_OT_predict_files(_LotusJobOperator, Operator):
 
     def execute(self, context):
         if not self.paths():
-            self.report({'ERROR'}, "No image files given")
-            return {'CANCELLED'}
+            return self._refuse("No image files given")
         if getattr(self, "_in_file_browser", False):
             # Confirmed in the file browser: the job runs modal from here (Blender keeps an
             # operator that returns RUNNING_MODAL from the browser's execute), the UI stays live.

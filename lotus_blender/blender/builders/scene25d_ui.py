@@ -390,11 +390,17 @@ class LOTUS_PT_scene25d_live(LotusSubPanel, bpy.types.Panel):
         modifier = _live_modifier(context)
         layout.label(text=context.active_object.name, icon='MODIFIER')
         col = layout.column(align=True)
+        value = lambda name: compat.get_modifier_input(modifier, geonodes.input_identifier(modifier.node_group, name))
+        # Greyed where the group ignores them: no tearing, no layer behind the tears.
+        tearing = bool(value("Tear"))
+        active = {"Tear Threshold": tearing, "Fill Behind": tearing, "Move Range": tearing and bool(value("Fill Behind"))}
         for name in _LIVE_INPUTS:
             if name == "Use Normals" and not compat.HAS_SET_MESH_NORMAL:
                 continue  # the group has the input, but nothing behind it before 4.5
             key = geonodes.input_identifier(modifier.node_group, name)
-            compat.draw_modifier_input(col, modifier, key, name)
+            row = col.row(align=True)
+            row.active = active.get(name, True)
+            compat.draw_modifier_input(row, modifier, key, name)
         _draw_fill_band(layout, context, modifier)
         layout.operator("lotus.camera_move", icon='VIEW_CAMERA')
         _draw_camera_origin(layout, context, context.scene.camera)
