@@ -482,3 +482,16 @@ def test_predicted_sequence_builds_a_scene_that_follows_it(lotus, tracked_databl
     finally:
         scene.frame_start = saved_start
         scene.frame_set(1)
+
+
+def test_missing_depth_frames_are_named_in_the_report(blender_addon, shot):
+    """A shot Predict left gaps in (missing source frames are skipped): the build says which frames
+    have no mesh instead of leaving the artist to find them by scrubbing."""
+    import bpy
+    scene25d = live_module(blender_addon, "blender.builders.scene25d")
+    photo, depth, normal, folder = shot
+    os.remove(folder / f"shot_depth_{FRAMES[2]}.exr")
+    obj, camera = scene25d.build_photo_scene(bpy.context, photo, depth, normal, near=NEAR, depth_range=RANGE,
+                                             focal_35mm=35.0)
+    assert f"depth frames {FRAMES[2]} missing: no mesh on those frames" in camera["lotus_camera_report"]
+    assert len(mesh_depths(obj, 1)[0]) and mesh_depths(obj, 4)[1] > 0

@@ -32,8 +32,9 @@ import functools
 import bpy
 import numpy as np
 
-from ...core import fill, geometry, maps
+from ...core import geometry
 from .. import compat
+from ..inputs.frames import frame_ranges_text
 from . import common, geonodes, scene25d_camera, scene25d_sequence
 from .scene25d_behind import build_behind_layer, build_behind_sequence
 from .transaction import atomic_builder
@@ -343,6 +344,10 @@ def build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", ne
     sequence_notes = []
     if timing is not None:
         sequence_notes.append(f"{timing.duration}-frame sequence, camera from frame {key_depth.get('lotus_key_frame', '?')}")
+        missing = scene25d_sequence.missing_frames(depth)
+        if missing:
+            # Image Info reads no size where a file is missing, so those frames show no mesh.
+            sequence_notes.append(f"depth frames {frame_ranges_text(missing)} missing: no mesh on those frames")
         if refine and mode == "GEONODES":
             # A refined map per frame would need its own depth range per frame: the raw maps it is.
             sequence_notes.append("not refined with the normals (a sequence)")

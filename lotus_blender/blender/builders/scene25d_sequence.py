@@ -68,6 +68,15 @@ def frame_numbers(image) -> list[int]:
     return list(range(first, last + 1))
 
 
+def missing_frames(image) -> list[int]:
+    """The frames within a sequence's span whose files do not exist (a movie lacks none)."""
+    if image.source != 'SEQUENCE':
+        return []
+    first, last = frame_span(image)
+    present = set(frame_numbers(image))
+    return [frame for frame in range(first, last + 1) if frame not in present]
+
+
 def timing_for(images, scene) -> FrameTiming | None:
     """The timing of a build from these images (depth first, then photo): the first animated one's
     frames start at the scene's first frame; None when every image is a still."""

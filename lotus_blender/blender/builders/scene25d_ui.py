@@ -3,6 +3,7 @@
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
+from ...core.fill import band_width
 from .. import compat
 from . import common, geonodes, scene25d, scene25d_behind, scene25d_camera
 from .ui_common import LastUsedOptions, scene_settings_registrar
@@ -423,7 +424,7 @@ def _draw_fill_band(layout, context, modifier):
     depth_size = max(values["Behind"].size) or obj.get("lotus_map_size", 0)
     lens, sensor = (camera.data.lens, camera.data.sensor_width) if camera is not None and camera.type == 'CAMERA' \
         else (50.0, 36.0)
-    band = scene25d.fill.band_width(1.0, 1.0 / max(1.0 - opening, 1e-6), lens / sensor * depth_size,
+    band = band_width(1.0, 1.0 / max(1.0 - opening, 1e-6), lens / sensor * depth_size,
                                     values["Move Range"])
     draw_wrapped(layout, context, f"Fill: up to {float(band):.0f} px behind near edges "
                                   f"(Move Range {values['Move Range'] * 100:.0f}%)", icon='MOD_MASK')
