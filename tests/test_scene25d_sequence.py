@@ -33,6 +33,29 @@ def frame_photo(index):
     return rgb
 
 
+def save_png(rgba, path):
+    """An 8-bit PNG of (H, W, 4) top-row-first values, written by Blender."""
+    import bpy
+    image = bpy.data.images.new("frame", rgba.shape[1], rgba.shape[0])
+    image.pixels.foreach_set(rgba[::-1].ravel())
+    image.filepath_raw = str(path)
+    image.file_format = 'PNG'
+    image.save()
+    bpy.data.images.remove(image)
+
+
+def fail_third_write(monkeypatch, files):
+    """files.save_render fails on its third call (a full disk), as Blender's writer reports it."""
+    real, calls = files.save_render, []
+
+    def failing(image, path, scene):
+        calls.append(path)
+        if len(calls) == 3:
+            raise RuntimeError("Error: Could not write image: No space left on device, '%s'" % path)
+        real(image, path, scene)
+    monkeypatch.setattr(files, "save_render", failing)
+
+
 @pytest.fixture
 def shot(blender_addon, tracked_datablocks, tmp_path):  # noqa: F811
     """A 4-frame photo sequence (8-bit PNGs) and its Lotus depth and normal results as Predict
@@ -41,14 +64,9 @@ def shot(blender_addon, tracked_datablocks, tmp_path):  # noqa: F811
     import bpy
     outputs = live_module(blender_addon, "blender.outputs")
     for index, frame in enumerate(FRAMES):
-        image = bpy.data.images.new("frame", WIDTH, HEIGHT)
         rgba = np.ones((HEIGHT, WIDTH, 4), np.float32)
         rgba[..., :3] = frame_photo(index)
-        image.pixels.foreach_set(rgba[::-1].ravel())
-        image.filepath_raw = str(tmp_path / f"shot_{frame}.png")
-        image.file_format = 'PNG'
-        image.save()
-        bpy.data.images.remove(image)
+        save_png(rgba, tmp_path / f"shot_{frame}.png")
         outputs.write_map_files(frame_disparity(index), "disparity", WIDTH, HEIGHT,
                                 {"exr": str(tmp_path / f"shot_depth_{frame}.exr")})
         normals = np.zeros((HEIGHT, WIDTH, 3), np.float32)
@@ -257,14 +275,7 @@ def test_a_failed_frame_leaves_nothing(blender_addon, shot, monkeypatch):
     files = live_module(blender_addon, "blender.files")
     photo, depth, _normal, folder = shot
     before = set(os.listdir(folder))
-    real, calls = files.save_render, []
-
-    def failing(image, path, scene):
-        calls.append(path)
-        if len(calls) == 3:
-            raise RuntimeError("Error: Could not write image: No space left on device, '%s'" % path)
-        real(image, path, scene)
-    monkeypatch.setattr(files, "save_render", failing)
+    fail_third_write(monkeypatch, files)
     with pytest.raises(files.OutputError, match="shot_behind_1003.exr"):
         scene25d.build_photo_scene(bpy.context, photo, depth, near=NEAR, depth_range=RANGE, focal_35mm=35.0)
     assert set(os.listdir(folder)) == before
@@ -447,15 +458,10 @@ def test_predicted_sequence_builds_a_scene_that_follows_it(lotus, tracked_databl
     import bpy
     scene25d = live_module(lotus.name, "blender.builders.scene25d")
     for index in range(3):
-        image = bpy.data.images.new("frame", WIDTH, HEIGHT)
         rgba = np.ones((HEIGHT, WIDTH, 4), np.float32)
         rgba[..., :3] = frame_photo(index)
         rgba[4:12, 3 + 5 * index:11 + 5 * index, :3] = 1.0     # something that moves
-        image.pixels.foreach_set(rgba[::-1].ravel())
-        image.filepath_raw = str(tmp_path / f"clip_{index + 1:04d}.png")
-        image.file_format = 'PNG'
-        image.save()
-        bpy.data.images.remove(image)
+        save_png(rgba, tmp_path / f"clip_{index + 1:04d}.png")
     photo = bpy.data.images.load(str(tmp_path / "clip_0001.png"))
     photo.source = 'SEQUENCE'
     assert bpy.ops.lotus.predict_image(image=photo.name, task='DEPTH', frame_start=1, frame_end=3) == {'FINISHED'}

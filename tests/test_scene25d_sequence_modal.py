@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.test_scene25d import live_module, tracked_datablocks  # noqa: F401
-from tests.test_scene25d_sequence import FRAMES, NEAR, RANGE, mesh_depths, shot  # noqa: F401
+from tests.test_scene25d_sequence import FRAMES, NEAR, RANGE, fail_third_write, mesh_depths, shot  # noqa: F401
 
 OPTIONS = dict(near=NEAR, depth_range=RANGE, focal_35mm=35.0, tear_threshold=0.05, fill_behind=True)
 
@@ -127,14 +127,7 @@ def test_a_failed_tick_removes_what_was_written(blender_addon, shot, monkeypatch
     photo, depth, normal, folder = shot
     files_before = set(os.listdir(folder))
     fill = deferred_fill(scene25d, photo, depth, normal)
-    real, calls = files.save_render, []
-
-    def failing(image, path, scene):
-        calls.append(path)
-        if len(calls) == 3:
-            raise RuntimeError("Error: Could not write image: No space left on device, '%s'" % path)
-        real(image, path, scene)
-    monkeypatch.setattr(files, "save_render", failing)
+    fail_third_write(monkeypatch, files)
     with pytest.raises(files.OutputError, match="shot_behind_1003.exr"):
         while not fill.finished:
             fill.step(wait=False)

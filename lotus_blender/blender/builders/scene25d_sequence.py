@@ -270,7 +270,7 @@ def _sequence_image(path, name, colourspace, kind, source):
 class BehindSequenceFill:
     """The layer behind the tears of every frame of a depth sequence, one frame per step(): what
     the Build operator's modal run drives from a window timer (so that Blender stays responsive,
-    shows real progress and can cancel), and what write_behind_sequence runs in one go.
+    shows real progress and can cancel), and what run() does in one go.
 
     compute(depth values (H, W), photo RGBA or None) -> (behind RGBA, filled photo RGBA or None,
     opening) is run per frame; the results are written to folder as "<name>_behind_FFFF.exr"
@@ -442,13 +442,6 @@ class BehindSequenceFill:
         except BaseException:
             self.cancel()
             raise
-
-
-def write_behind_sequence(context, name, depth, photo, compute, folder):
-    """The layer behind the tears of every frame of the depth sequence, in one go (see
-    BehindSequenceFill). Returns (behind image sequence, fill image sequence or None, largest
-    opening)."""
-    return BehindSequenceFill(name, depth, photo, compute, folder).run(context)
 
 
 def _write_float(writer, scratch, rgba, path, name):
