@@ -1,7 +1,8 @@
 """Benchmark: Refine with Normals and Relight Setup on maps degraded like real Lotus output
 (issue 14, sections 3 and 5).
 
-Usage:  .venv/bin/python benchmarks/bench_refine.py [--seeds 10] [--relight-seeds 2] [--skip-relight]
+Usage:  .venv/bin/python benchmarks/bench_refine.py [--seeds 10] [--held-out-seeds 10] [--relight-seeds 2]
+        [--skip-relight]
 
 Prints one JSON object. Views: the Cycles scenes of tests/ground_truth.SCENES (160x120) and the
 analytic room and balls of tests/synthetic_scenes.py; maps degraded by tests/lotus_errors.py at
@@ -9,15 +10,18 @@ severities 0, 0.5 and 1 over --seeds seeds.
 - "refine": per severity and scene, the mesh the builder makes from the map (core path, the
   artist's Near and the true Depth Range), unrefined -> refined, means over the seeds: median face
   normal error (degrees), median 3D error (of the median true depth), the worst per-seed ratio of
-  the 3D errors and the largest Depth Range change (tests/refine_eval.refine_case).
+  the 3D errors, the largest Depth Range change and the unrefined mesh's median signed log-depth
+  error in % (on exact maps about its whole 3D error: a bias) (tests/refine_eval.refine_case).
 - "denoise oracle" per row: the same degraded map without its white noise (tests/refine_eval.
   oracle_denoised: a perfect denoiser), its mean normal error and worst per-seed 3D ratio.
 - "tradeoff": over all degraded cases (severities 0.5 and 1, every view and seed), the refinement
-  as built and variants that constrain the depth change further (post-processed from the refined
-  mesh: only its pixel-scale part, or clipped at its 90th percentile), and the denoise oracle: how
-  many cases end with a worse median 3D error, the worst ratio, the smallest normal improvement at
-  severity 1, and the normal error ratio on a depth blurred by 3 px under exact normals (the balls
-  at 50 mm of tests/test_core_camera_estimate.py, bar 0.85).
+  as built (and on --held-out-seeds more seeds), variants that constrain the depth change further
+  (post-processed from the refined mesh: only its pixel-scale part, or clipped at its 90th
+  percentile; or run again: _rerun_variants), and the denoise oracle: how many cases end with a
+  worse median 3D error, the worst ratio, the smallest normal improvement at severity 1, how many
+  exact-map cases are worse, which severity/scene pairs are worse on the mean over the seeds, and
+  the normal error ratio on a depth blurred by 3 px under exact normals (the balls at 50 mm of
+  tests/test_core_camera_estimate.py, bar 0.85).
 - "builder": the same through the real 2.5D builder (build_photo_scene, Cycles scenes, seed 0):
   severity 0 with the automatic Depth Range (the default build), 0.5 and 1 with the true one;
   Depth Range change, normal and 3D error unrefined -> refined (tests/refine_eval.builder_case).
