@@ -45,6 +45,7 @@ _SOURCE_FARTHER = 3.0         # a source may lie this many tear thresholds behin
 # (bench_fill.py, exact maps: 2 alone +3 dB at 3 of 12 moves, with 1.25 at 5; 1 instead of 1.25
 # loses the room's orbit 3 to 2.9 dB).
 _TILE_FACTORS = (2.0, 1.25)
+FAR_MIN = 3                   # see _far_sides_in_bands
 
 
 @dataclass
@@ -426,7 +427,28 @@ def fill_behind(depth, photo=None, *, threshold, focal_px, move_range=DEFAULT_MO
         band = float(distance[region].max()) * scale if region.any() else 0.0
         layer.colour = fill_colour(photo, hole, blocked, band, seed=seed, depth=_resample_nearest(depth, shape),
                                    reference=_resample_nearest(behind, shape), threshold=threshold)
+        shown = _resample_nearest(_far_sides_in_bands(depth, behind, distance, threshold), shape)
+        layer.colour[shown] = photo[shown]
     return layer
+
+
+def _far_sides_in_bands(depth, behind, distance, threshold):
+    """Pixels right across a tear from its near side (its far side, which the photo shows) that are
+    themselves deep in the band behind another, nearer-by-far step (a tower beside a tree, itself
+    far in front of the sky): they keep the photo's colour in the filled image. The torn face from
+    the tree's edge to the tower samples the filled image up to that pixel, and what it shows
+    there is what any move shows first next to the tree; the sky behind the tower at that pixel
+    shows only once a move uncovers FAR_MIN pixels behind the tower's edge (bench_fill.py, exact
+    maps, outdoor orbit 3 deg: the pixels the photo shows +0.3 dB, the band's ground colour no
+    longer bleeds onto the tower's visible edge)."""
+    edge = distance == 1
+    grow = 1.0 + threshold
+    out = np.zeros(depth.shape, bool)
+    for dy, dx in _NEIGHBOURS:
+        across = _shifted(depth, dy, dx, np.nan)      # the pixel (dy, dx) from each edge pixel
+        continued = edge & (across * grow >= behind) & (across <= behind * grow)
+        out |= _shifted(continued, -dy, -dx, False)
+    return out & (distance >= FAR_MIN) & (distance < UNREACHED) & (behind > depth * grow * grow)
 
 
 def depth_to_map_values(depth, kind, near, far):
