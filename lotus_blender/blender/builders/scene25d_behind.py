@@ -121,7 +121,8 @@ def build_behind_sequence(context, name, depth_image, photo, kind, near, depth_r
         return behind_fill.images()
 
     def compute(values, colours):
-        return behind_arrays(values, colours, kind, near, depth_range, lens, sensor, tear_threshold, move_range)
+        return _behind_layer_arrays(values, colours, kind, near, depth_range, lens, sensor, tear_threshold,
+                                    move_range)
 
     fill_frames = scene25d_sequence.BehindSequenceFill(name, depth_image, colour_source, compute, folder, parameters)
     if behind_fill == DEFER_FILL:
