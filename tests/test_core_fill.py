@@ -25,7 +25,7 @@ def test_behind_continues_the_far_side_without_averaging():
     depth = np.full((20, 30), 8.0)
     depth[:, 15:] = 4.0                       # right half a nearer wall
     depth[5:15, 8:22] = 2.0                   # an object across both
-    behind, distance = fill.extend_behind(depth, 0.05, 50)
+    behind, distance, _soft = fill.extend_behind(depth, 0.05, 50)
     object_ = depth == 2.0
     assert (distance[object_] < fill.UNREACHED).all()
     # Next to each side's edge the object is backed by that side's surface, never a blend of both.
@@ -96,11 +96,11 @@ def test_slanted_surfaces_and_creases_are_not_filled():
     with np.errstate(divide='ignore'):
         floor = np.where(rows > 0, focal * camera_height / rows, np.inf)   # planar depth of a floor
     depth = np.minimum(np.broadcast_to(floor, (height, width)), 40.0)     # and a wall at 40 m
-    behind, distance = fill.extend_behind(depth, 0.05, 30)
+    behind, distance, _soft = fill.extend_behind(depth, 0.05, 30)
     assert (distance == fill.UNREACHED).all()
     boxed = depth.copy()
     boxed[40:60, 50:70] = 4.0
-    _behind, distance = fill.extend_behind(boxed, 0.05, 30)
+    _behind, distance, _soft = fill.extend_behind(boxed, 0.05, 30)
     assert (distance[40:60, 50:70] < fill.UNREACHED).mean() > 0.5
 
 
@@ -119,3 +119,24 @@ def test_first_pixels_behind_an_edge_continue_the_surface_right_across_it():
     assert layer.behind[20, 19] == pytest.approx(20.0)          # the tower, not a mean with the ground
     assert np.allclose(layer.colour[10:30, 19], (0.55, 0.58, 0.65))
     assert layer.region[10:30, 19].all()
+
+
+def test_soft_edges_get_no_layer_behind():
+    """A model's blurred edge (tests/lotus_errors.py: log-depth blurred over 1 % of the frame at
+    severity 1) gives no confident place for the layer: none there, and the layer says so."""
+    from tests.lotus_errors import gaussian_blur
+    depth, _photo, box, _truth = _stage(width=192, height=128)
+    sharp = fill.fill_behind(depth, None, threshold=0.05, focal_px=150.0, move_range=0.1)
+    assert sharp.region.sum() > 200 and not sharp.soft.any()
+    blurred = np.exp(gaussian_blur(np.log(depth), 0.01 * 192))
+    soft = fill.fill_behind(blurred, None, threshold=0.05, focal_px=150.0, move_range=0.1)
+    assert not soft.region.any()
+    assert soft.soft.sum() > 20 and not (soft.soft & ~_dilate_box(box)).any()
+
+
+def _dilate_box(box, radius=6):
+    out = box.copy()
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            out |= np.roll(np.roll(box, dy, 0), dx, 1)
+    return out

@@ -118,6 +118,14 @@ def test_panel_shows_the_band_and_camera_move(modules):
     focal_px = camera.data.lens / camera.data.sensor_width * WIDTH
     expected = fill.band_width(1.0, 1.0 / (1.0 - obj["lotus_fill_opening"]), focal_px, 0.1)
     assert any(f"up to {expected:.0f} px" in text for text in texts), texts
+    # Nothing filled (every step too soft, as on a model's blurred edges): no band to speak of.
+    obj["lotus_fill_opening"], texts[:] = 0.0, []
+    ui.draw_wrapped = lambda layout, context, text, **options: texts.append(text)
+    try:
+        bpy.types.LOTUS_PT_scene25d_live.draw(SimpleNamespace(layout=_RecordingLayout()), bpy.context)
+    finally:
+        ui.draw_wrapped = original
+    assert any("no sharp depth edge" in text for text in texts) and not any("up to" in text for text in texts)
 
 
 class _RowsLayout(_RecordingLayout):

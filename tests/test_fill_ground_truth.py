@@ -59,3 +59,44 @@ def test_orbit_reveals_filled_background(room_views, renders):
     assert scores["fill"]["ssim_revealed"] >= best["ssim_revealed"]
     assert scores["fill"]["visible"] >= best["visible"] - 0.5
     assert scores["holes"]["revealed"] < scores["fill"]["revealed"] - 5.0    # the holes it fills
+
+
+# The pixels the photo shows are never worse than with the best baseline (within the benchmark's
+# 0.1 dB): outdoors (a tree before a narrow tower before the sky), where the fill was worst
+# before (exact maps, orbit 3 deg: -1.39 dB, the tree's limb and the ground behind the tower
+# bleeding onto its edge; model-like maps, dolly 10%: -0.62 dB, layers placed on soft edges).
+OUTDOOR_CASES = {0.0: "orbit 3 deg", 1.0: "dolly 10%"}
+
+
+@pytest.fixture(scope="module")
+def outdoor(blender_addon):
+    moves = {move: fill_scenes.MOVES[move] for move in set(OUTDOOR_CASES.values())}
+    views = fill_scenes.render_truth("outdoor", moves, resolution=RESOLUTION)
+    photo = views["photo"]
+    out = {}
+    for severity, move in OUTDOOR_CASES.items():
+        lotus = fill_scenes.lotus_maps(photo, severity, seed=0)
+        for variant in fill_scenes.VARIANTS:
+            built = fill_scenes.BuiltScene(blender_addon, photo, variant, lotus, tag=f"vis{severity:g}")
+            try:
+                out[(severity, variant)] = (built.render(views[move].matrix_world),
+                                            built.camera.get("lotus_camera_report", ""))
+            finally:
+                built.remove()
+    return views, out
+
+
+@pytest.mark.parametrize("severity", sorted(OUTDOOR_CASES))
+def test_visible_pixels_never_worse_than_the_baselines(outdoor, severity):
+    views, out = outdoor
+    view = views[OUTDOOR_CASES[severity]]
+    revealed, outside = fill_scenes.disoccluded(views["photo"], view)
+    visible = ~revealed & ~outside
+    truth = view.combined[..., :3]
+    scores = {variant: fill_scenes.psnr(out[(severity, variant)][0], truth, visible)
+              for variant in fill_scenes.VARIANTS}
+    print(severity, OUTDOOR_CASES[severity], scores)
+    assert scores["fill"] >= max(scores[base] for base in fill_scenes.BASELINES) - 0.1
+    # Model-like maps: the edges are too soft to place a layer behind; the build says so.
+    report = out[(severity, "fill")][1]
+    assert ("unfilled" in report) == (severity > 0), report

@@ -184,6 +184,9 @@ def test_mesh_photo_and_fill_follow_the_frames(blender_addon, shot):
     behind, fill_image = bpy.data.images["shot_behind"], bpy.data.images["shot_fill"]
     assert behind.source == fill_image.source == 'SEQUENCE'
     assert live("Behind") == behind and live("Fill Behind")
+    # The largest share of any frame's edges too soft to fill behind (none: the frames' steps are
+    # sharp), for the build's report as on a still.
+    assert behind["lotus_soft_edges"] == 0.0 and "unfilled" not in camera["lotus_camera_report"]
     outputs = live_module(blender_addon, "blender.outputs")
     for index, frame in enumerate(FRAMES):
         assert (folder / f"shot_fill_{frame}.png").is_file()

@@ -32,6 +32,8 @@ BAND_EXTRA_PX = 2.0           # ... plus this many pixels (edges are not lines; 
 UNREACHED = 1e6               # distance stored where no fill was computed
 RAMP_FACTOR = 3.0             # a tear is a step this many times either side's own slope (inverse depth) ...
 RAMP_SCALE = 1 / 64           # ... measured over this fraction of the frame's longer side
+SHARP_SPAN = 2                # a step is sharp when its one-pixel jump (inverse depth) is ...
+SHARP_SHARE = 0.6             # ... at least this share of the jump across 2 * SHARP_SPAN + 1 pixels
 
 _NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 _RING_PX = 3                  # width of the background ring an offset is judged on
@@ -43,6 +45,7 @@ _SOURCE_FARTHER = 3.0         # a source may lie this many tear thresholds behin
 # (bench_fill.py, exact maps: 2 alone +3 dB at 3 of 12 moves, with 1.25 at 5; 1 instead of 1.25
 # loses the room's orbit 3 to 2.9 dB).
 _TILE_FACTORS = (2.0, 1.25)
+FAR_MIN = 3                   # see _far_sides_in_bands
 
 
 @dataclass
@@ -50,6 +53,7 @@ class BehindLayer:
     behind: np.ndarray     # (H, W) depth of the background continued behind the near side (= depth elsewhere)
     distance: np.ndarray   # (H, W) pixels from the tear into the near side (UNREACHED where not filled)
     region: np.ndarray     # (H, W) bool: the filled band
+    soft: np.ndarray | None = None   # (H, W) bool: near pixels of steps too soft to fill behind
     colour: np.ndarray | None = None   # (H', W', C) the photo with the band inpainted (photo's size)
 
 
@@ -70,13 +74,16 @@ def _shifted(values, dy, dx, fill):
 
 
 def extend_behind(depth, threshold, max_distance):
-    """(behind depth, distance in pixels) of the far side continued under the near side of every
-    tear, up to max_distance pixels (8-connected steps) from the tear.
+    """(behind depth, distance in pixels, soft) of the far side continued under the near side of
+    every sharp tear, up to max_distance pixels (8-connected steps) from the tear; soft: the near
+    pixels of steps too soft to continue anything behind (no layer there: see SHARP_SHARE).
 
     A tear starts where a pixel p lies in front of a neighbour q by more than the tear threshold
     (depth(p) * (1 + t) < depth(q), the jump that tears the mesh) and the jump is a step, not the
     continuation of a slanted surface: in inverse depth, over RAMP_SCALE of the frame, it is more
-    than RAMP_FACTOR times the slope of either side next to it (a floor seen at a grazing angle
+    than RAMP_FACTOR times the slope of either side next to it, and sharp: its one-pixel jump is
+    at least SHARP_SHARE of the jump across 2 * SHARP_SPAN + 1 pixels (exact maps: 0.8-1.1;
+    tests/lotus_errors.py's edges at severity 1, blurred over 1 % of the frame: 0.15-0.32) (a floor seen at a grazing angle
     tears row after row, and meets a wall in a crease, but has no background behind it). The near
     pixels of the tears take the depth of their nearest far neighbour (where a tree stands before
     both a tower and the ground beyond it, the tower is what lies right behind its edge: a mean of
@@ -95,6 +102,7 @@ def extend_behind(depth, threshold, max_distance):
     # (bench_fill.py, exact maps, against the mean of the far neighbours: revealed pixels +0.3 to
     # +1.5 dB outdoors and in the room's orbits, the rest within 0.1 dB).
     nearest = np.full_like(depth, np.inf)
+    soft = np.zeros(depth.shape, bool)
     reach = max(2, int(round(max(height, width) * RAMP_SCALE)))
 
     def inverse_at(rows, cols):
@@ -114,7 +122,17 @@ def extend_behind(depth, threshold, max_distance):
         slope = np.nan_to_num(np.maximum(far_slope, near_slope), nan=np.inf)
         step = np.nan_to_num(here - outward, nan=0.0) > RAMP_FACTOR * slope
         rows, cols = rows[step], cols[step]
+        # Sharp, or too soft to say where the near side ends (a model's blurred edge ramps over
+        # several pixels: its tear, where the ramp crosses the threshold, need not be where the
+        # object ends, and a layer placed there shows in front of what the photo shows).
+        jump = inverse[rows, cols] - inverse[rows + dy, cols + dx]
+        across = inverse_at(rows - SHARP_SPAN * dy, cols - SHARP_SPAN * dx) \
+            - inverse_at(rows + (SHARP_SPAN + 1) * dy, cols + (SHARP_SPAN + 1) * dx)
+        sharp = ~(jump < SHARP_SHARE * across)      # unknown (off the frame): sharp
+        soft[rows[~sharp], cols[~sharp]] = True
+        rows, cols = rows[sharp], cols[sharp]
         np.minimum.at(nearest, (rows, cols), neighbour[rows, cols])
+    soft &= ~np.isfinite(nearest)       # sharp in another direction: a step
     new = np.isfinite(nearest)
     behind[new] = nearest[new]
     distance[new] = 1.0
@@ -142,7 +160,7 @@ def extend_behind(depth, threshold, max_distance):
         flat_behind[frontier] = np.bincount(inverse, values) / np.bincount(inverse)
         flat_distance[frontier] = step
     behind = np.where(np.isfinite(behind), behind, depth)
-    return behind, distance
+    return behind, distance, soft
 
 
 def _dilate(mask, radius):
@@ -394,12 +412,12 @@ def fill_behind(depth, photo=None, *, threshold, focal_px, move_range=DEFAULT_MO
     if threshold <= 0:
         raise ValueError("Fill Behind needs tearing (a tear threshold above 0)")
     reach = int(np.ceil(focal_px * move_range * BAND_MARGIN + BAND_EXTRA_PX)) + _RING_PX + 1
-    behind, distance = extend_behind(depth, threshold, reach)
+    behind, distance, soft = extend_behind(depth, threshold, reach)
     reached = distance < UNREACHED
     region = reached & (distance <= band_width(depth, behind, focal_px, move_range))
     distance = np.where(region, distance, UNREACHED)
     behind = np.where(region, behind, depth)
-    layer = BehindLayer(behind=behind, distance=distance, region=region)
+    layer = BehindLayer(behind=behind, distance=distance, region=region, soft=soft)
     if photo is not None:
         photo = np.asarray(photo, np.float64)
         shape = photo.shape[:2]
@@ -409,7 +427,28 @@ def fill_behind(depth, photo=None, *, threshold, focal_px, move_range=DEFAULT_MO
         band = float(distance[region].max()) * scale if region.any() else 0.0
         layer.colour = fill_colour(photo, hole, blocked, band, seed=seed, depth=_resample_nearest(depth, shape),
                                    reference=_resample_nearest(behind, shape), threshold=threshold)
+        shown = _resample_nearest(_far_sides_in_bands(depth, behind, distance, threshold), shape)
+        layer.colour[shown] = photo[shown]
     return layer
+
+
+def _far_sides_in_bands(depth, behind, distance, threshold):
+    """Pixels right across a tear from its near side (its far side, which the photo shows) that are
+    themselves deep in the band behind another, nearer-by-far step (a tower beside a tree, itself
+    far in front of the sky): they keep the photo's colour in the filled image. The torn face from
+    the tree's edge to the tower samples the filled image up to that pixel, and what it shows
+    there is what any move shows first next to the tree; the sky behind the tower at that pixel
+    shows only once a move uncovers FAR_MIN pixels behind the tower's edge (bench_fill.py, exact
+    maps, outdoor orbit 3 deg: the pixels the photo shows +0.3 dB, the band's ground colour no
+    longer bleeds onto the tower's visible edge)."""
+    edge = distance == 1
+    grow = 1.0 + threshold
+    out = np.zeros(depth.shape, bool)
+    for dy, dx in _NEIGHBOURS:
+        across = _shifted(depth, dy, dx, np.nan)      # the pixel (dy, dx) from each edge pixel
+        continued = edge & (across * grow >= behind) & (across <= behind * grow)
+        out |= _shifted(continued, -dy, -dx, False)
+    return out & (distance >= FAR_MIN) & (distance < UNREACHED) & (behind > depth * grow * grow)
 
 
 def depth_to_map_values(depth, kind, near, far):

@@ -36,7 +36,7 @@ from ...core import geometry
 from .. import compat
 from ..inputs.frames import frame_ranges_text
 from . import common, geonodes, scene25d_camera, scene25d_sequence
-from .scene25d_behind import build_behind_layer, build_behind_sequence
+from .scene25d_behind import build_behind_layer, build_behind_sequence, soft_edges_note
 from .transaction import atomic_builder
 
 MODES = ("GEONODES", "DISPLACE")
@@ -398,6 +398,10 @@ def build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", ne
             if fill_material is not None:
                 geonodes.set_inputs(modifier, Fill_Material=fill_material)
             obj["lotus_fill_opening"] = opening
+            note = soft_edges_note(behind.get("lotus_soft_edges", 0.0)) if fill_image else None
+            if note:
+                choice.extras.append(note)
+                choice.record(camera)
             obj["lotus_map_size"] = max(key_depth.size)
         obj["lotus_move_range"] = move_range
     else:

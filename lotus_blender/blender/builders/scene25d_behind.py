@@ -31,6 +31,13 @@ def behind_arrays(values, colours, kind, near, depth_range, lens, sensor, tear_t
     red the background's depth values continued under the near side, in the map's own kind,
     green the pixels from the tear (fill.UNREACHED outside the band), blue the band; the photo
     with the band filled, or None; the largest opening 1 - z_near / z_far)."""
+    return _behind_layer_arrays(values, colours, kind, near, depth_range, lens, sensor, tear_threshold,
+                                move_range)[:3]
+
+
+def _behind_layer_arrays(values, colours, kind, near, depth_range, lens, sensor, tear_threshold, move_range):
+    """behind_arrays and the share of the near edges' pixels whose step was too soft to fill
+    behind (fill.BehindLayer.soft)."""
     far = near + max(depth_range, 1e-6)
     values = np.asarray(values, np.float64)
     metric = (maps.disparity_to_depth(values, near, far) if kind == "disparity"
@@ -44,7 +51,16 @@ def behind_arrays(values, colours, kind, near, depth_range, lens, sensor, tear_t
     rgba[..., 2] = layer.region
     colour = None if layer.colour is None else layer.colour.astype(np.float32)
     opening = float(np.max(1.0 - metric[layer.region] / layer.behind[layer.region])) if layer.region.any() else 0.0
-    return rgba, colour, opening
+    soft = int(layer.soft.sum())
+    return rgba, colour, opening, soft / max(soft + int((layer.distance == 1).sum()), 1)
+
+
+def soft_edges_note(share):
+    """The build's report on the edges left unfilled (never a confident fill on a guessed edge)."""
+    if share < 0.005:
+        return None
+    return (f"Fill Behind left {share:.0%} of the depth edges unfilled: too soft to tell where the near side "
+            "ends (they stretch as with Tear off)")
 
 
 def _has_pixels(photo):
@@ -55,12 +71,14 @@ def build_behind_layer(name, depth_image, photo, kind, near, depth_range, lens, 
                        move_range, with_colour):
     """The layer behind the tears (core.fill) of a still as packed images: "<name>_behind" (see
     behind_arrays) and, with_colour, "<name>_fill" (the photo with the band filled). Returns
-    (behind, fill image or None, opening)."""
+    (behind, fill image or None, opening); the behind image's "lotus_soft_edges" is the share of the
+    near edges too soft to fill behind (soft_edges_note)."""
     values = common.read_pixels(depth_image)[..., 0]
     colours = common.read_pixels(photo) if with_colour and _has_pixels(photo) else None
-    rgba, colour, opening = behind_arrays(values, colours, kind, near, depth_range, lens, sensor, tear_threshold,
-                                          move_range)
+    rgba, colour, opening, soft = _behind_layer_arrays(values, colours, kind, near, depth_range, lens, sensor,
+                                                       tear_threshold, move_range)
     behind = _packed_image(name + "_behind", rgba)
+    behind["lotus_soft_edges"] = round(soft, 4)
     behind["lotus_kind"] = "behind"
     behind["lotus_behind_of"] = depth_image.name
     fill_image = None
@@ -103,7 +121,8 @@ def build_behind_sequence(context, name, depth_image, photo, kind, near, depth_r
         return behind_fill.images()
 
     def compute(values, colours):
-        return behind_arrays(values, colours, kind, near, depth_range, lens, sensor, tear_threshold, move_range)
+        return _behind_layer_arrays(values, colours, kind, near, depth_range, lens, sensor, tear_threshold,
+                                    move_range)
 
     fill_frames = scene25d_sequence.BehindSequenceFill(name, depth_image, colour_source, compute, folder, parameters)
     if behind_fill == DEFER_FILL:

@@ -273,7 +273,7 @@ class BehindSequenceFill:
     shows real progress and can cancel), and what run() does in one go.
 
     compute(depth values (H, W), photo RGBA or None) -> (behind RGBA, filled photo RGBA or None,
-    opening) is run per frame; the results are written to folder as "<name>_behind_FFFF.exr"
+    opening[, share of the near edges too soft to fill]) is run per frame; the results are written to folder as "<name>_behind_FFFF.exr"
     (float) and "<name>_fill_FFFF" (16-bit PNG for a byte photo, float EXR for a float one: the
     photo's values as stored), never over an existing file, each atomically. parameters is what
     the results depend on besides the frames (the build checks it before using them).
@@ -298,6 +298,7 @@ class BehindSequenceFill:
         self.written: list[str] = []
         self.done = 0
         self.opening = 0.0
+        self.soft = 0.0             # the largest share of soft edges of a frame (the build's report)
         self.behind_path = self.fill_path = None
         self._pending = None        # the frame being computed in the background (step(wait=False))
         self._executor = None
@@ -361,7 +362,7 @@ class BehindSequenceFill:
                 colours = photo_frames.pixels(frame)
         return values, colours
 
-    def _write_frame(self, frame, behind, filled, frame_opening):
+    def _write_frame(self, frame, behind, filled, frame_opening, frame_soft=0.0):
         scratch = []
         try:
             with WriterScene() as writer:
@@ -382,6 +383,7 @@ class BehindSequenceFill:
             for image in scratch:
                 bpy.data.images.remove(image)
         self.opening = max(self.opening, frame_opening)
+        self.soft = max(self.soft, frame_soft)
 
     def _shutdown(self) -> None:
         """Let the background thread go (a frame being computed is finished there and dropped)."""
@@ -416,6 +418,7 @@ class BehindSequenceFill:
         behind_image = _sequence_image(self.behind_path, self.name + "_behind", 'Non-Color', "behind", source)
         behind_image["lotus_behind_of"] = self.depth_name
         behind_image["lotus_frames"] = [numbers[0], numbers[-1]]
+        behind_image["lotus_soft_edges"] = round(self.soft, 4)
         fill_image = None
         if self.fill_path is not None:
             fill_image = _sequence_image(self.fill_path, self.name + "_fill", self.fill_colourspace, "fill",

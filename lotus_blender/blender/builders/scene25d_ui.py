@@ -419,6 +419,9 @@ def _draw_fill_band(layout, context, modifier):
         return
     if opening is None or values["Behind"] is None or not (values["Fill Behind"] and values["Tear"]):
         return
+    if opening <= 0.0:      # every step too soft (the build's report says how many) or none at all
+        draw_wrapped(layout, context, "Fill: no sharp depth edge to fill behind", icon='MOD_MASK')
+        return
     camera = context.scene.camera
     # A sequence's size is 0 x 0 until one of its frames is shown: the size the build read.
     depth_size = max(values["Behind"].size) or obj.get("lotus_map_size", 0)
