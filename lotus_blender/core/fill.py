@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import depth_edges
+
 DEFAULT_MOVE_RANGE = 0.1      # how far the camera may move, as a fraction of the subject distance
 BAND_MARGIN = 1.25            # the band is this much wider than the lateral-move estimate ...
 BAND_EXTRA_PX = 2.0           # ... plus this many pixels (edges are not lines; orbits add rotation)
@@ -55,6 +57,8 @@ class BehindLayer:
     region: np.ndarray     # (H, W) bool: the filled band
     soft: np.ndarray | None = None   # (H, W) bool: near pixels of steps too soft to fill behind
     colour: np.ndarray | None = None   # (H', W', C) the photo with the band inpainted (photo's size)
+    depth: np.ndarray | None = None    # (H, W) the depth the layer continues: soft steps snapped to the photo
+    snapped: np.ndarray | None = None  # (H, W) bool: pixels whose depth moved to the photo's edge
 
 
 def band_width(depth, behind, focal_px, move_range):
@@ -401,23 +405,43 @@ def _resample_nearest(values, shape):
     return values[rows][:, cols]
 
 
-def fill_behind(depth, photo=None, *, threshold, focal_px, move_range=DEFAULT_MOVE_RANGE, seed=0):
+def snap_soft_steps(depth, photo, threshold):
+    """(depth, moved): the depth with the ramps of its soft steps (those extend_behind leaves
+    unfilled) moved to the photo's edge, in inverse depth (core.depth_edges); unchanged where the
+    photo has no distinct edge there."""
+    depth = np.asarray(depth, np.float64)
+    valid = np.isfinite(depth) & (depth > 0)
+    inverse = np.where(valid, 1.0 / np.where(valid, depth, 1.0), 0.0)
+    soft = depth_edges.soft_steps(inverse, threshold, depth_edges.ramp_radius(depth.shape))
+    if not soft.any():
+        return depth.copy(), np.zeros(depth.shape, bool)
+    snapped, moved = depth_edges.snap_to_photo(inverse, inverse, photo, soft)
+    moved &= valid & (snapped > 0)
+    return np.where(moved, 1.0 / np.where(moved, snapped, 1.0), depth), moved
+
+
+def fill_behind(depth, photo=None, *, threshold, focal_px, move_range=DEFAULT_MOVE_RANGE, seed=0, snap=True):
     """The layer behind every tear of a depth map (metric, planar; (H, W)).
 
     focal_px: the focal length in pixels of the depth map. The band is computed for move_range
     (fraction of the near side's depth). photo ((H', W', C), any size of the same aspect): its
-    colours are continued into the band (BehindLayer.colour, at the photo's size).
+    colours are continued into the band (BehindLayer.colour, at the photo's size), and with snap
+    the depth's soft steps are first placed at the photo's edges (snap_soft_steps): the layer is
+    built on that depth (BehindLayer.depth), which the mesh must use too for its tears to agree.
     """
     depth = np.asarray(depth, np.float64)
     if threshold <= 0:
         raise ValueError("Fill Behind needs tearing (a tear threshold above 0)")
+    moved = np.zeros(depth.shape, bool)
+    if snap and photo is not None:
+        depth, moved = snap_soft_steps(depth, photo, threshold)
     reach = int(np.ceil(focal_px * move_range * BAND_MARGIN + BAND_EXTRA_PX)) + _RING_PX + 1
     behind, distance, soft = extend_behind(depth, threshold, reach)
     reached = distance < UNREACHED
     region = reached & (distance <= band_width(depth, behind, focal_px, move_range))
     distance = np.where(region, distance, UNREACHED)
     behind = np.where(region, behind, depth)
-    layer = BehindLayer(behind=behind, distance=distance, region=region, soft=soft)
+    layer = BehindLayer(behind=behind, distance=distance, region=region, soft=soft, depth=depth, snapped=moved)
     if photo is not None:
         photo = np.asarray(photo, np.float64)
         shape = photo.shape[:2]

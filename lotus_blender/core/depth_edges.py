@@ -1,0 +1,194 @@
+"""Soft depth steps placed at the photo's own edge (numpy only).
+
+A monocular model's depth does not step at an object's edge: it ramps over a few pixels (the
+log-depth blurred over about 1 % of the frame, tests/lotus_errors.py), so a tear placed where the
+ramp crosses the tear threshold need not be where the object ends, and core.fill leaves such steps
+unfilled (fill.SHARP_SHARE). The photo, however, steps sharply there. `snap_to_photo()` reassigns
+the pixels of each soft step's ramp to the near or the far side by the side they match in colour,
+so that the step becomes sharp at the photo's edge:
+
+- only around the near pixels of the steps core.fill.extend_behind finds too soft (`soft`), within
+  `ramp_radius()` pixels;
+- per pixel, its window's near side (inverse depth within NEAR_SHARE of the window's nearest) and
+  far side (within NEAR_SHARE of its farthest): their mean colours and the spread around them;
+- the colour sides must be distinct (the means further apart than DISTINCT times the spread, and
+  than MIN_GAP): a step over flat colour, or over a texture as busy as the step's contrast, stays
+  as it is (soft, unfilled and reported by the build: never a layer placed on a guessed edge);
+- only the ramp moves (pixels between RAMP_LOW and RAMP_HIGH of the window's range whose inverse
+  depth changes there), each to its side's mean value, and only when its colour lies closer to one
+  side than MATCH x the gap between them (a third layer in the window, as a tower between a tree
+  and the sky, matches neither and keeps its depth).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+NEAR_SHARE = 0.2     # a window's near side: inverse depth within this share of its range from the nearest
+RAMP_LOW, RAMP_HIGH = 0.12, 0.88   # the ramp: pixels this far into the window's range (0 = far, 1 = near)
+DISTINCT = 2.0       # the colour sides' means are this many times their spread apart ...
+MIN_GAP = 0.15       # ... and at least this far apart (linear RGB, Euclidean: a fainter edge is no evidence;
+                     # bench_fill.py, outdoor: the grey tower before the pale sky, 0.11, snapped half its
+                     # ramp and the fill crept along the rest, visible pixels -0.6 dB)
+EXPLAINED, EXPLAINED_SHARE = 0.4, 0.75   # this share of a window's ramp lies this close (x the gap) to a side
+MATCH = 0.75         # a ramp pixel lies closer than this x the gap to the side it is given
+LAYER_SPREAD = 0.1   # each side's inverse depth spreads less than this share of the jump between them
+MIN_SIDE = 3         # pixels of each side a window needs
+RADIUS_SCALE = 1 / 40   # the window's radius, as a share of the frame's longer side (2 px at least)
+
+
+def ramp_radius(shape):
+    """Pixels either side of a soft step that its ramp may cover (blurred over ~1 % of the frame)."""
+    return max(2, int(round(max(shape) * RADIUS_SCALE)))
+
+
+_DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1))
+STEP_FACTOR = 3.0    # a ramp is a step: its jump over the window is this many times the slope beyond it
+SHARP_SHARE = 0.6    # steps whose one-pixel jump is this share of the jump across the window are left alone
+
+
+def soft_steps(inverse, threshold, radius):
+    """(H, W) bool: both pixels of every pair of neighbours whose inverse depth jumps by more than
+    the tear threshold inside a ramp: a step over the window (the jump from radius pixels behind
+    the near pixel to radius pixels beyond the far one is STEP_FACTOR times the slope of either
+    side beyond, so a slanted floor is no step) that is not sharp already."""
+    height, width = inverse.shape
+    grow = 1.0 + max(float(threshold), 0.0)
+    out = np.zeros(inverse.shape, bool)
+
+    def at(rows, cols):
+        inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+        return np.where(inside, inverse[np.clip(rows, 0, height - 1), np.clip(cols, 0, width - 1)], np.nan)
+
+    for dy, dx in _DIRECTIONS:
+        for sign in (1, -1):
+            sy, sx = sign * dy, sign * dx
+            rows, cols = np.nonzero(inverse > 0)
+            other = at(rows + sy, cols + sx)
+            keep = other * grow < inverse[rows, cols]        # p nearer than its neighbour beyond the threshold
+            rows, cols, other = rows[keep], cols[keep], other[keep]
+            inner, outer = at(rows - radius * sy, cols - radius * sx), at(rows + (radius + 1) * sy, cols + (radius + 1) * sx)
+            near_slope = np.abs(at(rows - 2 * radius * sy, cols - 2 * radius * sx) - inner)
+            far_slope = np.abs(outer - at(rows + (2 * radius + 1) * sy, cols + (2 * radius + 1) * sx))
+            jump = inner - outer
+            slope = np.nan_to_num(np.maximum(near_slope, far_slope), nan=np.inf)
+            step = np.nan_to_num(jump, nan=0.0) > STEP_FACTOR * slope
+            # Soft: the one-pixel jump is a small share of the step itself, i.e. of the jump across
+            # the window less what the two surfaces' own slopes add over it (a steep near
+            # surface meeting a sharp step is no ramp).
+            soft = (inverse[rows, cols] - other) < SHARP_SHARE * (jump - near_slope - far_slope)
+            rows, cols = rows[step & soft], cols[step & soft]
+            out[rows, cols] = True
+            out[rows + sy, cols + sx] = True
+    return out
+
+
+def _window(values, radius, reduce, fill):
+    """Separable square min or max filter of the given radius (out-of-frame pixels: fill)."""
+    out = values
+    for axis in (0, 1):
+        padded = np.pad(out, [(radius, radius) if a == axis else (0, 0) for a in range(2)], constant_values=fill)
+        size = out.shape[axis]
+        result = np.take(padded, np.arange(0, size), axis=axis)
+        for offset in range(1, 2 * radius + 1):
+            result = reduce(result, np.take(padded, np.arange(offset, offset + size), axis=axis))
+        out = result
+    return out
+
+
+def _box_sums(stack, radius):
+    """Sums over the (2 r + 1)^2 window of each pixel (clipped at the frame) of (H, W, K) values."""
+    height, width = stack.shape[:2]
+    padded = np.pad(stack, ((radius + 1, radius), (radius + 1, radius), (0, 0)))
+    total = padded.cumsum(0).cumsum(1)
+    size = 2 * radius + 1
+    return (total[size:size + height, size:size + width] - total[:height, size:size + width]
+            - total[size:size + height, :width] + total[:height, :width])
+
+
+def colours_at(photo, shape):
+    """The photo's RGB at the depth map's size (block means when it is a whole multiple, else nearest)."""
+    photo = np.asarray(photo, np.float64)
+    photo = photo[..., :3] if photo.ndim == 3 else np.repeat(photo[..., None], 3, axis=-1)
+    height, width = photo.shape[:2]
+    if (height, width) == tuple(shape):
+        return photo
+    if height % shape[0] == 0 and width % shape[1] == 0:
+        fy, fx = height // shape[0], width // shape[1]
+        return photo.reshape(shape[0], fy, shape[1], fx, -1).mean(axis=(1, 3))
+    rows = np.minimum(((np.arange(shape[0]) + 0.5) * height / shape[0]).astype(np.int64), height - 1)
+    cols = np.minimum(((np.arange(shape[1]) + 0.5) * width / shape[1]).astype(np.int64), width - 1)
+    return photo[rows][:, cols]
+
+
+def snap_to_photo(values, inverse, photo, soft):
+    """The map's values with the ramps of the soft steps moved to the photo's edge.
+
+    values: (H, W) the map as stored (snapped pixels take a side's mean of these); inverse: (H, W)
+    inverse depth (nearer is larger; the side and ramp tests use it); photo: RGB(A), the map's
+    size or a whole multiple (else sampled); soft: (H, W) bool, the near pixels of the steps too
+    soft to fill behind (core.fill.extend_behind). Returns (snapped values, moved: bool (H, W)).
+    """
+    values = np.asarray(values, np.float64)
+    moved = np.zeros(values.shape, bool)
+    if not np.any(soft):
+        return values.copy(), moved
+    radius = ramp_radius(values.shape)
+    inverse = np.nan_to_num(np.asarray(inverse, np.float64), nan=0.0, posinf=0.0)
+    colours = colours_at(photo, values.shape)
+    zone = _window(np.asarray(soft, bool), radius, np.logical_or, False)
+    high = _window(inverse, radius, np.maximum, -np.inf)
+    low = _window(inverse, radius, np.minimum, np.inf)
+    spread = np.maximum(high - low, 1e-12)
+    # Each pixel's own place in its window's range: a side is what lies near either end.
+    place = (inverse - low) / spread
+    near_side, far_side = place >= 1.0 - NEAR_SHARE, place <= NEAR_SHARE
+    energy = np.sum(colours ** 2, axis=-1)
+    stats = []
+    for side in (near_side, far_side):
+        weight = side.astype(np.float64)
+        sums = _box_sums(np.dstack([weight, weight * values, weight[..., None] * colours, weight * energy,
+                                    weight * inverse, weight * inverse ** 2]), radius)
+        count = np.maximum(sums[..., 0], 1e-12)
+        mean = sums[..., 2:5] / count[..., None]
+        variance = np.maximum(sums[..., 5] / count - np.sum(mean ** 2, axis=-1), 0.0)
+        level = sums[..., 6] / count
+        depth_spread = np.sqrt(np.maximum(sums[..., 7] / count - level ** 2, 0.0))
+        stats.append((sums[..., 0], sums[..., 1] / count, mean, np.sqrt(variance), level, depth_spread))
+    (near_count, near_value, near_colour, near_spread, near_level, near_depth_spread), \
+        (far_count, far_value, far_colour, far_spread, far_level, far_depth_spread) = stats
+    gap = np.linalg.norm(near_colour - far_colour, axis=-1)
+    # Two layers, each of one colour and one depth: a third one in the window (a tower between a
+    # sphere and the sky) spreads a side's depth, and no single edge separates them.
+    jump = np.maximum(near_level - far_level, 1e-12)
+    distinct = (near_count >= MIN_SIDE) & (far_count >= MIN_SIDE) & (gap >= MIN_GAP) \
+        & (gap >= DISTINCT * np.maximum(near_spread, far_spread)) \
+        & (np.maximum(near_depth_spread, far_depth_spread) <= LAYER_SPREAD * jump)
+    # The ramp: between the ends, and changing (a flat third layer between two others is not a ramp).
+    change = np.zeros(values.shape)
+    for axis in (0, 1):
+        pad = np.pad(inverse, [(1, 1) if a == axis else (0, 0) for a in range(2)], mode="edge")
+        change = np.maximum(change, np.abs(np.take(pad, np.arange(2, values.shape[axis] + 2), axis=axis)
+                                           - np.take(pad, np.arange(0, values.shape[axis]), axis=axis)))
+    ramp = zone & distinct & (place > RAMP_LOW) & (place < RAMP_HIGH) & (change > 0.05 * spread)
+    to_near = np.linalg.norm(colours - near_colour, axis=-1)
+    to_far = np.linalg.norm(colours - far_colour, axis=-1)
+    matched = np.minimum(to_near, to_far) < MATCH * gap
+    # A blurred step between two layers: its ramp shows the two layers' colours (the photo's edge
+    # is sharp). Where the window's ramp is mostly of another colour, it is a third surface (a
+    # table top between a cup and the wall), not a ramp: nothing there moves.
+    explained = ramp & (np.minimum(to_near, to_far) < EXPLAINED * gap)
+    counts = _box_sums(np.dstack([ramp, explained]).astype(np.float64), radius)
+    ramp &= counts[..., 1] >= EXPLAINED_SHARE * counts[..., 0]
+    nearer = ramp & matched & (to_near <= to_far)
+    farther = ramp & matched & (to_near > to_far)
+    # The photo's edge lies inside the ramp: the window's ramp holds pixels of both colours (next
+    # to a sharp step, a slanted near surface is a "ramp" of the near colour only: left alone).
+    both = _box_sums(np.dstack([nearer, farther]).astype(np.float64), radius)
+    crossed = np.minimum(both[..., 0], both[..., 1]) >= radius
+    nearer &= crossed
+    farther &= crossed
+    snapped = values.copy()
+    snapped[nearer], snapped[farther] = near_value[nearer], far_value[farther]
+    moved = nearer | farther
+    return snapped, moved
