@@ -38,9 +38,9 @@ def behind_arrays(values, colours, kind, near, depth_range, lens, sensor, tear_t
 def _behind_layer_arrays(values, colours, kind, near, depth_range, lens, sensor, tear_threshold, move_range,
                          snap=False):
     """behind_arrays and the share of the near edges' pixels whose step was too soft to fill
-    behind (fill.BehindLayer.soft); with snap, also the map's values with the soft steps placed at
-    the photo's edges (fill.snap_soft_steps: what the mesh must show for its tears to meet the
-    layer), or None when no pixel moved."""
+    behind (fill.BehindLayer.soft), and the map's values with the soft steps placed at the photo's
+    edges (with snap and colours: fill.snap_soft_steps, what the mesh must show for its tears to
+    meet the layer), or None when no pixel moved."""
     far = near + max(depth_range, 1e-6)
     values = np.asarray(values, np.float64)
     metric = (maps.disparity_to_depth(values, near, far) if kind == "disparity"
@@ -58,10 +58,8 @@ def _behind_layer_arrays(values, colours, kind, near, depth_range, lens, sensor,
     opening = float(np.max(1.0 - metric[layer.region] / layer.behind[layer.region])) if layer.region.any() else 0.0
     soft = int(layer.soft.sum())
     share = soft / max(soft + int((layer.distance == 1).sum()), 1)
-    if not snap:
-        return rgba, colour, opening, share
     snapped = None
-    if layer.snapped is not None and layer.snapped.any():
+    if snap and layer.snapped is not None and layer.snapped.any():
         snapped = np.where(layer.snapped, fill.depth_to_map_values(layer.depth, kind, near, far), values)
     return rgba, colour, opening, share, snapped
 
@@ -142,10 +140,16 @@ def build_behind_sequence(context, name, depth_image, photo, kind, near, depth_r
         return behind_fill.images()
 
     def compute(values, colours):
-        return _behind_layer_arrays(values, colours, kind, near, depth_range, lens, sensor, tear_threshold,
-                                    move_range)
+        # With colour, each frame's soft steps are placed at its photo's edges (the mesh's Depth
+        # becomes that sequence: see build_behind_layer).
+        *arrays, snapped = _behind_layer_arrays(values, colours, kind, near, depth_range, lens, sensor,
+                                                tear_threshold, move_range, snap=colours is not None)
+        if colours is None:
+            return (*arrays, None)
+        return (*arrays, (values if snapped is None else snapped, snapped is not None))
 
-    fill_frames = scene25d_sequence.BehindSequenceFill(name, depth_image, colour_source, compute, folder, parameters)
+    fill_frames = scene25d_sequence.BehindSequenceFill(name, depth_image, colour_source, compute, folder, parameters,
+                                                       depth_kind=kind)
     if behind_fill == DEFER_FILL:
         raise FillFramesFirst(fill_frames)
     return fill_frames.run(context)
