@@ -47,52 +47,58 @@ STEP_FACTOR = 3.0    # a ramp is a step: its jump over the window is this many t
 SHARP_SHARE = 0.6    # steps whose one-pixel jump is this share of the jump across the window are left alone
 
 
+def _at(values, dy, dx):
+    """out[y, x] = values[y + dy, x + dx], NaN outside the image."""
+    height, width = values.shape
+    out = np.full(values.shape, np.nan)
+    out[max(0, -dy):height - max(0, dy), max(0, -dx):width - max(0, dx)] = \
+        values[max(0, dy):height - max(0, -dy), max(0, dx):width - max(0, -dx)]
+    return out
+
+
 def soft_steps(inverse, threshold, radius):
-    """(H, W) bool: both pixels of every pair of neighbours whose inverse depth jumps by more than
-    the tear threshold inside a ramp: a step over the window (the jump from radius pixels behind
-    the near pixel to radius pixels beyond the far one is STEP_FACTOR times the slope of either
-    side beyond, so a slanted floor is no step) that is not sharp already."""
-    height, width = inverse.shape
+    """(H, W) bool: both pixels of the steepest pair of neighbours of every soft step: across the
+    window (from radius pixels behind the near pixel to radius pixels beyond the far one) the
+    inverse depth falls by more than the tear threshold, STEP_FACTOR times the slope of either
+    side beyond (a slanted floor is no step), the pair's own jump is the largest of its row along
+    the step, and it is not sharp already (SHARP_SHARE). A model's edge blurred over 1 % of a
+    large frame tears no pair of pixels on its own; placed at the photo's edge, it does."""
     grow = 1.0 + max(float(threshold), 0.0)
     out = np.zeros(inverse.shape, bool)
-
-    def at(rows, cols):
-        inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
-        return np.where(inside, inverse[np.clip(rows, 0, height - 1), np.clip(cols, 0, width - 1)], np.nan)
-
-    for dy, dx in _DIRECTIONS:
-        for sign in (1, -1):
-            sy, sx = sign * dy, sign * dx
-            rows, cols = np.nonzero(inverse > 0)
-            other = at(rows + sy, cols + sx)
-            keep = other * grow < inverse[rows, cols]        # p nearer than its neighbour beyond the threshold
-            rows, cols, other = rows[keep], cols[keep], other[keep]
-            inner, outer = at(rows - radius * sy, cols - radius * sx), at(rows + (radius + 1) * sy, cols + (radius + 1) * sx)
-            near_slope = np.abs(at(rows - 2 * radius * sy, cols - 2 * radius * sx) - inner)
-            far_slope = np.abs(outer - at(rows + (2 * radius + 1) * sy, cols + (2 * radius + 1) * sx))
-            jump = inner - outer
-            slope = np.nan_to_num(np.maximum(near_slope, far_slope), nan=np.inf)
-            step = np.nan_to_num(jump, nan=0.0) > STEP_FACTOR * slope
-            # Soft: the one-pixel jump is a small share of the step itself, i.e. of the jump across
-            # the window less what the two surfaces' own slopes add over it (a steep near
-            # surface meeting a sharp step is no ramp).
-            soft = (inverse[rows, cols] - other) < SHARP_SHARE * (jump - near_slope - far_slope)
-            rows, cols = rows[step & soft], cols[step & soft]
-            out[rows, cols] = True
-            out[rows + sy, cols + sx] = True
+    with np.errstate(invalid="ignore"):
+        for dy, dx in _DIRECTIONS:
+            for sy, sx in ((dy, dx), (-dy, -dx)):
+                jump = inverse - _at(inverse, sy, sx)
+                steepest = (jump > 0) & (jump >= _at(jump, -sy, -sx)) & (jump >= _at(jump, sy, sx))
+                inner, outer = _at(inverse, -radius * sy, -radius * sx), _at(inverse, (radius + 1) * sy, (radius + 1) * sx)
+                near_slope = np.abs(_at(inverse, -2 * radius * sy, -2 * radius * sx) - inner)
+                far_slope = np.abs(outer - _at(inverse, (2 * radius + 1) * sy, (2 * radius + 1) * sx))
+                across = inner - outer
+                slope = np.nan_to_num(np.maximum(near_slope, far_slope), nan=np.inf)
+                step = (inner > outer * grow) & (np.nan_to_num(across, nan=0.0) > STEP_FACTOR * slope)
+                # Soft: the one-pixel jump is a small share of the step itself, i.e. of the jump
+                # across the window less what the two surfaces' own slopes add over it (a steep
+                # near surface meeting a sharp step is no ramp).
+                soft = steepest & step & (jump < SHARP_SHARE * (across - near_slope - far_slope))
+                out |= soft | (_at(soft, -sy, -sx) == 1)
     return out
 
 
 def _window(values, radius, reduce, fill):
-    """Separable square min or max filter of the given radius (out-of-frame pixels: fill)."""
+    """Separable square min or max filter of the given radius (out-of-frame pixels: fill); per axis
+    by doubling (windows of 1, 2, 4 ... pixels, the last two overlapping): log(radius) passes."""
     out = values
+    size = 2 * radius + 1
     for axis in (0, 1):
-        padded = np.pad(out, [(radius, radius) if a == axis else (0, 0) for a in range(2)], constant_values=fill)
-        size = out.shape[axis]
-        result = np.take(padded, np.arange(0, size), axis=axis)
-        for offset in range(1, 2 * radius + 1):
-            result = reduce(result, np.take(padded, np.arange(offset, offset + size), axis=axis))
-        out = result
+        moved = np.moveaxis(out, axis, 0)
+        length = moved.shape[0]
+        table = np.concatenate([np.full((radius,) + moved.shape[1:], fill, moved.dtype), moved,
+                                np.full((radius,) + moved.shape[1:], fill, moved.dtype)])
+        span = 1
+        while 2 * span <= size:     # table[i]: reduce over [i, i + 2 span)
+            table = reduce(table[:len(table) - span], table[span:])
+            span *= 2
+        out = np.moveaxis(reduce(table[:length], table[size - span:size - span + length]), 0, axis)
     return out
 
 
