@@ -17,7 +17,9 @@ layer built here lies behind the near side of each tear:
   stripes and tiles carry on across the band instead of a smear; pixels no offset can reach get
   a multi-scale (push-pull) fill.
 
-`fill_behind()` does all three for a depth map and a photo.
+`fill_behind()` does all three for a depth map and a photo, after placing the depth's soft steps
+(a model's blurred edges) at the photo's edges where the photo shows one (`snap_soft_steps`,
+core.depth_edges): the mesh must then show that depth too (BehindLayer.depth).
 """
 
 from __future__ import annotations
@@ -406,9 +408,10 @@ def _resample_nearest(values, shape):
 
 
 def snap_soft_steps(depth, photo, threshold):
-    """(depth, moved): the depth with the ramps of its soft steps (those extend_behind leaves
-    unfilled) moved to the photo's edge, in inverse depth (core.depth_edges); unchanged where the
-    photo has no distinct edge there."""
+    """(depth, moved): the depth with the ramps of its soft steps (core.depth_edges.soft_steps)
+    moved to the photo's edge, in inverse depth (core.depth_edges.snap_to_photo); unchanged where
+    the photo has no distinct edge there. Tears the snapping makes that extend_behind does not
+    continue behind remain (bench_fill.py, severity 1: fewer than the soft map had)."""
     depth = np.asarray(depth, np.float64)
     valid = np.isfinite(depth) & (depth > 0)
     inverse = np.where(valid, 1.0 / np.where(valid, depth, 1.0), 0.0)
