@@ -187,3 +187,16 @@ def test_soft_step_over_flat_colour_stays_soft():
     # Nor where the two sides' colours are no more distinct than each side's own texture.
     noise = np.random.default_rng(0).uniform(0.0, 1.0, flat.shape)
     assert not fill.snap_soft_steps(blurred, noise, 0.05)[1].any()
+
+
+def test_snapping_tiny_maps():
+    """Maps smaller than the ramp's window (a 4x6 photo's depth): nothing breaks, nothing moves
+    that is not a ramp."""
+    depth = np.full((4, 6), 5.0)
+    depth[1:3, 2:4] = 2.0
+    photo = np.zeros((4, 6, 3))
+    photo[1:3, 2:4] = 1.0
+    snapped, moved = fill.snap_soft_steps(depth, photo, 0.05)
+    assert not moved.any() and np.array_equal(snapped, depth)
+    for shape in ((1, 1), (1, 5), (3, 2)):
+        assert not fill.snap_soft_steps(np.full(shape, 3.0), np.zeros(shape + (3,)), 0.05)[1].any()

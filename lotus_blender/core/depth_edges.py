@@ -58,6 +58,8 @@ def _at(values, dy, dx):
     """out[y, x] = values[y + dy, x + dx], NaN outside the image."""
     height, width = values.shape
     out = np.full(values.shape, np.nan)
+    if abs(dy) >= height or abs(dx) >= width:
+        return out
     out[max(0, -dy):height - max(0, dy), max(0, -dx):width - max(0, dx)] = \
         values[max(0, dy):height - max(0, -dy), max(0, dx):width - max(0, -dx)]
     return out
