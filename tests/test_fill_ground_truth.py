@@ -116,17 +116,20 @@ def room_model_like(blender_addon, room_views):
         try:
             out[variant] = built.render(room_views[MOVE].matrix_world)
             if variant == "fill":
-                out["depth_images"] = sorted(image.name for image in _images_of(built.object.modifiers[0]))
+                out["mesh_depth"] = _mesh_depth(blender_addon, built.object).name
         finally:
             built.remove()
     return out
 
 
-def _images_of(modifier):
-    """The images a geometry-nodes modifier's inputs hold."""
-    import bpy
-    return [value for key in modifier.keys()
-            if isinstance(value := modifier[key], bpy.types.Image)]
+def _mesh_depth(addon, obj):
+    """The image the 2.5D mesh's Depth input holds (read through compat: modifier inputs are stored
+    differently across Blender lines)."""
+    import sys
+    scene25d = sys.modules[f"{addon}.blender.builders.scene25d"]
+    modifier = obj.modifiers[scene25d.MODIFIER_NAME]
+    key = scene25d.geonodes.input_identifier(modifier.node_group, "Depth")
+    return scene25d.compat.get_modifier_input(modifier, key)
 
 
 def test_model_like_maps_soft_edges_snapped_and_filled(room_views, room_model_like):
@@ -142,4 +145,4 @@ def test_model_like_maps_soft_edges_snapped_and_filled(room_views, room_model_li
     assert scores["fill"]["revealed"] >= best["revealed"] + 1.0
     assert scores["fill"]["visible"] >= best["visible"] - 0.1
     # The mesh tears where the layer was built: its Depth is the snapped map.
-    assert any(name.endswith("_depth_snapped") for name in room_model_like["depth_images"])
+    assert room_model_like["mesh_depth"].endswith("_depth_snapped")

@@ -540,9 +540,10 @@ def test_soft_edges_are_placed_at_each_frames_photo_edge(blender_addon, tracked_
         obj, _camera = scene25d.build_photo_scene(bpy.context, photo, depth, near=NEAR, depth_range=RANGE,
                                                   focal_35mm=35.0)
         modifier = obj.modifiers[scene25d.MODIFIER_NAME]
-        images = [modifier[key] for key in modifier.keys() if isinstance(modifier[key], bpy.types.Image)]
-        snapped = next(image for image in images if image.name.endswith("_depth_snapped"))
-        assert depth not in images and snapped.source == 'SEQUENCE'
+        compat = live_module(blender_addon, "blender.compat")
+        geonodes = live_module(blender_addon, "blender.builders.geonodes")
+        snapped = compat.get_modifier_input(modifier, geonodes.input_identifier(modifier.node_group, "Depth"))
+        assert snapped.name.endswith("_depth_snapped") and snapped.source == 'SEQUENCE'
         assert sorted(name for name in os.listdir(tmp_path) if "snapped" in name) == \
             [f"soft_depth_snapped_{frame}.exr" for frame in frames]
 
