@@ -44,6 +44,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import motion
+
 DEFAULT_HISTORY = 3
 DEFAULT_GRID = 96
 ANCHOR_LAGS = (8, 16, 32, 64)  # older frames a fit is averaged with (drift)
@@ -287,6 +289,7 @@ class TemporalStabilizer:
         self._last: Alignment | None = None            # the latest trusted frame's fit
         self._segment_start: int | None = None
         self._shape: tuple[int, int] | None = None
+        self._photos: dict[int, np.ndarray] = {}       # frame -> the photo on the grid (optional)
 
     def _on_grid(self, values: np.ndarray) -> np.ndarray:
         values = np.asarray(values)
@@ -309,15 +312,18 @@ class TemporalStabilizer:
 
     def _forget(self, frame: int) -> None:
         oldest = frame - max(MAX_GAP, max(ANCHOR_LAGS))
-        for store in (self._references, self._held):
+        for store in (self._references, self._held, self._photos):
             for old in [f for f in store if f < oldest]:
                 del store[old]
         for old in [f for f in self._held if f < frame - self.history - 1]:
             del self._held[old]
 
-    def add_reference(self, frame: int, aligned: np.ndarray) -> None:
-        """An already aligned frame (e.g. read back from disk on resume) for the frames after it."""
+    def add_reference(self, frame: int, aligned: np.ndarray, photo: np.ndarray | None = None) -> None:
+        """An already aligned frame (e.g. read back from disk on resume) for the frames after it;
+        ``photo``: its input picture, if the run gives pictures (see ``photos_wanted``)."""
         small = self._on_grid(aligned)
+        if photo is not None:
+            self.add_photo(frame, photo)
         if _spread(small) > FLAT_SPREAD:
             self._references[int(frame)] = small
             if self._segment_start is None:
@@ -329,6 +335,20 @@ class TemporalStabilizer:
         wanted = list(range(frame - self.history, frame)) + \
             [frame - lag for lag in ANCHOR_LAGS + STATIC_LAGS]
         return sorted(f for f in set(wanted) if f not in self._references)
+
+    def add_photo(self, frame: int, photo: np.ndarray) -> None:
+        """The input picture of an earlier frame (HxWx3 display values), e.g. on resume."""
+        if self._shape is None:
+            self._shape = grid_shape(*np.asarray(photo).shape[:2])
+        self._photos[int(frame)] = motion.photo_grid(photo, self._shape)
+
+    def photos_wanted(self, frame: int) -> list[int]:
+        """Earlier frames whose pictures the motion mask of ``frame`` compares with and that are
+        not known yet (after the references are added: a resumed run reads these too)."""
+        recent = self._recent(frame)
+        if not recent:
+            return []
+        return [f for f in range(recent[0], frame) if f not in self._photos]
 
     def _recent(self, frame: int) -> list[int]:
         known = sorted(f for f in self._references if frame - MAX_GAP <= f < frame)
@@ -346,11 +366,16 @@ class TemporalStabilizer:
         middle = float(np.nanmedian(small)) * fit.scale + fit.shift
         return low - (high - low) <= middle <= high + (high - low)
 
-    def align(self, frame: int, raw: np.ndarray) -> tuple[np.ndarray, Alignment]:
-        """``raw`` (HxW) aligned to the previous frames; remembered as a reference if trusted."""
+    def align(self, frame: int, raw: np.ndarray,
+              photo: np.ndarray | None = None) -> tuple[np.ndarray, Alignment]:
+        """``raw`` (HxW) aligned to the previous frames; remembered as a reference if trusted.
+        ``photo``: the frame's input picture (HxWx3 display values, any size), optional: where
+        given (with the frames' before it) the fit keeps off what the pictures show moving."""
         frame = int(frame)
         small = self._on_grid(raw)
         self._forget(frame)
+        if photo is not None:
+            self.add_photo(frame, photo)
         recent = self._recent(frame)
         last = self._last if self._last is not None else Alignment(1.0, 0.0)
         typical = np.median([_spread(self._references[f]) for f in recent]) if recent else None
@@ -366,7 +391,7 @@ class TemporalStabilizer:
         if recent:
             reference = _median([self._references[f] for f in recent])
             guess = (self._last.scale, self._last.shift) if self._last is not None else None
-            candidate, background = self._background_fit(frame, small, reference, guess)
+            candidate, background = self._background_fit(frame, small, reference, guess, recent)
             candidate.references = len(recent)
             if self._plausible(candidate, small, reference, None if weak else self._last):
                 fit = candidate if weak else self._with_anchors(frame, small, candidate, recent,
@@ -425,11 +450,32 @@ class TemporalStabilizer:
             return None
         return mask
 
+    def _moving(self, frame: int, recent: list[int], hint: np.ndarray | None) -> np.ndarray | None:
+        """Cells the pictures show moving between the reference frames and this one (each pair of
+        consecutive pictures compared: small motions), or None where the pictures say nothing."""
+        frames = [f for f in sorted(self._photos) if recent and recent[0] <= f <= frame]
+        if frame not in self._photos or len(frames) < 2:
+            return None
+        moving = None
+        for before, after in zip(frames[:-1], frames[1:]):
+            changed = motion.changed_cells(self._photos[after], self._photos[before], hint)
+            if changed is not None:
+                moving = changed if moving is None else moving | changed
+        return moving
+
     def _background_fit(self, frame: int, small: np.ndarray, reference: np.ndarray,
-                        guess: tuple | None) -> tuple[Alignment, np.ndarray | None]:
+                        guess: tuple | None, recent: list[int] = ()
+                        ) -> tuple[Alignment, np.ndarray | None]:
         """The fit on the static background (see the module docstring) and the cells it used."""
         whole = fit_with_motion(small, reference, guess=guess)
         static = self._static(frame, reference)
+        moving = self._moving(frame, list(recent), static) if self._photos else None
+        if moving is not None:
+            finite = np.isfinite(reference)
+            seen = finite & ~moving
+            if seen.sum() >= STATIC_MIN * finite.sum():
+                fit = fit_with_motion(small, reference, guess=guess, valid=seen)
+                return fit, seen
         if static is None:
             return whole, None
         # Cells the new frame agrees on too: a moving object may now cover static cells.
@@ -489,12 +535,14 @@ class TemporalStabilizer:
 
 
 def stabilize_sequence(frames: list[np.ndarray], history: int = DEFAULT_HISTORY,
-                       grid: int = DEFAULT_GRID) -> tuple[list[np.ndarray], list[Alignment]]:
-    """Every frame of a clip aligned to the ones before it (frame numbers are list positions)."""
+                       grid: int = DEFAULT_GRID, photos: list | None = None
+                       ) -> tuple[list[np.ndarray], list[Alignment]]:
+    """Every frame of a clip aligned to the ones before it (frame numbers are list positions);
+    ``photos``: the frames' input pictures, optional (see ``TemporalStabilizer.align``)."""
     stabilizer = TemporalStabilizer(history, grid)
     aligned, fits = [], []
     for index, values in enumerate(frames):
-        values, fit = stabilizer.align(index, values)
+        values, fit = stabilizer.align(index, values, None if photos is None else photos[index])
         aligned.append(values)
         fits.append(fit)
     return aligned, fits
