@@ -166,7 +166,12 @@ def test_stabilization_is_the_core_alignment(cli, lotus, tmp_path, capsys):
     capsys.readouterr()
     raw = [lotus.outputs.read_map(str(plain / f"clip_depth_{f:04d}.exr")) for f in range(1, 6)]
     got = [lotus.outputs.read_map(str(steady / f"clip_depth_{f:04d}.exr")) for f in range(1, 6)]
-    expected, fits = temporal.stabilize_sequence(raw)
+    # The stabilizer is also given each frame's picture as the worker saw it (8-bit PNGs smaller
+    # than the processing resolution: their values / 255, top row first).
+    from PIL import Image
+    pictures = [np.asarray(Image.open(plates / f"clip_{f:04d}.png"), np.float32) / 255.0
+                for f in range(1, 6)]
+    expected, fits = temporal.stabilize_sequence(raw, photos=pictures)
     assert any(abs(fit.scale - 1.0) > 1e-4 or abs(fit.shift) > 1e-4 for fit in fits[1:])
     for mine, theirs in zip(got, expected):
         np.testing.assert_allclose(mine, theirs, atol=1e-5)

@@ -12,7 +12,10 @@ does between them:
   residuals, the static part's scatter when at least a quarter of the picture is static) and
   against the gradient there (a shift found to a fraction of a cell leaves residuals on edges).
 A cell whose residual is far beyond both has changed: something moved there. The mask is grown
-by a few cells (blurred edges, the object's outline between frames).
+by a cell (blurred edges). An object filling most of the picture is its main motion: the cells
+the first motion leaves are searched for a second, and the world's of the two is the one the
+outline between them does not follow (the object in front hides and shows the world as it
+moves), checked against the depth test (``changed_cells``).
 
 Where the photo says nothing it says nothing: a flat colour moving over a flat colour, a picture
 too dark or too plain (a fade through black) give no moving cells, and the stabilizer keeps to
@@ -290,3 +293,14 @@ def _world_layer(current, previous, first, second, only_first, only_second, scat
     if outline is not None and hinted is not None and outline != hinted:
         return None  # the photos and the depth disagree
     return outline if outline is not None else hinted
+
+
+def moving_cells(grids: list, static_hint: np.ndarray | None = None) -> np.ndarray | None:
+    """Cells where something moved over a run of photo grids (in frame order): each pair of
+    consecutive photos compared (small motions); None where the photos say nothing."""
+    moving = None
+    for before, after in zip(grids[:-1], grids[1:]):
+        changed = changed_cells(after, before, static_hint)
+        if changed is not None:
+            moving = changed if moving is None else moving | changed
+    return moving

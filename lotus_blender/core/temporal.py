@@ -18,6 +18,11 @@ new frame onto the frames before it with one scale and shift, ``aligned = scale 
   the reference agrees with older references (``STATIC_LAGS``) and the new frame agrees with a
   first fit to the whole frame; when that background fit and the whole-frame fit disagree
   strongly, the object has moved into the background and the whole-frame fit is kept;
+- the depth of a smooth object changes less than the model's own errors, so where the frames'
+  photos are given (optional) the fit keeps off what they show moving (core/motion.py: the
+  object's texture moves with it); where they say nothing (no photo, too dark or plain, a hard
+  cut, two motions that neither the outline nor the depth test tells apart) the depth test above
+  decides. A resumed run is given the earlier frames' photos too (``photos_wanted``);
 - long shots do not drift: the fit is averaged with fits to older frames (``ANCHOR_LAGS``) that the
   frame still agrees with, so a frame's error is not handed on one step at a time; when two or more
   of those older fits agree among themselves and not with the fit to the last frames (pulled along
@@ -450,26 +455,17 @@ class TemporalStabilizer:
             return None
         return mask
 
-    def _moving(self, frame: int, recent: list[int], hint: np.ndarray | None) -> np.ndarray | None:
-        """Cells the pictures show moving between the reference frames and this one (each pair of
-        consecutive pictures compared: small motions), or None where the pictures say nothing."""
-        frames = [f for f in sorted(self._photos) if recent and recent[0] <= f <= frame]
-        if frame not in self._photos or len(frames) < 2:
-            return None
-        moving = None
-        for before, after in zip(frames[:-1], frames[1:]):
-            changed = motion.changed_cells(self._photos[after], self._photos[before], hint)
-            if changed is not None:
-                moving = changed if moving is None else moving | changed
-        return moving
-
     def _background_fit(self, frame: int, small: np.ndarray, reference: np.ndarray,
                         guess: tuple | None, recent: list[int] = ()
                         ) -> tuple[Alignment, np.ndarray | None]:
         """The fit on the static background (see the module docstring) and the cells it used."""
         whole = fit_with_motion(small, reference, guess=guess)
         static = self._static(frame, reference)
-        moving = self._moving(frame, list(recent), static) if self._photos else None
+        moving = None
+        if self._photos and recent and frame in self._photos:
+            # The pictures from the oldest reference on: the cells that moved while they were taken.
+            moving = motion.moving_cells([self._photos[f] for f in sorted(self._photos)
+                                          if recent[0] <= f <= frame], static)
         if moving is not None:
             finite = np.isfinite(reference)
             seen = finite & ~moving
