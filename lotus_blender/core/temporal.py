@@ -19,10 +19,11 @@ new frame onto the frames before it with one scale and shift, ``aligned = scale 
   first fit to the whole frame; when that background fit and the whole-frame fit disagree
   strongly, the object has moved into the background and the whole-frame fit is kept;
 - the depth of a smooth object changes less than the model's own errors, so where the frames'
-  photos are given (optional) the fit keeps off what they show moving (core/motion.py: the
-  object's texture moves with it); where they say nothing (no photo, too dark or plain, a hard
-  cut, two motions that neither the outline nor the depth test tells apart) the depth test above
-  decides. A resumed run is given the earlier frames' photos too (``photos_wanted``);
+  photos are given (optional) and show a large part of the frame moving (``PHOTO_MOVING_MIN``),
+  the fit keeps off what they show moving (core/motion.py: the object's texture moves with it);
+  where they show little moving (the depth test handles small objects) or say nothing (no
+  photo, too dark or plain, a hard cut, two motions that neither the outline nor the depth test
+  tells apart) the depth test above decides. A resumed run is given the earlier frames' photos too (``photos_wanted``);
 - long shots do not drift: the fit is averaged with fits to older frames (``ANCHOR_LAGS``) that the
   frame still agrees with, so a frame's error is not handed on one step at a time; when two or more
   of those older fits agree among themselves and not with the fit to the last frames (pulled along
@@ -56,6 +57,7 @@ DEFAULT_GRID = 96
 ANCHOR_LAGS = (8, 16, 32, 64)  # older frames a fit is averaged with (drift)
 STATIC_LAGS = (4, 8)           # older frames a pixel must agree with to count as world-static
 STATIC_SPREAD = 3.0            # ... within this many times the typical difference of the two
+PHOTO_MOVING_MIN = 0.15        # the photos' mask takes over where they show this much moving
 STATIC_MIN = 0.15              # fewer static pixels than this fraction of the frame: no mask
 BACKGROUND_MIN = 0.1           # static and agreeing with the first fit: at least this fraction
 BACKGROUND_DISAGREE = 0.15     # |log| of background / whole-frame scale beyond this: whole frame
@@ -466,7 +468,9 @@ class TemporalStabilizer:
             # The pictures from the oldest reference on: the cells that moved while they were taken.
             moving = motion.moving_cells([self._photos[f] for f in sorted(self._photos)
                                           if recent[0] <= f <= frame], static)
-        if moving is not None:
+        if moving is not None and moving.mean() >= PHOTO_MOVING_MIN:
+            # A large object: what the depth test lets through. The fit keeps to the cells the
+            # photos show still (with the depth test as well it kept too few of the room).
             finite = np.isfinite(reference)
             seen = finite & ~moving
             if seen.sum() >= STATIC_MIN * finite.sum():
