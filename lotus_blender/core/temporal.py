@@ -23,7 +23,8 @@ new frame onto the frames before it with one scale and shift, ``aligned = scale 
   the fit keeps off what they show moving (core/motion.py: the object's texture moves with it);
   where they show little moving (the depth test handles small objects) or say nothing (no
   photo, too dark or plain, a hard cut, two motions that neither the outline nor the depth test
-  tells apart) the depth test above decides. A resumed run is given the earlier frames' photos too (``photos_wanted``);
+  tells apart) the depth test above decides. A resumed run is given the earlier frames' photos
+  too (``photos_wanted``);
 - long shots do not drift: the fit is averaged with fits to older frames (``ANCHOR_LAGS``) that the
   frame still agrees with, so a frame's error is not handed on one step at a time; when two or more
   of those older fits agree among themselves and not with the fit to the last frames (pulled along
