@@ -372,8 +372,7 @@ class Batch:
             self.unreadable.add(key)
             return None
         try:
-            picture = motion.load_picture(prepared.npy_path)
-            return None if picture is None else np.array(picture)
+            return motion.load_picture(prepared.npy_path)
         finally:
             os.remove(prepared.npy_path)
 

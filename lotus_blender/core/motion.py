@@ -43,10 +43,11 @@ MIN_LAYER = 0.1         # a second motion must explain at least this fraction of
 
 
 def load_picture(path: str) -> np.ndarray | None:
-    """A prepared input picture (the worker's .npy of display values), memory-mapped; None if it
-    cannot be read (the stabilizer then works from the depth alone)."""
+    """A prepared input picture (the worker's .npy of display values); None if it cannot be read
+    (the stabilizer then works from the depth alone). Read whole, not memory-mapped: the job file
+    is removed right after (Windows keeps a mapped file open)."""
     try:
-        picture = np.load(path, mmap_mode="r")
+        picture = np.load(path)
     except (OSError, ValueError):
         return None
     return picture if picture.ndim in (2, 3) and picture.size else None
