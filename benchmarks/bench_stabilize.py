@@ -14,6 +14,9 @@ frames are right by luck), the scale drift (at the end of the shot, which comes 
 and the largest along the way), and whether each goal of issue 14 held on every seed:
 shot AbsRel not worse than raw, no frame more than 10 % worse than raw, flicker 3x lower than raw
 or down to the oracle's (where a perfect per-frame scale and shift cannot remove 3x).
+Everything twice: from the depth alone ("cases") and with each frame's photo ("cases_with_photos",
+textured surfaces with sensor noise, exposure changes, fades and blur: the motion mask of
+core/motion.py).
 """
 
 import argparse
@@ -27,7 +30,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def run(seeds):
+def run(seeds, with_photos):
     import numpy as np
 
     from lotus_blender.core import temporal
@@ -41,8 +44,9 @@ def run(seeds):
             runs, seconds = [], 0.0
             for seed in range(seeds):
                 raw = stabilize_cases.raw_frames(shot, severity, seed)
+                photos = stabilize_cases.photo_frames(shot, seed) if with_photos else None
                 start = time.process_time()
-                stabilized, fits = temporal.stabilize_sequence(raw)
+                stabilized, fits = temporal.stabilize_sequence(raw, photos=photos)
                 seconds += time.process_time() - start
                 m = stabilize_cases.measure(shot, raw, stabilized)
                 m["statuses"] = "".join(fit.status[0] for fit in fits)
@@ -92,7 +96,10 @@ def main():
         "seeds": args.seeds,
         "statuses": "s start, a aligned, h held (fit not trusted), c cut (new alignment), "
                     "f flat or low contrast (not a reference)",
-        "cases": run(args.seeds),
+        "cases": run(args.seeds, False),
+        "photos": "cases_with_photos: the same shots, the stabilizer also given each frame's "
+                  "photo (tests/stabilize_cases.photo_frames) for its motion mask (core/motion.py)",
+        "cases_with_photos": run(args.seeds, True),
     }
     text = json.dumps(report, indent=1)
     print(text)

@@ -8,6 +8,13 @@ by frame: the error model of tests/lotus_errors.py with errors that drift from f
 (tests/synthetic_scenes.lotus_disparity). Frames marked `blank` (a fade through black) come out as
 the model's near-flat output for a picture with almost nothing in it.
 
+Each shot also has the photo the model was given (`photo_frames()`): textures fixed to the 3D
+surfaces (a world-position texture on the static planes and balls, an object-local one that moves
+with the moving ball; the room's back wall and the yard's far background are plain, the close-up's
+wall weakly textured), Lambert shading under a fixed light, then what a camera adds: a slight blur,
+a per-frame exposure change of a few percent, the fade (the picture dims to black), sensor noise
+and the display encoding. The stabilizer may use it to find what moves (core.motion).
+
 `measure()` gives, per shot, for raw, stabilized and the best per-frame affine fit to the truth
 (the "oracle", what no stabilizer can beat): flicker (mean |change of the estimated depth - change
 of the true depth| between consecutive frames, relative to the true depth, on world-static pixels),
@@ -23,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lotus_blender.core import geometry
 from tests import lotus_errors, synthetic_scenes
 
 WIDTH, HEIGHT = 128, 96
@@ -35,6 +43,7 @@ class Shot:
     depth: np.ndarray                 # (T, H, W) true planar depth
     moving: np.ndarray                # (T, H, W) bool: pixels of a moving object
     segment: np.ndarray               # (T,) int: frames of one scene between hard cuts
+    radiance: np.ndarray = field(default=None)  # (T, H, W, 3) the lit scene before the camera
     blank: np.ndarray = field(default=None)  # (T,) bool: frames with nothing to measure (black, wrong)
     fade: np.ndarray = field(default=None)   # (T,) float: 1 = full picture, 0 = black
 
@@ -46,14 +55,43 @@ class Shot:
             self.blank = self.fade < 0.3
 
 
-def _frame(planes, spheres, rotation, mover=None, lens=35.0):
-    """One frame: depth and a mask of the moving sphere (centre, radius) if any."""
+def _frame(planes, spheres, rotation, mover=None, lens=35.0, plain=(), texture=1.0):
+    """One frame: depth, a mask of the moving sphere (centre, radius) if any, and the scene's
+    radiance (textured albedo times Lambert shading). ``plain``: labels of untextured planes;
+    ``texture``: the texture's contrast on the static surfaces."""
     balls = list(spheres) + ([mover] if mover is not None else [])
-    depth, _normals, labels, _focal = synthetic_scenes.ray_cast(WIDTH, HEIGHT, lens, rotation,
-                                                                planes, balls)
+    depth, normals, labels, focal = synthetic_scenes.ray_cast(WIDTH, HEIGHT, lens, rotation,
+                                                              planes, balls)
     moving = labels == synthetic_scenes.SPHERE_LABEL + len(spheres) if mover is not None else \
         np.zeros(depth.shape, bool)
-    return depth, moving
+    finite = np.where(np.isfinite(depth), depth, 1e3)
+    camera_points = geometry.unproject(finite, geometry.Intrinsics(WIDTH, HEIGHT, focal))
+    world = camera_points @ rotation  # camera = rotation @ world
+    local = world - np.asarray(mover[0], float) if mover is not None else world
+    pattern = np.where(moving, _texture(local, 0.13), 0.5 + texture * (_texture(world, 0.0) - 0.5))
+    pattern = np.where(np.isin(labels, plain), 0.5, pattern)
+    albedo = _COLOURS[labels % len(_COLOURS)] * (0.35 + 0.9 * pattern)[..., None]
+    albedo[moving] = _MOVER_COLOUR * (0.35 + 0.9 * pattern[moving])[:, None]
+    light = rotation @ _LIGHT
+    shading = 0.25 + 0.75 * np.clip(normals @ light, 0.0, 1.0)
+    return depth, moving, np.clip(albedo * shading[..., None], 0.0, 1.0)
+
+
+_COLOURS = np.array([(0.5, 0.5, 0.5), (0.55, 0.45, 0.35), (0.6, 0.6, 0.55), (0.5, 0.55, 0.6),
+                     (0.62, 0.6, 0.55), (0.7, 0.7, 0.72), (0.4, 0.5, 0.35), (0.45, 0.4, 0.5)])
+_MOVER_COLOUR = np.array((0.7, 0.35, 0.25))
+_LIGHT = np.array((0.4, 0.8, 0.45)) / np.linalg.norm((0.4, 0.8, 0.45))
+_WAVES = np.random.default_rng(5).normal(size=(6, 3))
+_WAVES /= np.linalg.norm(_WAVES, axis=1, keepdims=True)
+
+
+def _texture(points, phase):
+    """A fixed procedural texture in [0, 1] of 3D positions (features of 20-60 cm)."""
+    total = np.zeros(points.shape[:-1])
+    for k, direction in enumerate(_WAVES):
+        frequency = 2.0 * np.pi / (0.4 + 0.15 * k)
+        total += np.sin(frequency * (points @ direction) + 1.7 * k + phase)
+    return 0.5 + 0.5 * np.tanh(0.6 * total)
 
 
 ROOM_PLANES = [((0, 1, 0), -1.4), ((1, 0, 0), -2.5), ((-1, 0, 0), -3.0), ((0, 0, 1), -9.0),
@@ -63,13 +101,16 @@ YARD_PLANES = [((0, 1, 0), -1.7), ((0, 0, 1), -30.0), ((1, 0, 0), -9.0)]
 YARD_BALLS = [((-2.0, 0.0, -12.0), 1.8), ((3.0, -0.6, -8.0), 1.1), ((0.5, -1.2, -5.0), 0.5)]
 WALL_PLANES = [((0.15, 0, 1), -1.2), ((0, 1, 0), -0.9)]
 WALL_BALLS = [((0.15, -0.25, -1.0), 0.12)]
+ROOM_PLAIN = (4,)  # the back wall: no texture
+YARD_PLAIN = (2,)  # the far background
 
 
 def _stack(frames, name, segment=None, fade=None):
     depth = np.stack([f[0] for f in frames])
     moving = np.stack([f[1] for f in frames])
     segment = np.zeros(len(frames), int) if segment is None else np.asarray(segment)
-    return Shot(name, depth, moving, segment, fade=fade)
+    return Shot(name, depth, moving, segment, np.stack([f[2] for f in frames]).astype(np.float32),
+                fade=fade)
 
 
 def object_across(frames=24):
@@ -79,7 +120,7 @@ def object_across(frames=24):
         t = index / (frames - 1)
         rotation = synthetic_scenes.turned(-8.0, 10.0 + 4.0 * t)
         out.append(_frame(ROOM_PLANES, ROOM_BALLS, rotation,
-                          mover=((-0.5 + 2.0 * t, -0.2, -2.6), 1.2)))
+                          mover=((-0.5 + 2.0 * t, -0.2, -2.6), 1.2), plain=ROOM_PLAIN))
     return _stack(out, "object_across")
 
 
@@ -89,28 +130,29 @@ def object_approaching(frames=24):
     for index in range(frames):
         t = index / (frames - 1)
         out.append(_frame(ROOM_PLANES, ROOM_BALLS, synthetic_scenes.turned(-8.0, 12.0),
-                          mover=((0.2, -0.3, -7.0 + 5.2 * t), 0.9)))
+                          mover=((0.2, -0.3, -7.0 + 5.2 * t), 0.9), plain=ROOM_PLAIN))
     return _stack(out, "object_approaching")
 
 
 def closeup(frames=24):
     """One wall fills over 80 % of the frame (a small ball in front), the camera drifts."""
-    out = [_frame(WALL_PLANES, WALL_BALLS, synthetic_scenes.turned(-3.0 + 2.0 * i / frames,
-                                                                     2.0 * i / frames))
-           for i in range(frames)]
+    out = [_wall(i / frames) for i in range(frames)]
     return _stack(out, "closeup")
 
 
 def _room(t):
-    return _frame(ROOM_PLANES, ROOM_BALLS, synthetic_scenes.turned(-8.0, 8.0 + 6.0 * t))
+    return _frame(ROOM_PLANES, ROOM_BALLS, synthetic_scenes.turned(-8.0, 8.0 + 6.0 * t),
+                  plain=ROOM_PLAIN)
 
 
 def _yard(t):
-    return _frame(YARD_PLANES, YARD_BALLS, synthetic_scenes.turned(-4.0, -10.0 + 8.0 * t))
+    return _frame(YARD_PLANES, YARD_BALLS, synthetic_scenes.turned(-4.0, -10.0 + 8.0 * t),
+                  plain=YARD_PLAIN)
 
 
 def _wall(t):
-    return _frame(WALL_PLANES, WALL_BALLS, synthetic_scenes.turned(-3.0 + 2.0 * t, 2.0 * t))
+    return _frame(WALL_PLANES, WALL_BALLS, synthetic_scenes.turned(-3.0 + 2.0 * t, 2.0 * t),
+                  texture=0.15)
 
 
 def closeup_cuts(frames=30):
@@ -155,7 +197,7 @@ def long_take(frames=240):
         swing = math.sin(math.pi * t)
         out.append(_frame(ROOM_PLANES, ROOM_BALLS, synthetic_scenes.turned(-8.0 - 4.0 * swing,
                                                                              2.0 + 16.0 * swing),
-                          mover=((-2.0 + 4.0 * t, -0.7, -4.5), 0.6)))
+                          mover=((-2.0 + 4.0 * t, -0.7, -4.5), 0.6), plain=ROOM_PLAIN))
     return _stack(out, "long_take")
 
 
@@ -191,6 +233,25 @@ def raw_frames(shot: Shot, severity: float, seed: int) -> list[np.ndarray]:
             # would take it for real and pop).
             values = np.clip(values[::-1] * 0.4 + 0.55, 0.0, 1.0)
         frames.append(values.astype(np.float32))
+    return frames
+
+
+PHOTO_NOISE = 0.01     # sensor noise (standard deviation, display values)
+PHOTO_GAIN = 0.03      # per-frame exposure change (standard deviation, relative)
+PHOTO_BLUR = 0.7       # pixels
+
+
+def photo_frames(shot: Shot, seed: int) -> list[np.ndarray]:
+    """The photos (H x W x 3 float32 display values in [0, 1]) the model saw for each frame."""
+    rng = np.random.default_rng([seed, 7])
+    frames = []
+    for index, radiance in enumerate(shot.radiance):
+        gain = shot.fade[index] * (1.0 + PHOTO_GAIN * rng.standard_normal())
+        linear = np.stack([synthetic_scenes.gaussian_blur(radiance[..., c], PHOTO_BLUR)
+                           for c in range(3)], axis=-1) * gain
+        display = np.clip(linear, 0.0, 1.0) ** (1.0 / 2.2)
+        display = display + rng.normal(0.0, PHOTO_NOISE, display.shape)
+        frames.append(np.clip(display, 0.0, 1.0).astype(np.float32))
     return frames
 
 

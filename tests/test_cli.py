@@ -166,7 +166,12 @@ def test_stabilization_is_the_core_alignment(cli, lotus, tmp_path, capsys):
     capsys.readouterr()
     raw = [lotus.outputs.read_map(str(plain / f"clip_depth_{f:04d}.exr")) for f in range(1, 6)]
     got = [lotus.outputs.read_map(str(steady / f"clip_depth_{f:04d}.exr")) for f in range(1, 6)]
-    expected, fits = temporal.stabilize_sequence(raw)
+    # The stabilizer is also given each frame's picture as the worker saw it (8-bit PNGs smaller
+    # than the processing resolution: their values / 255, top row first).
+    from PIL import Image
+    pictures = [np.asarray(Image.open(plates / f"clip_{f:04d}.png"), np.float32) / 255.0
+                for f in range(1, 6)]
+    expected, fits = temporal.stabilize_sequence(raw, photos=pictures)
     assert any(abs(fit.scale - 1.0) > 1e-4 or abs(fit.shift) > 1e-4 for fit in fits[1:])
     for mine, theirs in zip(got, expected):
         np.testing.assert_allclose(mine, theirs, atol=1e-5)
@@ -335,14 +340,33 @@ def test_panel_sequences_are_stabilized_unless_turned_off(lotus, tmp_path):
     plates = write_frames(tmp_path / "plates", "pan", range(1, 5))
     image = bpy.data.images.load(str(plates / "pan_0001.png"))
     image.source = 'SEQUENCE'
+    # The stabilizer is given each frame's picture (the job's input file) for its motion mask.
+    import importlib
+    stabilizer = importlib.import_module(f"{lotus.name}.core.temporal").TemporalStabilizer
+    align, pictures = stabilizer.align, []
+
+    def recording(self, frame, raw, photo=None):
+        pictures.append(None if photo is None else np.array(photo))
+        return align(self, frame, raw, photo)
+
     maps = {}
-    for stabilize in (False, True):
-        assert bpy.ops.lotus.predict_image(image=image.name, task='DEPTH', frame_start=1,
-                                           frame_end=4, stabilize=stabilize) == {'FINISHED'}
-        stem = "pan_depth" if not stabilize else "pan_depth_001"  # never overwritten: _001
-        maps[stabilize] = [lotus.outputs.read_map(str(lotus.out / f"{stem}_{f:04d}.exr"))
-                           for f in range(1, 5)]
-    expected, _ = temporal.stabilize_sequence(maps[False])
+    stabilizer.align = recording
+    try:
+        for stabilize in (False, True):
+            assert bpy.ops.lotus.predict_image(image=image.name, task='DEPTH', frame_start=1,
+                                               frame_end=4, stabilize=stabilize) == {'FINISHED'}
+            stem = "pan_depth" if not stabilize else "pan_depth_001"  # never overwritten: _001
+            maps[stabilize] = [lotus.outputs.read_map(str(lotus.out / f"{stem}_{f:04d}.exr"))
+                               for f in range(1, 5)]
+    finally:
+        stabilizer.align = align
+    from PIL import Image
+    plates_seen = [np.asarray(Image.open(plates / f"pan_{f:04d}.png"), np.float32) / 255.0
+                   for f in range(1, 5)]
+    assert len(pictures) == 4 and all(p is not None for p in pictures)
+    for seen, plate in zip(pictures, plates_seen):
+        np.testing.assert_allclose(seen, plate, atol=1e-6)
+    expected, _ = temporal.stabilize_sequence(maps[False], photos=plates_seen)
     for got, wanted in zip(maps[True], expected):
         np.testing.assert_allclose(got, wanted, atol=1e-5)
     assert not np.allclose(maps[True][3], maps[False][3], atol=1e-4)

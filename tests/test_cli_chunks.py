@@ -34,7 +34,17 @@ def test_chunks_give_the_maps_of_one_run(cli, lotus, tmp_path, capsys):
     _run(cli, plates, tmp_path / "steady", "1-6")
     _run(cli, plates, tmp_path / "steady_chunks", "1-3")
     capsys.readouterr()
-    _run(cli, plates, tmp_path / "steady_chunks", "4-6")
+    # ... and the pictures of those frames, read again, for its motion mask.
+    import importlib
+    stabilizer = importlib.import_module(f"{lotus.name}.core.temporal").TemporalStabilizer
+    add_photo, given = stabilizer.add_photo, []
+    stabilizer.add_photo = lambda self, frame, photo: (given.append(frame),
+                                                       add_photo(self, frame, photo))
+    try:
+        _run(cli, plates, tmp_path / "steady_chunks", "4-6")
+    finally:
+        stabilizer.add_photo = add_photo
+    assert {1, 2, 3} <= set(given)
     lines = progress_lines(capsys.readouterr().out)
     assert [(line[4], line[5]) for line in lines] == [(str(f), "computed") for f in (4, 5, 6)]
     whole, chunked = _maps(lotus, tmp_path / "steady"), _maps(lotus, tmp_path / "steady_chunks")

@@ -20,9 +20,10 @@ from tests import stabilize_cases
 RUNS = [(severity, 0) for severity in (0.0, 0.5)] + [(1.0, 0), (1.0, 1)]
 
 
-def _run(shot, severity, seed):
+def _run(shot, severity, seed, photos=False):
     raw = stabilize_cases.raw_frames(shot, severity, seed)
-    stabilized, fits = temporal.stabilize_sequence(raw)
+    pictures = stabilize_cases.photo_frames(shot, seed) if photos else None
+    stabilized, fits = temporal.stabilize_sequence(raw, photos=pictures)
     return stabilize_cases.measure(shot, raw, stabilized), fits
 
 
@@ -63,6 +64,37 @@ def test_cuts_fades_and_bad_frames_meet_the_goal(shots, name, severity, seed):
     if name == "fade_through_black":
         # The black frames keep the previous scale and are never references.
         assert all(statuses[i] == temporal.FLAT for i in np.flatnonzero(shot.blank))
+
+
+@pytest.mark.parametrize("name", ["hard_cuts", "closeup_cuts", "fade_through_black", "glitches",
+                                  "closeup"])
+def test_photos_never_make_cuts_fades_and_close_ups_worse(shots, name):
+    """With each frame's photo (a plain wall, noise, exposure changes, the fade dimming the
+    picture), the shots that meet the goal from the depth alone still do, and are within a
+    hair of their figures without photos (where the photos show nothing moving, or say nothing,
+    the depth test decides)."""
+    for severity, seed in [(0.5, 0), (1.0, 0)]:
+        m, fits = _run(shots[name], severity, seed, photos=True)
+        plain, plain_fits = _run(shots[name], severity, seed)
+        _print(name + " with photos", severity, seed, m)
+        assert m["stabilized"]["absrel"] <= plain["stabilized"]["absrel"] + 0.001
+        assert m["worst_frame_ratio"] <= plain["worst_frame_ratio"] + 0.02
+        assert [f.status for f in fits] == [f.status for f in plain_fits]
+        if name != "closeup":
+            assert m["stabilized"]["absrel"] <= m["raw"]["absrel"] and m["worst_frame_ratio"] <= 1.1
+            assert _flicker_goal(m)
+
+
+def test_photos_keep_the_fit_off_a_large_moving_object(shots):
+    """The ball filling 50-75 % of the frame moving across the room, severity 0.5: from the depth
+    alone the scale follows the ball (AbsRel 0.074, a frame 2.05x worse than raw); the photos
+    show what moves, the fit keeps to the room (0.050, 1.25x; README: the mean of 2 seeds)."""
+    plain, _ = _run(shots["object_across"], 0.5, 0)
+    m, _ = _run(shots["object_across"], 0.5, 0, photos=True)
+    _print("object_across with photos", 0.5, 0, m)
+    assert m["stabilized"]["absrel"] <= 0.8 * plain["stabilized"]["absrel"]
+    assert m["worst_frame_ratio"] <= 1.4 < plain["worst_frame_ratio"]
+    assert _flicker_goal(m) and m["stabilized"]["scale_drift"] < 0.08
 
 
 def test_a_close_up_does_not_crush_the_scale(shots):

@@ -24,7 +24,7 @@ import bpy
 import numpy as np
 
 from .. import protocol
-from ..core import temporal
+from ..core import motion, temporal
 from . import batch_files, cli_sources, inputs, job_folders, job_queue, models, naming, outputs
 from .cli_checks import (UsageError, check_frames_apply, make_output_folder, output_folder,
                          resolve_models)
@@ -37,6 +37,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # Requests queued in the worker: one computing, one waiting, so it never idles between frames.
 IN_FLIGHT = 2
 WAIT_FOR_OTHERS_S = 2.0
+PICTURE_INDEX = 99999  # job file of an earlier frame's picture read again for the stabilizer
 MAIN_FILE = "exr"
 
 EPILOG = """\
@@ -182,6 +183,7 @@ class Batch:
         self.session = WorkerSession()   # requests in flight: id -> (unit, prepared)
         self.waiting_told = False        # the line saying that it waits for other runs
         self.stabilizers: dict[str, temporal.TemporalStabilizer] = {}
+        self.unreadable: set = set()      # (source, frame) whose picture the stabilizer cannot have
         self.counts = {"computed": 0, "skipped": 0, "failed": 0}
         self.choices = PredictionChoices.from_args(args)  # --tiled, --seamless, --stabilize, --seed
         self.requests = 0
@@ -321,7 +323,7 @@ class Batch:
         kind = output["kind"]
         note = ""
         if kind != protocol.KIND_NORMAL and unit.source.is_clip and self.choices.stabilize:
-            values, note = self._stabilized(unit, values)
+            values, note = self._stabilized(unit, values, motion.load_picture(prepared.npy_path))
         partials = {role: batch_files.partial_path(path) for role, path in unit.finals.items()}
         try:
             outputs.write_map_files(values, kind, prepared.full_width, prepared.full_height,
@@ -335,7 +337,9 @@ class Batch:
         self.claims.release(unit.main)
         return note
 
-    def _stabilized(self, unit: Unit, values: np.ndarray) -> tuple[np.ndarray, str]:
+    def _stabilized(self, unit: Unit, values: np.ndarray,
+                    picture: np.ndarray | None) -> tuple[np.ndarray, str]:
+        """``picture``: the frame's input as the worker saw it (the stabilizer's motion mask)."""
         stabilizer = self.stabilizers.setdefault(unit.source.name, temporal.TemporalStabilizer())
         # Frames finished earlier (a resumed run, another machine's chunk) are the references.
         for frame in stabilizer.needs_reference(unit.frame):
@@ -346,8 +350,31 @@ class Batch:
                     stabilizer.add_reference(frame, outputs.read_map(path))
                 except (outputs.OutputError, RuntimeError):
                     pass
-        aligned, fit = stabilizer.align(unit.frame, values)
+        if picture is not None:
+            # The pictures of those frames, read again as the worker saw them, so that a resumed
+            # run finds the same moving cells as one run.
+            for frame in stabilizer.photos_wanted(unit.frame):
+                earlier = self._picture(unit.source, frame)
+                if earlier is not None:
+                    stabilizer.add_photo(frame, earlier)
+        aligned, fit = stabilizer.align(unit.frame, values, picture)
         return aligned, fit.note
+
+    def _picture(self, source, frame: int) -> np.ndarray | None:
+        """An earlier frame's input picture (for the stabilizer), None if it cannot be read."""
+        key = (source.name, frame)
+        if key in self.unreadable:
+            return None
+        resolution = 0 if self.choices.tiled else self.args.resolution
+        try:
+            prepared = cli_sources.prepare(source, frame, self.job_dir, resolution, PICTURE_INDEX)
+        except (inputs.InputError, RuntimeError):
+            self.unreadable.add(key)
+            return None
+        try:
+            return motion.load_picture(prepared.npy_path)
+        finally:
+            os.remove(prepared.npy_path)
 
 
 # -- entry point ----------------------------------------------------------------------------------

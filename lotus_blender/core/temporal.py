@@ -18,6 +18,13 @@ new frame onto the frames before it with one scale and shift, ``aligned = scale 
   the reference agrees with older references (``STATIC_LAGS``) and the new frame agrees with a
   first fit to the whole frame; when that background fit and the whole-frame fit disagree
   strongly, the object has moved into the background and the whole-frame fit is kept;
+- the depth of a smooth object changes less than the model's own errors, so where the frames'
+  photos are given (optional) and show a large part of the frame moving (``PHOTO_MOVING_MIN``),
+  the fit keeps off what they show moving (core/motion.py: the object's texture moves with it);
+  where they show little moving (the depth test handles small objects) or say nothing (no
+  photo, too dark or plain, a hard cut, two motions that neither the outline nor the depth test
+  tells apart) the depth test above decides. A resumed run is given the earlier frames' photos
+  too (``photos_wanted``);
 - long shots do not drift: the fit is averaged with fits to older frames (``ANCHOR_LAGS``) that the
   frame still agrees with, so a frame's error is not handed on one step at a time; when two or more
   of those older fits agree among themselves and not with the fit to the last frames (pulled along
@@ -44,11 +51,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import motion
+
 DEFAULT_HISTORY = 3
 DEFAULT_GRID = 96
 ANCHOR_LAGS = (8, 16, 32, 64)  # older frames a fit is averaged with (drift)
 STATIC_LAGS = (4, 8)           # older frames a pixel must agree with to count as world-static
 STATIC_SPREAD = 3.0            # ... within this many times the typical difference of the two
+PHOTO_MOVING_MIN = 0.15        # the photos' mask takes over where they show this much moving
 STATIC_MIN = 0.15              # fewer static pixels than this fraction of the frame: no mask
 BACKGROUND_MIN = 0.1           # static and agreeing with the first fit: at least this fraction
 BACKGROUND_DISAGREE = 0.15     # |log| of background / whole-frame scale beyond this: whole frame
@@ -287,6 +297,7 @@ class TemporalStabilizer:
         self._last: Alignment | None = None            # the latest trusted frame's fit
         self._segment_start: int | None = None
         self._shape: tuple[int, int] | None = None
+        self._photos: dict[int, np.ndarray] = {}       # frame -> the photo on the grid (optional)
 
     def _on_grid(self, values: np.ndarray) -> np.ndarray:
         values = np.asarray(values)
@@ -309,15 +320,18 @@ class TemporalStabilizer:
 
     def _forget(self, frame: int) -> None:
         oldest = frame - max(MAX_GAP, max(ANCHOR_LAGS))
-        for store in (self._references, self._held):
+        for store in (self._references, self._held, self._photos):
             for old in [f for f in store if f < oldest]:
                 del store[old]
         for old in [f for f in self._held if f < frame - self.history - 1]:
             del self._held[old]
 
-    def add_reference(self, frame: int, aligned: np.ndarray) -> None:
-        """An already aligned frame (e.g. read back from disk on resume) for the frames after it."""
+    def add_reference(self, frame: int, aligned: np.ndarray, photo: np.ndarray | None = None) -> None:
+        """An already aligned frame (e.g. read back from disk on resume) for the frames after it;
+        ``photo``: its input picture, if the run gives pictures (see ``photos_wanted``)."""
         small = self._on_grid(aligned)
+        if photo is not None:
+            self.add_photo(frame, photo)
         if _spread(small) > FLAT_SPREAD:
             self._references[int(frame)] = small
             if self._segment_start is None:
@@ -329,6 +343,20 @@ class TemporalStabilizer:
         wanted = list(range(frame - self.history, frame)) + \
             [frame - lag for lag in ANCHOR_LAGS + STATIC_LAGS]
         return sorted(f for f in set(wanted) if f not in self._references)
+
+    def add_photo(self, frame: int, photo: np.ndarray) -> None:
+        """The input picture of an earlier frame (HxWx3 display values), e.g. on resume."""
+        if self._shape is None:
+            self._shape = grid_shape(*np.asarray(photo).shape[:2])
+        self._photos[int(frame)] = motion.photo_grid(photo, self._shape)
+
+    def photos_wanted(self, frame: int) -> list[int]:
+        """Earlier frames whose pictures the motion mask of ``frame`` compares with and that are
+        not known yet (after the references are added: a resumed run reads these too)."""
+        recent = self._recent(frame)
+        if not recent:
+            return []
+        return [f for f in range(recent[0], frame) if f not in self._photos]
 
     def _recent(self, frame: int) -> list[int]:
         known = sorted(f for f in self._references if frame - MAX_GAP <= f < frame)
@@ -346,11 +374,16 @@ class TemporalStabilizer:
         middle = float(np.nanmedian(small)) * fit.scale + fit.shift
         return low - (high - low) <= middle <= high + (high - low)
 
-    def align(self, frame: int, raw: np.ndarray) -> tuple[np.ndarray, Alignment]:
-        """``raw`` (HxW) aligned to the previous frames; remembered as a reference if trusted."""
+    def align(self, frame: int, raw: np.ndarray,
+              photo: np.ndarray | None = None) -> tuple[np.ndarray, Alignment]:
+        """``raw`` (HxW) aligned to the previous frames; remembered as a reference if trusted.
+        ``photo``: the frame's input picture (HxWx3 display values, any size), optional: where
+        given (with the frames' before it) the fit keeps off what the pictures show moving."""
         frame = int(frame)
         small = self._on_grid(raw)
         self._forget(frame)
+        if photo is not None:
+            self.add_photo(frame, photo)
         recent = self._recent(frame)
         last = self._last if self._last is not None else Alignment(1.0, 0.0)
         typical = np.median([_spread(self._references[f]) for f in recent]) if recent else None
@@ -366,7 +399,7 @@ class TemporalStabilizer:
         if recent:
             reference = _median([self._references[f] for f in recent])
             guess = (self._last.scale, self._last.shift) if self._last is not None else None
-            candidate, background = self._background_fit(frame, small, reference, guess)
+            candidate, background = self._background_fit(frame, small, reference, guess, recent)
             candidate.references = len(recent)
             if self._plausible(candidate, small, reference, None if weak else self._last):
                 fit = candidate if weak else self._with_anchors(frame, small, candidate, recent,
@@ -426,10 +459,24 @@ class TemporalStabilizer:
         return mask
 
     def _background_fit(self, frame: int, small: np.ndarray, reference: np.ndarray,
-                        guess: tuple | None) -> tuple[Alignment, np.ndarray | None]:
+                        guess: tuple | None, recent: list[int] = ()
+                        ) -> tuple[Alignment, np.ndarray | None]:
         """The fit on the static background (see the module docstring) and the cells it used."""
         whole = fit_with_motion(small, reference, guess=guess)
         static = self._static(frame, reference)
+        moving = None
+        if self._photos and recent and frame in self._photos:
+            # The pictures from the oldest reference on: the cells that moved while they were taken.
+            moving = motion.moving_cells([self._photos[f] for f in sorted(self._photos)
+                                          if recent[0] <= f <= frame], static)
+        if moving is not None and moving.mean() >= PHOTO_MOVING_MIN:
+            # A large object: what the depth test lets through. The fit keeps to the cells the
+            # photos show still (with the depth test as well it kept too few of the room).
+            finite = np.isfinite(reference)
+            seen = finite & ~moving
+            if seen.sum() >= STATIC_MIN * finite.sum():
+                fit = fit_with_motion(small, reference, guess=guess, valid=seen)
+                return fit, seen
         if static is None:
             return whole, None
         # Cells the new frame agrees on too: a moving object may now cover static cells.
@@ -489,12 +536,14 @@ class TemporalStabilizer:
 
 
 def stabilize_sequence(frames: list[np.ndarray], history: int = DEFAULT_HISTORY,
-                       grid: int = DEFAULT_GRID) -> tuple[list[np.ndarray], list[Alignment]]:
-    """Every frame of a clip aligned to the ones before it (frame numbers are list positions)."""
+                       grid: int = DEFAULT_GRID, photos: list | None = None
+                       ) -> tuple[list[np.ndarray], list[Alignment]]:
+    """Every frame of a clip aligned to the ones before it (frame numbers are list positions);
+    ``photos``: the frames' input pictures, optional (see ``TemporalStabilizer.align``)."""
     stabilizer = TemporalStabilizer(history, grid)
     aligned, fits = [], []
     for index, values in enumerate(frames):
-        values, fit = stabilizer.align(index, values)
+        values, fit = stabilizer.align(index, values, None if photos is None else photos[index])
         aligned.append(values)
         fits.append(fit)
     return aligned, fits

@@ -25,7 +25,7 @@ import bpy
 import numpy as np
 
 from ... import protocol
-from ...core import image_files, maps, temporal
+from ...core import image_files, maps, motion, temporal
 from .. import naming
 from ..files import OutputError, WriterScene, ensure_folder, write_atomically
 from .folders import stored_path, unique_path, unique_sequence_stem
@@ -308,7 +308,9 @@ def _sequence_result(items, settings, writer, problems):
         for output, prepared in items:
             values = np.load(output["path"], mmap_mode="r")
             if stabilizer is not None:
-                values, fit = stabilizer.align(prepared.frame, values)
+                # The input picture (the job's own file) shows what moves: the fit keeps off it.
+                values, fit = stabilizer.align(prepared.frame, values,
+                                               motion.load_picture(prepared.npy_path))
                 settings.stabilized.append((prepared.frame, fit))
             encode = _grey if is_depth else _normal_map_encoder("OPENGL")
             _fill_image(frame_image, values, encode)
