@@ -2,17 +2,17 @@
 
 import numpy as np
 
-from lotus_blender.core import temporal
+from lotus_blender.core import affine_fit, temporal
 
 
 def test_area_resample_is_a_box_average():
     values = np.arange(24, dtype=np.float64).reshape(4, 6)
-    small = temporal.area_resample(values, (2, 3))
+    small = affine_fit.area_resample(values, (2, 3))
     assert np.allclose(small, values.reshape(2, 2, 3, 2).mean(axis=(1, 3)))
     # Fractional cells: a constant stays constant, the mean is preserved.
-    odd = temporal.area_resample(values, (3, 4))
+    odd = affine_fit.area_resample(values, (3, 4))
     assert odd.shape == (3, 4) and np.isclose(odd.mean(), values.mean())
-    assert np.allclose(temporal.area_resample(np.full((7, 5), 2.5), (3, 2)), 2.5)
+    assert np.allclose(affine_fit.area_resample(np.full((7, 5), 2.5), (3, 2)), 2.5)
 
 
 def test_robust_fit_ignores_a_changed_region():
@@ -21,7 +21,7 @@ def test_robust_fit_ignores_a_changed_region():
     source = (target - 0.1) / 1.7
     moved = source.copy()
     moved[5:20, 10:30] = 0.95  # 12% of the pixels: an object that moved
-    fit = temporal.robust_affine_fit(moved, target)
+    fit = affine_fit.robust_affine_fit(moved, target)
     assert abs(fit.scale - 1.7) < 1e-3 and abs(fit.shift - 0.1) < 1e-3
     assert 0.8 < fit.inliers < 0.9
     plain = np.polyfit(moved.ravel(), target.ravel(), 1)
@@ -63,9 +63,9 @@ def test_resume_from_references_matches_one_pass():
 def _photo_grids(shot, seed=0):
     from lotus_blender.core import motion
     from tests import stabilize_cases
-    shape = temporal.grid_shape(*shot.depth.shape[1:])
+    shape = affine_fit.grid_shape(*shot.depth.shape[1:])
     photos = stabilize_cases.photo_frames(shot, seed)
-    truth = [temporal.area_resample(m.astype(float), shape) > 0 for m in shot.moving]
+    truth = [affine_fit.area_resample(m.astype(float), shape) > 0 for m in shot.moving]
     return [motion.photo_grid(p, shape) for p in photos], truth
 
 

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import affine_fit
+
 SEARCH = 4              # whole-cell shifts searched each way between two photos
 REFINE_STEPS = 4        # Gauss-Newton steps of the sub-cell shift
 QUIET = 0.1             # the photos' scatter: this quantile of the cells' residuals
@@ -55,29 +57,21 @@ def load_picture(path: str) -> np.ndarray | None:
 
 def photo_grid(photo: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """HxW or HxWxC display values averaged onto a (rows, columns) grid: (rows, columns, 3)."""
-    from .temporal import area_resample  # the stabilizer's own box filter
-
     photo = np.asarray(photo, dtype=np.float32)
     if photo.ndim == 2:
         photo = photo[..., None]
     channels = [photo[..., min(c, photo.shape[2] - 1)] for c in range(3)]
-    return np.stack([area_resample(np.nan_to_num(c), shape) for c in channels], axis=-1)
+    return np.stack([affine_fit.area_resample(np.nan_to_num(c), shape) for c in channels], axis=-1)
 
 
 def _brightness(grid: np.ndarray) -> np.ndarray:
     return grid.mean(axis=-1)
 
 
-def _spread(values: np.ndarray) -> float:
-    low, high = np.percentile(values, (5, 95))
-    return float(high - low)
-
-
 def _shifted(values: np.ndarray, dy: float, dx: float) -> tuple[np.ndarray, np.ndarray]:
-    from .temporal import _sample
     if values.ndim == 2:
-        return _sample(values, dy, dx)
-    moved = [_sample(values[..., c], dy, dx) for c in range(values.shape[-1])]
+        return affine_fit.sample(values, dy, dx)
+    moved = [affine_fit.sample(values[..., c], dy, dx) for c in range(values.shape[-1])]
     return np.stack([m[0] for m in moved], axis=-1), moved[0][1]
 
 
@@ -88,7 +82,7 @@ def _gain_fit(current: np.ndarray, previous: np.ndarray, keep: np.ndarray):
     for _ in range(4):
         residual = b - (gain * a + offset)
         sigma = max(1.4826 * float(np.median(np.abs(residual - np.median(residual)))), MIN_NOISE)
-        ratio = residual / (4.685 * sigma)
+        ratio = residual / (affine_fit.TUKEY_C * sigma)
         weights = np.where(np.abs(ratio) < 1.0, (1.0 - ratio ** 2) ** 2, 0.0)
         total = weights.sum()
         if total < 16:
@@ -140,7 +134,7 @@ def picture_motion(current: np.ndarray, previous: np.ndarray, use: np.ndarray | 
         grad_y, grad_x = np.gradient(moved)
         residual = current - (gain * moved + offset)
         sigma = max(1.4826 * float(np.median(np.abs(residual[inside]))), MIN_NOISE)
-        ratio = residual / (4.685 * sigma)
+        ratio = residual / (affine_fit.TUKEY_C * sigma)
         weights = np.where((np.abs(ratio) < 1.0) & inside, (1.0 - ratio ** 2) ** 2, 0.0).ravel()
         design = np.stack([gain * grad_y.ravel(), gain * grad_x.ravel()], 1)
         normal = design.T @ (design * weights[:, None])
@@ -246,7 +240,7 @@ def changed_cells(current: np.ndarray, previous: np.ndarray, static_hint: np.nda
     does not tell them apart, the depth test (``static_hint``, the cells depth alone calls
     static) may: the world's region is the one it more often calls static. Else: no mask."""
     bright_now, bright_then = _brightness(current), _brightness(previous)
-    if min(_spread(bright_now), _spread(bright_then)) < MIN_CONTRAST:
+    if min(affine_fit.spread(bright_now), affine_fit.spread(bright_then)) < MIN_CONTRAST:
         return None
     first = picture_motion(bright_now, bright_then)
     if not 0.2 < first[2] < 5.0:
