@@ -623,8 +623,8 @@ def test_a_sequences_cut_and_held_frames_are_one_report_line(lotus, monkeypatch,
     stabilizer = lotus.outputs.results.temporal.TemporalStabilizer
     real_align = stabilizer.align
 
-    def align(self, frame, raw):
-        values, fit = real_align(self, frame, raw)
+    def align(self, frame, raw, photo=None):
+        values, fit = real_align(self, frame, raw, photo)
         fit.status = {3: temporal.CUT, 4: temporal.HELD}.get(frame, fit.status)
         return values, fit
     monkeypatch.setattr(stabilizer, "align", align)
