@@ -92,6 +92,11 @@ def area_resample(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return by_cells
 
 
+def tukey_weights(ratio: np.ndarray) -> np.ndarray:
+    """Tukey's biweight of residuals already divided by their cut-off (0 beyond 1)."""
+    return np.where(np.abs(ratio) < 1.0, (1.0 - ratio ** 2) ** 2, 0.0)
+
+
 def spread(values: np.ndarray) -> float:
     """The 5-95 % spread of the finite values (0 for none)."""
     values = values[np.isfinite(values)]
@@ -145,7 +150,7 @@ def robust_affine_fit(source: np.ndarray, target: np.ndarray, valid: np.ndarray 
     weights = np.ones_like(a)
     for iteration in range(iterations + 1):
         ratio = (scale * a + shift - b) / (np.sqrt(scale) * TUKEY_C * sigma)
-        weights = np.where(np.abs(ratio) < 1.0, (1.0 - ratio ** 2) ** 2, 0.0)
+        weights = tukey_weights(ratio)
         total = weights.sum()
         if iteration == iterations or total <= 1e-12:
             break
@@ -208,7 +213,7 @@ def fit_with_motion(source: np.ndarray, target: np.ndarray, guess: tuple | None 
         # The inliers' scale of an exact fit would leave out the pixels the shift shows on.
         sigma = max(fit.sigma, 1.4826 * float(np.median(np.abs(residual[inside]))) / np.sqrt(fit.scale))
         ratio = residual / (np.sqrt(fit.scale) * TUKEY_C * max(sigma, 1e-9))
-        weights = np.where((np.abs(ratio) < 1.0) & inside, (1.0 - ratio ** 2) ** 2, 0.0).ravel()
+        weights = np.where(inside, tukey_weights(ratio), 0.0).ravel()
         design = np.stack([np.where(inside, source, 0.0).ravel(), np.ones(source.size),
                            grad_y.ravel(), grad_x.ravel()], 1)
         normal = design.T @ (design * weights[:, None])

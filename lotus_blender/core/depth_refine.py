@@ -47,6 +47,8 @@ import math
 
 import numpy as np
 
+from . import maps
+
 DEFAULT_TEAR_THRESHOLD = 0.05   # relative depth jump beyond what the normals allow: a discontinuity
 WORK_SIZE = 256                 # longest edge of the weighted solve
 ZONE_SPREAD = 10.0              # disagreement this many times its median: a smeared edge
@@ -239,17 +241,6 @@ def _local_range(values, valid, radius):
     return low, high
 
 
-def _dilate(mask, steps):
-    for _ in range(steps):
-        grown = mask.copy()
-        grown[1:, :] |= mask[:-1, :]
-        grown[:-1, :] |= mask[1:, :]
-        grown[:, 1:] |= mask[:, :-1]
-        grown[:, :-1] |= mask[:, 1:]
-        mask = grown
-    return mask
-
-
 def default_prior(width, height):
     """Prior weight per pixel: the depth keeps wavelengths above max(24 px, long edge / 4); the
     normals shape everything finer."""
@@ -303,7 +294,7 @@ class _Edges:
         doubtful = ~self.keep_down | (np.abs(self.residual_down) > loose)
         zone[1:, :] |= doubtful
         zone[:-1, :] |= doubtful
-        return _dilate(zone & valid, margin)
+        return maps.grow(zone & valid, margin)
 
 
 def _weighted_solve(log_depth, valid, edges, prior, iterations, rezone, margin):
@@ -323,7 +314,7 @@ def _weighted_solve(log_depth, valid, edges, prior, iterations, rezone, margin):
         solution = _conjugate_gradients(solution, rhs, weights, prior, weight_x, weight_down, iterations)
         if round_index < rezone:
             # Pixels the normals moved away from the given depth were smeared there: stop pulling.
-            zone |= _dilate(np.abs(solution - log_depth) > ZONE_MOVED, margin) & valid
+            zone |= maps.grow(np.abs(solution - log_depth) > ZONE_MOVED, margin) & valid
     return solution
 
 

@@ -195,3 +195,15 @@ def colorize_depth(values01, near_is_high=True, colormap="INFERNO"):
         rgb *= t
         rgb += row
     return np.clip(rgb, 0.0, 1.0, out=rgb)
+
+
+def grow(mask: np.ndarray, steps: int) -> np.ndarray:
+    """A boolean mask grown by ``steps`` pixels along rows and columns (4-neighbour dilation)."""
+    for _ in range(steps):
+        grown = mask.copy()
+        grown[1:, :] |= mask[:-1, :]
+        grown[:-1, :] |= mask[1:, :]
+        grown[:, 1:] |= mask[:, :-1]
+        grown[:, :-1] |= mask[:, 1:]
+        mask = grown
+    return mask

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import affine_fit
+from . import affine_fit, maps
 
 SEARCH = 4              # whole-cell shifts searched each way between two photos
 REFINE_STEPS = 4        # Gauss-Newton steps of the sub-cell shift
@@ -83,7 +83,7 @@ def _gain_fit(current: np.ndarray, previous: np.ndarray, keep: np.ndarray):
         residual = b - (gain * a + offset)
         sigma = max(1.4826 * float(np.median(np.abs(residual - np.median(residual)))), MIN_NOISE)
         ratio = residual / (affine_fit.TUKEY_C * sigma)
-        weights = np.where(np.abs(ratio) < 1.0, (1.0 - ratio ** 2) ** 2, 0.0)
+        weights = affine_fit.tukey_weights(ratio)
         total = weights.sum()
         if total < 16:
             break
@@ -135,7 +135,7 @@ def picture_motion(current: np.ndarray, previous: np.ndarray, use: np.ndarray | 
         residual = current - (gain * moved + offset)
         sigma = max(1.4826 * float(np.median(np.abs(residual[inside]))), MIN_NOISE)
         ratio = residual / (affine_fit.TUKEY_C * sigma)
-        weights = np.where((np.abs(ratio) < 1.0) & inside, (1.0 - ratio ** 2) ** 2, 0.0).ravel()
+        weights = np.where(inside, affine_fit.tukey_weights(ratio), 0.0).ravel()
         design = np.stack([gain * grad_y.ravel(), gain * grad_x.ravel()], 1)
         normal = design.T @ (design * weights[:, None])
         if weights.sum() < 16 or np.linalg.cond(normal) > 1e10:
@@ -148,18 +148,6 @@ def picture_motion(current: np.ndarray, previous: np.ndarray, use: np.ndarray | 
     moved, inside = _shifted(previous, dy, dx)
     gain, offset = _gain_fit(current, moved, inside & use)
     return dy, dx, gain, offset
-
-
-def _grow(mask: np.ndarray, cells: int) -> np.ndarray:
-    grown = mask.copy()
-    for _ in range(cells):
-        step = grown.copy()
-        step[1:] |= grown[:-1]
-        step[:-1] |= grown[1:]
-        step[:, 1:] |= grown[:, :-1]
-        step[:, :-1] |= grown[:, 1:]
-        grown = step
-    return grown
 
 
 def _explained(current: np.ndarray, previous: np.ndarray, motion, scatter=None):
@@ -264,7 +252,7 @@ def changed_cells(current: np.ndarray, previous: np.ndarray, static_hint: np.nda
     moving = known & ~world
     if moving.mean() > MAX_MOVING:
         return None
-    return _grow(moving, GROW)
+    return maps.grow(moving, GROW)
 
 
 def _world_layer(current, previous, first, second, only_first, only_second, scatter, static_hint):
