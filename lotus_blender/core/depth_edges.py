@@ -1,0 +1,209 @@
+"""Soft depth steps placed at the photo's own edge (numpy only).
+
+A monocular model's depth does not step at an object's edge: it ramps over a few pixels (the
+log-depth blurred over about 1 % of the frame, tests/lotus_errors.py), so a tear placed where the
+ramp crosses the tear threshold need not be where the object ends, and core.fill leaves such steps
+unfilled (fill.SHARP_SHARE). The photo, however, steps sharply there. `snap_to_photo()` reassigns
+the pixels of each soft step's ramp to the near or the far side by the side they match in colour,
+so that the step becomes sharp at the photo's edge:
+
+- only around the soft steps (`soft_steps`: across a window of `ramp_radius()` pixels the depth
+  steps by more than the tear threshold, not a slanted surface, and the steepest pixel pair is not
+  sharp), within that radius;
+- per pixel, its window's near side (inverse depth within NEAR_SHARE of the window's nearest) and
+  far side (within NEAR_SHARE of its farthest): their mean colours and the spread around them;
+- the colour sides must be distinct (the means further apart than DISTINCT times the spread, and
+  than MIN_GAP) and each side one depth (LAYER_SPREAD): a step over flat colour, over a texture as
+  busy as the step's contrast, or between three layers stays as it is (soft: unfilled and reported
+  by the build, never a layer placed on a guessed edge);
+- only the ramp moves (pixels between RAMP_LOW and RAMP_HIGH of the window's range whose inverse
+  depth changes there), each to its side's mean, when its colour lies closer to one side than
+  MATCH x the gap between them, when the window's ramp is mostly of the two sides' colours (not a
+  third surface: EXPLAINED) and holds both colours (the photo's edge lies inside the ramp: next
+  to an exact map's sharp step, a slanted near surface is a "ramp" of one colour and stays).
+
+Measured (benchmarks/bench_fill.py, severity 1) and not kept: continuing each side from its own
+unmoved pixels instead of the window's mean (revealed pixels 0.8-1 dB lower on the table), undoing
+the snapped steps the layer does not continue behind (most of the gain lost, more such tears left).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+NEAR_SHARE = 0.2     # a window's near side: inverse depth within this share of its range from the nearest
+RAMP_LOW, RAMP_HIGH = 0.12, 0.88   # the ramp: pixels this far into the window's range (0 = far, 1 = near)
+DISTINCT = 2.0       # the colour sides' means are this many times their spread apart ...
+MIN_GAP = 0.15       # ... and at least this far apart (linear RGB, Euclidean: a fainter edge is no evidence;
+                     # bench_fill.py, outdoor: the grey tower before the pale sky, 0.11, snapped half its
+                     # ramp and the fill crept along the rest, visible pixels -0.6 dB)
+EXPLAINED, EXPLAINED_SHARE = 0.4, 0.75   # this share of a window's ramp lies this close (x the gap) to a side
+MATCH = 0.75         # a ramp pixel lies closer than this x the gap to the side it is given
+LAYER_SPREAD = 0.1   # each side's inverse depth spreads less than this share of the jump between them
+MIN_SIDE = 3         # pixels of each side a window needs
+RADIUS_SCALE = 1 / 40   # the window's radius, as a share of the frame's longer side (2 px at least)
+
+
+def ramp_radius(shape):
+    """Pixels either side of a soft step that its ramp may cover (blurred over ~1 % of the frame)."""
+    return max(2, int(round(max(shape) * RADIUS_SCALE)))
+
+
+_DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1))
+STEP_FACTOR = 3.0    # a ramp is a step: its jump over the window is this many times the slope beyond it
+SHARP_SHARE = 0.6    # steps whose one-pixel jump is this share of the jump across the window are left alone
+
+
+def _at(values, dy, dx):
+    """out[y, x] = values[y + dy, x + dx], NaN outside the image."""
+    height, width = values.shape
+    out = np.full(values.shape, np.nan)
+    if abs(dy) >= height or abs(dx) >= width:
+        return out
+    out[max(0, -dy):height - max(0, dy), max(0, -dx):width - max(0, dx)] = \
+        values[max(0, dy):height - max(0, -dy), max(0, dx):width - max(0, -dx)]
+    return out
+
+
+def soft_steps(inverse, threshold, radius):
+    """(H, W) bool: both pixels of the steepest pair of neighbours of every soft step: across the
+    window (from radius pixels behind the near pixel to radius pixels beyond the far one) the
+    inverse depth falls by more than the tear threshold, STEP_FACTOR times the slope of either
+    side beyond (a slanted floor is no step), the pair's own jump is the largest of its row along
+    the step, and it is not sharp already (SHARP_SHARE). A model's edge blurred over 1 % of a
+    large frame tears no pair of pixels on its own; placed at the photo's edge, it does."""
+    grow = 1.0 + max(float(threshold), 0.0)
+    out = np.zeros(inverse.shape, bool)
+    with np.errstate(invalid="ignore"):
+        for dy, dx in _DIRECTIONS:
+            for sy, sx in ((dy, dx), (-dy, -dx)):
+                jump = inverse - _at(inverse, sy, sx)
+                steepest = (jump > 0) & (jump >= _at(jump, -sy, -sx)) & (jump >= _at(jump, sy, sx))
+                inner, outer = _at(inverse, -radius * sy, -radius * sx), _at(inverse, (radius + 1) * sy, (radius + 1) * sx)
+                near_slope = np.abs(_at(inverse, -2 * radius * sy, -2 * radius * sx) - inner)
+                far_slope = np.abs(outer - _at(inverse, (2 * radius + 1) * sy, (2 * radius + 1) * sx))
+                across = inner - outer
+                slope = np.nan_to_num(np.maximum(near_slope, far_slope), nan=np.inf)
+                step = (inner > outer * grow) & (np.nan_to_num(across, nan=0.0) > STEP_FACTOR * slope)
+                # Soft: the one-pixel jump is a small share of the step itself, i.e. of the jump
+                # across the window less what the two surfaces' own slopes add over it (a steep
+                # near surface meeting a sharp step is no ramp).
+                soft = steepest & step & (jump < SHARP_SHARE * (across - near_slope - far_slope))
+                out |= soft | (_at(soft, -sy, -sx) == 1)
+    return out
+
+
+def _window(values, radius, reduce, fill):
+    """Separable square min or max filter of the given radius (out-of-frame pixels: fill); per axis
+    by doubling (windows of 1, 2, 4 ... pixels, the last two overlapping): log(radius) passes."""
+    out = values
+    size = 2 * radius + 1
+    for axis in (0, 1):
+        moved = np.moveaxis(out, axis, 0)
+        length = moved.shape[0]
+        table = np.concatenate([np.full((radius,) + moved.shape[1:], fill, moved.dtype), moved,
+                                np.full((radius,) + moved.shape[1:], fill, moved.dtype)])
+        span = 1
+        while 2 * span <= size:     # table[i]: reduce over [i, i + 2 span)
+            table = reduce(table[:len(table) - span], table[span:])
+            span *= 2
+        out = np.moveaxis(reduce(table[:length], table[size - span:size - span + length]), 0, axis)
+    return out
+
+
+def _box_sums(stack, radius):
+    """Sums over the (2 r + 1)^2 window of each pixel (clipped at the frame) of (H, W, K) values."""
+    height, width = stack.shape[:2]
+    padded = np.pad(stack, ((radius + 1, radius), (radius + 1, radius), (0, 0)))
+    total = padded.cumsum(0).cumsum(1)
+    size = 2 * radius + 1
+    return (total[size:size + height, size:size + width] - total[:height, size:size + width]
+            - total[size:size + height, :width] + total[:height, :width])
+
+
+def colours_at(photo, shape):
+    """The photo's RGB at the depth map's size (block means when it is a whole multiple, else nearest)."""
+    photo = np.asarray(photo, np.float64)
+    photo = photo[..., :3] if photo.ndim == 3 else np.repeat(photo[..., None], 3, axis=-1)
+    height, width = photo.shape[:2]
+    if (height, width) == tuple(shape):
+        return photo
+    if height % shape[0] == 0 and width % shape[1] == 0:
+        fy, fx = height // shape[0], width // shape[1]
+        return photo.reshape(shape[0], fy, shape[1], fx, -1).mean(axis=(1, 3))
+    rows = np.minimum(((np.arange(shape[0]) + 0.5) * height / shape[0]).astype(np.int64), height - 1)
+    cols = np.minimum(((np.arange(shape[1]) + 0.5) * width / shape[1]).astype(np.int64), width - 1)
+    return photo[rows][:, cols]
+
+
+def snap_to_photo(values, inverse, photo, soft):
+    """The map's values with the ramps of the soft steps moved to the photo's edge.
+
+    values: (H, W) the map as stored (snapped pixels take a side's mean of these); inverse: (H, W)
+    inverse depth (nearer is larger; the side and ramp tests use it); photo: RGB(A), the map's
+    size or a whole multiple (else sampled); soft: (H, W) bool, the pixels of the soft steps
+    (`soft_steps`). Returns (snapped values, moved: bool (H, W)).
+    """
+    values = np.asarray(values, np.float64)
+    moved = np.zeros(values.shape, bool)
+    if not np.any(soft):
+        return values.copy(), moved
+    radius = ramp_radius(values.shape)
+    inverse = np.nan_to_num(np.asarray(inverse, np.float64), nan=0.0, posinf=0.0)
+    colours = colours_at(photo, values.shape)
+    zone = _window(np.asarray(soft, bool), radius, np.logical_or, False)
+    high = _window(inverse, radius, np.maximum, -np.inf)
+    low = _window(inverse, radius, np.minimum, np.inf)
+    spread = np.maximum(high - low, 1e-12)
+    # Each pixel's own place in its window's range: a side is what lies near either end.
+    place = (inverse - low) / spread
+    near_side, far_side = place >= 1.0 - NEAR_SHARE, place <= NEAR_SHARE
+    energy = np.sum(colours ** 2, axis=-1)
+    stats = []
+    for side in (near_side, far_side):
+        weight = side.astype(np.float64)
+        sums = _box_sums(np.dstack([weight, weight * values, weight[..., None] * colours, weight * energy,
+                                    weight * inverse, weight * inverse ** 2]), radius)
+        count = np.maximum(sums[..., 0], 1e-12)
+        mean = sums[..., 2:5] / count[..., None]
+        variance = np.maximum(sums[..., 5] / count - np.sum(mean ** 2, axis=-1), 0.0)
+        level = sums[..., 6] / count
+        depth_spread = np.sqrt(np.maximum(sums[..., 7] / count - level ** 2, 0.0))
+        stats.append((sums[..., 0], sums[..., 1] / count, mean, np.sqrt(variance), level, depth_spread))
+    (near_count, near_value, near_colour, near_spread, near_level, near_depth_spread), \
+        (far_count, far_value, far_colour, far_spread, far_level, far_depth_spread) = stats
+    gap = np.linalg.norm(near_colour - far_colour, axis=-1)
+    # Two layers, each of one colour and one depth: a third one in the window (a tower between a
+    # sphere and the sky) spreads a side's depth, and no single edge separates them.
+    jump = np.maximum(near_level - far_level, 1e-12)
+    distinct = (near_count >= MIN_SIDE) & (far_count >= MIN_SIDE) & (gap >= MIN_GAP) \
+        & (gap >= DISTINCT * np.maximum(near_spread, far_spread)) \
+        & (np.maximum(near_depth_spread, far_depth_spread) <= LAYER_SPREAD * jump)
+    # The ramp: between the ends, and changing (a flat third layer between two others is not a ramp).
+    change = np.zeros(values.shape)
+    for axis in (0, 1):
+        pad = np.pad(inverse, [(1, 1) if a == axis else (0, 0) for a in range(2)], mode="edge")
+        change = np.maximum(change, np.abs(np.take(pad, np.arange(2, values.shape[axis] + 2), axis=axis)
+                                           - np.take(pad, np.arange(0, values.shape[axis]), axis=axis)))
+    ramp = zone & distinct & (place > RAMP_LOW) & (place < RAMP_HIGH) & (change > 0.05 * spread)
+    to_near = np.linalg.norm(colours - near_colour, axis=-1)
+    to_far = np.linalg.norm(colours - far_colour, axis=-1)
+    matched = np.minimum(to_near, to_far) < MATCH * gap
+    # A blurred step between two layers: its ramp shows the two layers' colours (the photo's edge
+    # is sharp). Where the window's ramp is mostly of another colour, it is a third surface (a
+    # table top between a cup and the wall), not a ramp: nothing there moves.
+    explained = ramp & (np.minimum(to_near, to_far) < EXPLAINED * gap)
+    counts = _box_sums(np.dstack([ramp, explained]).astype(np.float64), radius)
+    ramp &= counts[..., 1] >= EXPLAINED_SHARE * counts[..., 0]
+    nearer = ramp & matched & (to_near <= to_far)
+    farther = ramp & matched & (to_near > to_far)
+    # The photo's edge lies inside the ramp: the window's ramp holds pixels of both colours (next
+    # to a sharp step, a slanted near surface is a "ramp" of the near colour only: left alone).
+    both = _box_sums(np.dstack([nearer, farther]).astype(np.float64), radius)
+    crossed = np.minimum(both[..., 0], both[..., 1]) >= radius
+    nearer &= crossed
+    farther &= crossed
+    snapped = values.copy()
+    snapped[nearer], snapped[farther] = near_value[nearer], far_value[farther]
+    moved = nearer | farther
+    return snapped, moved
