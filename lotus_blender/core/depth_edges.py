@@ -41,6 +41,11 @@ EXPLAINED, EXPLAINED_SHARE = 0.4, 0.75   # this share of a window's ramp lies th
 MATCH = 0.75         # a ramp pixel lies closer than this x the gap to the side it is given
 LAYER_SPREAD = 0.1   # each side's inverse depth spreads less than this share of the jump between them
 MIN_SIDE = 3         # pixels of each side a window needs
+PHOTO_SHARP, PHOTO_SPAN = 0.6, 2   # the photo's step: its change across 1-2 pixels is this share of the
+                                   # change across PHOTO_SPAN more pixels either side ...
+PHOTO_CONTRAST = 0.4   # ... and this share of the gap between the window's colour sides at least ...
+PHOTO_STEP_SHARE = 0.9   # ... at this share of the boundaries the placing draws in a window
+DEPTH_SHARP = 0.375  # a window whose largest one-pixel depth jump is this share of its range is sharp
 RADIUS_SCALE = 1 / 40   # the window's radius, as a share of the frame's longer side (2 px at least)
 
 
@@ -185,7 +190,16 @@ def snap_to_photo(values, inverse, photo, soft):
         pad = np.pad(inverse, [(1, 1) if a == axis else (0, 0) for a in range(2)], mode="edge")
         change = np.maximum(change, np.abs(np.take(pad, np.arange(2, values.shape[axis] + 2), axis=axis)
                                            - np.take(pad, np.arange(0, values.shape[axis]), axis=axis)))
-    ramp = zone & distinct & (place > RAMP_LOW) & (place < RAMP_HIGH) & (change > 0.05 * spread)
+    # A depth that steps sharply already (its largest one-pixel jump in the window is DEPTH_SHARP
+    # of the window's range or more) is where its surface really ends: exact maps (0.42-1.0 at
+    # their soft-looking steps, a curved silhouette seen at a grazing angle, bench_fill.py and
+    # the GUI check's photo) against 0.19-0.33 for a model's blurred edge. Nothing moves there.
+    jumps = np.zeros(values.shape)
+    for dy, dx in _DIRECTIONS:
+        jump = np.nan_to_num(np.abs(inverse - _at(inverse, dy, dx)))
+        jumps = np.maximum(jumps, np.maximum(jump, np.nan_to_num(_at(jump, -dy, -dx))))
+    blurred = _window(jumps, radius, np.maximum, 0.0) < DEPTH_SHARP * spread
+    ramp = zone & distinct & blurred & (place > RAMP_LOW) & (place < RAMP_HIGH) & (change > 0.05 * spread)
     to_near = np.linalg.norm(colours - near_colour, axis=-1)
     to_far = np.linalg.norm(colours - far_colour, axis=-1)
     matched = np.minimum(to_near, to_far) < MATCH * gap
@@ -203,7 +217,49 @@ def snap_to_photo(values, inverse, photo, soft):
     crossed = np.minimum(both[..., 0], both[..., 1]) >= radius
     nearer &= crossed
     farther &= crossed
+    # The photo's edge is one sharp colour step: where the placing puts the near side next to the
+    # far side, the photo's colour changes there by most of the gap between them, across one or
+    # two pixels. Shading on a curved surface turns from lit to dark gradually: no such step, and
+    # the boundary a colour match draws across it is no edge (a rounded head's shaded side).
+    moved = nearer | farther
+    near_all = nearer | (zone & near_side & ~farther)
+    far_all = farther | (zone & far_side & ~nearer)
+    sharp_pairs, all_pairs = _boundary_sharpness(colours, near_all, far_all, moved, gap)
+    counts = _box_sums(np.dstack([all_pairs, sharp_pairs]), radius)
+    photo_step = (counts[..., 0] > 0) & (counts[..., 1] >= PHOTO_STEP_SHARE * counts[..., 0])
+    nearer &= photo_step
+    farther &= photo_step
     snapped = values.copy()
     snapped[nearer], snapped[farther] = near_value[nearer], far_value[farther]
     moved = nearer | farther
     return snapped, moved
+
+
+def _boundary_sharpness(colours, near_all, far_all, moved, gap):
+    """(sharp, all): per pixel, how many boundaries between a near and a far pixel it starts
+    (4-neighbours, one of them moved), and at how many of them the photo steps sharply: its
+    colour changes across the pair, over one pixel or two (one mixing both colours), by at least
+    PHOTO_SHARP of the change across PHOTO_SPAN pixels either side (the depth's own sharpness
+    test, fill.SHARP_SHARE, on the photo), and that change is a contrast (MIN_GAP, and
+    PHOTO_CONTRAST x the sides' gap): a gradual ramp of shading has no such pixel pair."""
+    sharp = np.zeros(near_all.shape)
+    total = np.zeros(near_all.shape)
+    channels = range(colours.shape[-1])
+    for dy, dx in ((0, 1), (1, 0)):
+        def colour_at(k):
+            return np.stack([_at(colours[..., c], k * dy, k * dx) for c in channels], axis=-1)
+
+        def mask_at(mask, k):
+            return _at(mask.astype(np.float64), k * dy, k * dx) == 1
+
+        pair = ((near_all & mask_at(far_all, 1)) | (far_all & mask_at(near_all, 1))) & (moved | mask_at(moved, 1))
+        here, there = colours, colour_at(1)
+        step = np.fmax(np.linalg.norm(here - there, axis=-1),
+                       np.fmax(np.linalg.norm(colour_at(-1) - there, axis=-1),
+                               np.linalg.norm(here - colour_at(2), axis=-1)))
+        across = np.linalg.norm(colour_at(-PHOTO_SPAN) - colour_at(1 + PHOTO_SPAN), axis=-1)
+        across = np.where(np.isnan(across), step, across)     # next to the frame: the step itself
+        steps = (step >= PHOTO_SHARP * across) & (step >= np.maximum(MIN_GAP, PHOTO_CONTRAST * gap))
+        total += pair
+        sharp += pair & np.nan_to_num(steps)
+    return sharp, total
