@@ -4,10 +4,14 @@ Shared by tests/test_fill_ground_truth.py (a small subset) and benchmarks/bench_
 
 - `render_truth(name, moves, ...)`: one of tests/ground_truth.py's SCENES with emission-only
   surfaces (each surface shows its base colour or checker as is, so only geometry decides what a
-  camera sees and renders are noise-free), rendered from the photo's camera and from each move.
+  camera sees and renders are noise-free), or SHADED_SCENES' "shaded" (Lambert surfaces lit by a
+  sun: curved objects whose shading ramps toward their silhouettes), rendered from the photo's
+  camera and from each move.
 - `build_variant(gt, variant, maps)`: Build 2.5D Scene in a scene of its own from the photo and
   exact or model-like maps (tests/lotus_errors.py), as "fill" (Fill Behind), "holes" (Tear on, no
-  fill), "rubber" (Tear off) or "gap_fill" (Tear on plus relight's untorn copy 1% behind).
+  fill), "rubber" (Tear off) or "gap_fill" (Tear on plus relight's untorn copy 1% behind); with
+  `placed_maps`, "fill_placed" (Fill Behind on maps whose soft steps were placed at the photo's
+  edges: core.fill.snap_soft_steps, which the build does not use).
 - `render_built(...)`: the built scene through a camera at a given matrix (Cycles, the same pixel
   filter as the truth, emission: the photo's own pixels).
 - `disoccluded(...)`: pixels of a moved view whose surface the photo's camera does not see
@@ -183,6 +187,18 @@ def lotus_maps(gt, severity=0.0, seed=0):
     return disparity, near, far, normals
 
 
+def placed_maps(gt, lotus, threshold=0.05):
+    """(lotus maps with the depth's soft steps placed at the photo's edges, pixels moved): the
+    placement of core.fill.snap_soft_steps, which the build does not use (variant "fill_placed"
+    builds Fill Behind on these maps: mesh and layer on the placed depth, as a build with the
+    placement would)."""
+    from lotus_blender.core import fill
+    disparity, near, far, normals = lotus
+    depth = maps.disparity_to_depth(np.asarray(disparity, np.float32), near, far)
+    placed, moved = fill.snap_soft_steps(depth, gt.combined[..., :3], threshold)
+    return (fill.depth_to_map_values(placed, "disparity", near, far), near, far, normals), int(moved.sum())
+
+
 def _float_image(name, values, kind=None):
     import bpy
     values = np.asarray(values, dtype=np.float32)
@@ -224,7 +240,7 @@ class BuiltScene:
         tear = 0.0 if variant == "rubber" else scene25d.DEFAULT_TEAR_THRESHOLD
         self.object, self.camera = scene25d.build_photo_scene(
             context, photo, depth, normal, near=near, depth_range=far - near, focal_source="SCENE", refine=False,
-            tear_threshold=tear, fill_behind=variant == "fill", move_range=move_range or MOVE_RANGE)
+            tear_threshold=tear, fill_behind=variant.startswith("fill"), move_range=move_range or MOVE_RANGE)
         if variant == "gap_fill":
             relight.build_gap_fill(context, self.object)
         self.camera.data.clip_start = 0.01
