@@ -3,12 +3,16 @@
 Usage:  .venv/bin/python benchmarks/bench_fill.py [--scenes room table outdoor] [--resolution 192 144]
             [--severities 0 1] [--out benchmarks/bench_fill.json] [--frames docs/screenshots]
 
-For each Cycles scene of tests/ground_truth.py (emission-only surfaces, tests/fill_scenes.py), the
+For each Cycles scene of tests/ground_truth.py (emission-only surfaces, tests/fill_scenes.py) and
+the shaded scene of tests/fill_scenes.py (Lambert surfaces, a sun, Suzanne and a sphere), the
 truth is rendered from the photo's camera and from moved cameras (dolly 5% and 10% of the subject
 distance, orbits of 3 and 6 degrees about the subject). Build 2.5D Scene runs on the photo with the
 exact maps (severity 0) or the model-like maps of tests/lotus_errors.py (severity 1), as Fill
 Behind ("fill") and as the baselines: "holes" (Tear on, no fill), "rubber" (Tear off) and
-"gap_fill" (Tear on plus relight's untorn copy 1% behind). Each is rendered from the same cameras.
+"gap_fill" (Tear on plus relight's untorn copy 1% behind); where the soft-step placement
+(core.fill.snap_soft_steps, not used by the build) moves pixels of the maps ("placed_pixels" on the
+fill's row), also "fill_placed": Fill Behind on the placed maps. Each is rendered from the same
+cameras.
 
 Measured: PSNR (dB) and SSIM over the whole frame, over the frame the photo covers ("in_frame":
 without the pixels a move brings in from outside the photo, which nothing fills), over the pixels
@@ -85,17 +89,23 @@ def run_scene(addon, fill_scenes, name, resolution, severities, seed, keep_frame
     rows, frames = [], {}
     for severity in severities:
         lotus = fill_scenes.lotus_maps(photo, severity, seed)
-        for variant in fill_scenes.VARIANTS:
+        placed, placed_pixels = fill_scenes.placed_maps(photo, lotus)
+        # The placement moves nothing on exact maps (placed_pixels 0): "fill_placed" is then "fill".
+        variants = fill_scenes.VARIANTS + ((PLACED,) if placed_pixels else ())
+        for variant in variants:
             import bpy
             images_before = set(bpy.data.images.keys())
-            built = fill_scenes.BuiltScene(addon, photo, variant, lotus, tag=f"{name}{severity}")
+            built = fill_scenes.BuiltScene(addon, photo, variant, placed if variant == PLACED else lotus,
+                                           tag=f"{name}{severity}")
             try:
                 start = time.perf_counter()
                 own = built.render(photo.matrix_world)
                 row = {"scene": name, "severity": severity, "variant": variant,
                        "own_camera_psnr": round(fill_scenes.psnr(own, photo.combined[..., :3]), 2), "moves": {}}
-                if variant == "fill":
+                if variant.startswith("fill"):
                     row["band_pixels"] = _band_pixels(images_before)
+                if variant == "fill":
+                    row["placed_pixels"] = placed_pixels
                 for move in fill_scenes.MOVES:
                     render = built.render(views[move].matrix_world)
                     revealed, outside = masks[move]
@@ -115,6 +125,9 @@ def run_scene(addon, fill_scenes, name, resolution, severities, seed, keep_frame
     return rows, frames
 
 
+PLACED = "fill_placed"
+
+
 def summarise(rows, fill_scenes):
     """Per scene, severity and move: fill minus the best baseline, whether the goal holds, and
     where the error sits:
@@ -125,7 +138,8 @@ def summarise(rows, fill_scenes):
     - outside_share: share of that baseline's frame error on pixels outside the photo's frame;
     - visible_excess_at_silhouettes: of the fill's extra squared error on the pixels the photo
       shows (against the best baseline there), the share within a pixel of a depth edge of the
-      moved view (None when the fill is not worse there).
+      moved view (None when the fill is not worse there);
+    - placed_minus_best_baseline_db: the same margins for "fill_placed" (where it was built).
     """
     summary = []
     by_key = {(row["scene"], row["severity"], row["variant"]): row for row in rows}
@@ -149,8 +163,16 @@ def summarise(rows, fill_scenes):
             where = {"frame_gain_bound_db": round(float(bound), 2),
                      "outside_share": round(frame_best["outside_sse"] / total, 3) if total > 0 else 0.0,
                      "visible_excess_at_silhouettes": round(at_edges / excess, 2) if excess > 0 else None}
-            summary.append({"scene": scene, "severity": severity, "move": move,
-                            "fill_minus_best_baseline_db": margins, "goal": goal, "where": where})
+            entry = {"scene": scene, "severity": severity, "move": move,
+                     "fill_minus_best_baseline_db": margins, "goal": goal, "where": where}
+            placed = by_key.get((scene, severity, PLACED))
+            if placed is not None:
+                entry["placed_minus_best_baseline_db"] = {
+                    key: round(placed["moves"][move][key]["psnr"]
+                               - max(by_key[(scene, severity, base)]["moves"][move][key]["psnr"]
+                                     for base in fill_scenes.BASELINES), 2)
+                    for key in ("frame", "in_frame", "revealed", "visible")}
+            summary.append(entry)
     return summary
 
 
@@ -189,7 +211,7 @@ def save_frames(frames, folder, scene, move):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenes", nargs="+", default=["room", "table", "outdoor"])
+    parser.add_argument("--scenes", nargs="+", default=["room", "table", "outdoor", "shaded"])
     parser.add_argument("--resolution", type=int, nargs=2, default=[192, 144])
     parser.add_argument("--severities", type=float, nargs="+", default=[0.0, 1.0])
     parser.add_argument("--seed", type=int, default=0)

@@ -4,10 +4,14 @@ Shared by tests/test_fill_ground_truth.py (a small subset) and benchmarks/bench_
 
 - `render_truth(name, moves, ...)`: one of tests/ground_truth.py's SCENES with emission-only
   surfaces (each surface shows its base colour or checker as is, so only geometry decides what a
-  camera sees and renders are noise-free), rendered from the photo's camera and from each move.
+  camera sees and renders are noise-free), or SHADED_SCENES' "shaded" (Lambert surfaces lit by a
+  sun: curved objects whose shading ramps toward their silhouettes), rendered from the photo's
+  camera and from each move.
 - `build_variant(gt, variant, maps)`: Build 2.5D Scene in a scene of its own from the photo and
   exact or model-like maps (tests/lotus_errors.py), as "fill" (Fill Behind), "holes" (Tear on, no
-  fill), "rubber" (Tear off) or "gap_fill" (Tear on plus relight's untorn copy 1% behind).
+  fill), "rubber" (Tear off) or "gap_fill" (Tear on plus relight's untorn copy 1% behind); with
+  `placed_maps`, "fill_placed" (Fill Behind on maps whose soft steps were placed at the photo's
+  edges: core.fill.snap_soft_steps, which the build does not use).
 - `render_built(...)`: the built scene through a camera at a given matrix (Cycles, the same pixel
   filter as the truth, emission: the photo's own pixels).
 - `disoccluded(...)`: pixels of a moved view whose surface the photo's camera does not see
@@ -84,15 +88,82 @@ def _emission_only(scene):
             tree.links.new(emission.outputs[0], output.inputs["Surface"])
 
 
+# A shaded photo (the case emission-only scenes miss): diffuse surfaces lit by two suns, a smooth
+# Suzanne and a sphere before a checkered wall and floor. Their curved silhouettes meet the
+# background at a grazing angle (soft by the depth's own sharpness test even on exact maps) and
+# their shading turns gradually from lit to dark toward them: what must never be taken for an edge.
+SHADED_SCENES = {
+    "shaded": ground_truth.SceneSpec({
+        "shaded_sphere": ("SPHERE", (-1.15, 0.45, 0.75), 0.55, (0.75, 0.7, 0.6)),
+        "shaded_wall": ("WALL", (0.0, 1.8, 0.0), 12.0, ((0.6, 0.45, 0.3), (0.3, 0.35, 0.45))),
+        "shaded_floor": ("PLANE", (0.0, 0.0, 0.0), 12.0, ((0.55, 0.55, 0.5), (0.3, 0.3, 0.28))),
+    }, (0.5, -4.2, 1.7), (0.0, 0.4, 0.85), 35.0, ("shaded_sphere", "shaded_head")),
+}
+SHADED_HEAD = ((0.35, 0.1, 0.9), 0.6, (0.8, 0.35, 0.2), 0.5)   # location, size, colour, turn (radians)
+SUN = (3.0, (50.0, 0.0, 35.0))   # strength, rotation (degrees XYZ)
+
+
+def _shaded(scene):
+    """Lambert surfaces (Diffuse BSDF, the base colour or checker kept) lit by one sun, direct
+    light only (a hard shadow, no bounces, no light from the world: one sample per pixel is then
+    exact, as the emission scenes' are; an ambient term as emission, or a second sun, would be
+    sampled at random), and a smooth Suzanne (subdivided). What the sun does not reach is black."""
+    import bmesh
+    import bpy
+    from mathutils import Matrix
+    location, size, colour, turn = SHADED_HEAD
+    mesh = scene._keep("meshes", bpy.data.meshes.new("shaded_head"))
+    bm = bmesh.new()
+    bmesh.ops.create_monkey(bm, matrix=Matrix.Diagonal((size, size, size, 1.0)))
+    bmesh.ops.subdivide_edges(bm, edges=bm.edges[:], cuts=1, use_grid_fill=True, smooth=1.0)
+    bm.to_mesh(mesh)
+    bm.free()
+    mesh.shade_smooth()
+    material = scene._keep("materials", bpy.data.materials.new("shaded_head_material"))
+    if material.node_tree is None:
+        material.use_nodes = True
+    material.node_tree.nodes.get("Principled BSDF").inputs["Base Color"].default_value = (*colour, 1.0)
+    mesh.materials.append(material)
+    head = scene._keep("objects", bpy.data.objects.new("shaded_head", mesh))
+    head.location, head.rotation_euler = location, (0.0, 0.0, turn)
+    head.pass_index = len(scene.objects) + 1
+    scene.scene.collection.objects.link(head)
+    scene.objects["shaded_head"] = head
+    for obj in scene.scene.collection.objects:
+        if obj.type != 'MESH':
+            continue
+        for material in obj.data.materials:
+            tree = material.node_tree
+            bsdf = tree.nodes.get("Principled BSDF")
+            output = next(node for node in tree.nodes if node.bl_idname == "ShaderNodeOutputMaterial")
+            diffuse = tree.nodes.new("ShaderNodeBsdfDiffuse")
+            base = bsdf.inputs["Base Color"]
+            if base.is_linked:
+                tree.links.new(base.links[0].from_socket, diffuse.inputs["Color"])
+            else:
+                diffuse.inputs["Color"].default_value = base.default_value
+            tree.links.new(diffuse.outputs[0], output.inputs["Surface"])
+    scene.sun.data.energy, scene.sun.data.angle = SUN[0], 0.0
+    scene.sun.rotation_euler = tuple(math.radians(a) for a in SUN[1])
+    scene.scene.cycles.max_bounces = 0
+    world = scene.scene.world
+    if hasattr(world, "cycles_visibility"):
+        world.cycles_visibility.diffuse = False
+
+
 def render_truth(name, moves=MOVES, *, resolution=(192, 144)):
-    """{"photo": GroundTruth, move name: GroundTruth} of SCENES[name], emission-only."""
-    spec = ground_truth.SCENES[name]
+    """{"photo": GroundTruth, move name: GroundTruth} of SCENES[name] (emission-only) or of
+    SHADED_SCENES[name] (lit, see _shaded)."""
+    spec = SHADED_SCENES.get(name) or ground_truth.SCENES[name]
     views = {}
     with ground_truth.GroundTruthScene(f"lotus_fill_{name}", objects=spec.objects,
                                        camera_location=spec.camera_location, camera_target=spec.camera_target,
                                        lens=spec.lens, resolution=resolution, samples=1,
                                        subjects=spec.subjects) as scene:
-        _emission_only(scene)
+        if name in SHADED_SCENES:
+            _shaded(scene)
+        else:
+            _emission_only(scene)
         background = scene.scene.world.node_tree.nodes.get("Background") if scene.scene.world.node_tree else None
         if background is not None:
             background.inputs["Color"].default_value = (WORLD, WORLD, WORLD, 1.0)
@@ -114,6 +185,18 @@ def lotus_maps(gt, severity=0.0, seed=0):
     near, far = float(depth.min()), float(depth.max())
     disparity, near, far = maps.depth_to_disparity(depth, near, far)
     return disparity, near, far, normals
+
+
+def placed_maps(gt, lotus, threshold=0.05):
+    """(lotus maps with the depth's soft steps placed at the photo's edges, pixels moved): the
+    placement of core.fill.snap_soft_steps, which the build does not use (variant "fill_placed"
+    builds Fill Behind on these maps: mesh and layer on the placed depth, as a build with the
+    placement would)."""
+    from lotus_blender.core import fill
+    disparity, near, far, normals = lotus
+    depth = maps.disparity_to_depth(np.asarray(disparity, np.float32), near, far)
+    placed, moved = fill.snap_soft_steps(depth, gt.combined[..., :3], threshold)
+    return (fill.depth_to_map_values(placed, "disparity", near, far), near, far, normals), int(moved.sum())
 
 
 def _float_image(name, values, kind=None):
@@ -157,7 +240,7 @@ class BuiltScene:
         tear = 0.0 if variant == "rubber" else scene25d.DEFAULT_TEAR_THRESHOLD
         self.object, self.camera = scene25d.build_photo_scene(
             context, photo, depth, normal, near=near, depth_range=far - near, focal_source="SCENE", refine=False,
-            tear_threshold=tear, fill_behind=variant == "fill", move_range=move_range or MOVE_RANGE)
+            tear_threshold=tear, fill_behind=variant.startswith("fill"), move_range=move_range or MOVE_RANGE)
         if variant == "gap_fill":
             relight.build_gap_fill(context, self.object)
         self.camera.data.clip_start = 0.01

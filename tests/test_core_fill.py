@@ -140,3 +140,92 @@ def _dilate_box(box, radius=6):
         for dx in range(-radius, radius + 1):
             out |= np.roll(np.roll(box, dy, 0), dx, 1)
     return out
+
+
+def _blurred_box(width=192, height=128):
+    """The stage's box before its wall, the depth blurred like a model's edge (tests/lotus_errors.py
+    at severity 1: log-depth blurred over 1 % of the frame); photos: box and wall in two colours,
+    and one flat colour."""
+    from tests.lotus_errors import gaussian_blur
+    depth, _photo, box, _truth = _stage(width=width, height=height)
+    blurred = np.exp(gaussian_blur(np.log(depth), 0.01 * width))
+    two = np.where(box[..., None], (0.8, 0.25, 0.1), (0.15, 0.3, 0.55))
+    return depth, blurred, box, two, np.full(two.shape, 0.4)
+
+
+def test_soft_step_over_a_photo_edge_is_snapped_to_it():
+    """Over a two-colour photo the blurred step becomes sharp where the photo's colour changes: the
+    box's pixels at the box's depth, the wall's at the wall's, and the layer is filled behind it."""
+    depth, blurred, box, two, _flat = _blurred_box()
+    snapped, moved = fill.snap_soft_steps(blurred, two, 0.05)
+    assert moved.sum() > 100 and not (moved & ~_dilate_box(box, 8)).any()
+    inside, outside = box & moved, ~box & moved
+    assert inside.any() and outside.any()
+    # Each moved pixel lies on its own side now (within the error of the blurred plateaus).
+    assert np.all(snapped[inside] < 3.3) and np.all(snapped[outside] > 5.4)
+    assert np.all(np.abs(snapped - depth)[moved] < np.abs(blurred - depth)[moved] + 1e-9)
+    # Along the box's middle row, the depth now steps where the photo does, in one pixel.
+    row = snapped[64]
+    left = int(np.flatnonzero(box[64])[0])
+    assert row[left] < 3.3 and row[left - 1] > 5.4
+    # The placing tears at the photo's edge: within one side, far fewer tears than the ramp had
+    # (its rows tear where it crosses the threshold; left: the corners, where nothing moved).
+    def torn_within_sides(values):
+        torn = np.abs(np.diff(values, axis=1)) / np.minimum(values[:, 1:], values[:, :-1]) > 0.05
+        return int((torn & (box[:, 1:] == box[:, :-1])).sum())
+    assert torn_within_sides(snapped) < 0.2 * torn_within_sides(blurred)
+    layer = fill.fill_behind(snapped, two, threshold=0.05, focal_px=150.0, move_range=0.1)
+    assert layer.region.sum() > 200 and not (layer.region & ~box).any()
+    assert layer.soft.sum() < 0.1 * fill.fill_behind(blurred, None, threshold=0.05, focal_px=150.0).soft.sum()
+    # The layer continues the wall's colour behind the box's edge.
+    assert np.allclose(layer.colour[64, left + 1], (0.15, 0.3, 0.55), atol=0.05)
+
+
+def test_soft_step_over_flat_colour_stays_soft():
+    """No edge in the photo: nothing says where the box ends, so nothing moves."""
+    _depth, blurred, box, _two, flat = _blurred_box()
+    snapped, moved = fill.snap_soft_steps(blurred, flat, 0.05)
+    assert not moved.any() and np.array_equal(snapped, blurred)
+    # Nor where the two sides' colours are no more distinct than each side's own texture.
+    noise = np.random.default_rng(0).uniform(0.0, 1.0, flat.shape)
+    assert not fill.snap_soft_steps(blurred, noise, 0.05)[1].any()
+
+
+def test_snapping_tiny_maps():
+    """Maps smaller than the ramp's window (a 4x6 photo's depth): nothing breaks, nothing moves
+    that is not a ramp."""
+    depth = np.full((4, 6), 5.0)
+    depth[1:3, 2:4] = 2.0
+    photo = np.zeros((4, 6, 3))
+    photo[1:3, 2:4] = 1.0
+    snapped, moved = fill.snap_soft_steps(depth, photo, 0.05)
+    assert not moved.any() and np.array_equal(snapped, depth)
+    for shape in ((1, 1), (1, 5), (3, 2)):
+        assert not fill.snap_soft_steps(np.full(shape, 3.0), np.zeros(shape + (3,)), 0.05)[1].any()
+
+
+def test_soft_step_under_shading_stays_soft(monkeypatch):
+    """A curved surface's shading turns gradually from one colour to the other (here the two-colour
+    photo blurred over a few pixels): a colour match would split the depth's ramp somewhere in it,
+    but the photo has no sharp step there, so nothing moves (without the photo's sharpness test,
+    most of the ramp would)."""
+    from lotus_blender.core import depth_edges
+    from tests.lotus_errors import gaussian_blur
+    _depth, blurred, _box, two, _flat = _blurred_box()
+    shaded = gaussian_blur(two, 2.0)
+    assert not fill.snap_soft_steps(blurred, shaded, 0.05)[1].any()
+    monkeypatch.setattr(depth_edges, "PHOTO_STEP_SHARE", 0.0)
+    assert fill.snap_soft_steps(blurred, shaded, 0.05)[1].sum() > 500
+
+
+def test_depth_that_already_steps_sharply_is_left_alone(monkeypatch):
+    """Where the depth's largest one-pixel jump is a large share of the step (an exact map's edge,
+    even where a curved silhouette seen at a grazing angle ramps into it), the depth is where the
+    surface ends: nothing moves, whatever the photo's colours (without that test, pixels would)."""
+    from lotus_blender.core import depth_edges
+    depth, blurred, _box, two, _flat = _blurred_box()
+    part_sharp = 1.0 / (0.4 / depth + 0.6 / blurred)     # 40 % of the jump in one pixel
+    assert not fill.snap_soft_steps(part_sharp, two, 0.05)[1].any()
+    assert not fill.snap_soft_steps(depth, two, 0.05)[1].any()
+    monkeypatch.setattr(depth_edges, "DEPTH_SHARP", np.inf)
+    assert fill.snap_soft_steps(part_sharp, two, 0.05)[1].sum() > 200

@@ -100,3 +100,40 @@ def test_visible_pixels_never_worse_than_the_baselines(outdoor, severity):
     # Model-like maps: the edges are too soft to place a layer behind; the build says so.
     report = out[(severity, "fill")][1]
     assert ("unfilled" in report) == (severity > 0), report
+
+
+# A shaded photo (Lambert surfaces lit by a sun: Suzanne and a sphere whose shading ramps toward
+# their silhouettes, tests/fill_scenes.py): the exact maps' curved silhouettes must not be taken
+# for soft steps to place (core.fill.snap_soft_steps moves nothing), the own camera reproduces the
+# photo, and an orbit's revealed pixels are filled (bench_fill.py, orbit 3 deg: +3.5 dB).
+@pytest.fixture(scope="module")
+def shaded(blender_addon):
+    views = fill_scenes.render_truth("shaded", {MOVE: fill_scenes.MOVES[MOVE]}, resolution=RESOLUTION)
+    photo = views["photo"]
+    lotus = fill_scenes.lotus_maps(photo)
+    out = {"placed": fill_scenes.placed_maps(photo, lotus)[1]}
+    for variant in fill_scenes.VARIANTS:
+        built = fill_scenes.BuiltScene(blender_addon, photo, variant, lotus, tag="shaded")
+        try:
+            out[variant] = (built.render(photo.matrix_world), built.render(views[MOVE].matrix_world))
+        finally:
+            built.remove()
+    return views, out
+
+
+def test_shaded_photo_exact_maps(shaded):
+    views, out = shaded
+    photo, view = views["photo"], views[MOVE]
+    assert out["placed"] == 0
+    own = {variant: fill_scenes.psnr(out[variant][0], photo.combined[..., :3]) for variant in fill_scenes.VARIANTS}
+    print("shaded, own camera PSNR", own)
+    assert min(own.values()) >= 45.0, own
+    revealed, outside = fill_scenes.disoccluded(photo, view)
+    truth = view.combined[..., :3]
+    scores = {variant: {"revealed": fill_scenes.psnr(out[variant][1], truth, revealed),
+                        "visible": fill_scenes.psnr(out[variant][1], truth, ~revealed & ~outside)}
+              for variant in fill_scenes.VARIANTS}
+    print("shaded", MOVE, scores)
+    best = {key: max(scores[b][key] for b in fill_scenes.BASELINES) for key in scores["fill"]}
+    assert scores["fill"]["revealed"] >= best["revealed"] + 2.5
+    assert scores["fill"]["visible"] >= best["visible"] - 0.5

@@ -17,7 +17,9 @@ layer built here lies behind the near side of each tear:
   stripes and tiles carry on across the band instead of a smear; pixels no offset can reach get
   a multi-scale (push-pull) fill.
 
-`fill_behind()` does all three for a depth map and a photo.
+`fill_behind()` does all three for a depth map and a photo. `snap_soft_steps()` places a model's
+blurred depth steps at the photo's edges (core.depth_edges); the build does not use it yet (see
+there: through the photo's own camera it still costs pixels at severity 1).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from . import depth_edges
 
 DEFAULT_MOVE_RANGE = 0.1      # how far the camera may move, as a fraction of the subject distance
 BAND_MARGIN = 1.25            # the band is this much wider than the lateral-move estimate ...
@@ -399,6 +403,23 @@ def _resample_nearest(values, shape):
     rows = np.minimum(((np.arange(shape[0]) + 0.5) * height / shape[0]).astype(np.int64), height - 1)
     cols = np.minimum(((np.arange(shape[1]) + 0.5) * width / shape[1]).astype(np.int64), width - 1)
     return values[rows][:, cols]
+
+
+def snap_soft_steps(depth, photo, threshold):
+    """(depth, moved): the depth with the ramps of its soft steps (core.depth_edges.soft_steps)
+    moved to the photo's edge, in inverse depth (core.depth_edges.snap_to_photo); unchanged where
+    the photo has no sharp edge there. Not used by the build (off): a mesh and layer built on this
+    depth (benchmarks/bench_fill.py, variant "fill_placed") gain on the pixels a move reveals at
+    severity 1 but lose pixels through the photo's own camera (see README, Fill Behind)."""
+    depth = np.asarray(depth, np.float64)
+    valid = np.isfinite(depth) & (depth > 0)
+    inverse = np.where(valid, 1.0 / np.where(valid, depth, 1.0), 0.0)
+    soft = depth_edges.soft_steps(inverse, threshold, depth_edges.ramp_radius(depth.shape))
+    if not soft.any():
+        return depth.copy(), np.zeros(depth.shape, bool)
+    snapped, moved = depth_edges.snap_to_photo(inverse, inverse, photo, soft, threshold)
+    moved &= valid & (snapped > 0)
+    return np.where(moved, 1.0 / np.where(moved, snapped, 1.0), depth), moved
 
 
 def fill_behind(depth, photo=None, *, threshold, focal_px, move_range=DEFAULT_MOVE_RANGE, seed=0):
