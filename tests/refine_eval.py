@@ -40,11 +40,13 @@ def mesh_figures(mesh_depth, true_depth, intrinsics, tear_threshold=0.05):
     return float(np.median(angle)), float(np.median(distance))
 
 
-def refine_case(true_depth, true_normals, focal_px, severity, seed, *, depth_range=None, variants=None):
+def refine_case(true_depth, true_normals, focal_px, severity, seed, *, depth_range=None, variants=None,
+                oracles=True):
     """One case (see the module text). depth_range None: automatic (the estimated shift, as the
     builder's default; the true range when the estimate is not confident). variants: name ->
     function of the refined mesh's change of log-depth (H, W) returning another change: each
-    variant mesh's figures are added (the benchmark's trade-off table). Returns a dict."""
+    variant mesh's figures are added (the benchmark's trade-off table). oracles False: without the
+    two oracles' figures (faster). Returns a dict."""
     true_depth = np.asarray(true_depth, np.float64)
     height, width = true_depth.shape
     degraded = lotus_errors.degrade(true_depth, true_normals, severity, seed)
@@ -65,18 +67,19 @@ def refine_case(true_depth, true_normals, focal_px, severity, seed, *, depth_ran
     intrinsics = geometry.Intrinsics(width, height, focal_px)
     plain_normal, plain_3d = mesh_figures(plain, true_depth, intrinsics)
     refined_normal, refined_3d = mesh_figures(refined, true_depth, intrinsics)
-    _oracle_normal, oracle_3d = mesh_figures(oracle_high_pass(plain, true_depth), true_depth, intrinsics)
-    denoised = oracle_denoised(true_depth, severity, seed, degraded.depth, shift, near)
-    denoised_normal, denoised_3d = mesh_figures(denoised, true_depth, intrinsics)
     case = {"severity": severity, "seed": seed,
             "normal_deg": [round(plain_normal, 3), round(refined_normal, 3)],
             "error_3d": [round(plain_3d, 7), round(refined_3d, 7)],
-            "oracle_error_3d": round(oracle_3d, 7),
             # The unrefined mesh's median signed depth error (log): near the median absolute one,
             # the error is a bias (on exact maps: the noisy extremes the map was normalised at).
             "plain_signed_log_error": round(float(np.median(np.log(plain / true_depth))), 7),
-            "denoised_normal_deg": round(denoised_normal, 3), "denoised_error_3d": round(denoised_3d, 7),
             "depth_range_change": round(refined_range / depth_range - 1.0, 5)}
+    if oracles:
+        _oracle_normal, oracle_3d = mesh_figures(oracle_high_pass(plain, true_depth), true_depth, intrinsics)
+        denoised = oracle_denoised(true_depth, severity, seed, degraded.depth, shift, near)
+        denoised_normal, denoised_3d = mesh_figures(denoised, true_depth, intrinsics)
+        case.update({"oracle_error_3d": round(oracle_3d, 7), "denoised_normal_deg": round(denoised_normal, 3),
+                     "denoised_error_3d": round(denoised_3d, 7)})
     change = np.log(refined / plain)
     for name, variant in (variants or {}).items():
         figures = mesh_figures(plain * np.exp(variant(change)), true_depth, intrinsics)

@@ -16,8 +16,9 @@ needs; and the oracle that removes the depth's high-frequency error exactly
 detail cancel, undoing the smear alone moves the surface away). Over 10 seeds of the eight
 scenes the refinement is at worst +3.5 % (before the zone's local-range guard: +8 %), so a case
 of these seeds may be at most 4 % worse and their mean at most 2 %. These bars hold on this test's
-seeds, not on any seed: on seeds 10-19 the worst case is +7.0 % and the smallest normal gain at
-severity 1 is 17 % (benchmarks/results/bench_refine.json, "refined_held_out_seeds"). Exact maps
+seeds, not on any seed: on the held-out seeds 10-19 / 40-49 the worst case is +7.0 % / +7.1 % and
+the smallest normal gain at severity 1 is 17 % / 19 % (benchmarks/results/bench_refine.json,
+tradeoff "refined" "held_out", with the variants tried against it: none is better on both). Exact maps
 are judged by their own bar (under 0.2 %), not against the unrefined mesh: that mesh's error is
 the bias of a map normalised at its noisiest pixels, which a perfect denoiser lays bare too. The
 whole table is benchmarks/bench_refine.py (per seed, with both oracles' worst cases and the
