@@ -276,8 +276,9 @@ def _oracle(frames, truth):
 
 def _background_oracle(frames, shot):
     """Each frame fitted to the truth on its world-static pixels only (the moving object left out
-    with the true mask): the best a stabilizer that holds the world still can do, whatever its mask;
-    the object's own error then stays as the model made it."""
+    with the true mask): what holding the world still gives a frame even with a perfect mask (not a
+    strict bound: carrying the scale from frame to frame can do a little better); the object's own
+    error stays as the model made it."""
     out = []
     for values, depth, moving in zip(frames, shot.depth, shot.moving):
         still = ~moving
@@ -346,8 +347,8 @@ def measure(shot: Shot, raw, stabilized) -> dict:
     drift = scale_drift(stabilized, shot, used)
     # Where the 10 % per-frame bar is out of reach: the oracle's and (with a moving object) the
     # background oracle's worst frame against raw. A per-frame scale and shift cannot do better
-    # than the oracle; a stabilizer that holds the world still cannot do better on a frame than
-    # the fit to the true static background (the moving object's depth says nothing of the scale).
+    # than the oracle; holding the world still gives about what the fit to the true static
+    # background gives (the moving object's depth says nothing of the scale).
     limits = {"oracle": float(np.nanmax(oracle_m["frame_absrel"] / raw_m["frame_absrel"]))}
     if shot.moving.any():
         background_m = _measure(_background_oracle(raw, shot), shot, used)

@@ -131,8 +131,8 @@ def test_large_moving_objects_never_pop(shots, name):
 def test_where_the_per_frame_bar_is_out_of_reach(shots):
     """The 10 % per-frame bar against raw frames (some of which are right by luck) is out of reach
     where even fits to the truth miss it: a ball filling 70 % of the frame, severity 1, fitted on
-    the true static background frame by frame (what a stabilizer holding the world still can at
-    best do) has frames 1.5x worse than raw, and the close-up fitted to the truth on the whole
+    the true static background frame by frame (about what holding the world still can give) has
+    frames 1.5x worse than raw, and the close-up fitted to the truth on the whole
     frame 1.12x (README "Where it falls short"). If the error model changes so that these reach
     the bar, the stabilizer's figures must be looked at again."""
     across = shots["object_across"]
