@@ -128,6 +128,26 @@ def test_large_moving_objects_never_pop(shots, name):
             assert m["worst_frame_ratio"] <= 1.1 and _flicker_goal(m)
 
 
+def test_where_the_per_frame_bar_is_out_of_reach(shots):
+    """The 10 % per-frame bar against raw frames (some of which are right by luck) is out of reach
+    where even fits to the truth miss it: a ball filling 70 % of the frame, severity 1, fitted on
+    the true static background frame by frame (about what holding the world still can give) has
+    frames 1.5x worse than raw, and the close-up fitted to the truth on the whole
+    frame 1.12x (README "Where it falls short"). If the error model changes so that these reach
+    the bar, the stabilizer's figures must be looked at again."""
+    across = shots["object_across"]
+    raw = stabilize_cases.raw_frames(across, 1.0, 0)
+    limits = stabilize_cases.measure(across, raw, raw)["worst_frame_ratio_limits"]
+    print(f"\nobject_across severity 1 seed 0: worst frame / raw of the oracle {limits['oracle']:.2f}, "
+          f"of the static background's fit {limits['background_oracle']:.2f}")
+    assert limits["oracle"] <= 1.1 < limits["background_oracle"]
+    closeup = shots["closeup"]
+    raw = stabilize_cases.raw_frames(closeup, 1.0, 0)
+    limits = stabilize_cases.measure(closeup, raw, raw)["worst_frame_ratio_limits"]
+    print(f"closeup severity 1 seed 0: worst frame / raw of the oracle {limits['oracle']:.2f}")
+    assert limits["oracle"] > 1.1 and "background_oracle" not in limits
+
+
 def test_240_frames_do_not_drift():
     """A camera panning across a room and back: the scale against the truth at the end, back at
     the first view, is the drift the stabilizer piled up."""
