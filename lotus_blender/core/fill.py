@@ -410,7 +410,8 @@ def snap_soft_steps(depth, photo, threshold):
     moved to the photo's edge, in inverse depth (core.depth_edges.snap_to_photo); unchanged where
     the photo has no sharp edge there. Not used by the build (off): a mesh and layer built on this
     depth (benchmarks/bench_fill.py, variant "fill_placed") gain on the pixels a move reveals at
-    severity 1 but lose pixels through the photo's own camera (see README, Fill Behind)."""
+    severity 1 at the orbits and reproduce the photo through its own camera (83-93 dB), but lose
+    0.14 dB on the few pixels the room's dolly of 10 % reveals (see README, Fill Behind)."""
     depth = np.asarray(depth, np.float64)
     valid = np.isfinite(depth) & (depth > 0)
     inverse = np.where(valid, 1.0 / np.where(valid, depth, 1.0), 0.0)
