@@ -1,4 +1,4 @@
-"""Soft depth steps placed at the photo's own edge (numpy only). Not used by the build yet.
+"""Soft depth steps placed at the photo's own edge (numpy only), before Fill Behind builds its layer.
 
 A monocular model's depth does not step at an object's edge: it ramps over a few pixels (the
 log-depth blurred over about 1 % of the frame, tests/lotus_errors.py), so a tear placed where the
@@ -40,12 +40,11 @@ so that the step becomes sharp at the photo's edge:
   layer behind, which shows the filled background (severity 1, own camera 53.9 / 43.3 dB on the
   room / table before, 85.5 / 83.7 after, against 90.0 / 79.5 without the placing).
 
-Why the build does not use it: a mesh and layer built on the placed depth gain on the pixels a
-move reveals at severity 1 at the orbits and the table's dollies (benchmarks/bench_fill.py,
-variant "fill_placed") and reproduce the photo through its own camera, but lose a little on
-the pixels the room's dolly of 10 % reveals (-0.14 dB on its 54 pixels: mostly a row over a near
-object's top edge, placed right at the photo's edge, where neither build shows the wall the move
-reveals and the placed one shows the object a little darker; see README, Fill Behind). Measured and
+What it gains and costs (benchmarks/bench_fill.py, severity 1): the pixels a move reveals gain at
+the orbits and the table's dollies and the photo is still reproduced through its own camera, but
+the room's dolly of 10 % loses a little (mostly a row over a near object's top edge, placed right
+at the photo's edge, where no build shows the wall the move reveals and the placed one shows the
+object a little darker; see README, Fill Behind). Measured and
 not kept: the far or the near side's pixels at the window's mean (own camera 51.4 dB in the room,
 64.5 on the table);
 undoing the snapped steps the layer does not continue behind (most of the gain lost).
