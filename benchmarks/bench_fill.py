@@ -9,10 +9,9 @@ truth is rendered from the photo's camera and from moved cameras (dolly 5% and 1
 distance, orbits of 3 and 6 degrees about the subject). Build 2.5D Scene runs on the photo with the
 exact maps (severity 0) or the model-like maps of tests/lotus_errors.py (severity 1), as Fill
 Behind ("fill") and as the baselines: "holes" (Tear on, no fill), "rubber" (Tear off) and
-"gap_fill" (Tear on plus relight's untorn copy 1% behind); where the soft-step placement
-(core.fill.snap_soft_steps, not used by the build) moves pixels of the maps ("placed_pixels" on the
-fill's row), also "fill_placed": Fill Behind on the placed maps. Each is rendered from the same
-cameras.
+"gap_fill" (Tear on plus relight's untorn copy 1% behind). Fill Behind places the maps' soft
+steps at the photo's edges first (core.fill.snap_soft_steps; "placed_pixels" on the fill's row:
+how many pixels it moves). Each is rendered from the same cameras.
 
 Measured: PSNR (dB) and SSIM over the whole frame, over the frame the photo covers ("in_frame":
 without the pixels a move brings in from outside the photo, which nothing fills), over the pixels
@@ -20,7 +19,7 @@ the move disoccludes ("revealed": surfaces inside the photo's frame hidden behin
 and over the pixels the photo shows ("visible"); own-camera PSNR (the photo reproduced, whole
 frame). "goal" compares fill with the best baseline per move: revealed >= +3 dB, whole frame and
 in-frame >= +1 dB, visible not worse (within 0.1 dB). "fill_seconds": core.fill.fill_behind on a
-1024x768 render (best of 3, this machine).
+1024x768 render, exact and severity-1 depth (best of 3, this machine).
 Prints one JSON object and writes it to --out; --frames writes small PNGs of one move (truth,
 holes, rubber sheet, fill).
 """
@@ -89,14 +88,11 @@ def run_scene(addon, fill_scenes, name, resolution, severities, seed, keep_frame
     rows, frames = [], {}
     for severity in severities:
         lotus = fill_scenes.lotus_maps(photo, severity, seed)
-        placed, placed_pixels = fill_scenes.placed_maps(photo, lotus)
-        # The placement moves nothing on exact maps (placed_pixels 0): "fill_placed" is then "fill".
-        variants = fill_scenes.VARIANTS + ((PLACED,) if placed_pixels else ())
-        for variant in variants:
+        placed_pixels = fill_scenes.placed_maps(photo, lotus)[1]
+        for variant in fill_scenes.VARIANTS:
             import bpy
             images_before = set(bpy.data.images.keys())
-            built = fill_scenes.BuiltScene(addon, photo, variant, placed if variant == PLACED else lotus,
-                                           tag=f"{name}{severity}")
+            built = fill_scenes.BuiltScene(addon, photo, variant, lotus, tag=f"{name}{severity}")
             try:
                 start = time.perf_counter()
                 own = built.render(photo.matrix_world)
@@ -125,9 +121,6 @@ def run_scene(addon, fill_scenes, name, resolution, severities, seed, keep_frame
     return rows, frames
 
 
-PLACED = "fill_placed"
-
-
 def summarise(rows, fill_scenes):
     """Per scene, severity and move: fill minus the best baseline, whether the goal holds, and
     where the error sits:
@@ -138,8 +131,7 @@ def summarise(rows, fill_scenes):
     - outside_share: share of that baseline's frame error on pixels outside the photo's frame;
     - visible_excess_at_silhouettes: of the fill's extra squared error on the pixels the photo
       shows (against the best baseline there), the share within a pixel of a depth edge of the
-      moved view (None when the fill is not worse there);
-    - placed_minus_best_baseline_db: the same margins for "fill_placed" (where it was built).
+      moved view (None when the fill is not worse there).
     """
     summary = []
     by_key = {(row["scene"], row["severity"], row["variant"]): row for row in rows}
@@ -165,32 +157,31 @@ def summarise(rows, fill_scenes):
                      "visible_excess_at_silhouettes": round(at_edges / excess, 2) if excess > 0 else None}
             entry = {"scene": scene, "severity": severity, "move": move,
                      "fill_minus_best_baseline_db": margins, "goal": goal, "where": where}
-            placed = by_key.get((scene, severity, PLACED))
-            if placed is not None:
-                entry["placed_minus_best_baseline_db"] = {
-                    key: round(placed["moves"][move][key]["psnr"]
-                               - max(by_key[(scene, severity, base)]["moves"][move][key]["psnr"]
-                                     for base in fill_scenes.BASELINES), 2)
-                    for key in ("frame", "in_frame", "revealed", "visible")}
             summary.append(entry)
     return summary
 
 
 def fill_timing(fill_scenes, core_fill, repeat=3):
-    """core.fill.fill_behind at 1024x768 on the room scene (exact depth), best of `repeat`."""
+    """core.fill.fill_behind at 1024x768 on the room scene, best of `repeat`: on the exact depth
+    and on the error model's severity-1 depth (its soft steps placed at the photo's edges first)."""
     from tests import ground_truth
+    from tests.lotus_errors import degrade_depth
     photo = ground_truth.render_scene("room", resolution=(1024, 768), samples=1)
     width, height = photo.resolution
     focal = photo.lens / photo.sensor_width * max(width, height)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        layer = core_fill.fill_behind(photo.depth, photo.combined[..., :3], threshold=0.05, focal_px=focal,
-                                      move_range=0.1)
-        times.append(time.perf_counter() - start)
+    out = {"size": [width, height]}
+    for key, depth in (("exact", photo.depth), ("severity_1", degrade_depth(photo.depth.astype(np.float64), 1.0, 0))):
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            layer = core_fill.fill_behind(depth, photo.combined[..., :3], threshold=0.05, focal_px=focal,
+                                          move_range=0.1)
+            times.append(time.perf_counter() - start)
+        out[key] = {"seconds": round(min(times), 3), "band_pixels": int(layer.region.sum()),
+                    "placed_pixels": int(layer.snapped.sum())}
     # The machine is shared: its load average (1 minute) says how far `seconds` is from an idle one's.
-    return {"size": [width, height], "seconds": round(min(times), 3), "band_pixels": int(layer.region.sum()),
-            "load_average": round(os.getloadavg()[0], 2)}
+    out["load_average"] = round(os.getloadavg()[0], 2)
+    return out
 
 
 def save_frames(frames, folder, scene, move):

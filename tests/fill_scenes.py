@@ -9,9 +9,8 @@ Shared by tests/test_fill_ground_truth.py (a small subset) and benchmarks/bench_
   camera and from each move.
 - `build_variant(gt, variant, maps)`: Build 2.5D Scene in a scene of its own from the photo and
   exact or model-like maps (tests/lotus_errors.py), as "fill" (Fill Behind), "holes" (Tear on, no
-  fill), "rubber" (Tear off) or "gap_fill" (Tear on plus relight's untorn copy 1% behind); with
-  `placed_maps`, "fill_placed" (Fill Behind on maps whose soft steps were placed at the photo's
-  edges: core.fill.snap_soft_steps, which the build does not use).
+  fill), "rubber" (Tear off) or "gap_fill" (Tear on plus relight's untorn copy 1% behind);
+  `placed_maps`: the pixels Fill Behind's placement of soft steps moves (core.fill.snap_soft_steps).
 - `render_built(...)`: the built scene through a camera at a given matrix (Cycles, the same pixel
   filter as the truth, emission: the photo's own pixels).
 - `disoccluded(...)`: pixels of a moved view whose surface the photo's camera does not see
@@ -189,9 +188,8 @@ def lotus_maps(gt, severity=0.0, seed=0):
 
 def placed_maps(gt, lotus, threshold=0.05):
     """(lotus maps with the depth's soft steps placed at the photo's edges, pixels moved): the
-    placement of core.fill.snap_soft_steps, which the build does not use (variant "fill_placed"
-    builds Fill Behind on these maps: mesh and layer on the placed depth, as a build with the
-    placement would)."""
+    placement core.fill.snap_soft_steps, which Fill Behind makes before it builds its layer (the
+    benchmark counts the pixels it moves; on exact maps none)."""
     from lotus_blender.core import fill
     disparity, near, far, normals = lotus
     depth = maps.disparity_to_depth(np.asarray(disparity, np.float32), near, far)

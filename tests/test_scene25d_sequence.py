@@ -504,3 +504,60 @@ def test_missing_depth_frames_are_named_in_the_report(blender_addon, shot):
                                              focal_35mm=35.0)
     assert f"depth frames {FRAMES[2]} missing: no mesh on those frames" in camera["lotus_camera_report"]
     assert len(mesh_depths(obj, 1)[0]) and mesh_depths(obj, 4)[1] > 0
+
+
+def test_soft_edges_are_placed_at_each_frames_photo_edge(blender_addon, tracked_datablocks, tmp_path):  # noqa: F811
+    """Model-like depth (a box's edge blurred like tests/lotus_errors.py: log-depth over 1 % of the
+    frame) under a photo whose edge is sharp:
+    per frame, Fill Behind moves the soft step to the photo's edge, and the mesh shows that
+    depth (its Depth: the "_depth_snapped" sequence), so its tears meet the layer. A frame whose
+    photo is one flat colour keeps its soft depth (its file: the depth as it is)."""
+    import bpy
+    from tests.lotus_errors import gaussian_blur
+    outputs = live_module(blender_addon, "blender.outputs")
+    scene25d = live_module(blender_addon, "blender.builders.scene25d")
+    height, width, far = 128, 192, NEAR + RANGE
+    box = np.zeros((height, width), bool)
+    box[32:96, 48:120] = True
+    blurred = np.exp(gaussian_blur(np.log(np.where(box, 2.6, 5.0)), 0.01 * width))
+    disparity = ((1 / blurred - 1 / far) / (1 / NEAR - 1 / far)).astype(np.float32)
+    frames = FRAMES[:2]
+    for index, frame in enumerate(frames):
+        rgba = np.ones((height, width, 4), np.float32)
+        rgba[..., :3] = np.where(box[..., None], (0.8, 0.2, 0.1), (0.1, 0.3, 0.6)) if index == 0 else 0.5
+        save_png(rgba, tmp_path / f"soft_{frame}.png")
+        outputs.write_map_files(disparity, "disparity", width, height, {"exr": str(tmp_path / f"soft_depth_{frame}.exr")})
+    photo = bpy.data.images.load(str(tmp_path / f"soft_{frames[0]}.png"))
+    photo.source = 'SEQUENCE'
+    depth = bpy.data.images.load(str(tmp_path / f"soft_depth_{frames[0]}.exr"), check_existing=False)
+    depth.name, depth.source = "soft_depth", 'SEQUENCE'
+    depth.colorspace_settings.is_data = True
+    depth["lotus_kind"], depth["lotus_source"], depth["lotus_frames"] = "disparity", photo.name, list(frames)
+    scene = bpy.context.scene
+    saved = scene.frame_start, scene.frame_current
+    scene.frame_start = 1
+    scene.frame_set(1)
+    try:
+        obj, _camera = scene25d.build_photo_scene(bpy.context, photo, depth, near=NEAR, depth_range=RANGE,
+                                                  focal_35mm=35.0)
+        modifier = obj.modifiers[scene25d.MODIFIER_NAME]
+        compat = live_module(blender_addon, "blender.compat")
+        geonodes = live_module(blender_addon, "blender.builders.geonodes")
+        snapped = compat.get_modifier_input(modifier, geonodes.input_identifier(modifier.node_group, "Depth"))
+        assert snapped.name.endswith("_depth_snapped") and snapped.source == 'SEQUENCE'
+        assert sorted(name for name in os.listdir(tmp_path) if "snapped" in name) == \
+            [f"soft_depth_snapped_{frame}.exr" for frame in frames]
+
+        def depths(frame):
+            scene.frame_set(frame)
+            co = evaluated_mesh_arrays(obj)["co"]
+            return -co[:width * height, 2].reshape(width, height).T[::-1]
+        first, second = depths(1), depths(2)
+        # Frame 1: the step lies at the photo's edge, in one pixel; the blurred map ramped across it.
+        assert blurred[64, 47] < 4.0 and blurred[64, 48] > 3.2 and first[64, 48] < 2.8 and first[64, 47] > 4.5
+        assert np.abs(first - blurred)[~box].max() < np.abs(blurred - 5.0)[~box].max()
+        # Frame 2 (flat photo): the depth as predicted.
+        assert np.allclose(second, blurred, rtol=1e-3)
+    finally:
+        scene.frame_start = saved[0]
+        scene.frame_set(saved[1])

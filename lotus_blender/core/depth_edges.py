@@ -1,4 +1,4 @@
-"""Soft depth steps placed at the photo's own edge (numpy only). Not used by the build yet.
+"""Soft depth steps placed at the photo's own edge (numpy only), before Fill Behind builds its layer.
 
 A monocular model's depth does not step at an object's edge: it ramps over a few pixels (the
 log-depth blurred over about 1 % of the frame, tests/lotus_errors.py), so a tear placed where the
@@ -40,12 +40,11 @@ so that the step becomes sharp at the photo's edge:
   layer behind, which shows the filled background (severity 1, own camera 53.9 / 43.3 dB on the
   room / table before, 85.5 / 83.7 after, against 90.0 / 79.5 without the placing).
 
-Why the build does not use it: a mesh and layer built on the placed depth gain on the pixels a
-move reveals at severity 1 at the orbits and the table's dollies (benchmarks/bench_fill.py,
-variant "fill_placed") and reproduce the photo through its own camera, but lose a little on
-the pixels the room's dolly of 10 % reveals (-0.14 dB on its 54 pixels: mostly a row over a near
-object's top edge, placed right at the photo's edge, where neither build shows the wall the move
-reveals and the placed one shows the object a little darker; see README, Fill Behind). Measured and
+What it gains and costs (benchmarks/bench_fill.py, severity 1): the pixels a move reveals gain at
+the orbits and the table's dollies and the photo is still reproduced through its own camera, but
+the room's dolly of 10 % loses a little (mostly a row over a near object's top edge, placed right
+at the photo's edge, where no build shows the wall the move reveals and the placed one shows the
+object a little darker; see README, Fill Behind). Measured and
 not kept: the far or the near side's pixels at the window's mean (own camera 51.4 dB in the room,
 64.5 on the table);
 undoing the snapped steps the layer does not continue behind (most of the gain lost).
@@ -281,19 +280,24 @@ def _continue_side(snapped, side, source, passes):
     pixel steps from its own side, the cut is the only step. Pixels the spread does not reach
     keep the side's mean."""
     known = source.copy()
+    fresh = source     # a pass reaches only the pixels next to those the pass before reached
+    snapped = snapped.copy()
     for _ in range(passes):
-        todo = side & ~known
-        if not todo.any():
+        ys, xs = np.nonzero(side & ~known & _window(fresh, 1, np.logical_or, False))
+        if not len(ys):
             break
-        total = np.zeros(snapped.shape)
-        count = np.zeros(snapped.shape)
-        for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
-            there = _at(known.astype(np.float64), dy, dx) == 1
-            total += np.where(there, np.nan_to_num(_at(snapped, dy, dx)), 0.0)
+        total, count = np.zeros(len(ys)), np.zeros(len(ys))
+        known_values = known.astype(np.float64)
+        for dy, dx in _FOUR:
+            there = _gather(known_values, ys + dy, xs + dx) == 1
+            total += np.where(there, np.nan_to_num(_gather(snapped, ys + dy, xs + dx)), 0.0)
             count += there
-        reached = todo & (count > 0)
-        snapped = np.where(reached, total / np.maximum(count, 1), snapped)
-        known |= reached
+        reached = count > 0
+        ys, xs = ys[reached], xs[reached]
+        snapped[ys, xs] = total[reached] / count[reached]
+        fresh = np.zeros(known.shape, bool)
+        fresh[ys, xs] = True
+        known |= fresh
     return snapped
 
 
@@ -358,22 +362,40 @@ def _single_tears(snapped, zone, threshold, passes=None):
     repeated until none is left (a staircase of such pixels joins one at a time)."""
     joined = np.zeros(snapped.shape, bool)
     grow = 1.0 + TEAR_MARGIN * max(float(threshold), 0.0)
+    # A pixel's test depends on its 8 neighbours only: after the first pass only the pixels next
+    # to those that changed are looked at again (the same result, without a whole-image pass each).
+    active = zone
     for _ in range(passes or RADIUS_PASSES):
+        ys, xs = np.nonzero(active & (zone | _window(joined, 1, np.logical_or, False)))
         # The mesh tears on the depth as an image stores it (float32, sampled): a jump this
         # close to the threshold may tear there (a room's pixel torn at 5.1 % from one side).
-        around = [_at(snapped, dy, dx) for dy, dx in _EIGHT]
-        double = (zone | _window(joined, 1, np.logical_or, False)) & _risk(snapped, around, grow)[0]
+        around = [_gather(snapped, ys + dy, xs + dx) for dy, dx in _EIGHT]
+        double = _risk(snapped[ys, xs], around, grow)[0]
         if not double.any():
             break
-        best, best_score = snapped, np.full(snapped.shape, np.inf)
+        ys, xs, around = ys[double], xs[double], [values[double] for values in around]
+        best, best_score = snapped[ys, xs], np.full(len(ys), np.inf)
         for candidate in around:
             risk, count = _risk(candidate, around, grow)
             score = np.where(np.isnan(candidate), np.inf, 10.0 * risk + count - 1e-6 * np.nan_to_num(candidate))
             better = score < best_score
             best, best_score = np.where(better, candidate, best), np.where(better, score, best_score)
-        snapped = np.where(double, best, snapped)
-        joined |= double
+        snapped = snapped.copy()
+        snapped[ys, xs] = best
+        joined[ys, xs] = True
+        active = np.zeros(snapped.shape, bool)
+        active[ys, xs] = True
+        active = _window(active, 1, np.logical_or, False)
     return snapped, joined
+
+
+def _gather(values, ys, xs):
+    """values[ys, xs], NaN outside the image."""
+    height, width = values.shape
+    inside = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
+    out = np.full(len(ys), np.nan)
+    out[inside] = values[ys[inside], xs[inside]]
+    return out
 
 
 def _boundary_sharpness(colours, near_all, far_all, moved, gap):

@@ -17,9 +17,9 @@ layer built here lies behind the near side of each tear:
   stripes and tiles carry on across the band instead of a smear; pixels no offset can reach get
   a multi-scale (push-pull) fill.
 
-`fill_behind()` does all three for a depth map and a photo. `snap_soft_steps()` places a model's
-blurred depth steps at the photo's edges (core.depth_edges); the build does not use it yet (see
-there: through the photo's own camera it still costs pixels at severity 1).
+`fill_behind()` does all three for a depth map and a photo, after placing the depth's soft steps
+(a model's blurred edges) at the photo's edges where the photo shows one (`snap_soft_steps`,
+core.depth_edges): the mesh must then show that depth too (BehindLayer.depth).
 """
 
 from __future__ import annotations
@@ -59,6 +59,8 @@ class BehindLayer:
     region: np.ndarray     # (H, W) bool: the filled band
     soft: np.ndarray | None = None   # (H, W) bool: near pixels of steps too soft to fill behind
     colour: np.ndarray | None = None   # (H', W', C) the photo with the band inpainted (photo's size)
+    depth: np.ndarray | None = None    # (H, W) the depth the layer continues: soft steps placed at the photo's edges
+    snapped: np.ndarray | None = None  # (H, W) bool: pixels whose depth moved to the photo's edge
 
 
 def band_width(depth, behind, focal_px, move_range):
@@ -408,10 +410,9 @@ def _resample_nearest(values, shape):
 def snap_soft_steps(depth, photo, threshold):
     """(depth, moved): the depth with the ramps of its soft steps (core.depth_edges.soft_steps)
     moved to the photo's edge, in inverse depth (core.depth_edges.snap_to_photo); unchanged where
-    the photo has no sharp edge there. Not used by the build (off): a mesh and layer built on this
-    depth (benchmarks/bench_fill.py, variant "fill_placed") gain on the pixels a move reveals at
-    severity 1 at the orbits and reproduce the photo through its own camera (83-93 dB), but lose
-    0.14 dB on the few pixels the room's dolly of 10 % reveals (see README, Fill Behind)."""
+    the photo has no sharp edge there. Exact maps move nothing (their steps are sharp); on
+    model-like maps the mesh and layer built on this depth gain on the pixels a move reveals and
+    still reproduce the photo through its own camera (benchmarks/bench_fill.py, README Fill Behind)."""
     depth = np.asarray(depth, np.float64)
     valid = np.isfinite(depth) & (depth > 0)
     inverse = np.where(valid, 1.0 / np.where(valid, depth, 1.0), 0.0)
@@ -423,23 +424,28 @@ def snap_soft_steps(depth, photo, threshold):
     return np.where(moved, 1.0 / np.where(moved, snapped, 1.0), depth), moved
 
 
-def fill_behind(depth, photo=None, *, threshold, focal_px, move_range=DEFAULT_MOVE_RANGE, seed=0):
+def fill_behind(depth, photo=None, *, threshold, focal_px, move_range=DEFAULT_MOVE_RANGE, seed=0, snap=True):
     """The layer behind every tear of a depth map (metric, planar; (H, W)).
 
     focal_px: the focal length in pixels of the depth map. The band is computed for move_range
     (fraction of the near side's depth). photo ((H', W', C), any size of the same aspect): its
-    colours are continued into the band (BehindLayer.colour, at the photo's size).
+    colours are continued into the band (BehindLayer.colour, at the photo's size), and with snap
+    the depth's soft steps are first placed at the photo's edges (snap_soft_steps): the layer is
+    built on that depth (BehindLayer.depth), which the mesh must use too for its tears to agree.
     """
     depth = np.asarray(depth, np.float64)
     if threshold <= 0:
         raise ValueError("Fill Behind needs tearing (a tear threshold above 0)")
+    moved = np.zeros(depth.shape, bool)
+    if snap and photo is not None:
+        depth, moved = snap_soft_steps(depth, photo, threshold)
     reach = int(np.ceil(focal_px * move_range * BAND_MARGIN + BAND_EXTRA_PX)) + _RING_PX + 1
     behind, distance, soft = extend_behind(depth, threshold, reach)
     reached = distance < UNREACHED
     region = reached & (distance <= band_width(depth, behind, focal_px, move_range))
     distance = np.where(region, distance, UNREACHED)
     behind = np.where(region, behind, depth)
-    layer = BehindLayer(behind=behind, distance=distance, region=region, soft=soft)
+    layer = BehindLayer(behind=behind, distance=distance, region=region, soft=soft, depth=depth, snapped=moved)
     if photo is not None:
         photo = np.asarray(photo, np.float64)
         shape = photo.shape[:2]

@@ -249,7 +249,7 @@ def _previous_build(scene, photo) -> list:
             and ((obj.type == 'CAMERA') or ("lotus_mode" in obj and not obj.get("lotus_gap_fill")))]
 
 
-_BUILD_IMAGE_SUFFIXES = ("_depth_refined", "_behind", "_fill")
+_BUILD_IMAGE_SUFFIXES = ("_depth_refined", "_depth_snapped", "_behind", "_fill")
 
 
 def _replace_previous(previous, obj, camera, name) -> None:
@@ -394,6 +394,9 @@ def build_photo_scene(context, photo, depth, normal=None, *, mode="GEONODES", ne
                 fill_material = create_photo_material(name + "_2.5D_fill", photo, material, fill_image, timing)
                 obj.data.materials.append(fill_material)
             modifier = obj.modifiers[MODIFIER_NAME]
+            snapped = bpy.data.images.get(behind.get("lotus_snapped_depth", ""))
+            if snapped is not None:     # the soft steps placed at the photo's edges: the mesh tears there too
+                geonodes.set_inputs(modifier, Depth=snapped)
             geonodes.set_inputs(modifier, Behind=behind, Fill_Behind=fill_image is not None, Move_Range=move_range)
             if fill_material is not None:
                 geonodes.set_inputs(modifier, Fill_Material=fill_material)

@@ -35,16 +35,21 @@ def behind_arrays(values, colours, kind, near, depth_range, lens, sensor, tear_t
                                 move_range)[:3]
 
 
-def _behind_layer_arrays(values, colours, kind, near, depth_range, lens, sensor, tear_threshold, move_range):
+def _behind_layer_arrays(values, colours, kind, near, depth_range, lens, sensor, tear_threshold, move_range,
+                         snap=False):
     """behind_arrays and the share of the near edges' pixels whose step was too soft to fill
-    behind (fill.BehindLayer.soft)."""
+    behind (fill.BehindLayer.soft), and the map's values with the soft steps placed at the photo's
+    edges (with snap and colours: fill.snap_soft_steps, what the mesh must show for its tears to
+    meet the layer), or None when no pixel moved."""
     far = near + max(depth_range, 1e-6)
     values = np.asarray(values, np.float64)
     metric = (maps.disparity_to_depth(values, near, far) if kind == "disparity"
               else maps.relative_depth_to_depth(values, near, far)).astype(np.float64)
     height, width = metric.shape
     focal_px = lens / sensor * max(width, height)
-    layer = fill.fill_behind(metric, colours, threshold=tear_threshold, focal_px=focal_px, move_range=move_range)
+    layer = fill.fill_behind(metric, colours, threshold=tear_threshold, focal_px=focal_px, move_range=move_range,
+                             snap=snap)
+    metric = layer.depth
     rgba = np.ones((height, width, 4), np.float32)
     rgba[..., 0] = np.clip(fill.depth_to_map_values(layer.behind, kind, near, far), 0.0, 1.0)
     rgba[..., 1] = layer.distance
@@ -52,7 +57,11 @@ def _behind_layer_arrays(values, colours, kind, near, depth_range, lens, sensor,
     colour = None if layer.colour is None else layer.colour.astype(np.float32)
     opening = float(np.max(1.0 - metric[layer.region] / layer.behind[layer.region])) if layer.region.any() else 0.0
     soft = int(layer.soft.sum())
-    return rgba, colour, opening, soft / max(soft + int((layer.distance == 1).sum()), 1)
+    share = soft / max(soft + int((layer.distance == 1).sum()), 1)
+    snapped = None
+    if snap and layer.snapped is not None and layer.snapped.any():
+        snapped = np.where(layer.snapped, fill.depth_to_map_values(layer.depth, kind, near, far), values)
+    return rgba, colour, opening, share, snapped
 
 
 def soft_edges_note(share):
@@ -72,15 +81,25 @@ def build_behind_layer(name, depth_image, photo, kind, near, depth_range, lens, 
     """The layer behind the tears (core.fill) of a still as packed images: "<name>_behind" (see
     behind_arrays) and, with_colour, "<name>_fill" (the photo with the band filled). Returns
     (behind, fill image or None, opening); the behind image's "lotus_soft_edges" is the share of the
-    near edges too soft to fill behind (soft_edges_note)."""
+    near edges too soft to fill behind (soft_edges_note), and with colour the image's
+    "lotus_snapped_depth" names the depth map with the soft steps placed at the photo's edges
+    ("<name>_depth_snapped", same kind: the mesh's Depth for its tears to meet the layer; none
+    when no pixel moved)."""
     values = common.read_pixels(depth_image)[..., 0]
     colours = common.read_pixels(photo) if with_colour and _has_pixels(photo) else None
-    rgba, colour, opening, soft = _behind_layer_arrays(values, colours, kind, near, depth_range, lens, sensor,
-                                                       tear_threshold, move_range)
+    rgba, colour, opening, soft, snapped = _behind_layer_arrays(
+        values, colours, kind, near, depth_range, lens, sensor, tear_threshold, move_range, snap=True)
     behind = _packed_image(name + "_behind", rgba)
     behind["lotus_soft_edges"] = round(soft, 4)
     behind["lotus_kind"] = "behind"
     behind["lotus_behind_of"] = depth_image.name
+    if snapped is not None:
+        grey = np.ones(snapped.shape + (4,), np.float32)
+        grey[..., :3] = snapped[..., None]
+        snapped_image = _packed_image(name + "_depth_snapped", grey)
+        snapped_image["lotus_kind"] = kind
+        snapped_image["lotus_snapped_from"] = depth_image.name
+        behind["lotus_snapped_depth"] = snapped_image.name
     fill_image = None
     if colour is not None:
         fill_image = _packed_image(name + "_fill", colour, like=photo)
@@ -121,10 +140,16 @@ def build_behind_sequence(context, name, depth_image, photo, kind, near, depth_r
         return behind_fill.images()
 
     def compute(values, colours):
-        return _behind_layer_arrays(values, colours, kind, near, depth_range, lens, sensor, tear_threshold,
-                                    move_range)
+        # With colour, each frame's soft steps are placed at its photo's edges (the mesh's Depth
+        # becomes that sequence: see build_behind_layer).
+        *arrays, snapped = _behind_layer_arrays(values, colours, kind, near, depth_range, lens, sensor,
+                                                tear_threshold, move_range, snap=colours is not None)
+        if colours is None:
+            return (*arrays, None)
+        return (*arrays, (values if snapped is None else snapped, snapped is not None))
 
-    fill_frames = scene25d_sequence.BehindSequenceFill(name, depth_image, colour_source, compute, folder, parameters)
+    fill_frames = scene25d_sequence.BehindSequenceFill(name, depth_image, colour_source, compute, folder, parameters,
+                                                       depth_kind=kind)
     if behind_fill == DEFER_FILL:
         raise FillFramesFirst(fill_frames)
     return fill_frames.run(context)

@@ -273,16 +273,20 @@ class BehindSequenceFill:
     shows real progress and can cancel), and what run() does in one go.
 
     compute(depth values (H, W), photo RGBA or None) -> (behind RGBA, filled photo RGBA or None,
-    opening[, share of the near edges too soft to fill]) is run per frame; the results are written to folder as "<name>_behind_FFFF.exr"
+    opening[, share of the near edges too soft to fill[, (depth values with the soft steps placed
+    at the photo's edges, whether any moved) or None]]) is run per frame; the results are written to folder as "<name>_behind_FFFF.exr"
     (float) and "<name>_fill_FFFF" (16-bit PNG for a byte photo, float EXR for a float one: the
-    photo's values as stored), never over an existing file, each atomically. parameters is what
+    photo's values as stored), and where a frame's depth moved "<name>_depth_snapped_FFFF.exr"
+    (the mesh's Depth, so that its tears meet the layer; once the fill is done, the frames that
+    did not move get theirs too, their depth as it is), never over an existing file, each
+    atomically. parameters is what
     the results depend on besides the frames (the build checks it before using them).
 
     Between steps nothing of the fill is in bpy.data (readers, writer scene and scratch images
     live for one step) and the images are looked up by name each step, so an undo or an edit
     made while the frames are filled cannot leave a stale reference or a throwaway datablock."""
 
-    def __init__(self, name, depth, photo, compute, folder, parameters=()):
+    def __init__(self, name, depth, photo, compute, folder, parameters=(), depth_kind=None):
         self.numbers = frame_numbers(depth)
         if not self.numbers:
             raise ValueError(f"{depth.name!r}: none of its frames' files exist")
@@ -295,6 +299,10 @@ class BehindSequenceFill:
         self.fill_extension = ".exr" if photo is not None and photo.is_float else ".png"
         self.fill_stem = outputs.unique_sequence_stem(folder, naming.result_file_name(name, "fill"),
                                                       self.fill_extension, self.numbers)
+        self.snapped_stem = outputs.unique_sequence_stem(folder, naming.result_file_name(name, "depth_snapped"),
+                                                         ".exr", self.numbers)
+        self.depth_kind = depth_kind
+        self.snapped_frames: dict[int, str] = {}    # frames whose depth moved to the photo's edges: file
         self.written: list[str] = []
         self.done = 0
         self.opening = 0.0
@@ -362,7 +370,7 @@ class BehindSequenceFill:
                 colours = photo_frames.pixels(frame)
         return values, colours
 
-    def _write_frame(self, frame, behind, filled, frame_opening, frame_soft=0.0):
+    def _write_frame(self, frame, behind, filled, frame_opening, frame_soft=0.0, snapped=None):
         scratch = []
         try:
             with WriterScene() as writer:
@@ -379,11 +387,34 @@ class BehindSequenceFill:
                         _write_float(writer, scratch, filled, path, "lotus_fill_frame")
                     self.written.append(path)
                     self.fill_path = self.fill_path or path
+                if snapped is not None and snapped[1]:
+                    self._write_depth(writer, scratch, frame, snapped[0])
         finally:
             for image in scratch:
                 bpy.data.images.remove(image)
         self.opening = max(self.opening, frame_opening)
         self.soft = max(self.soft, frame_soft)
+
+    def _write_depth(self, writer, scratch, frame, values):
+        path = os.path.join(self.folder, naming.frame_file_name(self.snapped_stem, frame, ".exr"))
+        values = np.asarray(values, np.float32)
+        _write_float(writer, scratch, np.repeat(values[..., None], 3, axis=-1), path, "lotus_depth_frame")
+        self.written.append(path)
+        self.snapped_frames[frame] = path
+
+    def _complete_snapped_depth(self) -> None:
+        """The snapped depth's frames that did not move: the depth's own values (a whole sequence)."""
+        missing = [frame for frame in self.numbers if frame not in self.snapped_frames]
+        if not self.snapped_frames or not missing:
+            return
+        scratch = []
+        try:
+            with FrameReader(self._image(self.depth_name)) as depth_frames, WriterScene() as writer:
+                for frame in missing:
+                    self._write_depth(writer, scratch, frame, depth_frames.pixels(frame)[..., 0])
+        finally:
+            for image in scratch:
+                bpy.data.images.remove(image)
 
     def _shutdown(self) -> None:
         """Let the background thread go (a frame being computed is finished there and dropped)."""
@@ -401,7 +432,7 @@ class BehindSequenceFill:
                 os.remove(path)
             except OSError:
                 pass
-        self.written = []
+        self.written, self.snapped_frames = [], {}
         self.behind_path = self.fill_path = None
 
     def intact(self) -> bool:
@@ -424,6 +455,13 @@ class BehindSequenceFill:
             fill_image = _sequence_image(self.fill_path, self.name + "_fill", self.fill_colourspace, "fill",
                                          self.photo_name)
             fill_image["lotus_frames"] = [numbers[0], numbers[-1]]
+        if self.snapped_frames:
+            self._complete_snapped_depth()
+            snapped = _sequence_image(self.snapped_frames[numbers[0]], self.name + "_depth_snapped", 'Non-Color',
+                                      self.depth_kind, self.depth_name)
+            snapped["lotus_snapped_from"] = self.depth_name
+            snapped["lotus_frames"] = [numbers[0], numbers[-1]]
+            behind_image["lotus_snapped_depth"] = snapped.name
         return behind_image, fill_image, self.opening
 
     def run(self, context=None):
