@@ -9,8 +9,9 @@ maps' soft steps (tests/lotus_errors.py: the log-depth blurred over about 1 % of
 few pixels wide. A real photo is larger: this script renders the photo view of each scene
 (tests/fill_scenes.py: emission-only room and table, the shaded Lambert scene) at each size, builds
 the maps bench_fill.py builds (fill_scenes.lotus_maps, the same severities and seed) and counts the
-pixels the placing moves ("placed_pixels": on exact maps it must be 0 at every size) and the soft
-step pixels it starts from ("soft_pixels"), with the placing's time (best of 2, this machine, its
+pixels the placing moves ("placed_pixels": on exact maps it must be 0 at every size), the share of
+them whose placed depth lies nearer the true depth than the model's did ("placed_closer_share")
+and the soft step pixels it starts from ("soft_pixels"), with the placing's time (best of 2, this machine, its
 load average alongside). A scene "lit_NAME@SAMPLES" is tests/ground_truth.py's scene NAME
 as lit (Principled surfaces, shadows, bounces), rendered at SAMPLES samples per pixel. --noise adds Gaussian noise of that standard deviation (linear RGB,
 seeded) to the photo: a camera's sensor noise, against which the placing's colour guards must hold
@@ -77,9 +78,14 @@ def measure(fill_scenes, core_fill, photo, severity, seed, noise=0.0, threshold=
     times = []
     for _ in range(2):
         start = time.perf_counter()
-        _, moved = core_fill.snap_soft_steps(depth, colours, threshold)
+        placed, moved = core_fill.snap_soft_steps(depth, colours, threshold)
         times.append(time.perf_counter() - start)
+    # Whether the moved pixels went the right way: their placed depth nearer the truth's than the
+    # model's was (a pixel of the ramp given the wrong side lies further from it).
+    truth = np.asarray(photo.depth, np.float64)
+    closer = np.abs(placed - truth) < np.abs(depth - truth)
     return {"soft_pixels": int(soft.sum()), "placed_pixels": int(moved.sum()),
+            "placed_closer_share": round(float(closer[moved].mean()), 4) if moved.any() else None,
             "placing_seconds": round(min(times), 3)}
 
 
