@@ -276,3 +276,28 @@ def test_no_pixel_of_a_placed_window_is_torn_from_both_sides():
     assert not (both & window).any()
     # Nor, but at a few pixels where three colours meet, torn from a nearer and a farther side.
     assert (depth_edges.torn_both_sides(1.0 / snapped, 0.05) & window).sum() < 0.03 * moved.sum()
+
+
+def test_textured_two_surface_edge_is_placed_in_a_large_photo():
+    """At 512x384 (the ramp's window 27 pixels wide) a box and a wall, each a checker of two
+    tones of its own colour (tiles of 12 pixels, less contrast than between the two surfaces),
+    with a camera's noise (0.03): the blurred step is placed at the box's edge, each moved pixel
+    on its own side; the exact depth moves nothing, nor do tiles as contrasted as the two surfaces
+    (benchmarks/bench_fill_placing.py measures the benchmark's scenes at 192 to 1024 pixels)."""
+    from tests.lotus_errors import gaussian_blur
+    width, height = 512, 384
+    y, x = np.mgrid[0:height, 0:width]
+    box = (abs(x - width / 2) < width / 6) & (y > height / 5) & (y < 0.8 * height)
+    depth = np.where(box, 3.0, 6.0 + 0.002 * x)
+    tone = ((x // 12 + y // 12) % 2)[..., None]
+    photo = np.where(box[..., None], (0.75, 0.25, 0.1) + 0.12 * tone, (0.15, 0.3, 0.5) + 0.12 * tone)
+    photo = photo + np.random.default_rng(1).normal(0.0, 0.03, photo.shape)
+    blurred = np.exp(gaussian_blur(np.log(depth), 0.01 * width))
+    snapped, moved = fill.snap_soft_steps(blurred, photo, 0.05)
+    assert moved.sum() > 5000 and not (moved & ~_dilate_box(box, 20)).any()
+    inside, outside = box & moved, ~box & moved
+    assert np.all(snapped[inside] < 3.3) and np.all(snapped[outside] > 5.4)
+    assert not fill.snap_soft_steps(depth, photo, 0.05)[1].any()
+    # Tiles as far apart in colour as the two surfaces (0.4): no telling the sides apart, nothing moves.
+    busy = np.where(box[..., None], (0.75, 0.25, 0.1) + 0.4 * tone, (0.15, 0.3, 0.5) + 0.4 * tone)
+    assert not fill.snap_soft_steps(blurred, busy, 0.05)[1].any()
