@@ -156,8 +156,8 @@ def replace_material(obj, material):
 # pixel scale, most where Fill Behind placed its soft steps at the photo's edges (a per-pixel
 # choice that leaves steep sub-tear steps along the rims): shadow rays leaving the normal-mapped
 # rim hit those steps, a speckled self-shadow. bench_refine.py's relight rows (severity 1, 2
-# seeds, subjects): objects 18.23 -> 18.55 dB, outdoor 14.91 -> 15.30, table 15.63 -> 15.89, closeup
-# 16.10 -> 16.26, room 14.03 -> 14.04; severity 0 within 0.15 dB.
+# seeds, subjects): objects 18.23 -> 18.53 dB, outdoor 14.91 -> 15.28, table 15.63 -> 15.90,
+# closeup 16.10 -> 16.26, room +0.01, interior -0.06; severity 0 within 0.1 dB.
 SHADOW_TERMINATOR_GEOMETRY_OFFSET = 1.0
 
 
