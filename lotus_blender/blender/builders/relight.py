@@ -157,7 +157,7 @@ def replace_material(obj, material):
 # choice that leaves steep sub-tear steps along the rims): shadow rays leaving the normal-mapped
 # rim hit those steps, a speckled self-shadow. bench_refine.py's relight rows (severity 1, 2
 # seeds, subjects): objects 18.23 -> 18.53 dB, outdoor 14.91 -> 15.28, table 15.63 -> 15.90,
-# closeup 16.10 -> 16.26, room +0.01, interior -0.06; severity 0 within 0.1 dB.
+# closeup 16.10 -> 16.26, room +0.01, interior -0.06; severity 0 within 0.15 dB.
 SHADOW_TERMINATOR_GEOMETRY_OFFSET = 1.0
 
 
