@@ -157,6 +157,8 @@ def test_relight_setup_operator_builds_rig_ground_and_preview(blender_addon, fre
         normal_map = material.node_tree.nodes["Lotus Normal Map"]
         assert normal_map.space == 'OBJECT'
         assert material.node_tree.nodes["Lotus Albedo"].image == photo
+        offset_owner = mesh if hasattr(mesh, "shadow_terminator_geometry_offset") else mesh.cycles
+        assert offset_owner.shadow_terminator_geometry_offset == pytest.approx(1.0)   # no speckled self-shadow
 
         gap_fill = bpy.data.objects["rig_photo_gap_fill"]
         assert gap_fill.parent == mesh and not gap_fill.visible_shadow and gap_fill.visible_camera

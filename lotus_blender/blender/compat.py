@@ -100,6 +100,13 @@ def node_tree(block):
     return block.node_tree
 
 
+def set_shadow_terminator_geometry_offset(obj, value: float) -> None:
+    """Cycles' shadow terminator Geometry Offset of an object: a property of the Object from
+    Blender 5.0, of its Cycles settings (``obj.cycles``) up to 4.5."""
+    owner = obj if hasattr(obj, "shadow_terminator_geometry_offset") else obj.cycles
+    owner.shadow_terminator_geometry_offset = value
+
+
 def cycles_can_denoise(scene) -> bool:
     """False where the build lacks Cycles' chosen denoiser: distro builds may come without
     OpenImageDenoise (Debian's 4.3 does), and there every denoised render fails. A build
