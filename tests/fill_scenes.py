@@ -71,6 +71,12 @@ def moved_matrix(matrix_world, kind, amount, distance):
 
 def _emission_only(scene):
     """Every material shows its colour (base colour input or what is linked to it) as emission."""
+    _surfaces_as(scene, "ShaderNodeEmission")
+
+
+def _surfaces_as(scene, node_id):
+    """Every mesh material's surface becomes a node_id shader (emission, diffuse) of the colour its
+    Principled BSDF had (its base colour, or what is linked to it)."""
     for obj in scene.scene.collection.objects:
         if obj.type != 'MESH':
             continue
@@ -78,16 +84,16 @@ def _emission_only(scene):
             tree = material.node_tree
             bsdf = tree.nodes.get("Principled BSDF")
             output = next(node for node in tree.nodes if node.bl_idname == "ShaderNodeOutputMaterial")
-            emission = tree.nodes.new("ShaderNodeEmission")
+            shader = tree.nodes.new(node_id)
             colour = bsdf.inputs["Base Color"]
             if colour.is_linked:
-                tree.links.new(colour.links[0].from_socket, emission.inputs["Color"])
+                tree.links.new(colour.links[0].from_socket, shader.inputs["Color"])
             else:
-                emission.inputs["Color"].default_value = colour.default_value
-            tree.links.new(emission.outputs[0], output.inputs["Surface"])
+                shader.inputs["Color"].default_value = colour.default_value
+            tree.links.new(shader.outputs[0], output.inputs["Surface"])
 
 
-# A shaded photo (the case emission-only scenes miss): diffuse surfaces lit by two suns, a smooth
+# A shaded photo (the case emission-only scenes miss): diffuse surfaces lit by one sun, a smooth
 # Suzanne and a sphere before a checkered wall and floor. Their curved silhouettes meet the
 # background at a grazing angle (soft by the depth's own sharpness test even on exact maps) and
 # their shading turns gradually from lit to dark toward them: what must never be taken for an edge.
@@ -128,20 +134,7 @@ def _shaded(scene):
     head.pass_index = len(scene.objects) + 1
     scene.scene.collection.objects.link(head)
     scene.objects["shaded_head"] = head
-    for obj in scene.scene.collection.objects:
-        if obj.type != 'MESH':
-            continue
-        for material in obj.data.materials:
-            tree = material.node_tree
-            bsdf = tree.nodes.get("Principled BSDF")
-            output = next(node for node in tree.nodes if node.bl_idname == "ShaderNodeOutputMaterial")
-            diffuse = tree.nodes.new("ShaderNodeBsdfDiffuse")
-            base = bsdf.inputs["Base Color"]
-            if base.is_linked:
-                tree.links.new(base.links[0].from_socket, diffuse.inputs["Color"])
-            else:
-                diffuse.inputs["Color"].default_value = base.default_value
-            tree.links.new(diffuse.outputs[0], output.inputs["Surface"])
+    _surfaces_as(scene, "ShaderNodeBsdfDiffuse")
     scene.sun.data.energy, scene.sun.data.angle = SUN[0], 0.0
     scene.sun.rotation_euler = tuple(math.radians(a) for a in SUN[1])
     scene.scene.cycles.max_bounces = 0
